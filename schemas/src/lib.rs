@@ -1,0 +1,23 @@
+//! The contract between phenoflow stages: the Arrow schema of every table that passes between
+//! stages, the Parquet reader and writer every stage uses (validated on read and on write,
+//! zstd-compressed, written atomically), and the provenance metadata carried by every file.
+//!
+//! This crate deliberately depends on no heavy crate (no polars, tch or ort), so that every stage
+//! can use it without paying for the others.
+
+pub mod cells;
+mod error;
+pub mod parquet_io;
+pub mod provenance;
+pub mod tables;
+pub mod tensor;
+
+pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
+pub use error::SchemaError;
+pub use parquet_io::{read_table, ParquetTableReader, ParquetTableWriter};
+pub use provenance::{hash_file, hash_params, Provenance};
+pub use tables::{ColumnSpec, ColumnType, TableKind};
+pub use tensor::{TensorShape, PIXELS_COLUMN};
+
+/// The result type of this crate.
+pub type Result<T, E = SchemaError> = std::result::Result<T, E>;

@@ -1,0 +1,489 @@
+//! The tables that pass between stages, as data: for each one its name, version, required
+//! columns (name, type, nullability) and whether it carries numeric feature columns. The Markdown
+//! file of the same name under `schemas/` documents units and meaning; this module is what every
+//! reader and writer checks against.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow_array::{Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema};
+
+use crate::tensor::{TensorShape, PIXELS_COLUMN};
+use crate::SchemaError;
+
+/// The logical type of a column, a little looser than an Arrow `DataType` on read (strings may be
+/// `Utf8`, `LargeUtf8` or `Utf8View`, since polars and pyarrow write different ones).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnType {
+    Utf8,
+    Int32,
+    Int64,
+    Float64,
+    Boolean,
+    /// A `uint16` `arrow.fixed_shape_tensor` of rank 3, `[C,H,W]`.
+    PixelTensor,
+}
+
+impl ColumnType {
+    /// The Arrow type this crate writes for the column (tensors are built by [`TensorShape`]).
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::Utf8 => DataType::Utf8,
+            ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::Boolean => DataType::Boolean,
+            ColumnType::PixelTensor => DataType::FixedSizeList(
+                Arc::new(Field::new("item", DataType::UInt16, true)),
+                0,
+            ),
+        }
+    }
+
+    fn accepts(self, data_type: &DataType) -> bool {
+        match self {
+            ColumnType::Utf8 => matches!(
+                data_type,
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            ),
+            ColumnType::PixelTensor => matches!(data_type, DataType::FixedSizeList(_, _)),
+            other => &other.arrow_type() == data_type,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            ColumnType::Utf8 => "Utf8",
+            ColumnType::Int32 => "Int32",
+            ColumnType::Int64 => "Int64",
+            ColumnType::Float64 => "Float64",
+            ColumnType::Boolean => "Boolean",
+            ColumnType::PixelTensor => "arrow.fixed_shape_tensor<UInt16>[C,H,W]",
+        }
+    }
+}
+
+/// One required column of a table.
+#[derive(Debug, Clone, Copy)]
+pub struct ColumnSpec {
+    pub name: &'static str,
+    pub column_type: ColumnType,
+    pub nullable: bool,
+}
+
+const fn column(name: &'static str, column_type: ColumnType) -> ColumnSpec {
+    ColumnSpec {
+        name,
+        column_type,
+        nullable: false,
+    }
+}
+
+const fn nullable(name: &'static str, column_type: ColumnType) -> ColumnSpec {
+    ColumnSpec {
+        name,
+        column_type,
+        nullable: true,
+    }
+}
+
+use ColumnType::{Boolean, Float64, Int32, Int64, PixelTensor, Utf8};
+
+/// Prefix of every key (non-feature) column, as in pycytominer.
+pub const METADATA_PREFIX: &str = "Metadata_";
+/// Prefix of the per-channel image path columns of the image manifest.
+pub const IMAGE_PATH_PREFIX: &str = "Image_Path_";
+
+const IMAGE_MANIFEST_COLUMNS: &[ColumnSpec] = &[
+    column("Metadata_Plate", Utf8),
+    column("Metadata_Well", Utf8),
+    column("Metadata_Site", Int32),
+    column("Metadata_Compound", Utf8),
+    column("Metadata_Concentration", Float64),
+    nullable("Metadata_MoA", Utf8),
+    column("Metadata_Batch", Utf8),
+    nullable("Metadata_ImageNumber", Int64),
+];
+
+const CELLS_COLUMNS: &[ColumnSpec] = &[
+    column("Metadata_Plate", Utf8),
+    column("Metadata_Well", Utf8),
+    column("Metadata_Site", Int32),
+    column("Metadata_Compound", Utf8),
+    column("Metadata_Concentration", Float64),
+    nullable("Metadata_MoA", Utf8),
+    column("Metadata_Batch", Utf8),
+    column("Metadata_ObjectNumber", Int32),
+    nullable("Metadata_Location_Center_X", Float64),
+    nullable("Metadata_Location_Center_Y", Float64),
+    column(PIXELS_COLUMN, PixelTensor),
+];
+
+const EMBEDDINGS_COLUMNS: &[ColumnSpec] = &[
+    column("Metadata_Plate", Utf8),
+    column("Metadata_Well", Utf8),
+    column("Metadata_Site", Int32),
+    column("Metadata_Compound", Utf8),
+    column("Metadata_Concentration", Float64),
+    nullable("Metadata_MoA", Utf8),
+    column("Metadata_Batch", Utf8),
+    column("Metadata_ObjectNumber", Int32),
+];
+
+const WELLS_COLUMNS: &[ColumnSpec] = &[
+    column("Metadata_Plate", Utf8),
+    column("Metadata_Well", Utf8),
+    column("Metadata_Compound", Utf8),
+    column("Metadata_Concentration", Float64),
+    nullable("Metadata_MoA", Utf8),
+    column("Metadata_Batch", Utf8),
+    column("Metadata_Count_Cells", Int64),
+];
+
+const TREATMENTS_COLUMNS: &[ColumnSpec] = &[
+    column("Metadata_Compound", Utf8),
+    column("Metadata_Concentration", Float64),
+    nullable("Metadata_MoA", Utf8),
+    nullable("Metadata_Batch", Utf8),
+    column("Metadata_Count_Wells", Int64),
+];
+
+const PREDICTIONS_COLUMNS: &[ColumnSpec] = &[
+    column("Metadata_Compound", Utf8),
+    column("Metadata_Concentration", Float64),
+    column("Metadata_MoA", Utf8),
+    nullable("Metadata_Batch", Utf8),
+    column("Protocol", Utf8),
+    column("Nearest_Compound", Utf8),
+    column("Nearest_Concentration", Float64),
+    column("Predicted_MoA", Utf8),
+    column("Distance", Float64),
+    column("Correct", Boolean),
+];
+
+const METRICS_COLUMNS: &[ColumnSpec] = &[
+    column("Metric", Utf8),
+    column("Protocol", Utf8),
+    column("Scope", Utf8),
+    column("Value", Float64),
+    nullable("Count", Int64),
+];
+
+const TRAINING_LOG_COLUMNS: &[ColumnSpec] = &[
+    column("Epoch", Int32),
+    column("Split", Utf8),
+    column("Term", Utf8),
+    column("Value", Float64),
+];
+
+/// Every table that passes between stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// One row per imaged field: keys plus one path column per channel.
+    ImageManifest,
+    /// One row per cell: keys, location and the raw pixel tensor.
+    Cells,
+    /// One row per cell: keys and one float feature column per latent dimension.
+    Embeddings,
+    /// One row per well (plate + well): keys, cell count and aggregated features.
+    Wells,
+    /// One row per treatment (compound + concentration): keys, well count and features.
+    Treatments,
+    /// One row per query treatment and hold-out protocol: the nearest neighbour and its MoA.
+    Predictions,
+    /// Long table of named metrics (accuracy, recall per MoA, mAP, confusion counts).
+    Metrics,
+    /// Long table of per-epoch loss terms for the training and validation splits.
+    TrainingLog,
+}
+
+impl TableKind {
+    pub const ALL: [TableKind; 8] = [
+        TableKind::ImageManifest,
+        TableKind::Cells,
+        TableKind::Embeddings,
+        TableKind::Wells,
+        TableKind::Treatments,
+        TableKind::Predictions,
+        TableKind::Metrics,
+        TableKind::TrainingLog,
+    ];
+
+    /// The name written into every file's metadata (`phenoflow.schema`).
+    pub fn name(self) -> &'static str {
+        match self {
+            TableKind::ImageManifest => "image_manifest",
+            TableKind::Cells => "cells",
+            TableKind::Embeddings => "embeddings",
+            TableKind::Wells => "wells",
+            TableKind::Treatments => "treatments",
+            TableKind::Predictions => "predictions",
+            TableKind::Metrics => "metrics",
+            TableKind::TrainingLog => "training_log",
+        }
+    }
+
+    /// Bumped whenever a required column changes; readers accept only their own version.
+    pub fn version(self) -> u32 {
+        1
+    }
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// The columns every file of this table must have, in the order writers emit them.
+    pub fn required_columns(self) -> &'static [ColumnSpec] {
+        match self {
+            TableKind::ImageManifest => IMAGE_MANIFEST_COLUMNS,
+            TableKind::Cells => CELLS_COLUMNS,
+            TableKind::Embeddings => EMBEDDINGS_COLUMNS,
+            TableKind::Wells => WELLS_COLUMNS,
+            TableKind::Treatments => TREATMENTS_COLUMNS,
+            TableKind::Predictions => PREDICTIONS_COLUMNS,
+            TableKind::Metrics => METRICS_COLUMNS,
+            TableKind::TrainingLog => TRAINING_LOG_COLUMNS,
+        }
+    }
+
+    /// Whether the table carries numeric feature columns (any column not starting with
+    /// `Metadata_`), at least one of them, all `Float32` or `Float64` and finite.
+    pub fn has_features(self) -> bool {
+        matches!(
+            self,
+            TableKind::Embeddings | TableKind::Wells | TableKind::Treatments
+        )
+    }
+
+    /// The Arrow fields of the required columns (the pixel tensor with the given shape).
+    pub fn required_fields(self, tensor_shape: Option<TensorShape>) -> Vec<Field> {
+        self.required_columns()
+            .iter()
+            .map(|spec| match spec.column_type {
+                PixelTensor => tensor_shape
+                    .expect("a pixel tensor column needs a tensor shape")
+                    .field(spec.name),
+                other => Field::new(spec.name, other.arrow_type(), spec.nullable),
+            })
+            .collect()
+    }
+
+    /// Checks a schema against this table: required columns with the right types, the tensor's
+    /// extension type, feature columns, and no stray non-metadata columns in key-only tables.
+    pub fn validate_schema(self, schema: &Schema, path: &Path) -> Result<(), SchemaError> {
+        for spec in self.required_columns() {
+            let field = schema
+                .field_with_name(spec.name)
+                .map_err(|_| SchemaError::MissingColumn {
+                    path: path.to_path_buf(),
+                    table: self.name(),
+                    column: spec.name.to_string(),
+                })?;
+            if !spec.column_type.accepts(field.data_type()) {
+                return Err(SchemaError::WrongType {
+                    path: path.to_path_buf(),
+                    table: self.name(),
+                    column: spec.name.to_string(),
+                    expected: spec.column_type.describe().to_string(),
+                    found: field.data_type().to_string(),
+                });
+            }
+            if spec.column_type == PixelTensor {
+                TensorShape::from_field(field, path)?;
+            }
+        }
+        let is_required = |name: &str| self.required_columns().iter().any(|spec| spec.name == name);
+        let mut n_features = 0usize;
+        for field in schema.fields() {
+            let name = field.name();
+            if is_required(name) || name.starts_with(METADATA_PREFIX) {
+                continue;
+            }
+            if self.has_features() {
+                if !matches!(field.data_type(), DataType::Float32 | DataType::Float64) {
+                    return Err(SchemaError::WrongType {
+                        path: path.to_path_buf(),
+                        table: self.name(),
+                        column: name.clone(),
+                        expected: "Float32 or Float64 (feature column)".into(),
+                        found: field.data_type().to_string(),
+                    });
+                }
+                n_features += 1;
+            } else if self == TableKind::ImageManifest && name.starts_with(IMAGE_PATH_PREFIX) {
+                if !Utf8.accepts(field.data_type()) {
+                    return Err(SchemaError::WrongType {
+                        path: path.to_path_buf(),
+                        table: self.name(),
+                        column: name.clone(),
+                        expected: "Utf8 (image path)".into(),
+                        found: field.data_type().to_string(),
+                    });
+                }
+                n_features += 1;
+            } else {
+                return Err(SchemaError::WrongType {
+                    path: path.to_path_buf(),
+                    table: self.name(),
+                    column: name.clone(),
+                    expected: format!(
+                        "no such column in table `{}` (extra key columns must start with `{METADATA_PREFIX}`)",
+                        self.name()
+                    ),
+                    found: field.data_type().to_string(),
+                });
+            }
+        }
+        if self.has_features() && n_features == 0 {
+            return Err(SchemaError::NoFeatures {
+                path: path.to_path_buf(),
+                table: self.name(),
+            });
+        }
+        if self == TableKind::ImageManifest && n_features == 0 {
+            return Err(SchemaError::MissingColumn {
+                path: path.to_path_buf(),
+                table: self.name(),
+                column: format!("{IMAGE_PATH_PREFIX}<channel>"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the values of one batch: no nulls in non-nullable required columns and no NaN or
+    /// infinite value in any float column. `first_row` is the batch's offset in the file, so
+    /// that errors name the file's row (0-based).
+    pub fn validate_batch(
+        self,
+        batch: &RecordBatch,
+        path: &Path,
+        first_row: usize,
+    ) -> Result<(), SchemaError> {
+        let schema = batch.schema();
+        for spec in self.required_columns().iter().filter(|spec| !spec.nullable) {
+            let Ok(index) = schema.index_of(spec.name) else {
+                continue;
+            };
+            let array = batch.column(index);
+            if array.null_count() > 0 {
+                let row = (0..array.len()).find(|&row| array.is_null(row)).unwrap_or(0);
+                return Err(SchemaError::UnexpectedNull {
+                    path: path.to_path_buf(),
+                    table: self.name(),
+                    column: spec.name.to_string(),
+                    row: first_row + row,
+                });
+            }
+        }
+        for (index, field) in schema.fields().iter().enumerate() {
+            let array = batch.column(index);
+            let non_finite_row = match field.data_type() {
+                DataType::Float32 => first_non_finite(
+                    array
+                        .as_any()
+                        .downcast_ref::<arrow_array::Float32Array>()
+                        .expect("Float32 column")
+                        .iter()
+                        .map(|value| value.map(f64::from)),
+                ),
+                DataType::Float64 => first_non_finite(
+                    array
+                        .as_any()
+                        .downcast_ref::<arrow_array::Float64Array>()
+                        .expect("Float64 column")
+                        .iter(),
+                ),
+                _ => None,
+            };
+            if let Some(row) = non_finite_row {
+                return Err(SchemaError::NonFinite {
+                    path: path.to_path_buf(),
+                    column: field.name().clone(),
+                    row: first_row + row,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn first_non_finite(values: impl Iterator<Item = Option<f64>>) -> Option<usize> {
+    values
+        .enumerate()
+        .find(|(_, value)| value.is_some_and(|value| !value.is_finite()))
+        .map(|(row, _)| row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path() -> &'static Path {
+        Path::new("t.parquet")
+    }
+
+    #[test]
+    fn every_table_validates_its_own_required_fields() {
+        for kind in TableKind::ALL {
+            let mut fields = kind.required_fields(Some(TensorShape::new(3, 68, 68)));
+            if kind.has_features() {
+                fields.push(Field::new("Cells_VAE_z000", DataType::Float32, false));
+            }
+            if kind == TableKind::ImageManifest {
+                fields.push(Field::new("Image_Path_DNA", DataType::Utf8, false));
+            }
+            kind.validate_schema(&Schema::new(fields), path())
+                .unwrap_or_else(|error| panic!("{}: {error}", kind.name()));
+            assert_eq!(TableKind::from_name(kind.name()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn missing_column_is_named() {
+        let fields: Vec<Field> = TableKind::TrainingLog
+            .required_fields(None)
+            .into_iter()
+            .filter(|field| field.name() != "Term")
+            .collect();
+        let error = TableKind::TrainingLog
+            .validate_schema(&Schema::new(fields), path())
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "t.parquet: missing required column `Term` of table `training_log`"
+        );
+    }
+
+    #[test]
+    fn string_feature_is_rejected_and_features_are_required() {
+        let mut fields = TableKind::Wells.required_fields(None);
+        let no_features = TableKind::Wells
+            .validate_schema(&Schema::new(fields.clone()), path())
+            .unwrap_err();
+        assert!(matches!(no_features, SchemaError::NoFeatures { .. }));
+        fields.push(Field::new("Cells_Area", DataType::Utf8, false));
+        let error = TableKind::Wells
+            .validate_schema(&Schema::new(fields), path())
+            .unwrap_err();
+        assert!(error.to_string().contains("`Cells_Area`"), "{error}");
+    }
+
+    #[test]
+    fn nan_feature_names_column_and_row() {
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "Cells_VAE_z000",
+            DataType::Float32,
+            false,
+        )]));
+        let values = arrow_array::Float32Array::from(vec![1.0, 2.0, f32::NAN]);
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(values)]).unwrap();
+        let error = TableKind::Embeddings
+            .validate_batch(&batch, path(), 10)
+            .unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "t.parquet: column `Cells_VAE_z000` holds a non-finite value (NaN or inf) at row 12"
+        );
+    }
+}
