@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::SchemaRef;
@@ -58,11 +59,17 @@ impl ParquetTableWriter {
             path: temp_path.clone(),
             source,
         })?;
+        // Provenance goes both into the file's key-value metadata (`pq.read_metadata(path)`,
+        // what our reader uses) and into the embedded Arrow schema (pyarrow's
+        // `table.schema.metadata`), so users find it whichever way they look.
         let key_values = provenance
             .to_key_values()
             .into_iter()
             .map(|(key, value)| KeyValue::new(key, value))
             .collect();
+        let mut schema_metadata = schema.metadata().clone();
+        schema_metadata.extend(provenance.to_key_values());
+        let schema = Arc::new(schema.as_ref().clone().with_metadata(schema_metadata));
         let has_tensor = kind == TableKind::Cells;
         let properties = WriterProperties::builder()
             .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
@@ -97,6 +104,13 @@ impl ParquetTableWriter {
         })?;
         self.n_rows += batch.num_rows();
         Ok(())
+    }
+
+    /// Adds a `phenoflow.<key>` fact known only at the end of the run (counts of skipped
+    /// inputs, say) to the file's metadata; it is written by [`finish`](Self::finish).
+    pub fn append_extra(&mut self, key: &str, value: &str) {
+        let writer = self.writer.as_mut().expect("writer used after finish");
+        writer.append_key_value_metadata(KeyValue::new(format!("phenoflow.{key}"), value.to_string()));
     }
 
     /// Rows written so far.
@@ -275,7 +289,6 @@ pub fn read_table(path: &Path, kind: TableKind) -> Result<Vec<RecordBatch>, Sche
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use arrow_array::{Float64Array, Int32Array, StringArray};
     use arrow_schema::Schema;

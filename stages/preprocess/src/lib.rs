@@ -1,0 +1,96 @@
+//! `pf-preprocess`: from microscopy files to a `cells` Parquet table of single-cell tensors.
+//!
+//! Three layouts share one output path ([`sink`]): raw BBBC021-style fields with nucleus
+//! detection ([`fields`]), pre-cropped `.npy` cells ([`singlecell`]) and whole fields resized
+//! to N×N ([`fields`]). Every argument is resolved and every table is read and checked before
+//! any image is opened.
+
+pub mod args;
+pub mod csv_table;
+pub mod error;
+pub mod fields;
+pub mod geometry;
+pub mod image_io;
+pub mod layout;
+pub mod nuclei;
+pub mod singlecell;
+pub mod sink;
+
+use std::path::Path;
+
+use phenoflow_schemas::{hash_file, Provenance, TableKind};
+
+use crate::args::{Cli, CommonArgs, Mode};
+use crate::error::PreprocessError;
+use crate::sink::RunCounts;
+
+/// The stage's name as recorded in provenance.
+pub const STAGE: &str = "pf-preprocess";
+
+/// Runs the stage.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let common = match &cli.mode {
+        Mode::Bbbc021(args) => &args.common,
+        Mode::Singlecell(args) => &args.common,
+        Mode::Whole(args) => &args.common,
+    };
+    if let Some(threads) = common.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build_global()
+            .map_err(|error| anyhow::anyhow!("setting up {threads} threads: {error}"))?;
+    }
+    let started = std::time::Instant::now();
+    let counts = match &cli.mode {
+        Mode::Bbbc021(args) => fields::run_bbbc021(args)?,
+        Mode::Whole(args) => fields::run_whole(args)?,
+        Mode::Singlecell(args) => singlecell::run(args)?,
+    };
+    report(common, &counts, started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn report(common: &CommonArgs, counts: &RunCounts, seconds: f64) {
+    eprintln!(
+        "pf-preprocess: wrote {} cells from {} items to {} in {:.1} s ({:.0} cells/s); {} items skipped as bad, {} cells skipped at the edge",
+        counts.n_cells,
+        counts.n_items,
+        common.output.display(),
+        seconds,
+        counts.n_cells as f64 / seconds.max(1e-9),
+        counts.n_skipped_items,
+        counts.n_edge_skipped,
+    );
+}
+
+/// A provenance record for a `cells` (or manifest) table with the hashes of the given inputs.
+pub(crate) fn provenance(
+    table: TableKind,
+    params: serde_json::Value,
+    inputs: &[&Path],
+) -> Result<Provenance, phenoflow_schemas::SchemaError> {
+    let mut provenance = Provenance::new(table, STAGE, env!("CARGO_PKG_VERSION"), params);
+    for input in inputs {
+        provenance
+            .inputs
+            .insert(input.display().to_string(), hash_file(input)?);
+    }
+    Ok(provenance)
+}
+
+/// Exit code for an error: 2 for bad usage or input, 1 for anything else.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let bad_input = error.chain().any(|cause| {
+        cause
+            .downcast_ref::<PreprocessError>()
+            .is_some_and(PreprocessError::is_bad_input)
+            || cause
+                .downcast_ref::<phenoflow_schemas::SchemaError>()
+                .is_some_and(|error| !matches!(error, phenoflow_schemas::SchemaError::Io { .. }))
+    });
+    if bad_input || error.to_string().starts_with("no cells were produced") {
+        2
+    } else {
+        1
+    }
+}

@@ -1,0 +1,148 @@
+//! The pre-cropped layout of the DTU course data set (the seed paper's input): `metadata.csv`,
+//! one row per cell, and `<images_dir>/<Multi_Cell_Image_Name>/<Multi_Cell_Image_Name>_<Single_Cell_Image_Id>.npy`,
+//! each a `uint16` HWC array (68×68×3, channels DNA, F-actin, β-tubulin) of raw intensities.
+//! Cells are transposed to CHW and written unchanged.
+
+use std::path::{Path, PathBuf};
+
+use phenoflow_schemas::{CellKeys, TableKind, TensorShape};
+
+use crate::args::SinglecellArgs;
+use crate::csv_table::CsvTable;
+use crate::error::{PreprocessError, Result};
+use crate::image_io::read_npy_u16;
+use crate::layout::{batch_of_plate, site_from_file_name};
+use crate::sink::{CellsSink, ItemCells, RunCounts};
+
+/// Cells read at once (each ~27 kB at 68×68×3).
+const CELLS_PER_CHUNK: usize = 4096;
+
+/// The folder of `.npy` files in the DTU layout.
+pub const DTU_IMAGES_DIR: &str = "singh_cp_pipeline_singlecell_images";
+
+/// One row of `metadata.csv`.
+#[derive(Debug, Clone)]
+struct CellRecord {
+    line: u64,
+    path: PathBuf,
+    keys: CellKeys,
+}
+
+fn read_metadata(metadata: &Path, images_dir: &Path, plates: &[String]) -> Result<Vec<CellRecord>> {
+    let table = CsvTable::read(metadata)?;
+    let image_name = table.require(&["Multi_Cell_Image_Name"])?;
+    let cell_id = table.require(&["Single_Cell_Image_Id"])?;
+    let plate = table.require(&["Image_Metadata_Plate_DAPI", "Image_Metadata_Plate", "Metadata_Plate"])?;
+    let well = table.require(&["Image_Metadata_Well_DAPI", "Image_Metadata_Well", "Metadata_Well"])?;
+    let compound = table.require(&["Image_Metadata_Compound", "Metadata_Compound"])?;
+    let concentration = table.require(&["Image_Metadata_Concentration", "Metadata_Concentration"])?;
+    let moa = table.require(&["moa", "Metadata_MoA", "Metadata_moa"])?;
+    let mut cells = Vec::with_capacity(table.n_rows());
+    for row in table.rows() {
+        let plate_name = row.text(&plate)?;
+        if !plates.is_empty() && !plates.iter().any(|p| p == plate_name) {
+            continue;
+        }
+        let field_name = row.text(&image_name)?;
+        let id = row.integer(&cell_id)?;
+        if id < 0 {
+            return Err(row.error(&cell_id, format!("negative cell id {id}")));
+        }
+        let site = site_from_file_name(field_name)
+            .ok_or_else(|| row.error(&image_name, format!("no `_s<site>_` in `{field_name}`")))?;
+        cells.push(CellRecord {
+            line: row.line,
+            path: images_dir
+                .join(field_name)
+                .join(format!("{field_name}_{id}.npy")),
+            keys: CellKeys {
+                plate: plate_name.to_string(),
+                well: row.text(&well)?.to_string(),
+                site,
+                compound: row.text(&compound)?.to_string(),
+                concentration: row.number(&concentration)?,
+                moa: Some(row.text(&moa)?.to_string()),
+                batch: batch_of_plate(plate_name),
+                // Single_Cell_Image_Id counts from 0 within its field; object numbers from 1.
+                object_number: id as i32 + 1,
+                center_x: None,
+                center_y: None,
+            },
+        });
+    }
+    if cells.is_empty() {
+        return Err(PreprocessError::Invalid(format!(
+            "{}: no cell selected ({} rows)",
+            metadata.display(),
+            table.n_rows()
+        )));
+    }
+    Ok(cells)
+}
+
+/// Reads one cell, checks its shape against the first cell's, and transposes HWC → CHW.
+fn read_cell(cell: &CellRecord, shape: TensorShape) -> Result<ItemCells> {
+    let array = read_npy_u16(&cell.path)?;
+    let expected = [shape.height, shape.width, shape.channels];
+    if array.shape != expected {
+        return Err(PreprocessError::Npy {
+            path: cell.path.clone(),
+            reason: format!("shape {:?}, expected {expected:?} (HWC) like the first cell", array.shape),
+        });
+    }
+    let mut pixels = vec![0u16; shape.len()];
+    let plane = shape.height * shape.width;
+    for (position, hwc) in array.values.chunks_exact(shape.channels).enumerate() {
+        for (channel, &value) in hwc.iter().enumerate() {
+            pixels[channel * plane + position] = value;
+        }
+    }
+    Ok(ItemCells {
+        keys: vec![cell.keys.clone()],
+        pixels,
+        n_edge_skipped: 0,
+    })
+}
+
+/// `pf-preprocess singlecell`.
+pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
+    let metadata = args
+        .metadata
+        .clone()
+        .unwrap_or_else(|| args.root.join("metadata.csv"));
+    let images_dir = args
+        .images_dir
+        .clone()
+        .unwrap_or_else(|| args.root.join(DTU_IMAGES_DIR));
+    let cells = read_metadata(&metadata, &images_dir, &args.plates)?;
+    // The first cell fixes the tensor shape; every other cell must match it.
+    let first = read_npy_u16(&cells[0].path)?;
+    let [height, width, channels] = first.shape[..] else {
+        return Err(PreprocessError::Npy {
+            path: cells[0].path.clone(),
+            reason: format!("shape {:?} is not HWC (rank 3)", first.shape),
+        }
+        .into());
+    };
+    let shape = TensorShape::new(channels, height, width);
+    let params = serde_json::json!({
+        "mode": "singlecell",
+        "plates": args.plates,
+        "layout": "HWC npy -> CHW",
+    });
+    let mut provenance = crate::provenance(TableKind::Cells, params, &[metadata.as_path()])?;
+    provenance
+        .extra
+        .insert("channels".into(), "DNA,F-actin,beta-tubulin".into());
+    let output = &args.common.output;
+    let mut sink = CellsSink::new(shape, cells.len(), args.common.skip_bad, !args.common.no_progress, "cells");
+    sink.process(
+        &cells,
+        CELLS_PER_CHUNK,
+        |cell| format!("cell {} ({} line {})", cell.path.display(), metadata.display(), cell.line),
+        |cell| read_cell(cell, shape),
+        output,
+        &provenance,
+    )?;
+    sink.finish(output, &provenance)
+}
