@@ -57,6 +57,19 @@ impl CellsBatchBuilder {
         }
     }
 
+    /// A builder with room for `n_cells` cells, so that filling it does not reallocate.
+    pub fn with_capacity(shape: TensorShape, n_cells: usize) -> Self {
+        let mut builder = Self::new(shape);
+        builder.reserve(n_cells);
+        builder
+    }
+
+    /// Makes room for `n_cells` more cells.
+    pub fn reserve(&mut self, n_cells: usize) {
+        self.keys.reserve(n_cells);
+        self.pixels.reserve(n_cells * self.shape.len());
+    }
+
     pub fn schema(&self) -> SchemaRef {
         self.schema.clone()
     }

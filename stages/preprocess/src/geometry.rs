@@ -1,7 +1,8 @@
 //! Cutting crops around cell centres and resizing whole fields.
 //!
 //! Crop convention: for a centre (x, y) and an even size S, the crop covers columns
-//! `round(x) - S/2 .. round(x) + S/2` (half-open) and the same rows, so the centre pixel sits at
+//! `round(x) - S/2 .. round(x) + S/2` (half-open; halves round to even, as numpy does) and the
+//! same rows, so the centre pixel sits at
 //! `(S/2, S/2)` in the crop. For odd S the centre pixel is exactly in the middle.
 //!
 //! Edge policy: a crop that would reach outside the field is either skipped (the default, as
@@ -34,8 +35,8 @@ pub fn crop_cell(
         return false;
     };
     let (width, height) = (first.width as i64, first.height as i64);
-    let left = center_x.round() as i64 - (size / 2) as i64;
-    let top = center_y.round() as i64 - (size / 2) as i64;
+    let left = center_x.round_ties_even() as i64 - (size / 2) as i64;
+    let top = center_y.round_ties_even() as i64 - (size / 2) as i64;
     let inside = left >= 0 && top >= 0 && left + size as i64 <= width && top + size as i64 <= height;
     if !inside && edge == EdgePolicy::Skip {
         return false;

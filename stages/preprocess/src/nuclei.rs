@@ -5,7 +5,9 @@
 //!    (larger than a nucleus, so every tile sees some background), smoothed over the tile grid
 //!    and interpolated bilinearly back to full size; subtracted, which flattens uneven
 //!    illumination.
-//! 3. Threshold: Otsu's (256-bin histogram) on the background-subtracted image, times
+//! 3. Threshold: Otsu's (256-bin histogram) on the background-subtracted image with values
+//!    clipped at its 99.5th percentile (so that a few very bright objects, such as mitotic
+//!    nuclei or debris, do not pull the threshold above ordinary nuclei), times
 //!    `threshold_scale`.
 //! 4. Splitting touching nuclei: seeds are the local maxima of a more strongly smoothed image
 //!    (`declump_sigma`) within `min_distance` pixels, inside the foreground; plateaus count once.
@@ -16,7 +18,7 @@
 //!
 //! Objects are numbered in the order their seeds appear in a raster scan, which is deterministic.
 
-use std::collections::{BinaryHeap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::image_io::GrayImage;
 
@@ -56,42 +58,150 @@ pub struct Nucleus {
     pub area: usize,
 }
 
+/// Reusable buffers of one detector thread. A field of 1024×1280 needs about a dozen full-size
+/// planes; allocating them afresh for every field costs more (in page faults) than the
+/// arithmetic, so each worker thread keeps its own.
+#[derive(Debug, Default)]
+struct Workspace {
+    raw: Vec<f32>,
+    smoothed: Vec<f32>,
+    foreground: Vec<f32>,
+    seed: Vec<f32>,
+    local_max: Vec<f32>,
+    scratch: Vec<f32>,
+    line: Vec<f32>,
+    prefix: Vec<f32>,
+    suffix: Vec<f32>,
+    mask: Vec<bool>,
+    labels: Vec<u32>,
+    plane_prefix: Vec<f32>,
+    plane_suffix: Vec<f32>,
+    flood: BucketQueue,
+    queue: VecDeque<usize>,
+}
+
+/// A priority queue over 65,536 integer levels that pops the highest level first and, within a
+/// level, in insertion order: the same order as a binary heap keyed by (level, -insertion), in
+/// O(1) per operation (the hierarchical queue of Vincent and Soille's watershed).
+#[derive(Debug)]
+struct BucketQueue {
+    buckets: Vec<Vec<u32>>,
+    heads: Vec<usize>,
+    top: usize,
+    len: usize,
+}
+
+impl Default for BucketQueue {
+    fn default() -> Self {
+        Self {
+            buckets: vec![Vec::new(); 1 << 16],
+            heads: vec![0; 1 << 16],
+            top: 0,
+            len: 0,
+        }
+    }
+}
+
+impl BucketQueue {
+    fn push(&mut self, level: u16, item: u32) {
+        let level = usize::from(level);
+        self.buckets[level].push(item);
+        self.top = self.top.max(level);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<u32> {
+        if self.len == 0 {
+            return None;
+        }
+        loop {
+            let head = self.heads[self.top];
+            if head < self.buckets[self.top].len() {
+                self.heads[self.top] += 1;
+                self.len -= 1;
+                let item = self.buckets[self.top][head];
+                if self.len == 0 {
+                    self.clear();
+                }
+                return Some(item);
+            }
+            // This level is exhausted: reset it and move down.
+            self.buckets[self.top].clear();
+            self.heads[self.top] = 0;
+            self.top -= 1;
+        }
+    }
+
+    /// Empties the queue (buckets keep their capacity).
+    fn clear(&mut self) {
+        for level in 0..=self.top {
+            self.buckets[level].clear();
+            self.heads[level] = 0;
+        }
+        self.top = 0;
+        self.len = 0;
+    }
+}
+
+thread_local! {
+    static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
+}
+
 /// Detects nuclei in a DNA-stain image.
 pub fn detect_nuclei(image: &GrayImage, params: &NucleusParams) -> Vec<Nucleus> {
+    WORKSPACE.with(|workspace| detect_with(&mut workspace.borrow_mut(), image, params))
+}
+
+fn detect_with(ws: &mut Workspace, image: &GrayImage, params: &NucleusParams) -> Vec<Nucleus> {
     let (width, height) = (image.width, image.height);
     if width == 0 || height == 0 {
         return Vec::new();
     }
-    let raw: Vec<f32> = image.pixels.iter().map(|&value| f32::from(value)).collect();
-    let smoothed = gaussian_blur(&raw, width, height, params.smoothing_sigma);
-    let foreground = if params.background_block > 0 {
-        let background = estimate_background(&smoothed, width, height, params.background_block);
-        smoothed
-            .iter()
-            .zip(&background)
-            .map(|(value, floor)| (value - floor).max(0.0))
-            .collect()
+    ws.raw.clear();
+    ws.raw.extend(image.pixels.iter().map(|&value| f32::from(value)));
+    gaussian_blur_into(&ws.raw, width, height, params.smoothing_sigma, &mut ws.scratch, &mut ws.line, &mut ws.smoothed);
+    if params.background_block > 0 {
+        subtract_background(&ws.smoothed, width, height, params.background_block, &mut ws.foreground);
     } else {
-        smoothed.clone()
-    };
-    let threshold = otsu_threshold(&foreground) * params.threshold_scale;
-    let mask: Vec<bool> = foreground.iter().map(|&value| value > threshold).collect();
-    if !mask.iter().any(|&inside| inside) {
+        ws.foreground.clone_from(&ws.smoothed);
+    }
+    let clip = percentile(&ws.foreground, OTSU_CLIP_PERCENTILE, &mut ws.scratch);
+    let threshold = otsu_threshold_clipped(&ws.foreground, clip) * params.threshold_scale;
+    ws.mask.clear();
+    ws.mask.extend(ws.foreground.iter().map(|&value| value > threshold));
+    if !ws.mask.iter().any(|&inside| inside) {
         return Vec::new();
     }
-    let seed_image = if (params.declump_sigma - params.smoothing_sigma).abs() < f32::EPSILON {
-        smoothed
+    if (params.declump_sigma - params.smoothing_sigma).abs() < f32::EPSILON {
+        ws.seed.clone_from(&ws.smoothed);
     } else {
-        gaussian_blur(&raw, width, height, params.declump_sigma)
-    };
-    let labels = watershed_from_maxima(&seed_image, &mask, width, height, params.min_distance);
-    object_statistics(&labels, width, params)
+        gaussian_blur_into(&ws.raw, width, height, params.declump_sigma, &mut ws.scratch, &mut ws.line, &mut ws.seed);
+    }
+    max_filter_into(ws, width, height, params.min_distance);
+    watershed_from_maxima(ws, width, height);
+    object_statistics(&ws.labels, width, params)
 }
 
 /// Separable Gaussian blur, kernel truncated at 4σ, edge pixels repeated (scipy's `nearest`).
 pub fn gaussian_blur(values: &[f32], width: usize, height: usize, sigma: f32) -> Vec<f32> {
+    let mut output = Vec::new();
+    gaussian_blur_into(values, width, height, sigma, &mut Vec::new(), &mut Vec::new(), &mut output);
+    output
+}
+
+fn gaussian_blur_into(
+    values: &[f32],
+    width: usize,
+    height: usize,
+    sigma: f32,
+    horizontal: &mut Vec<f32>,
+    padded: &mut Vec<f32>,
+    output: &mut Vec<f32>,
+) {
     if sigma <= 0.0 {
-        return values.to_vec();
+        output.clear();
+        output.extend_from_slice(values);
+        return;
     }
     let radius = (4.0 * sigma + 0.5) as usize;
     let kernel: Vec<f32> = {
@@ -106,8 +216,10 @@ pub fn gaussian_blur(values: &[f32], width: usize, height: usize, sigma: f32) ->
     };
     // Horizontal pass over an edge-padded copy of each row; the loop over x is the inner one so
     // that it vectorises.
-    let mut horizontal = vec![0.0f32; values.len()];
-    let mut padded = vec![0.0f32; width + 2 * radius];
+    horizontal.clear();
+    horizontal.resize(values.len(), 0.0);
+    padded.clear();
+    padded.resize(width + 2 * radius, 0.0);
     for (row_in, row_out) in values.chunks_exact(width).zip(horizontal.chunks_exact_mut(width)) {
         padded[..radius].fill(row_in[0]);
         padded[radius..radius + width].copy_from_slice(row_in);
@@ -119,7 +231,8 @@ pub fn gaussian_blur(values: &[f32], width: usize, height: usize, sigma: f32) ->
         }
     }
     // Vertical pass: each output row is a weighted sum of (clamped) input rows.
-    let mut output = vec![0.0f32; values.len()];
+    output.clear();
+    output.resize(values.len(), 0.0);
     for (y, row_out) in output.chunks_exact_mut(width).enumerate() {
         for (k, &weight) in kernel.iter().enumerate() {
             let source_y = (y + k).saturating_sub(radius).min(height - 1);
@@ -129,19 +242,18 @@ pub fn gaussian_blur(values: &[f32], width: usize, height: usize, sigma: f32) ->
             }
         }
     }
-    output
 }
 
-/// Tile-minimum background, smoothed over the tile grid and interpolated back to full size.
-fn estimate_background(values: &[f32], width: usize, height: usize, block: usize) -> Vec<f32> {
+/// Writes `max(smoothed - background, 0)` into `foreground`, the background being the
+/// tile-minimum estimate smoothed over the tile grid and interpolated back to full size.
+fn subtract_background(smoothed: &[f32], width: usize, height: usize, block: usize, foreground: &mut Vec<f32>) {
     let grid_width = width.div_ceil(block);
     let grid_height = height.div_ceil(block);
     let mut grid = vec![f32::INFINITY; grid_width * grid_height];
-    for (y, row) in values.chunks_exact(width).enumerate() {
+    for (y, row) in smoothed.chunks_exact(width).enumerate() {
         let grid_row = &mut grid[(y / block) * grid_width..(y / block + 1) * grid_width];
-        for (x, &value) in row.iter().enumerate() {
-            let cell = &mut grid_row[x / block];
-            *cell = cell.min(value);
+        for (cell, tile_row) in grid_row.iter_mut().zip(row.chunks(block)) {
+            *cell = tile_row.iter().copied().fold(*cell, f32::min);
         }
     }
     let grid = gaussian_blur(&grid, grid_width, grid_height, 1.0);
@@ -154,23 +266,51 @@ fn estimate_background(values: &[f32], width: usize, height: usize, block: usize
     let x_samples: Vec<_> = (0..width)
         .map(|x| sample((x as f32 + 0.5) / block as f32 - 0.5, grid_width))
         .collect();
-    let mut background = vec![0.0f32; values.len()];
-    for (y, row) in background.chunks_exact_mut(width).enumerate() {
+    foreground.clear();
+    foreground.resize(smoothed.len(), 0.0);
+    for (y, (row_out, row_in)) in foreground
+        .chunks_exact_mut(width)
+        .zip(smoothed.chunks_exact(width))
+        .enumerate()
+    {
         let (y0, y1, fy) = sample((y as f32 + 0.5) / block as f32 - 0.5, grid_height);
-        for (out, &(x0, x1, fx)) in row.iter_mut().zip(&x_samples) {
+        for ((out, &value), &(x0, x1, fx)) in row_out.iter_mut().zip(row_in).zip(&x_samples) {
             let top = grid[y0 * grid_width + x0] * (1.0 - fx) + grid[y0 * grid_width + x1] * fx;
             let bottom = grid[y1 * grid_width + x0] * (1.0 - fx) + grid[y1 * grid_width + x1] * fx;
-            *out = top * (1.0 - fy) + bottom * fy;
+            *out = (value - (top * (1.0 - fy) + bottom * fy)).max(0.0);
         }
     }
-    background
+}
+
+/// Percentile at which intensities are clipped before Otsu's threshold is computed.
+const OTSU_CLIP_PERCENTILE: f64 = 99.5;
+
+/// The `percentile`-th percentile of `values` (linear interpolation between order statistics,
+/// numpy's default), using `scratch` for the selection.
+fn percentile(values: &[f32], percentile: f64, scratch: &mut Vec<f32>) -> f32 {
+    scratch.clear();
+    scratch.extend_from_slice(values);
+    let position = percentile / 100.0 * (values.len() - 1) as f64;
+    let (low_index, fraction) = (position.floor() as usize, position - position.floor());
+    let (_, &mut low, upper) = scratch.select_nth_unstable_by(low_index, f32::total_cmp);
+    let high = if fraction > 0.0 {
+        upper.iter().copied().fold(f32::INFINITY, f32::min)
+    } else {
+        low
+    };
+    low + (high - low) * fraction as f32
 }
 
 /// Otsu's threshold over a 256-bin histogram spanning the values' range (as scikit-image).
 pub fn otsu_threshold(values: &[f32]) -> f32 {
+    otsu_threshold_clipped(values, f32::INFINITY)
+}
+
+/// Otsu's threshold of `min(value, clip)`.
+fn otsu_threshold_clipped(values: &[f32], clip: f32) -> f32 {
     let (min, max) = values
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v.min(clip))));
     if !(max > min) {
         return min;
     }
@@ -178,7 +318,7 @@ pub fn otsu_threshold(values: &[f32]) -> f32 {
     let bin_width = (max - min) / N_BINS as f32;
     let mut histogram = [0u64; N_BINS];
     for &value in values {
-        let bin = (((value - min) / bin_width) as usize).min(N_BINS - 1);
+        let bin = (((value.min(clip) - min) / bin_width) as usize).min(N_BINS - 1);
         histogram[bin] += 1;
     }
     let centre = |bin: usize| f64::from(min) + (bin as f64 + 0.5) * f64::from(bin_width);
@@ -208,26 +348,81 @@ pub fn otsu_threshold(values: &[f32]) -> f32 {
     centre(best_bin) as f32
 }
 
-/// Separable maximum filter over a (2r+1)² window, edges clamped.
-fn max_filter(values: &[f32], width: usize, height: usize, radius: usize) -> Vec<f32> {
-    let mut horizontal = vec![0.0f32; values.len()];
-    for (row_in, row_out) in values.chunks_exact(width).zip(horizontal.chunks_exact_mut(width)) {
-        for (x, out) in row_out.iter_mut().enumerate() {
-            let window = &row_in[x.saturating_sub(radius)..(x + radius + 1).min(width)];
-            *out = window.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+/// Running maximum over windows of `2 * radius + 1` samples (edges clamped), in O(1) per
+/// sample (van Herk / Gil-Werman: block-wise prefix and suffix maxima).
+fn running_max(input: &[f32], radius: usize, prefix: &mut Vec<f32>, suffix: &mut Vec<f32>, output: &mut [f32]) {
+    let n = input.len();
+    let window = 2 * radius + 1;
+    prefix.clear();
+    prefix.resize(n, f32::NEG_INFINITY);
+    suffix.clear();
+    suffix.resize(n, f32::NEG_INFINITY);
+    for start in (0..n).step_by(window) {
+        let end = (start + window).min(n);
+        let mut running = f32::NEG_INFINITY;
+        for i in start..end {
+            running = running.max(input[i]);
+            prefix[i] = running;
+        }
+        running = f32::NEG_INFINITY;
+        for i in (start..end).rev() {
+            running = running.max(input[i]);
+            suffix[i] = running;
         }
     }
-    let mut output = vec![f32::NEG_INFINITY; values.len()];
-    for y in 0..height {
-        let row_out = &mut output[y * width..(y + 1) * width];
-        for source_y in y.saturating_sub(radius)..(y + radius + 1).min(height) {
-            let row_in = &horizontal[source_y * width..(source_y + 1) * width];
-            for (out, &value) in row_out.iter_mut().zip(row_in) {
-                *out = out.max(value);
+    for (i, out) in output.iter_mut().enumerate() {
+        let low = i.saturating_sub(radius);
+        let high = (i + radius).min(n - 1);
+        // [low, high] spans at most two blocks: the suffix of the first and prefix of the last.
+        *out = suffix[low].max(prefix[high]);
+    }
+}
+
+/// Separable maximum filter of `ws.seed` over a (2r+1)² window into `ws.local_max`. The
+/// vertical pass runs the same block-wise prefix/suffix maxima over whole rows, so that it reads
+/// memory in order and vectorises across x.
+fn max_filter_into(ws: &mut Workspace, width: usize, height: usize, radius: usize) {
+    ws.scratch.clear();
+    ws.scratch.resize(ws.seed.len(), 0.0);
+    for (row_in, row_out) in ws.seed.chunks_exact(width).zip(ws.scratch.chunks_exact_mut(width)) {
+        running_max(row_in, radius, &mut ws.prefix, &mut ws.suffix, row_out);
+    }
+    let window = 2 * radius + 1;
+    let rows = &ws.scratch;
+    ws.plane_prefix.clear();
+    ws.plane_prefix.resize(rows.len(), 0.0);
+    ws.plane_suffix.clear();
+    ws.plane_suffix.resize(rows.len(), 0.0);
+    let row = |y: usize| -> std::ops::Range<usize> { y * width..(y + 1) * width };
+    for start in (0..height).step_by(window) {
+        let end = (start + window).min(height);
+        ws.plane_prefix[row(start)].copy_from_slice(&rows[row(start)]);
+        for y in start + 1..end {
+            let (done, rest) = ws.plane_prefix.split_at_mut(y * width);
+            let previous = &done[(y - 1) * width..];
+            for ((out, &above), &value) in rest[..width].iter_mut().zip(previous).zip(&rows[row(y)]) {
+                *out = above.max(value);
+            }
+        }
+        ws.plane_suffix[row(end - 1)].copy_from_slice(&rows[row(end - 1)]);
+        for y in (start..end - 1).rev() {
+            let (head, tail) = ws.plane_suffix.split_at_mut((y + 1) * width);
+            let below = &tail[..width];
+            for ((out, &under), &value) in head[y * width..].iter_mut().zip(below).zip(&rows[row(y)]) {
+                *out = under.max(value);
             }
         }
     }
-    output
+    ws.local_max.clear();
+    ws.local_max.resize(rows.len(), 0.0);
+    for y in 0..height {
+        let low = y.saturating_sub(radius);
+        let high = (y + radius).min(height - 1);
+        let (suffix, prefix) = (&ws.plane_suffix[row(low)], &ws.plane_prefix[row(high)]);
+        for ((out, &a), &b) in ws.local_max[row(y)].iter_mut().zip(suffix).zip(prefix) {
+            *out = a.max(b);
+        }
+    }
 }
 
 const NEIGHBOURS: [(isize, isize); 8] = [
@@ -241,30 +436,52 @@ const NEIGHBOURS: [(isize, isize); 8] = [
     (1, 1),
 ];
 
-fn neighbours(index: usize, width: usize, height: usize) -> impl Iterator<Item = usize> {
-    let (x, y) = ((index % width) as isize, (index / width) as isize);
-    NEIGHBOURS.iter().filter_map(move |&(dx, dy)| {
-        let (nx, ny) = (x + dx, y + dy);
-        (nx >= 0 && ny >= 0 && (nx as usize) < width && (ny as usize) < height)
-            .then(|| ny as usize * width + nx as usize)
-    })
+/// The 8-connected neighbours of `index`, in a fixed order.
+#[inline]
+fn for_each_neighbour(index: usize, width: usize, height: usize, mut visit: impl FnMut(usize)) {
+    let (x, y) = (index % width, index / width);
+    if x > 0 && y > 0 && x + 1 < width && y + 1 < height {
+        for neighbour in [
+            index - width - 1,
+            index - width,
+            index - width + 1,
+            index - 1,
+            index + 1,
+            index + width - 1,
+            index + width,
+            index + width + 1,
+        ] {
+            visit(neighbour);
+        }
+        return;
+    }
+    for &(dx, dy) in &NEIGHBOURS {
+        let (nx, ny) = (x as isize + dx, y as isize + dy);
+        if nx >= 0 && ny >= 0 && (nx as usize) < width && (ny as usize) < height {
+            visit(ny as usize * width + nx as usize);
+        }
+    }
 }
 
-/// Labels the foreground: 0 is background, objects are 1..=n.
-fn watershed_from_maxima(
-    intensity: &[f32],
-    mask: &[bool],
-    width: usize,
-    height: usize,
-    min_distance: usize,
-) -> Vec<u32> {
-    let local_max = max_filter(intensity, width, height, min_distance);
-    let mut labels = vec![0u32; intensity.len()];
+/// Labels the foreground of `ws.mask` into `ws.labels`: 0 is background, objects are 1..=n,
+/// seeded at the local maxima of `ws.seed` (`ws.local_max` holds the neighbourhood maxima).
+fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
+    let Workspace {
+        seed: intensity,
+        local_max,
+        mask,
+        labels,
+        flood,
+        queue,
+        ..
+    } = ws;
+    labels.clear();
+    labels.resize(intensity.len(), 0);
     let mut n_labels = 0u32;
     // Seeds: foreground pixels equal to their neighbourhood maximum; a connected plateau of such
     // pixels is one seed.
     let is_seed = |index: usize| mask[index] && intensity[index] >= local_max[index];
-    let mut queue = VecDeque::new();
+    queue.clear();
     for start in 0..intensity.len() {
         if labels[start] != 0 || !is_seed(start) {
             continue;
@@ -273,12 +490,12 @@ fn watershed_from_maxima(
         labels[start] = n_labels;
         queue.push_back(start);
         while let Some(index) = queue.pop_front() {
-            for neighbour in neighbours(index, width, height) {
+            for_each_neighbour(index, width, height, |neighbour| {
                 if labels[neighbour] == 0 && is_seed(neighbour) {
                     labels[neighbour] = n_labels;
                     queue.push_back(neighbour);
                 }
-            }
+            });
         }
     }
     // Priority flood: brightest pixels first, first come first served among equals.
@@ -287,24 +504,21 @@ fn watershed_from_maxima(
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
     let scale = if high > low { 65535.0 / (high - low) } else { 0.0 };
     let level = |index: usize| ((intensity[index] - low) * scale) as u16;
-    let mut heap: BinaryHeap<(u16, std::cmp::Reverse<u64>, u32)> = BinaryHeap::new();
-    let mut order = 0u64;
+    flood.clear();
     for (index, &label) in labels.iter().enumerate() {
         if label != 0 {
-            heap.push((level(index), std::cmp::Reverse(order), index as u32));
-            order += 1;
+            flood.push(level(index), index as u32);
         }
     }
-    while let Some((_, _, index)) = heap.pop() {
+    while let Some(index) = flood.pop() {
         let index = index as usize;
         let label = labels[index];
-        for neighbour in neighbours(index, width, height) {
+        for_each_neighbour(index, width, height, |neighbour| {
             if labels[neighbour] == 0 && mask[neighbour] {
                 labels[neighbour] = label;
-                heap.push((level(neighbour), std::cmp::Reverse(order), neighbour as u32));
-                order += 1;
+                flood.push(level(neighbour), neighbour as u32);
             }
-        }
+        });
     }
     // Foreground no seed reached (its maximum lay within `min_distance` of a brighter object
     // across background) becomes objects of its own.
@@ -316,26 +530,27 @@ fn watershed_from_maxima(
         labels[start] = n_labels;
         queue.push_back(start);
         while let Some(index) = queue.pop_front() {
-            for neighbour in neighbours(index, width, height) {
+            for_each_neighbour(index, width, height, |neighbour| {
                 if labels[neighbour] == 0 && mask[neighbour] {
                     labels[neighbour] = n_labels;
                     queue.push_back(neighbour);
                 }
-            }
+            });
         }
     }
-    labels
 }
 
 fn object_statistics(labels: &[u32], width: usize, params: &NucleusParams) -> Vec<Nucleus> {
     let n_labels = labels.iter().copied().max().unwrap_or(0) as usize;
     let mut sums = vec![(0usize, 0.0f64, 0.0f64); n_labels + 1];
-    for (index, &label) in labels.iter().enumerate() {
-        if label != 0 {
-            let entry = &mut sums[label as usize];
-            entry.0 += 1;
-            entry.1 += (index % width) as f64;
-            entry.2 += (index / width) as f64;
+    for (y, row) in labels.chunks_exact(width).enumerate() {
+        for (x, &label) in row.iter().enumerate() {
+            if label != 0 {
+                let entry = &mut sums[label as usize];
+                entry.0 += 1;
+                entry.1 += x as f64;
+                entry.2 += y as f64;
+            }
         }
     }
     sums.into_iter()
@@ -442,6 +657,26 @@ mod tests {
         impulse[20 * 41 + 20] = 1.0;
         let spread: f32 = gaussian_blur(&impulse, 41, 41, 2.0).iter().sum();
         assert!((spread - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn running_max_matches_naive_window() {
+        let input: Vec<f32> = (0..37).map(|i| ((i * 7919) % 23) as f32).collect();
+        for radius in [0, 1, 3, 8, 40] {
+            let mut output = vec![0.0; input.len()];
+            running_max(&input, radius, &mut Vec::new(), &mut Vec::new(), &mut output);
+            for (i, &value) in output.iter().enumerate() {
+                let window = &input[i.saturating_sub(radius)..(i + radius + 1).min(input.len())];
+                assert_eq!(value, window.iter().copied().fold(f32::MIN, f32::max), "r={radius} i={i}");
+            }
+        }
+    }
+
+    #[test]
+    fn percentile_matches_numpy_linear() {
+        let values: Vec<f32> = (1..=11).map(|v| v as f32).collect();
+        assert_eq!(percentile(&values, 50.0, &mut Vec::new()), 6.0);
+        assert!((percentile(&values, 99.5, &mut Vec::new()) - 10.95).abs() < 1e-5);
     }
 
     #[test]

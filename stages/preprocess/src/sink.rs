@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use arrow_array::RecordBatch;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use phenoflow_schemas::{
     CellKeys, CellsBatchBuilder, ParquetTableWriter, Provenance, TableKind, TensorShape,
@@ -13,9 +14,13 @@ use rayon::prelude::*;
 
 use crate::error::PreprocessError;
 
-/// Rows per Parquet row group (and per flushed batch) of a `cells` table: ~55 MB of raw pixels
-/// at 3×68×68.
+/// Rows per Parquet row group of a `cells` table: ~55 MB of raw pixels at 3×68×68.
 const ROWS_PER_GROUP: usize = 2048;
+
+/// Rows per batch handed to the writer. The Parquet writer makes several transient copies of a
+/// batch (uint16 widened to int32, repetition and definition levels); at 256 rows they stay
+/// small enough for the allocator to reuse, where whole row groups cost fresh, zeroed pages.
+const ROWS_PER_BATCH: usize = 256;
 
 /// The cells produced from one input item (a field, or one pre-cropped cell).
 #[derive(Debug, Default)]
@@ -36,15 +41,53 @@ pub struct RunCounts {
     pub n_edge_skipped: usize,
 }
 
-/// Writes `cells` batches for a stream of items processed in parallel.
+/// Writes `cells` batches for a stream of items processed in parallel. Encoding and compressing
+/// a batch happens on a writer thread of its own, so it overlaps the next chunk's work.
 #[derive(Debug)]
 pub struct CellsSink {
-    writer: Option<ParquetTableWriter>,
+    writer: Option<BatchWriterThread>,
     builder: CellsBatchBuilder,
     pub counts: RunCounts,
     skip_bad: bool,
     progress: ProgressBar,
     shape: TensorShape,
+}
+
+/// The thread that owns the Parquet writer, fed through a channel of one batch.
+#[derive(Debug)]
+struct BatchWriterThread {
+    sender: std::sync::mpsc::SyncSender<RecordBatch>,
+    handle: std::thread::JoinHandle<Result<ParquetTableWriter, phenoflow_schemas::SchemaError>>,
+}
+
+impl BatchWriterThread {
+    fn start(mut writer: ParquetTableWriter) -> Self {
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
+        let handle = std::thread::spawn(move || {
+            for batch in receiver {
+                writer.write(&batch)?;
+            }
+            Ok(writer)
+        });
+        Self { sender, handle }
+    }
+
+    fn send(&self, batch: RecordBatch) -> anyhow::Result<()> {
+        // A send fails only when the thread has stopped on an error, which `join` reports.
+        if self.sender.send(batch).is_err() {
+            anyhow::bail!("the writer thread stopped early");
+        }
+        Ok(())
+    }
+
+    /// Waits for every batch to be written; returns the writer (or the first write error).
+    fn join(self) -> anyhow::Result<ParquetTableWriter> {
+        drop(self.sender);
+        match self.handle.join() {
+            Ok(result) => Ok(result?),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
 }
 
 impl CellsSink {
@@ -62,7 +105,7 @@ impl CellsSink {
         );
         Self {
             writer: None,
-            builder: CellsBatchBuilder::new(shape),
+            builder: CellsBatchBuilder::with_capacity(shape, ROWS_PER_BATCH),
             counts: RunCounts::default(),
             skip_bad,
             progress,
@@ -110,7 +153,7 @@ impl CellsSink {
             self.builder
                 .push(keys, &cells.pixels[index * tensor_len..(index + 1) * tensor_len]);
             self.counts.n_cells += 1;
-            if self.builder.len() >= ROWS_PER_GROUP {
+            if self.builder.len() >= ROWS_PER_BATCH {
                 self.flush(output, provenance)?;
             }
         }
@@ -122,20 +165,18 @@ impl CellsSink {
             return Ok(());
         }
         if self.writer.is_none() {
-            self.writer = Some(ParquetTableWriter::create(
+            let writer = ParquetTableWriter::create(
                 output,
                 TableKind::Cells,
                 self.builder.schema(),
                 provenance,
                 ROWS_PER_GROUP,
-            )?);
+            )?;
+            self.writer = Some(BatchWriterThread::start(writer));
         }
         let batch = self.builder.finish();
-        self.writer
-            .as_mut()
-            .expect("writer created above")
-            .write(&batch)?;
-        Ok(())
+        self.builder.reserve(ROWS_PER_BATCH);
+        self.writer.as_ref().expect("writer started above").send(batch)
     }
 
     /// Writes what is left, records the run's counts in the file's metadata and renames the
@@ -153,7 +194,7 @@ impl CellsSink {
             );
         }
         self.flush(output, provenance)?;
-        let mut writer = self.writer.take().expect("at least one batch was flushed");
+        let mut writer = self.writer.take().expect("at least one batch was flushed").join()?;
         writer.append_extra("n_items", &counts.n_items.to_string());
         writer.append_extra("n_skipped", &counts.n_skipped_items.to_string());
         writer.append_extra("n_edge_skipped", &counts.n_edge_skipped.to_string());
