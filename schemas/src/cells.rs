@@ -105,7 +105,9 @@ impl CellsBatchBuilder {
         let strings = |get: fn(&CellKeys) -> &str| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(keys.iter().map(get)))
         };
-        let moa: ArrayRef = Arc::new(StringArray::from_iter(keys.iter().map(|k| k.moa.as_deref())));
+        let moa: ArrayRef = Arc::new(StringArray::from_iter(
+            keys.iter().map(|k| k.moa.as_deref()),
+        ));
         let floats = |get: fn(&CellKeys) -> Option<f64>| -> ArrayRef {
             Arc::new(Float64Array::from_iter(keys.iter().map(get)))
         };

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::SchemaRef;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
-use parquet::arrow::{ArrowWriter, ProjectionMask};
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::arrow::ArrowSchemaConverter;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::Encoding;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use crate::{Provenance, SchemaError, TableKind, PIXELS_COLUMN};
 
@@ -77,7 +77,9 @@ impl ParquetTableWriter {
         schema_metadata.extend(provenance.to_key_values());
         let schema = Arc::new(schema.as_ref().clone().with_metadata(schema_metadata));
         let mut properties = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level")))
+            .set_compression(Compression::ZSTD(
+                ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level"),
+            ))
             .set_max_row_group_row_count(Some(rows_per_group.max(1)))
             .set_key_value_metadata(Some(key_values));
         // Pixel tensors: Parquet stores uint16 as INT32, so half of every value's bytes are zero.
@@ -85,7 +87,10 @@ impl ParquetTableWriter {
         // almost for free; dictionaries and min/max statistics would cost time and say nothing.
         let parquet_schema = ArrowSchemaConverter::new()
             .convert(&schema)
-            .map_err(|source| SchemaError::Parquet { path: path.to_path_buf(), source })?;
+            .map_err(|source| SchemaError::Parquet {
+                path: path.to_path_buf(),
+                source,
+            })?;
         for column in parquet_schema.columns() {
             if column.path().parts().first().map(String::as_str) == Some(PIXELS_COLUMN) {
                 properties = properties
@@ -127,7 +132,10 @@ impl ParquetTableWriter {
     /// inputs, say) to the file's metadata; it is written by [`finish`](Self::finish).
     pub fn append_extra(&mut self, key: &str, value: &str) {
         let writer = self.writer.as_mut().expect("writer used after finish");
-        writer.append_key_value_metadata(KeyValue::new(format!("phenoflow.{key}"), value.to_string()));
+        writer.append_key_value_metadata(KeyValue::new(
+            format!("phenoflow.{key}"),
+            value.to_string(),
+        ));
     }
 
     /// Rows written so far.
@@ -227,11 +235,13 @@ impl ParquetTableReader {
                 let indices: Vec<usize> = names
                     .iter()
                     .map(|name| {
-                        full_schema.index_of(name).map_err(|_| SchemaError::MissingColumn {
-                            path: path.to_path_buf(),
-                            table: kind.name(),
-                            column: name.to_string(),
-                        })
+                        full_schema
+                            .index_of(name)
+                            .map_err(|_| SchemaError::MissingColumn {
+                                path: path.to_path_buf(),
+                                table: kind.name(),
+                                column: name.to_string(),
+                            })
                     })
                     .collect::<Result<_, _>>()?;
                 let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
@@ -328,7 +338,12 @@ mod tests {
     }
 
     fn provenance() -> Provenance {
-        Provenance::new(TableKind::TrainingLog, "pf-test", "0.0.0", serde_json::json!({}))
+        Provenance::new(
+            TableKind::TrainingLog,
+            "pf-test",
+            "0.0.0",
+            serde_json::json!({}),
+        )
     }
 
     #[test]
@@ -392,7 +407,10 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
         let error = ParquetTableReader::open(&path, TableKind::TrainingLog, 2, None).unwrap_err();
-        assert!(error.to_string().contains("truncated or corrupt"), "{error}");
+        assert!(
+            error.to_string().contains("truncated or corrupt"),
+            "{error}"
+        );
         assert!(error.to_string().contains("log.parquet"), "{error}");
     }
 }

@@ -29,7 +29,12 @@ pub struct Provenance {
 }
 
 impl Provenance {
-    pub fn new(table: TableKind, stage: &str, stage_version: &str, params: serde_json::Value) -> Self {
+    pub fn new(
+        table: TableKind,
+        stage: &str,
+        stage_version: &str,
+        params: serde_json::Value,
+    ) -> Self {
         Self {
             table,
             stage: stage.to_string(),
@@ -50,7 +55,10 @@ impl Provenance {
     pub fn to_key_values(&self) -> Vec<(String, String)> {
         let mut pairs = vec![
             ("schema".to_string(), self.table.name().to_string()),
-            ("schema_version".to_string(), self.table.version().to_string()),
+            (
+                "schema_version".to_string(),
+                self.table.version().to_string(),
+            ),
             ("stage".to_string(), self.stage.clone()),
             ("stage_version".to_string(), self.stage_version.clone()),
             ("params".to_string(), self.params.to_string()),
@@ -63,7 +71,11 @@ impl Provenance {
         if let Some(seed) = self.seed {
             pairs.push(("seed".to_string(), seed.to_string()));
         }
-        pairs.extend(self.extra.iter().map(|(key, value)| (key.clone(), value.clone())));
+        pairs.extend(
+            self.extra
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
         pairs
             .into_iter()
             .map(|(key, value)| (format!("{KEY_PREFIX}{key}"), value))
@@ -80,9 +92,11 @@ impl Provenance {
             reason,
         };
         let get = |key: &str| {
-            pairs
-                .get(&format!("{KEY_PREFIX}{key}"))
-                .ok_or_else(|| bad(format!("no `{KEY_PREFIX}{key}` key (not written by phenoflow?)")))
+            pairs.get(&format!("{KEY_PREFIX}{key}")).ok_or_else(|| {
+                bad(format!(
+                    "no `{KEY_PREFIX}{key}` key (not written by phenoflow?)"
+                ))
+            })
         };
         let table_name = get("schema")?;
         let table = TableKind::from_name(table_name)
@@ -169,7 +183,9 @@ mod tests {
         );
         provenance.inputs.insert("a.csv".into(), "00ff".into());
         provenance.seed = Some(7);
-        provenance.extra.insert("n_skipped_fields".into(), "2".into());
+        provenance
+            .extra
+            .insert("n_skipped_fields".into(), "2".into());
         let pairs: BTreeMap<String, String> = provenance.to_key_values().into_iter().collect();
         assert_eq!(pairs["phenoflow.schema"], "cells");
         let back = Provenance::from_key_values(&pairs, Path::new("c.parquet")).unwrap();

@@ -34,10 +34,9 @@ impl ColumnType {
             ColumnType::Int64 => DataType::Int64,
             ColumnType::Float64 => DataType::Float64,
             ColumnType::Boolean => DataType::Boolean,
-            ColumnType::PixelTensor => DataType::FixedSizeList(
-                Arc::new(Field::new("item", DataType::UInt16, true)),
-                0,
-            ),
+            ColumnType::PixelTensor => {
+                DataType::FixedSizeList(Arc::new(Field::new("item", DataType::UInt16, true)), 0)
+            }
         }
     }
 
@@ -273,13 +272,14 @@ impl TableKind {
     /// extension type, feature columns, and no stray non-metadata columns in key-only tables.
     pub fn validate_schema(self, schema: &Schema, path: &Path) -> Result<(), SchemaError> {
         for spec in self.required_columns() {
-            let field = schema
-                .field_with_name(spec.name)
-                .map_err(|_| SchemaError::MissingColumn {
-                    path: path.to_path_buf(),
-                    table: self.name(),
-                    column: spec.name.to_string(),
-                })?;
+            let field =
+                schema
+                    .field_with_name(spec.name)
+                    .map_err(|_| SchemaError::MissingColumn {
+                        path: path.to_path_buf(),
+                        table: self.name(),
+                        column: spec.name.to_string(),
+                    })?;
             if !spec.column_type.accepts(field.data_type()) {
                 return Err(SchemaError::WrongType {
                     path: path.to_path_buf(),
@@ -367,7 +367,9 @@ impl TableKind {
             };
             let array = batch.column(index);
             if array.null_count() > 0 {
-                let row = (0..array.len()).find(|&row| array.is_null(row)).unwrap_or(0);
+                let row = (0..array.len())
+                    .find(|&row| array.is_null(row))
+                    .unwrap_or(0);
                 return Err(SchemaError::UnexpectedNull {
                     path: path.to_path_buf(),
                     table: self.name(),

@@ -61,8 +61,14 @@ impl TensorShape {
             self.len() as i32,
         );
         let metadata = HashMap::from([
-            (EXTENSION_NAME_KEY.to_string(), FIXED_SHAPE_TENSOR.to_string()),
-            (EXTENSION_METADATA_KEY.to_string(), self.extension_metadata()),
+            (
+                EXTENSION_NAME_KEY.to_string(),
+                FIXED_SHAPE_TENSOR.to_string(),
+            ),
+            (
+                EXTENSION_METADATA_KEY.to_string(),
+                self.extension_metadata(),
+            ),
         ]);
         Field::new(name, storage, false).with_metadata(metadata)
     }
@@ -89,12 +95,21 @@ impl TensorShape {
         let shape: Vec<usize> = metadata
             .get("shape")
             .and_then(|shape| serde_json::from_value(shape.clone()).ok())
-            .ok_or_else(|| bad(format!("extension metadata has no integer `shape`: {metadata_json}")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "extension metadata has no integer `shape`: {metadata_json}"
+                ))
+            })?;
         if metadata.get("permutation").is_some_and(|p| !p.is_null()) {
-            return Err(bad("permuted tensors are not supported; store row-major [C,H,W]".into()));
+            return Err(bad(
+                "permuted tensors are not supported; store row-major [C,H,W]".into(),
+            ));
         }
         let [channels, height, width] = shape[..] else {
-            return Err(bad(format!("shape {shape:?} has rank {}, expected [C,H,W]", shape.len())));
+            return Err(bad(format!(
+                "shape {shape:?} has rank {}, expected [C,H,W]",
+                shape.len()
+            )));
         };
         let tensor_shape = TensorShape::new(channels, height, width);
         match field.data_type() {
@@ -106,7 +121,11 @@ impl TensorShape {
                     )));
                 }
             }
-            other => return Err(bad(format!("storage type is {other}, expected FixedSizeList<UInt16>"))),
+            other => {
+                return Err(bad(format!(
+                    "storage type is {other}, expected FixedSizeList<UInt16>"
+                )))
+            }
         }
         Ok(tensor_shape)
     }
@@ -114,7 +133,11 @@ impl TensorShape {
 
 impl std::fmt::Display for TensorShape {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "[{},{},{}]", self.channels, self.height, self.width)
+        write!(
+            formatter,
+            "[{},{},{}]",
+            self.channels, self.height, self.width
+        )
     }
 }
 
@@ -126,23 +149,35 @@ mod tests {
     fn shape_round_trips_through_the_field() {
         let shape = TensorShape::new(3, 68, 68);
         let field = shape.field(PIXELS_COLUMN);
-        assert_eq!(TensorShape::from_field(&field, Path::new("x.parquet")).unwrap(), shape);
+        assert_eq!(
+            TensorShape::from_field(&field, Path::new("x.parquet")).unwrap(),
+            shape
+        );
     }
 
     #[test]
     fn storage_length_must_match_shape() {
         let field = TensorShape::new(3, 68, 68).field(PIXELS_COLUMN);
         let mut metadata = field.metadata().clone();
-        metadata.insert(EXTENSION_METADATA_KEY.to_string(), "{\"shape\":[3,64,64]}".to_string());
+        metadata.insert(
+            EXTENSION_METADATA_KEY.to_string(),
+            "{\"shape\":[3,64,64]}".to_string(),
+        );
         let lying = field.with_metadata(metadata);
         let error = TensorShape::from_field(&lying, Path::new("x.parquet")).unwrap_err();
-        assert!(error.to_string().contains("13872 values per row"), "{error}");
+        assert!(
+            error.to_string().contains("13872 values per row"),
+            "{error}"
+        );
     }
 
     #[test]
     fn plain_list_is_not_a_tensor() {
         let field = Field::new(PIXELS_COLUMN, DataType::Binary, false);
         let error = TensorShape::from_field(&field, Path::new("x.parquet")).unwrap_err();
-        assert!(error.to_string().contains("arrow.fixed_shape_tensor"), "{error}");
+        assert!(
+            error.to_string().contains("arrow.fixed_shape_tensor"),
+            "{error}"
+        );
     }
 }

@@ -1,1 +1,129 @@
-//! Helpers for the end-to-end tests in `tests/it.rs`.
+//! Helpers for the end-to-end tests in `tests/it.rs`: where the release binaries, the project's
+//! Python and the shared real data are, and running a command to completion.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace root")
+        .to_path_buf()
+}
+
+/// A stage binary from `target/release` (built by `make test` before the tests run).
+pub fn stage(name: &str) -> PathBuf {
+    let path = root().join("target/release").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `make test` (or `cargo build --release --bins`) first",
+        path.display()
+    );
+    path
+}
+
+/// The project's Python (the venv `make setup` made), which holds the reference tools.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("PHENOFLOW_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make setup` first",
+        path.display()
+    );
+    path
+}
+
+/// A script under `tests/python`.
+pub fn python_script(name: &str) -> PathBuf {
+    root().join("tests/python").join(name)
+}
+
+/// The real data shared with the project (`../shared/data`, or `$PHENOFLOW_SHARED_DATA`).
+pub fn shared_data() -> PathBuf {
+    let path = std::env::var_os("PHENOFLOW_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/data"));
+    assert!(
+        path.join("README.md").exists(),
+        "shared data not found at {}",
+        path.display()
+    );
+    path
+}
+
+/// What a finished command did.
+#[derive(Debug)]
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics with the command's output unless it exited 0.
+    pub fn assert_success(&self) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "command failed:\n{}\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Panics unless the command failed with `code` and its stderr contains every fragment.
+    pub fn assert_failure(&self, code: i32, fragments: &[&str]) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "expected exit {code}:\n{}\n{}",
+            self.stdout,
+            self.stderr
+        );
+        for fragment in fragments {
+            assert!(
+                self.stderr.contains(fragment),
+                "stderr lacks `{fragment}`:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+}
+
+/// Runs a program with arguments and collects its output.
+pub fn run<S: AsRef<std::ffi::OsStr>>(program: &Path, args: &[S]) -> Outcome {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
+    Outcome {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// Runs one of the project's Python scripts with the project's Python.
+pub fn run_python<S: AsRef<std::ffi::OsStr>>(script: &str, args: &[S]) -> Outcome {
+    let mut full: Vec<std::ffi::OsString> = vec![python_script(script).into_os_string()];
+    full.extend(args.iter().map(|arg| arg.as_ref().to_os_string()));
+    run(&python(), &full)
+}
+
+/// Files in a folder whose names start with `.` and end in `.tmp` (half-written outputs).
+pub fn temp_files(folder: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(folder)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| path.to_string_lossy().ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -165,9 +165,15 @@ mod tests {
         let error = rows[1].number(&concentration).unwrap_err().to_string();
         assert_eq!(
             error,
-            format!("{}: line 3: column `concentration`: empty value", path.display())
+            format!(
+                "{}: line 3: column `concentration`: empty value",
+                path.display()
+            )
         );
         let missing = table.require(&["dose", "Dose"]).unwrap_err().to_string();
-        assert!(missing.contains("missing required column `dose` or `Dose`"), "{missing}");
+        assert!(
+            missing.contains("missing required column `dose` or `Dose`"),
+            "{missing}"
+        );
     }
 }

@@ -23,11 +23,14 @@ use crate::sink::{CellsSink, ItemCells, RunCounts};
 /// Fields decoded at once per worker thread; bounds memory (a 1024×1280×3 uint16 field is 7.5 MB).
 const FIELDS_PER_THREAD_IN_FLIGHT: usize = 2;
 
+/// An object of a CellProfiler table: object number and centre (x, y) in pixels.
+type Object = (i32, f64, f64);
+
 /// Object centres from a CellProfiler object table, keyed by (TableNumber, ImageNumber).
 #[derive(Debug, Default)]
 pub struct Centers {
     path: PathBuf,
-    by_image: HashMap<(Option<i64>, i64), Vec<(i32, f64, f64)>>,
+    by_image: HashMap<(Option<i64>, i64), Vec<Object>>,
 }
 
 impl Centers {
@@ -40,7 +43,7 @@ impl Centers {
         let object_number = table.find(&["ObjectNumber", "Nuclei_Number_Object_Number"]);
         let center_x = table.require(&["Location_Center_X", "Nuclei_Location_Center_X"])?;
         let center_y = table.require(&["Location_Center_Y", "Nuclei_Location_Center_Y"])?;
-        let mut by_image: HashMap<(Option<i64>, i64), Vec<(i32, f64, f64)>> = HashMap::new();
+        let mut by_image: HashMap<(Option<i64>, i64), Vec<Object>> = HashMap::new();
         for row in table.rows() {
             let key = (
                 row.optional_integer(table_number.as_ref())?,
@@ -59,7 +62,7 @@ impl Centers {
         })
     }
 
-    fn for_field(&self, field: &FieldRecord) -> Result<&[(i32, f64, f64)]> {
+    fn for_field(&self, field: &FieldRecord) -> Result<&[Object]> {
         let image_number = field.image_number.ok_or_else(|| {
             PreprocessError::Invalid(format!(
                 "--centers {} needs an `ImageNumber` column in the image table (line {} has none)",
@@ -156,7 +159,9 @@ fn load_channels(field: &FieldRecord, csv: &Path) -> Result<Vec<GrayImage>> {
             .channel_paths
             .iter()
             .zip(&channels)
-            .map(|(path, channel)| format!("{} is {}x{}", path.display(), channel.width, channel.height))
+            .map(|(path, channel)| {
+                format!("{} is {}x{}", path.display(), channel.width, channel.height)
+            })
             .collect::<Vec<_>>()
             .join(", ");
         return Err(PreprocessError::ChannelSizes {
@@ -217,10 +222,13 @@ pub fn run_bbbc021(args: &Bbbc021Args) -> anyhow::Result<RunCounts> {
     let mut inputs = vec![args.table.image_csv.as_path(), args.moa_csv.as_path()];
     inputs.extend(args.centers.as_deref());
     let mut provenance = crate::provenance(TableKind::Cells, params.clone(), &inputs)?;
-    provenance.extra.insert("channels".into(), args.table.channels.join(","));
     provenance
         .extra
-        .insert("n_unannotated_dropped".into(), table.n_unannotated_dropped.to_string());
+        .insert("channels".into(), args.table.channels.join(","));
+    provenance.extra.insert(
+        "n_unannotated_dropped".into(),
+        table.n_unannotated_dropped.to_string(),
+    );
     if let Some(manifest) = &args.table.manifest {
         write_manifest(manifest, &table, &args.table.channels, params, &inputs)?;
     }
@@ -228,12 +236,27 @@ pub fn run_bbbc021(args: &Bbbc021Args) -> anyhow::Result<RunCounts> {
     let shape = TensorShape::new(args.table.channels.len(), args.crop_size, args.crop_size);
     let output = &args.common.output;
     let csv = args.table.image_csv.as_path();
-    let mut sink = CellsSink::new(shape, table.fields.len(), args.common.skip_bad, !args.common.no_progress, "fields");
+    let mut sink = CellsSink::new(
+        shape,
+        table.fields.len(),
+        args.common.skip_bad,
+        !args.common.no_progress,
+        "fields",
+    );
     sink.process(
         &table.fields,
         chunk_size(),
         |field| describe(field, csv),
-        |field| crop_field(field, csv, centers.as_ref(), &nucleus_params, args.crop_size, args.edge),
+        |field| {
+            crop_field(
+                field,
+                csv,
+                centers.as_ref(),
+                &nucleus_params,
+                args.crop_size,
+                args.edge,
+            )
+        },
         output,
         &provenance,
     )?;
@@ -249,7 +272,7 @@ fn crop_field(
     edge: EdgePolicy,
 ) -> Result<ItemCells> {
     let channels = load_channels(field, csv)?;
-    let objects: Vec<(i32, f64, f64)> = match centers {
+    let objects: Vec<Object> = match centers {
         Some(centers) => centers.for_field(field)?.to_vec(),
         None => detect_nuclei(&channels[0], nucleus_params)
             .iter()
@@ -259,7 +282,14 @@ fn crop_field(
     };
     let mut cells = ItemCells::default();
     for (object_number, center_x, center_y) in objects {
-        if crop_cell(&channels, center_x, center_y, crop_size, edge, &mut cells.pixels) {
+        if crop_cell(
+            &channels,
+            center_x,
+            center_y,
+            crop_size,
+            edge,
+            &mut cells.pixels,
+        ) {
             cells
                 .keys
                 .push(cell_keys(field, object_number, Some((center_x, center_y))));
@@ -297,11 +327,21 @@ pub fn run_whole(args: &WholeArgs) -> anyhow::Result<RunCounts> {
     if let Some(manifest) = &args.table.manifest {
         write_manifest(manifest, &table, &args.table.channels, params, &inputs)?;
     }
-    let n_out_channels = if args.grey { 1 } else { args.table.channels.len() };
+    let n_out_channels = if args.grey {
+        1
+    } else {
+        args.table.channels.len()
+    };
     let shape = TensorShape::new(n_out_channels, args.size, args.size);
     let output = &args.common.output;
     let csv = args.table.image_csv.as_path();
-    let mut sink = CellsSink::new(shape, table.fields.len(), args.common.skip_bad, !args.common.no_progress, "fields");
+    let mut sink = CellsSink::new(
+        shape,
+        table.fields.len(),
+        args.common.skip_bad,
+        !args.common.no_progress,
+        "fields",
+    );
     sink.process(
         &table.fields,
         chunk_size(),
@@ -316,7 +356,9 @@ pub fn run_whole(args: &WholeArgs) -> anyhow::Result<RunCounts> {
 fn resize_field(field: &FieldRecord, csv: &Path, size: usize, grey: bool) -> Result<ItemCells> {
     let channels = load_channels(field, csv)?;
     let (width, height) = (channels[0].width, channels[0].height);
-    let as_float = |channel: &GrayImage| -> Vec<f32> { channel.pixels.iter().map(|&v| f32::from(v)).collect() };
+    let as_float = |channel: &GrayImage| -> Vec<f32> {
+        channel.pixels.iter().map(|&v| f32::from(v)).collect()
+    };
     let planes: Vec<Vec<f32>> = if grey {
         let mut mean = vec![0.0f32; width * height];
         for channel in &channels {
@@ -333,9 +375,11 @@ fn resize_field(field: &FieldRecord, csv: &Path, size: usize, grey: bool) -> Res
     let mut cells = ItemCells::default();
     for plane in planes {
         let resized = resize_area(&plane, width, height, size, size);
-        cells
-            .pixels
-            .extend(resized.into_iter().map(|value| value.round().clamp(0.0, 65535.0) as u16));
+        cells.pixels.extend(
+            resized
+                .into_iter()
+                .map(|value| value.round().clamp(0.0, 65535.0) as u16),
+        );
     }
     cells.keys.push(cell_keys(field, 1, None));
     Ok(cells)
@@ -351,7 +395,13 @@ fn write_manifest(
 ) -> anyhow::Result<()> {
     let provenance = crate::provenance(TableKind::ImageManifest, params, inputs)?;
     let batch = build_manifest_batch(&table.fields, channels);
-    let mut writer = ParquetTableWriter::create(path, TableKind::ImageManifest, batch.schema(), &provenance, 65_536)?;
+    let mut writer = ParquetTableWriter::create(
+        path,
+        TableKind::ImageManifest,
+        batch.schema(),
+        &provenance,
+        65_536,
+    )?;
     writer.write(&batch)?;
     writer
         .finish()
@@ -375,15 +425,25 @@ mod manifest_batch {
             strings(&|f| &f.well),
             Arc::new(Int32Array::from_iter_values(fields.iter().map(|f| f.site))),
             strings(&|f| &f.compound),
-            Arc::new(Float64Array::from_iter_values(fields.iter().map(|f| f.concentration))),
-            Arc::new(StringArray::from_iter(fields.iter().map(|f| f.moa.as_deref()))),
+            Arc::new(Float64Array::from_iter_values(
+                fields.iter().map(|f| f.concentration),
+            )),
+            Arc::new(StringArray::from_iter(
+                fields.iter().map(|f| f.moa.as_deref()),
+            )),
             strings(&|f| &f.batch),
             Arc::new(Int64Array::from_iter(fields.iter().map(|f| f.image_number))),
         ];
         for (index, channel) in channels.iter().enumerate() {
-            schema_fields.push(Field::new(format!("Image_Path_{channel}"), DataType::Utf8, false));
+            schema_fields.push(Field::new(
+                format!("Image_Path_{channel}"),
+                DataType::Utf8,
+                false,
+            ));
             columns.push(Arc::new(StringArray::from_iter_values(
-                fields.iter().map(|f| f.channel_paths[index].display().to_string()),
+                fields
+                    .iter()
+                    .map(|f| f.channel_paths[index].display().to_string()),
             )));
         }
         RecordBatch::try_new(Arc::new(Schema::new(schema_fields)), columns)

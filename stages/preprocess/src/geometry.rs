@@ -37,7 +37,8 @@ pub fn crop_cell(
     let (width, height) = (first.width as i64, first.height as i64);
     let left = center_x.round_ties_even() as i64 - (size / 2) as i64;
     let top = center_y.round_ties_even() as i64 - (size / 2) as i64;
-    let inside = left >= 0 && top >= 0 && left + size as i64 <= width && top + size as i64 <= height;
+    let inside =
+        left >= 0 && top >= 0 && left + size as i64 <= width && top + size as i64 <= height;
     if !inside && edge == EdgePolicy::Skip {
         return false;
     }
@@ -65,7 +66,13 @@ pub fn crop_cell(
 
 /// Area-averaging resize (each output pixel is the overlap-weighted mean of the input pixels it
 /// covers, like OpenCV's INTER_AREA). At equal sizes it is the identity.
-pub fn resize_area(values: &[f32], width: usize, height: usize, out_width: usize, out_height: usize) -> Vec<f32> {
+pub fn resize_area(
+    values: &[f32],
+    width: usize,
+    height: usize,
+    out_width: usize,
+    out_height: usize,
+) -> Vec<f32> {
     let weights = |n_in: usize, n_out: usize| -> Vec<Vec<(usize, f32)>> {
         let scale = n_in as f64 / n_out as f64;
         (0..n_out)
@@ -87,7 +94,10 @@ pub fn resize_area(values: &[f32], width: usize, height: usize, out_width: usize
     let x_taps = weights(width, out_width);
     let y_taps = weights(height, out_height);
     let mut horizontal = vec![0.0f32; out_width * height];
-    for (row_in, row_out) in values.chunks_exact(width).zip(horizontal.chunks_exact_mut(out_width)) {
+    for (row_in, row_out) in values
+        .chunks_exact(width)
+        .zip(horizontal.chunks_exact_mut(out_width))
+    {
         for (out, taps) in row_out.iter_mut().zip(&x_taps) {
             *out = taps.iter().map(|&(x, weight)| row_in[x] * weight).sum();
         }
@@ -120,12 +130,26 @@ mod tests {
     fn crop_is_centred_and_skips_at_edges() {
         let image = ramp(10, 8);
         let mut out = Vec::new();
-        assert!(crop_cell(&[image.clone()], 5.0, 4.2, 4, EdgePolicy::Skip, &mut out));
+        assert!(crop_cell(
+            std::slice::from_ref(&image),
+            5.0,
+            4.2,
+            4,
+            EdgePolicy::Skip,
+            &mut out
+        ));
         // Columns 3..7, rows 2..6.
         assert_eq!(&out[..4], &[23, 24, 25, 26]);
         assert_eq!(out[4 * 3 + 3], 56);
         out.clear();
-        assert!(!crop_cell(&[image.clone()], 1.0, 4.0, 4, EdgePolicy::Skip, &mut out));
+        assert!(!crop_cell(
+            std::slice::from_ref(&image),
+            1.0,
+            4.0,
+            4,
+            EdgePolicy::Skip,
+            &mut out
+        ));
         assert!(out.is_empty());
         assert!(crop_cell(&[image], 1.0, 4.0, 4, EdgePolicy::Zero, &mut out));
         assert_eq!(&out[..4], &[0, 20, 21, 22]);
@@ -138,6 +162,9 @@ mod tests {
         let half = resize_area(&values, 4, 4, 2, 2);
         assert_eq!(half, vec![2.5, 4.5, 10.5, 12.5]);
         let third = resize_area(&[0.0, 3.0, 6.0], 3, 1, 2, 1);
-        assert!((third[0] - 1.0).abs() < 1e-6 && (third[1] - 5.0).abs() < 1e-6, "{third:?}");
+        assert!(
+            (third[0] - 1.0).abs() < 1e-6 && (third[1] - 5.0).abs() < 1e-6,
+            "{third:?}"
+        );
     }
 }

@@ -114,10 +114,13 @@ pub fn read_npy_u16(path: &Path) -> Result<NpyArray> {
         .get(header_start..data_start)
         .ok_or_else(|| npy_error("truncated header".into()))?;
     let header = std::str::from_utf8(header).map_err(|_| npy_error("header is not text".into()))?;
-    let descr = header_value(header, "descr").ok_or_else(|| npy_error(format!("header has no `descr`: {header}")))?;
+    let descr = header_value(header, "descr")
+        .ok_or_else(|| npy_error(format!("header has no `descr`: {header}")))?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
     if descr != "<u2" && descr != "=u2" {
-        return Err(npy_error(format!("dtype `{descr}`, expected `<u2` (uint16)")));
+        return Err(npy_error(format!(
+            "dtype `{descr}`, expected `<u2` (uint16)"
+        )));
     }
     let fortran_order = header_value(header, "fortran_order")
         .ok_or_else(|| npy_error(format!("header has no `fortran_order`: {header}")))?;
@@ -131,7 +134,10 @@ pub fn read_npy_u16(path: &Path) -> Result<NpyArray> {
         .split(',')
         .map(str::trim)
         .filter(|part| !part.is_empty())
-        .map(|part| part.parse().map_err(|_| npy_error(format!("bad shape `{shape_text}`"))))
+        .map(|part| {
+            part.parse()
+                .map_err(|_| npy_error(format!("bad shape `{shape_text}`")))
+        })
         .collect::<Result<_>>()?;
     let n_values: usize = shape.iter().product();
     let data = &bytes[data_start..];
@@ -170,7 +176,8 @@ mod tests {
     use super::*;
 
     fn write_npy(path: &Path, descr: &str, shape: &str, data: &[u8]) {
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -198,7 +205,10 @@ mod tests {
         let path = directory.path().join("f.npy");
         write_npy(&path, "<f4", "(1,)", &[0, 0, 0, 0]);
         let error = read_npy_u16(&path).unwrap_err().to_string();
-        assert!(error.contains("f.npy") && error.contains("`<f4`"), "{error}");
+        assert!(
+            error.contains("f.npy") && error.contains("`<f4`"),
+            "{error}"
+        );
         write_npy(&path, "<u2", "(4,)", &[0, 0, 0]);
         let error = read_npy_u16(&path).unwrap_err().to_string();
         assert!(error.contains("truncated"), "{error}");

@@ -87,7 +87,11 @@ impl MoaTable {
                 if previous != moa_name {
                     return Err(row.error(
                         &moa,
-                        format!("treatment ({}, {}) already has MoA `{previous}`", key.0, key.1 as f64 / 1e6),
+                        format!(
+                            "treatment ({}, {}) already has MoA `{previous}`",
+                            key.0,
+                            key.1 as f64 / 1e6
+                        ),
                     ));
                 }
             }
@@ -148,8 +152,16 @@ pub struct ImageTable {
 impl ImageTable {
     pub fn read(path: &Path, options: &ImageTableOptions<'_>) -> Result<Self> {
         let table = CsvTable::read(path)?;
-        let plate = table.require(&["Image_Metadata_Plate_DAPI", "Image_Metadata_Plate", "Metadata_Plate"])?;
-        let well = table.require(&["Image_Metadata_Well_DAPI", "Image_Metadata_Well", "Metadata_Well"])?;
+        let plate = table.require(&[
+            "Image_Metadata_Plate_DAPI",
+            "Image_Metadata_Plate",
+            "Metadata_Plate",
+        ])?;
+        let well = table.require(&[
+            "Image_Metadata_Well_DAPI",
+            "Image_Metadata_Well",
+            "Metadata_Well",
+        ])?;
         let compound = table.require(&["Image_Metadata_Compound", "Metadata_Compound"])?;
         let concentration =
             table.require(&["Image_Metadata_Concentration", "Metadata_Concentration"])?;
@@ -279,7 +291,10 @@ mod tests {
         assert_eq!(compounds.len(), 39, "38 compounds + DMSO");
         assert_eq!(moas.len(), 13, "12 MoAs + DMSO");
         assert_eq!(moa.moa("DMSO", 0.0), Some("DMSO"));
-        assert_eq!(moa.moa("docetaxel", 0.030000), Some("Microtubule stabilizers"));
+        assert_eq!(
+            moa.moa("docetaxel", 0.030000),
+            Some("Microtubule stabilizers")
+        );
         assert_eq!(moa.moa("docetaxel", 0.003), None);
     }
 
@@ -312,10 +327,16 @@ mod tests {
             .iter()
             .map(|f| (f.compound.clone(), concentration_key(f.concentration)))
             .collect();
-        assert_eq!(treatments.len(), 104, "103 treatments + DMSO are all imaged");
+        assert_eq!(
+            treatments.len(),
+            104,
+            "103 treatments + DMSO are all imaged"
+        );
         let first = &annotated.fields[0];
         let expected_folder = format!("{}/{}", first.batch, first.plate);
-        assert!(first.channel_paths[0].to_string_lossy().contains(&expected_folder));
+        assert!(first.channel_paths[0]
+            .to_string_lossy()
+            .contains(&expected_folder));
 
         options.unannotated = Unannotated::Error;
         let error = ImageTable::read(&data.join("BBBC021_v1_image.csv"), &options)

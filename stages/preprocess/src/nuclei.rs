@@ -158,24 +158,48 @@ fn detect_with(ws: &mut Workspace, image: &GrayImage, params: &NucleusParams) ->
         return Vec::new();
     }
     ws.raw.clear();
-    ws.raw.extend(image.pixels.iter().map(|&value| f32::from(value)));
-    gaussian_blur_into(&ws.raw, width, height, params.smoothing_sigma, &mut ws.scratch, &mut ws.line, &mut ws.smoothed);
+    ws.raw
+        .extend(image.pixels.iter().map(|&value| f32::from(value)));
+    gaussian_blur_into(
+        &ws.raw,
+        width,
+        height,
+        params.smoothing_sigma,
+        &mut ws.scratch,
+        &mut ws.line,
+        &mut ws.smoothed,
+    );
     if params.background_block > 0 {
-        subtract_background(&ws.smoothed, width, height, params.background_block, &mut ws.foreground);
+        subtract_background(
+            &ws.smoothed,
+            width,
+            height,
+            params.background_block,
+            &mut ws.foreground,
+        );
     } else {
         ws.foreground.clone_from(&ws.smoothed);
     }
     let clip = percentile(&ws.foreground, OTSU_CLIP_PERCENTILE, &mut ws.scratch);
     let threshold = otsu_threshold_clipped(&ws.foreground, clip) * params.threshold_scale;
     ws.mask.clear();
-    ws.mask.extend(ws.foreground.iter().map(|&value| value > threshold));
+    ws.mask
+        .extend(ws.foreground.iter().map(|&value| value > threshold));
     if !ws.mask.iter().any(|&inside| inside) {
         return Vec::new();
     }
     if (params.declump_sigma - params.smoothing_sigma).abs() < f32::EPSILON {
         ws.seed.clone_from(&ws.smoothed);
     } else {
-        gaussian_blur_into(&ws.raw, width, height, params.declump_sigma, &mut ws.scratch, &mut ws.line, &mut ws.seed);
+        gaussian_blur_into(
+            &ws.raw,
+            width,
+            height,
+            params.declump_sigma,
+            &mut ws.scratch,
+            &mut ws.line,
+            &mut ws.seed,
+        );
     }
     max_filter_into(ws, width, height, params.min_distance);
     watershed_from_maxima(ws, width, height);
@@ -185,7 +209,15 @@ fn detect_with(ws: &mut Workspace, image: &GrayImage, params: &NucleusParams) ->
 /// Separable Gaussian blur, kernel truncated at 4σ, edge pixels repeated (scipy's `nearest`).
 pub fn gaussian_blur(values: &[f32], width: usize, height: usize, sigma: f32) -> Vec<f32> {
     let mut output = Vec::new();
-    gaussian_blur_into(values, width, height, sigma, &mut Vec::new(), &mut Vec::new(), &mut output);
+    gaussian_blur_into(
+        values,
+        width,
+        height,
+        sigma,
+        &mut Vec::new(),
+        &mut Vec::new(),
+        &mut output,
+    );
     output
 }
 
@@ -220,7 +252,10 @@ fn gaussian_blur_into(
     horizontal.resize(values.len(), 0.0);
     padded.clear();
     padded.resize(width + 2 * radius, 0.0);
-    for (row_in, row_out) in values.chunks_exact(width).zip(horizontal.chunks_exact_mut(width)) {
+    for (row_in, row_out) in values
+        .chunks_exact(width)
+        .zip(horizontal.chunks_exact_mut(width))
+    {
         padded[..radius].fill(row_in[0]);
         padded[radius..radius + width].copy_from_slice(row_in);
         padded[radius + width..].fill(row_in[width - 1]);
@@ -246,7 +281,13 @@ fn gaussian_blur_into(
 
 /// Writes `max(smoothed - background, 0)` into `foreground`, the background being the
 /// tile-minimum estimate smoothed over the tile grid and interpolated back to full size.
-fn subtract_background(smoothed: &[f32], width: usize, height: usize, block: usize, foreground: &mut Vec<f32>) {
+fn subtract_background(
+    smoothed: &[f32],
+    width: usize,
+    height: usize,
+    block: usize,
+    foreground: &mut Vec<f32>,
+) {
     let grid_width = width.div_ceil(block);
     let grid_height = height.div_ceil(block);
     let mut grid = vec![f32::INFINITY; grid_width * grid_height];
@@ -310,8 +351,10 @@ pub fn otsu_threshold(values: &[f32]) -> f32 {
 fn otsu_threshold_clipped(values: &[f32], clip: f32) -> f32 {
     let (min, max) = values
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v.min(clip))));
-    if !(max > min) {
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v.min(clip)))
+        });
+    if max.partial_cmp(&min) != Some(std::cmp::Ordering::Greater) {
         return min;
     }
     const N_BINS: usize = 256;
@@ -350,7 +393,13 @@ fn otsu_threshold_clipped(values: &[f32], clip: f32) -> f32 {
 
 /// Running maximum over windows of `2 * radius + 1` samples (edges clamped), in O(1) per
 /// sample (van Herk / Gil-Werman: block-wise prefix and suffix maxima).
-fn running_max(input: &[f32], radius: usize, prefix: &mut Vec<f32>, suffix: &mut Vec<f32>, output: &mut [f32]) {
+fn running_max(
+    input: &[f32],
+    radius: usize,
+    prefix: &mut Vec<f32>,
+    suffix: &mut Vec<f32>,
+    output: &mut [f32],
+) {
     let n = input.len();
     let window = 2 * radius + 1;
     prefix.clear();
@@ -373,8 +422,13 @@ fn running_max(input: &[f32], radius: usize, prefix: &mut Vec<f32>, suffix: &mut
     for (i, out) in output.iter_mut().enumerate() {
         let low = i.saturating_sub(radius);
         let high = (i + radius).min(n - 1);
-        // [low, high] spans at most two blocks: the suffix of the first and prefix of the last.
-        *out = suffix[low].max(prefix[high]);
+        // [low, high] spans at most two blocks: the suffix of the first and the prefix of the
+        // last. Clamped at the start, it lies within the first block and starts at its start.
+        *out = if i < radius {
+            prefix[high]
+        } else {
+            suffix[low].max(prefix[high])
+        };
     }
 }
 
@@ -384,7 +438,11 @@ fn running_max(input: &[f32], radius: usize, prefix: &mut Vec<f32>, suffix: &mut
 fn max_filter_into(ws: &mut Workspace, width: usize, height: usize, radius: usize) {
     ws.scratch.clear();
     ws.scratch.resize(ws.seed.len(), 0.0);
-    for (row_in, row_out) in ws.seed.chunks_exact(width).zip(ws.scratch.chunks_exact_mut(width)) {
+    for (row_in, row_out) in ws
+        .seed
+        .chunks_exact(width)
+        .zip(ws.scratch.chunks_exact_mut(width))
+    {
         running_max(row_in, radius, &mut ws.prefix, &mut ws.suffix, row_out);
     }
     let window = 2 * radius + 1;
@@ -400,7 +458,8 @@ fn max_filter_into(ws: &mut Workspace, width: usize, height: usize, radius: usiz
         for y in start + 1..end {
             let (done, rest) = ws.plane_prefix.split_at_mut(y * width);
             let previous = &done[(y - 1) * width..];
-            for ((out, &above), &value) in rest[..width].iter_mut().zip(previous).zip(&rows[row(y)]) {
+            for ((out, &above), &value) in rest[..width].iter_mut().zip(previous).zip(&rows[row(y)])
+            {
                 *out = above.max(value);
             }
         }
@@ -408,7 +467,9 @@ fn max_filter_into(ws: &mut Workspace, width: usize, height: usize, radius: usiz
         for y in (start..end - 1).rev() {
             let (head, tail) = ws.plane_suffix.split_at_mut((y + 1) * width);
             let below = &tail[..width];
-            for ((out, &under), &value) in head[y * width..].iter_mut().zip(below).zip(&rows[row(y)]) {
+            for ((out, &under), &value) in
+                head[y * width..].iter_mut().zip(below).zip(&rows[row(y)])
+            {
                 *out = under.max(value);
             }
         }
@@ -418,7 +479,12 @@ fn max_filter_into(ws: &mut Workspace, width: usize, height: usize, radius: usiz
     for y in 0..height {
         let low = y.saturating_sub(radius);
         let high = (y + radius).min(height - 1);
-        let (suffix, prefix) = (&ws.plane_suffix[row(low)], &ws.plane_prefix[row(high)]);
+        let prefix = &ws.plane_prefix[row(high)];
+        if y < radius {
+            ws.local_max[row(y)].copy_from_slice(prefix);
+            continue;
+        }
+        let suffix = &ws.plane_suffix[row(low)];
         for ((out, &a), &b) in ws.local_max[row(y)].iter_mut().zip(suffix).zip(prefix) {
             *out = a.max(b);
         }
@@ -501,8 +567,14 @@ fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
     // Priority flood: brightest pixels first, first come first served among equals.
     let (low, high) = intensity
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-    let scale = if high > low { 65535.0 / (high - low) } else { 0.0 };
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    let scale = if high > low {
+        65535.0 / (high - low)
+    } else {
+        0.0
+    };
     let level = |index: usize| ((intensity[index] - low) * scale) as u16;
     flood.clear();
     for (index, &label) in labels.iter().enumerate() {
@@ -664,10 +736,43 @@ mod tests {
         let input: Vec<f32> = (0..37).map(|i| ((i * 7919) % 23) as f32).collect();
         for radius in [0, 1, 3, 8, 40] {
             let mut output = vec![0.0; input.len()];
-            running_max(&input, radius, &mut Vec::new(), &mut Vec::new(), &mut output);
+            running_max(
+                &input,
+                radius,
+                &mut Vec::new(),
+                &mut Vec::new(),
+                &mut output,
+            );
             for (i, &value) in output.iter().enumerate() {
                 let window = &input[i.saturating_sub(radius)..(i + radius + 1).min(input.len())];
-                assert_eq!(value, window.iter().copied().fold(f32::MIN, f32::max), "r={radius} i={i}");
+                assert_eq!(
+                    value,
+                    window.iter().copied().fold(f32::MIN, f32::max),
+                    "r={radius} i={i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn max_filter_matches_naive_window_in_two_dimensions() {
+        let (width, height, radius) = (23, 17, 3);
+        let mut ws = Workspace {
+            seed: (0..width * height)
+                .map(|i| ((i * 7919) % 101) as f32)
+                .collect(),
+            ..Workspace::default()
+        };
+        max_filter_into(&mut ws, width, height, radius);
+        for y in 0..height {
+            for x in 0..width {
+                let mut expected = f32::MIN;
+                for yy in y.saturating_sub(radius)..(y + radius + 1).min(height) {
+                    for xx in x.saturating_sub(radius)..(x + radius + 1).min(width) {
+                        expected = expected.max(ws.seed[yy * width + xx]);
+                    }
+                }
+                assert_eq!(ws.local_max[y * width + x], expected, "x={x} y={y}");
             }
         }
     }

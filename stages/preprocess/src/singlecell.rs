@@ -32,10 +32,19 @@ fn read_metadata(metadata: &Path, images_dir: &Path, plates: &[String]) -> Resul
     let table = CsvTable::read(metadata)?;
     let image_name = table.require(&["Multi_Cell_Image_Name"])?;
     let cell_id = table.require(&["Single_Cell_Image_Id"])?;
-    let plate = table.require(&["Image_Metadata_Plate_DAPI", "Image_Metadata_Plate", "Metadata_Plate"])?;
-    let well = table.require(&["Image_Metadata_Well_DAPI", "Image_Metadata_Well", "Metadata_Well"])?;
+    let plate = table.require(&[
+        "Image_Metadata_Plate_DAPI",
+        "Image_Metadata_Plate",
+        "Metadata_Plate",
+    ])?;
+    let well = table.require(&[
+        "Image_Metadata_Well_DAPI",
+        "Image_Metadata_Well",
+        "Metadata_Well",
+    ])?;
     let compound = table.require(&["Image_Metadata_Compound", "Metadata_Compound"])?;
-    let concentration = table.require(&["Image_Metadata_Concentration", "Metadata_Concentration"])?;
+    let concentration =
+        table.require(&["Image_Metadata_Concentration", "Metadata_Concentration"])?;
     let moa = table.require(&["moa", "Metadata_MoA", "Metadata_moa"])?;
     let mut cells = Vec::with_capacity(table.n_rows());
     for row in table.rows() {
@@ -87,7 +96,10 @@ fn read_cell(cell: &CellRecord, shape: TensorShape) -> Result<ItemCells> {
     if array.shape != expected {
         return Err(PreprocessError::Npy {
             path: cell.path.clone(),
-            reason: format!("shape {:?}, expected {expected:?} (HWC) like the first cell", array.shape),
+            reason: format!(
+                "shape {:?}, expected {expected:?} (HWC) like the first cell",
+                array.shape
+            ),
         });
     }
     let mut pixels = vec![0u16; shape.len()];
@@ -135,11 +147,24 @@ pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
         .extra
         .insert("channels".into(), "DNA,F-actin,beta-tubulin".into());
     let output = &args.common.output;
-    let mut sink = CellsSink::new(shape, cells.len(), args.common.skip_bad, !args.common.no_progress, "cells");
+    let mut sink = CellsSink::new(
+        shape,
+        cells.len(),
+        args.common.skip_bad,
+        !args.common.no_progress,
+        "cells",
+    );
     sink.process(
         &cells,
         CELLS_PER_CHUNK,
-        |cell| format!("cell {} ({} line {})", cell.path.display(), metadata.display(), cell.line),
+        |cell| {
+            format!(
+                "cell {} ({} line {})",
+                cell.path.display(),
+                metadata.display(),
+                cell.line
+            )
+        },
         |cell| read_cell(cell, shape),
         output,
         &provenance,

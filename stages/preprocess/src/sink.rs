@@ -91,7 +91,13 @@ impl BatchWriterThread {
 }
 
 impl CellsSink {
-    pub fn new(shape: TensorShape, n_items: usize, skip_bad: bool, show_progress: bool, unit: &str) -> Self {
+    pub fn new(
+        shape: TensorShape,
+        n_items: usize,
+        skip_bad: bool,
+        show_progress: bool,
+        unit: &str,
+    ) -> Self {
         let progress = if show_progress {
             ProgressBar::with_draw_target(Some(n_items as u64), ProgressDrawTarget::stderr())
         } else {
@@ -125,7 +131,8 @@ impl CellsSink {
         provenance: &Provenance,
     ) -> anyhow::Result<()> {
         for chunk in items.chunks(chunk_size.max(1)) {
-            let results: Vec<Result<ItemCells, PreprocessError>> = chunk.par_iter().map(&work).collect();
+            let results: Vec<Result<ItemCells, PreprocessError>> =
+                chunk.par_iter().map(&work).collect();
             for (item, result) in chunk.iter().zip(results) {
                 self.progress.inc(1);
                 self.counts.n_items += 1;
@@ -134,11 +141,15 @@ impl CellsSink {
                     Err(error) if self.skip_bad => {
                         self.counts.n_skipped_items += 1;
                         self.progress.suspend(|| {
-                            eprintln!("pf-preprocess: warning: skipping {}: {error}", describe(item))
+                            eprintln!(
+                                "pf-preprocess: warning: skipping {}: {error}",
+                                describe(item)
+                            )
                         });
                     }
                     Err(error) => {
-                        return Err(anyhow::Error::new(error).context(format!("processing {}", describe(item))))
+                        return Err(anyhow::Error::new(error)
+                            .context(format!("processing {}", describe(item))))
                     }
                 }
             }
@@ -146,12 +157,19 @@ impl CellsSink {
         Ok(())
     }
 
-    fn append(&mut self, cells: ItemCells, output: &Path, provenance: &Provenance) -> anyhow::Result<()> {
+    fn append(
+        &mut self,
+        cells: ItemCells,
+        output: &Path,
+        provenance: &Provenance,
+    ) -> anyhow::Result<()> {
         self.counts.n_edge_skipped += cells.n_edge_skipped;
         let tensor_len = self.shape.len();
         for (index, keys) in cells.keys.into_iter().enumerate() {
-            self.builder
-                .push(keys, &cells.pixels[index * tensor_len..(index + 1) * tensor_len]);
+            self.builder.push(
+                keys,
+                &cells.pixels[index * tensor_len..(index + 1) * tensor_len],
+            );
             self.counts.n_cells += 1;
             if self.builder.len() >= ROWS_PER_BATCH {
                 self.flush(output, provenance)?;
@@ -176,7 +194,10 @@ impl CellsSink {
         }
         let batch = self.builder.finish();
         self.builder.reserve(ROWS_PER_BATCH);
-        self.writer.as_ref().expect("writer started above").send(batch)
+        self.writer
+            .as_ref()
+            .expect("writer started above")
+            .send(batch)
     }
 
     /// Writes what is left, records the run's counts in the file's metadata and renames the
@@ -194,7 +215,11 @@ impl CellsSink {
             );
         }
         self.flush(output, provenance)?;
-        let mut writer = self.writer.take().expect("at least one batch was flushed").join()?;
+        let mut writer = self
+            .writer
+            .take()
+            .expect("at least one batch was flushed")
+            .join()?;
         writer.append_extra("n_items", &counts.n_items.to_string());
         writer.append_extra("n_skipped", &counts.n_skipped_items.to_string());
         writer.append_extra("n_edge_skipped", &counts.n_edge_skipped.to_string());

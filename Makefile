@@ -1,0 +1,69 @@
+# phenoflow — `make help` lists the targets.
+#
+# Every target that builds or runs something sources .phenoflow.env, which `make setup` writes:
+# the project-local Python venv (libtorch and ONNX Runtime come from its wheels) and the library
+# paths the stages need. `make setup` is idempotent and cheap when nothing changed.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+ROOT := $(abspath .)
+VENV := $(ROOT)/.venv
+PYTHON := $(VENV)/bin/python
+ENV_FILE := $(ROOT)/.phenoflow.env
+SETUP_STAMP := $(VENV)/.phenoflow-setup
+REQUIREMENTS := tests/python/requirements.txt
+ORT_VERSION := 1.31.1
+BIN := $(ROOT)/target/release
+WITH_ENV := source $(ENV_FILE) &&
+BENCH_FIELDS ?= 120
+
+.PHONY: help setup build test lint demo bench-preprocess clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# The venv is (re)installed when the requirements or the GPU situation change (the stamp records
+# what was installed), so a second `make setup` only rewrites the env file.
+setup: ## Create the Python venv (torch, onnxruntime, reference tools) and .phenoflow.env
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+	    ort="onnxruntime-gpu==$(ORT_VERSION)"; else ort="onnxruntime==$(ORT_VERSION)"; fi; \
+	want="$$(cat $(REQUIREMENTS)) $$ort"; \
+	if [ ! -x $(PYTHON) ]; then echo "setup: creating $(VENV)"; python3 -m venv $(VENV); fi; \
+	if [ ! -f $(SETUP_STAMP) ] || [ "$$(cat $(SETUP_STAMP))" != "$$want" ]; then \
+	    echo "setup: installing $(REQUIREMENTS) and $$ort into $(VENV) (torch is ~4.6 GB, about a minute)"; \
+	    $(PYTHON) -m pip install --quiet --disable-pip-version-check --upgrade pip; \
+	    $(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS) "$$ort"; \
+	    echo "$$want" > $(SETUP_STAMP); \
+	else echo "setup: $(VENV) is up to date"; fi
+	@site=$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	ort_lib=$$(ls $$site/onnxruntime/capi/libonnxruntime.so.* | head -n 1); \
+	test -d $$site/torch/lib || { echo "setup: torch/lib missing under $$site" >&2; exit 1; }; \
+	{ echo "# Written by 'make setup'; sourced by every make target."; \
+	  echo "export PHENOFLOW_ROOT=$(ROOT)"; \
+	  echo "export PHENOFLOW_PYTHON=$(PYTHON)"; \
+	  echo "export PATH=$(VENV)/bin:\$$PATH"; \
+	  echo "export LIBTORCH_USE_PYTORCH=1"; \
+	  echo "export PHENOFLOW_TORCH_LIB=$$site/torch/lib"; \
+	  echo "export LD_LIBRARY_PATH=$$site/torch/lib\$${LD_LIBRARY_PATH:+:\$$LD_LIBRARY_PATH}"; \
+	  echo "export ORT_DYLIB_PATH=$$ort_lib"; \
+	  echo "export PHENOFLOW_SHARED_DATA=\$${PHENOFLOW_SHARED_DATA:-$(abspath $(ROOT)/../shared/data)}"; \
+	} > $(ENV_FILE).tmp && mv $(ENV_FILE).tmp $(ENV_FILE)
+	@echo "setup: wrote $(ENV_FILE)"
+
+build: setup ## Build every stage (release)
+	@$(WITH_ENV) cargo build --release --workspace --bins
+
+test: build ## Run every test: unit tests and the end-to-end tests on real data
+	@$(WITH_ENV) cargo test --release --workspace
+
+lint: setup ## cargo fmt --check and clippy -D warnings
+	@$(WITH_ENV) cargo fmt --all --check && cargo clippy --release --workspace --all-targets -- -D warnings
+
+bench-preprocess: build ## pf-preprocess vs numpy+tifffile+scikit-image on the same fields (BENCH_FIELDS=120)
+	@$(WITH_ENV) $(PYTHON) tests/python/bench_preprocess.py --bin $(BIN)/pf-preprocess --n-fields $(BENCH_FIELDS) --workdir $(ROOT)/bench-out/preprocess
+
+clean: ## Remove build outputs and bench/demo outputs (keeps the venv)
+	cargo clean
+	rm -rf out bench-out

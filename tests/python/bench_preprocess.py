@@ -1,0 +1,115 @@
+"""`make bench-preprocess`: pf-preprocess against the numpy + tifffile + scikit-image reference
+(`ref_preprocess.py`, same algorithm, a process per core) on the same BBBC021-layout fields, in
+one run. Prints cells/s of both, the ratio, and the peak resident memory of each (summed over the
+process tree, sampled every 20 ms), plus pf-preprocess's peak on half the fields, to show that
+memory does not grow with the number of fields.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pyarrow.parquet as pq
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def tree_rss_bytes(root_pid):
+    """Resident memory of a process and all its descendants."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(entry))
+            except OSError:
+                continue
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        stack.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/statm") as handle:
+                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            pass
+    return total
+
+
+def run_measured(command):
+    """Runs a command; returns (seconds, peak tree RSS in bytes)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    peak = [0]
+
+    def sample():
+        while process.poll() is None:
+            peak[0] = max(peak[0], tree_rss_bytes(process.pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    _, stderr = process.communicate()
+    elapsed = time.perf_counter() - started
+    sampler.join()
+    if process.returncode != 0:
+        sys.exit(f"bench: {' '.join(command)} failed:\n{stderr}")
+    return elapsed, peak[0]
+
+
+def make_fields(folder, n_fields, seed):
+    marker = os.path.join(folder, f".n{n_fields}-s{seed}")
+    if not os.path.exists(marker):
+        print(f"bench: writing {n_fields} fields of 1024x1280x3 uint16 to {folder}", file=sys.stderr)
+        subprocess.run([sys.executable, os.path.join(HERE, "make_fields.py"), "--out", folder, "--n-fields",
+                        str(n_fields), "--height", "1024", "--width", "1280", "--seed", str(seed)], check=True)
+        open(marker, "w").close()
+    return os.path.join(folder, "BBBC021_v1_image.csv"), os.path.join(folder, "BBBC021_v1_moa.csv")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bin", required=True, help="pf-preprocess binary")
+    parser.add_argument("--n-fields", type=int, default=120)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    p = parser.parse_args()
+
+    full = os.path.join(p.workdir, "fields")
+    half = os.path.join(p.workdir, "fields-half")
+    image_csv, moa_csv = make_fields(full, p.n_fields, 7)
+    half_csv, half_moa = make_fields(half, max(1, p.n_fields // 2), 8)
+
+    ours_out = os.path.join(p.workdir, "cells-pf.parquet")
+    ref_out = os.path.join(p.workdir, "cells-ref.parquet")
+    ours_cmd = [p.bin, "bbbc021", "--image-csv", image_csv, "--moa-csv", moa_csv, "--output", ours_out,
+                "--no-progress", "--threads", str(p.threads)]
+    ref_cmd = [sys.executable, os.path.join(HERE, "ref_preprocess.py"), "--image-csv", image_csv, "--images-root",
+               full, "--output", ref_out, "--processes", str(p.threads)]
+    half_cmd = [p.bin, "bbbc021", "--image-csv", half_csv, "--moa-csv", half_moa, "--output",
+                os.path.join(p.workdir, "cells-half.parquet"), "--no-progress", "--threads", str(p.threads)]
+
+    ours_seconds, ours_peak = run_measured(ours_cmd)
+    ref_seconds, ref_peak = run_measured(ref_cmd)
+    _, half_peak = run_measured(half_cmd)
+    ours_cells = pq.read_metadata(ours_out).num_rows
+    ref_cells = pq.read_metadata(ref_out).num_rows
+
+    mib = 1024 * 1024
+    print(f"bench-preprocess: {p.n_fields} fields of 1024x1280x3 uint16, {p.threads} threads/processes")
+    print(f"  pf-preprocess      {ours_cells:7d} cells  {ours_seconds:7.2f} s  {ours_cells / ours_seconds:8.0f} cells/s"
+          f"  peak {ours_peak / mib:6.0f} MiB")
+    print(f"  numpy/skimage ref  {ref_cells:7d} cells  {ref_seconds:7.2f} s  {ref_cells / ref_seconds:8.0f} cells/s"
+          f"  peak {ref_peak / mib:6.0f} MiB")
+    print(f"  ratio (cells/s, pf-preprocess / reference): {(ours_cells / ours_seconds) / (ref_cells / ref_seconds):.2f}x"
+          f"  (target >= 5x)")
+    print(f"  pf-preprocess peak memory: {half_peak / mib:.0f} MiB on {max(1, p.n_fields // 2)} fields, "
+          f"{ours_peak / mib:.0f} MiB on {p.n_fields} fields")
+
+
+if __name__ == "__main__":
+    main()
