@@ -19,7 +19,7 @@ BIN := $(ROOT)/target/release
 WITH_ENV := source $(ENV_FILE) &&
 BENCH_FIELDS ?= 120
 
-.PHONY: help setup build test lint demo bench-preprocess clean
+.PHONY: help setup build test lint bench-preprocess synth-baseline clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,7 +53,7 @@ setup: ## Create the Python venv (torch, onnxruntime, reference tools) and .phen
 	@echo "setup: wrote $(ENV_FILE)"
 
 build: setup ## Build every stage (release)
-	@$(WITH_ENV) cargo build --release --workspace --bins
+	@$(WITH_ENV) cargo build --release --workspace --all-targets
 
 test: build ## Run every test: unit tests and the end-to-end tests on real data
 	@$(WITH_ENV) cargo test --release --workspace
@@ -63,6 +63,12 @@ lint: setup ## cargo fmt --check and clippy -D warnings
 
 bench-preprocess: build ## pf-preprocess vs numpy+tifffile+scikit-image on the same fields (BENCH_FIELDS=120)
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_preprocess.py --bin $(BIN)/pf-preprocess --n-fields $(BENCH_FIELDS) --workdir $(ROOT)/bench-out/preprocess
+
+synth-baseline: build ## The demo synthetic screen → cells → hand-crafted-feature NSC/NSCB baseline
+	@$(WITH_ENV) $(BIN)/pf-synth --output $(ROOT)/out/synthetic --force --panel $(ROOT)/out/synthetic-panel.png
+	@$(WITH_ENV) $(BIN)/pf-preprocess bbbc021 --image-csv $(ROOT)/out/synthetic/BBBC021_v1_image.csv \
+	    --moa-csv $(ROOT)/out/synthetic/BBBC021_v1_moa.csv --output $(ROOT)/out/synthetic-cells.parquet
+	@$(WITH_ENV) $(PYTHON) tests/python/handcrafted_baseline.py $(ROOT)/out/synthetic-cells.parquet
 
 clean: ## Remove build outputs and bench/demo outputs (keeps the venv)
 	cargo clean

@@ -480,3 +480,126 @@ fn bad_npy_files_are_named() {
     run_tiny().assert_failure(2, &[&format!("{field}_5.npy")]);
     assert_nothing_written(&output);
 }
+
+fn synth<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
+    run(&stage("pf-synth"), args)
+}
+
+/// Every file under `folder` (relative path → bytes), sorted.
+fn folder_contents(folder: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![folder.to_path_buf()];
+    while let Some(current) = stack.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let relative = path.strip_prefix(folder).unwrap().to_path_buf();
+                files.push((relative, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn synthetic_screen_has_the_published_layout_and_preprocesses_unchanged() {
+    let temp = tempfile::tempdir().unwrap();
+    let screen = temp.path().join("screen");
+    synth(&[
+        "--preset",
+        "tiny",
+        "--seed",
+        "3",
+        "--output",
+        &arg(&screen),
+        "--no-progress",
+    ])
+    .assert_success();
+    let real = shared_data().join("bbbc021");
+    let first_line = |path: &Path| {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .split(['\n', '\r'])
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        first_line(&screen.join("BBBC021_v1_image.csv")),
+        first_line(&real.join("BBBC021_v1_image.csv")),
+        "the image table's header is the published one"
+    );
+    assert_eq!(
+        std::fs::read(screen.join("BBBC021_v1_moa.csv")).unwrap(),
+        std::fs::read(real.join("BBBC021_v1_moa.csv")).unwrap(),
+        "the MoA table is the published one"
+    );
+    assert!(screen.join("Week1").is_dir());
+    let cells = temp.path().join("cells.parquet");
+    let outcome = preprocess(&bbbc021_args(
+        &screen.join("BBBC021_v1_image.csv"),
+        &screen.join("BBBC021_v1_moa.csv"),
+        &cells,
+    ));
+    outcome.assert_success();
+    let batches =
+        phenoflow_schemas::read_table(&cells, phenoflow_schemas::TableKind::Cells).unwrap();
+    let n_cells: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert!(n_cells > 50, "only {n_cells} cells: {}", outcome.stderr);
+}
+
+#[test]
+fn same_seed_gives_identical_files_and_another_seed_does_not() {
+    let temp = tempfile::tempdir().unwrap();
+    let run_seed = |name: &str, seed: &str, threads: &str| {
+        let folder = temp.path().join(name);
+        synth(&[
+            "--preset",
+            "tiny",
+            "--seed",
+            seed,
+            "--threads",
+            threads,
+            "--weeks",
+            "Week2",
+            "--output",
+            &arg(&folder),
+            "--no-progress",
+        ])
+        .assert_success();
+        folder_contents(&folder)
+    };
+    let first = run_seed("a", "5", "2");
+    let second = run_seed("b", "5", "1");
+    assert!(first.len() > 4);
+    assert!(first == second, "same seed, different files");
+    let other = run_seed("c", "6", "2");
+    assert!(first != other, "another seed gave the same files");
+}
+
+#[test]
+fn synth_rejects_bad_usage_and_writes_a_panel() {
+    let temp = tempfile::tempdir().unwrap();
+    let screen = temp.path().join("screen");
+    synth(&["--weeks", "Week11", "--output", &arg(&screen)])
+        .assert_failure(2, &["`Week11` is not one of Week1 … Week10"]);
+    synth(&["--field-size", "50x50", "--output", &arg(&screen)])
+        .assert_failure(2, &["--field-size `50x50`"]);
+    std::fs::create_dir_all(&screen).unwrap();
+    synth(&["--preset", "tiny", "--output", &arg(&screen)])
+        .assert_failure(2, &["exists; pass --force"]);
+    let panel = temp.path().join("panel.png");
+    synth(&["--panel", &arg(&panel)]).assert_success();
+    let bytes = std::fs::read(&panel).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!(
+        (width, height),
+        (426, 13 * 210),
+        "13 rows of one field and six crops"
+    );
+}

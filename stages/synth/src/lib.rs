@@ -1,0 +1,360 @@
+//! `pf-synth`: a synthetic screen with known biology, in exactly the published BBBC021 layout
+//! (`BBBC021_v1_image.csv`, `BBBC021_v1_moa.csv`, `Week<n>/<plate>/<well>_s<site>_w<k><GUID>.tif`),
+//! so that `pf-preprocess` reads it through the same code path as the real data.
+//!
+//! Everything random is drawn from streams named after the seed and the thing drawn (a compound,
+//! a week, a field), so the output is identical for a seed whatever the number of threads.
+
+pub mod args;
+pub mod layout;
+pub mod panel;
+pub mod phenotype;
+pub mod render;
+pub mod rng;
+
+use std::collections::BTreeMap;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::args::Cli;
+use crate::layout::{
+    concentration_key, select_fields, Field, Selection, IMAGE_TABLE_HEADER, MOA_TABLE,
+};
+use crate::phenotype::{draw_cell_look, Acquisition, CompoundEffect, Look, P};
+use crate::render::{acquire, draw_cell, place_cells, Canvas};
+use crate::rng::Rng;
+
+/// The MoAs of BBBC021, from which unannotated compounds draw a weak phenotype.
+const MOAS: [&str; 12] = [
+    "Actin disruptors",
+    "Aurora kinase inhibitors",
+    "Cholesterol-lowering",
+    "DNA damage",
+    "DNA replication",
+    "Eg5 inhibitors",
+    "Epithelial",
+    "Kinase inhibitors",
+    "Microtubule destabilizers",
+    "Microtubule stabilizers",
+    "Protein degradation",
+    "Protein synthesis",
+];
+
+/// How large each field is and how many cells it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct FieldSize {
+    pub width: usize,
+    pub height: usize,
+    pub mean_cells: f32,
+}
+
+/// Every compound's effect: annotated compounds follow their MoA; unannotated ones get a weak
+/// version of a random MoA (BBBC021's unannotated compounds were not visibly active).
+pub fn compound_effects(seed: u64, fields: &[Field]) -> BTreeMap<String, CompoundEffect> {
+    let mut concentrations: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut moas: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+    for field in fields {
+        let well = &field.well;
+        let list = concentrations.entry(&well.compound).or_default();
+        if !list
+            .iter()
+            .any(|c| concentration_key(*c) == concentration_key(well.concentration))
+        {
+            list.push(well.concentration);
+        }
+        moas.entry(&well.compound).or_insert(well.moa.as_deref());
+    }
+    concentrations
+        .into_iter()
+        .map(|(compound, doses)| {
+            let effect = match moas[compound] {
+                Some("DMSO") => CompoundEffect::control(),
+                Some(moa) => CompoundEffect::new(seed, compound, moa, &doses),
+                None => {
+                    let mut rng = Rng::for_name(seed, &format!("unannotated/{compound}"));
+                    let moa = MOAS[rng.below(MOAS.len())];
+                    let mut effect = CompoundEffect::new(seed, compound, moa, &doses);
+                    let control = phenotype::control_look();
+                    for (value, base) in effect.target.iter_mut().zip(control) {
+                        *value = base + 0.3 * (*value - base);
+                    }
+                    effect
+                }
+            };
+            (compound.to_string(), effect)
+        })
+        .collect()
+}
+
+/// Renders one field: its three 16-bit images (DNA, F-actin, β-tubulin).
+pub fn render_field(
+    seed: u64,
+    field: &Field,
+    effect: &CompoundEffect,
+    size: FieldSize,
+) -> [Vec<u16>; 3] {
+    let well = &field.well;
+    let mut rng = Rng::for_name(
+        seed,
+        &format!("field/{}/{}/{}", well.plate, well.well, field.site),
+    );
+    let acquisition = Acquisition::new(seed, well.week(), &well.plate);
+    let response = effect.response(well.concentration);
+    let field_level = |param: P| 1.0 + response * (effect.target[param as usize] - 1.0);
+    let density = field_level(P::Density).max(0.2);
+    let clustering = response * effect.target[P::Clustering as usize];
+    let n_cells = rng.poisson(size.mean_cells * density);
+    let looks: Vec<Look> = (0..n_cells)
+        .map(|_| draw_cell_look(&mut rng, effect, response, &acquisition))
+        .collect();
+    let centres = place_cells(&mut rng, size.width, size.height, &looks, clustering);
+    let mut canvas = Canvas::new(size.width, size.height);
+    for ((x, y), look) in centres.iter().zip(&looks) {
+        draw_cell(&mut canvas, &mut rng, *x, *y, look);
+    }
+    acquire(canvas, &mut rng, &acquisition)
+}
+
+fn write_tiff(path: &Path, width: usize, height: usize, pixels: &[u16]) -> anyhow::Result<()> {
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut encoder = tiff::encoder::TiffEncoder::new(BufWriter::new(file))
+        .with_context(|| format!("writing {}", path.display()))?;
+    encoder
+        .write_image::<tiff::encoder::colortype::Gray16>(width as u32, height as u32, pixels)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Runs the stage.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings()?;
+    if let Some(threads) = settings.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build_global()
+            .map_err(|error| anyhow::anyhow!("setting up {threads} threads: {error}"))?;
+    }
+    if let Some(panel_path) = &settings.panel {
+        panel::write_panel(panel_path, settings.seed)
+            .with_context(|| format!("writing the panel {}", panel_path.display()))?;
+        eprintln!(
+            "pf-synth: wrote the phenotype panel {}",
+            panel_path.display()
+        );
+        if settings.output.is_none() {
+            return Ok(());
+        }
+    }
+    let Some(output) = &settings.output else {
+        return Err(args::UsageError(
+            "nothing to do: give --output (a screen) and/or --panel (a PNG)".into(),
+        )
+        .into());
+    };
+    if output.exists() && !settings.force {
+        return Err(args::UsageError(format!(
+            "{} exists; pass --force to replace it",
+            output.display()
+        ))
+        .into());
+    }
+    let started = std::time::Instant::now();
+    let fields = select_fields(&settings.selection, settings.seed);
+    if fields.is_empty() {
+        anyhow::bail!(
+            "the selection holds no field (weeks {:?})",
+            settings.selection.weeks
+        );
+    }
+    let effects = compound_effects(settings.seed, &fields);
+    let partial = partial_path(output);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing {}", partial.display()))?;
+    }
+    let folders: std::collections::BTreeSet<String> = fields.iter().map(Field::folder).collect();
+    for folder in &folders {
+        std::fs::create_dir_all(partial.join(folder))
+            .with_context(|| format!("creating {}", partial.join(folder).display()))?;
+    }
+    let progress = if settings.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(fields.len() as u64), ProgressDrawTarget::stderr())
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} fields ({per_sec}, eta {eta})",
+        )
+        .expect("valid progress template"),
+    );
+    let result = fields
+        .par_iter()
+        .try_for_each(|field| -> anyhow::Result<()> {
+            let images = render_field(
+                settings.seed,
+                field,
+                &effects[&field.well.compound],
+                settings.size,
+            );
+            for (file_name, pixels) in field
+                .file_names
+                .iter()
+                .zip([&images[0], &images[2], &images[1]])
+            {
+                // File order is DAPI (w1), tubulin (w2), actin (w4); images are DNA, actin, tubulin.
+                write_tiff(
+                    &partial.join(field.folder()).join(file_name),
+                    settings.size.width,
+                    settings.size.height,
+                    pixels,
+                )?;
+            }
+            progress.inc(1);
+            Ok(())
+        });
+    progress.finish_and_clear();
+    if let Err(error) = result {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(error);
+    }
+    let mut table = String::with_capacity(fields.len() * 300);
+    table.push_str(IMAGE_TABLE_HEADER);
+    for field in &fields {
+        table.push('\n');
+        table.push_str(&layout::image_table_row(field));
+    }
+    table.push('\n');
+    std::fs::write(partial.join("BBBC021_v1_image.csv"), table)?;
+    std::fs::write(partial.join("BBBC021_v1_moa.csv"), MOA_TABLE)?;
+    let mut params = BufWriter::new(std::fs::File::create(partial.join("pf-synth.json"))?);
+    writeln!(
+        params,
+        "{}",
+        serde_json::json!({
+            "stage": "pf-synth",
+            "stage_version": env!("CARGO_PKG_VERSION"),
+            "seed": settings.seed,
+            "annotated_only": settings.selection.annotated_only,
+            "weeks": settings.selection.weeks,
+            "replicates": settings.selection.max_replicate,
+            "dmso_wells_per_plate": settings.selection.dmso_wells_per_plate,
+            "sites": settings.selection.sites,
+            "field_width": settings.size.width,
+            "field_height": settings.size.height,
+            "cells_per_field": settings.size.mean_cells,
+            "n_fields": fields.len(),
+        })
+    )?;
+    params.flush()?;
+    drop(params);
+    replace_folder(&partial, output)?;
+    eprintln!(
+        "pf-synth: wrote {} fields ({} plates, {} wells) of {}x{} to {} in {:.1} s",
+        fields.len(),
+        folders.len(),
+        fields.iter().filter(|f| f.site == 1).count(),
+        settings.size.width,
+        settings.size.height,
+        output.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn partial_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "screen".into());
+    output.with_file_name(format!(".{name}.partial"))
+}
+
+/// Puts the finished folder in place of `output` (removing an old one only once the new one is
+/// complete).
+fn replace_folder(partial: &Path, output: &Path) -> anyhow::Result<()> {
+    if output.exists() {
+        let old = output.with_file_name(format!(
+            ".{}.old",
+            output
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let _ = std::fs::remove_dir_all(&old);
+        std::fs::rename(output, &old)
+            .with_context(|| format!("moving the old {} aside", output.display()))?;
+        std::fs::rename(partial, output)
+            .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
+        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+    } else {
+        if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::rename(partial, output)
+            .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
+    }
+    Ok(())
+}
+
+/// Exit code for an error: 2 for bad usage, 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if error.downcast_ref::<args::UsageError>().is_some() {
+        2
+    } else {
+        1
+    }
+}
+
+/// The selection used by `--preset`.
+pub fn preset_selection(preset: args::Preset) -> (Selection, FieldSize) {
+    match preset {
+        args::Preset::Tiny => (
+            Selection {
+                annotated_only: true,
+                weeks: vec!["Week1".into()],
+                max_replicate: 1,
+                dmso_wells_per_plate: 2,
+                sites: 1,
+            },
+            FieldSize {
+                width: 256,
+                height: 256,
+                mean_cells: 12.0,
+            },
+        ),
+        args::Preset::Demo => (
+            Selection {
+                annotated_only: true,
+                weeks: vec![],
+                max_replicate: 3,
+                dmso_wells_per_plate: 2,
+                sites: 1,
+            },
+            FieldSize {
+                width: 384,
+                height: 384,
+                mean_cells: 30.0,
+            },
+        ),
+        args::Preset::Full => (
+            Selection {
+                annotated_only: false,
+                weeks: vec![],
+                max_replicate: 3,
+                dmso_wells_per_plate: 60,
+                sites: 4,
+            },
+            FieldSize {
+                width: 1280,
+                height: 1024,
+                mean_cells: 110.0,
+            },
+        ),
+    }
+}
