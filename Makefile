@@ -19,7 +19,7 @@ BIN := $(ROOT)/target/release
 WITH_ENV := source $(ENV_FILE) &&
 BENCH_FIELDS ?= 120
 
-.PHONY: help setup build test lint bench-preprocess synth-baseline clean
+.PHONY: help setup build test lint bench-preprocess bench-profiles synth-baseline clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,6 +63,9 @@ lint: setup ## cargo fmt --check and clippy -D warnings
 
 bench-preprocess: build ## pf-preprocess vs numpy+tifffile+scikit-image on the same fields (BENCH_FIELDS=120)
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_preprocess.py --bin $(BIN)/pf-preprocess --n-fields $(BENCH_FIELDS) --workdir $(ROOT)/bench-out/preprocess
+
+bench-profiles: build ## pf-aggregate + pf-classify vs pycytominer + scikit-learn (500k cells x 256 features)
+	@$(WITH_ENV) $(PYTHON) tests/python/bench_profiles.py --bin-dir $(BIN) --workdir $(ROOT)/bench-out/profiles
 
 synth-baseline: build ## The demo synthetic screen → cells → hand-crafted-feature NSC/NSCB baseline
 	@$(WITH_ENV) $(BIN)/pf-synth --output $(ROOT)/out/synthetic --force --panel $(ROOT)/out/synthetic-panel.png

@@ -14,7 +14,7 @@ pub mod tensor;
 
 pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
 pub use error::SchemaError;
-pub use parquet_io::{read_table, ParquetTableReader, ParquetTableWriter};
+pub use parquet_io::{read_provenance, read_table, ParquetTableReader, ParquetTableWriter};
 pub use provenance::{hash_file, hash_params, Provenance};
 pub use tables::{ColumnSpec, ColumnType, TableKind};
 pub use tensor::{TensorShape, PIXELS_COLUMN};

@@ -309,6 +309,35 @@ impl Iterator for ParquetTableReader {
     }
 }
 
+/// The provenance of a Parquet file (from its footer only), or `None` for a file not written by
+/// phenoflow.
+pub fn read_provenance(path: &Path) -> Result<Option<Provenance>, SchemaError> {
+    let file = File::open(path).map_err(|source| SchemaError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| SchemaError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let key_values: BTreeMap<String, String> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|pairs| {
+            pairs
+                .iter()
+                .filter_map(|pair| Some((pair.key.clone(), pair.value.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !key_values.contains_key("phenoflow.schema") {
+        return Ok(None);
+    }
+    Provenance::from_key_values(&key_values, path).map(Some)
+}
+
 /// Reads a whole (small) table into memory.
 pub fn read_table(path: &Path, kind: TableKind) -> Result<Vec<RecordBatch>, SchemaError> {
     ParquetTableReader::open(path, kind, 8192, None)?.collect()

@@ -9,56 +9,12 @@ import argparse
 import os
 import subprocess
 import sys
-import threading
-import time
 
 import pyarrow.parquet as pq
 
+from benchlib import run_measured
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def tree_rss_bytes(root_pid):
-    """Resident memory of a process and all its descendants."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                children.setdefault(int(fields[1]), []).append(int(entry))
-            except OSError:
-                continue
-    total, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        try:
-            with open(f"/proc/{pid}/statm") as handle:
-                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except OSError:
-            pass
-    return total
-
-
-def run_measured(command):
-    """Runs a command; returns (seconds, peak tree RSS in bytes)."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = [0]
-
-    def sample():
-        while process.poll() is None:
-            peak[0] = max(peak[0], tree_rss_bytes(process.pid))
-            time.sleep(0.02)
-
-    sampler = threading.Thread(target=sample)
-    sampler.start()
-    _, stderr = process.communicate()
-    elapsed = time.perf_counter() - started
-    sampler.join()
-    if process.returncode != 0:
-        sys.exit(f"bench: {' '.join(command)} failed:\n{stderr}")
-    return elapsed, peak[0]
 
 
 def make_fields(folder, n_fields, seed):

@@ -603,3 +603,282 @@ fn synth_rejects_bad_usage_and_writes_a_panel() {
         "13 rows of one field and six crops"
     );
 }
+
+fn aggregate<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
+    run(&stage("pf-aggregate"), args)
+}
+
+fn classify<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
+    run(&stage("pf-classify"), args)
+}
+
+/// A synthetic single-cell profile table (see `tests/python/make_embeddings.py`).
+fn embeddings(folder: &Path, name: &str, extra: &[&str]) -> PathBuf {
+    let path = folder.join(name);
+    let mut args = vec![
+        "--out".to_string(),
+        arg(&path),
+        "--cells".into(),
+        "12000".into(),
+        "--features".into(),
+        "12".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run_python("make_embeddings.py", &args).assert_success();
+    path
+}
+
+#[test]
+fn wells_match_pycytominer_and_nsc_matches_scikit_learn() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = embeddings(temp.path(), "cells.parquet", &[]);
+    let (wells, treatments) = (
+        temp.path().join("wells.parquet"),
+        temp.path().join("treatments.parquet"),
+    );
+    aggregate(&[
+        "--input",
+        &arg(&cells),
+        "--wells",
+        &arg(&wells),
+        "--treatments",
+        &arg(&treatments),
+    ])
+    .assert_success();
+    run_python(
+        "check_profiles.py",
+        &["wells", "--cells", &arg(&cells), "--wells", &arg(&wells)],
+    )
+    .assert_success();
+    let (predictions, metrics) = (
+        temp.path().join("predictions.parquet"),
+        temp.path().join("metrics.parquet"),
+    );
+    let outcome = classify(&[
+        "--treatments",
+        &arg(&treatments),
+        "--predictions",
+        &arg(&predictions),
+        "--metrics",
+        &arg(&metrics),
+    ]);
+    outcome.assert_success();
+    assert!(outcome.stdout.contains("NSC "), "{}", outcome.stdout);
+    run_python(
+        "check_profiles.py",
+        &[
+            "nsc",
+            "--treatments",
+            &arg(&treatments),
+            "--metrics",
+            &arg(&metrics),
+        ],
+    )
+    .assert_success();
+    // 6 MoAs x 3 compounds x 3 concentrations.
+    let rows =
+        phenoflow_schemas::read_table(&predictions, phenoflow_schemas::TableKind::Predictions)
+            .unwrap();
+    assert_eq!(
+        rows.iter().map(|b| b.num_rows()).sum::<usize>(),
+        54 * 2,
+        "NSC and NSCB rows"
+    );
+    // The seed-compatible protocol keeps DMSO as a query and a candidate.
+    let seed_metrics = temp.path().join("seed-metrics.parquet");
+    let outcome = classify(&[
+        "--treatments",
+        &arg(&treatments),
+        "--predictions",
+        &arg(&temp.path().join("seed-predictions.parquet")),
+        "--metrics",
+        &arg(&seed_metrics),
+        "--protocol",
+        "seed-compatible",
+        "--metric",
+        "euclidean",
+    ]);
+    outcome.assert_success();
+    assert!(
+        outcome.stdout.contains("55 treatments, 7 MoAs"),
+        "{}",
+        outcome.stdout
+    );
+}
+
+#[test]
+fn dmso_zscore_centres_each_plates_controls_and_other_normalisations_run() {
+    use arrow_array::{Array, Float64Array, StringArray};
+    let temp = tempfile::tempdir().unwrap();
+    let cells = embeddings(temp.path(), "cells.parquet", &[]);
+    for method in ["dmso-zscore", "mad-robustize", "tvn"] {
+        let wells = temp.path().join(format!("wells-{method}.parquet"));
+        aggregate(&[
+            "--input",
+            &arg(&cells),
+            "--normalize",
+            method,
+            "--wells",
+            &arg(&wells),
+            "--treatments",
+            &arg(&temp.path().join(format!("treatments-{method}.parquet"))),
+        ])
+        .assert_success();
+        if method != "dmso-zscore" {
+            continue;
+        }
+        let batches =
+            phenoflow_schemas::read_table(&wells, phenoflow_schemas::TableKind::Wells).unwrap();
+        let batch = &batches[0];
+        let plates = batch
+            .column_by_name("Metadata_Plate")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let compounds = batch
+            .column_by_name("Metadata_Compound")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        let feature = batch
+            .column_by_name("Cells_Synthetic_z000")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        let mut sums: std::collections::BTreeMap<&str, (f64, usize)> = Default::default();
+        for row in 0..batch.num_rows() {
+            if compounds.value(row) == "DMSO" {
+                let entry = sums.entry(plates.value(row)).or_default();
+                entry.0 += feature.value(row);
+                entry.1 += 1;
+            }
+        }
+        assert!(sums.len() > 3);
+        for (plate, (sum, n)) in sums {
+            assert!(
+                (sum / n as f64).abs() < 1e-9,
+                "plate {plate}: DMSO mean {}",
+                sum / n as f64
+            );
+        }
+        assert!(!feature.is_empty());
+    }
+}
+
+#[test]
+fn cellprofiler_per_well_csv_with_a_moa_table() {
+    let temp = tempfile::tempdir().unwrap();
+    let (csv, moa) = (
+        temp.path().join("per_well.csv"),
+        temp.path().join("moa.csv"),
+    );
+    embeddings(
+        temp.path(),
+        "cells.parquet",
+        &[
+            "--cellprofiler-wells-csv",
+            &arg(&csv),
+            "--moa-csv",
+            &arg(&moa),
+        ],
+    );
+    let treatments = temp.path().join("treatments.parquet");
+    let outcome = aggregate(&[
+        "--level",
+        "wells",
+        "--input",
+        &arg(&csv),
+        "--plate-column",
+        "Image_Metadata_Plate",
+        "--well-column",
+        "Image_Metadata_Well",
+        "--compound-column",
+        "Image_Metadata_Compound",
+        "--concentration-column",
+        "Image_Metadata_Concentration",
+        "--moa-csv",
+        &arg(&moa),
+        "--wells",
+        &arg(&temp.path().join("wells.parquet")),
+        "--treatments",
+        &arg(&treatments),
+    ]);
+    outcome.assert_success();
+    assert!(
+        outcome.stderr.contains("55 treatments"),
+        "{}",
+        outcome.stderr
+    );
+}
+
+#[test]
+fn aggregate_and_classify_reject_bad_input_clearly() {
+    let temp = tempfile::tempdir().unwrap();
+    let out = |name: &str| arg(&temp.path().join(name));
+    let run_aggregate = |input: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "--input".to_string(),
+            arg(input),
+            "--wells".into(),
+            out("wells.parquet"),
+            "--treatments".into(),
+            out("treatments.parquet"),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        aggregate(&args)
+    };
+    // No MoA column, and no MoA table to join one from.
+    let no_moa = embeddings(
+        temp.path(),
+        "no-moa.parquet",
+        &["--drop-column", "Metadata_MoA"],
+    );
+    run_aggregate(&no_moa, &[]).assert_failure(2, &["no MoA column", "--moa-csv"]);
+    // A NaN feature names the well and the feature.
+    let nan = embeddings(temp.path(), "nan.parquet", &["--nan-at", "7"]);
+    run_aggregate(&nan, &[])
+        .assert_failure(2, &["well Week1_1000/B02", "`Cells_Synthetic_z000` is NaN"]);
+    // A batch column that does not exist.
+    let good = embeddings(temp.path(), "good.parquet", &[]);
+    run_aggregate(&good, &["--batch-column", "Metadata_Week"])
+        .assert_failure(2, &["no column `Metadata_Week`"]);
+    // A treatment of the MoA table with no wells.
+    let moa = temp.path().join("moa.csv");
+    std::fs::write(
+        &moa,
+        "compound,concentration,moa\rDMSO,0,DMSO\rghost,1,MoA 9",
+    )
+    .unwrap();
+    run_aggregate(&good, &["--moa-csv", &arg(&moa)])
+        .assert_failure(2, &["have no wells", "(ghost, 1)"]);
+    assert!(
+        !temp.path().join("wells.parquet").exists(),
+        "nothing written on error"
+    );
+    // pf-classify: a batch column that does not exist, and a table that is not a treatments table.
+    run_aggregate(&good, &[]).assert_success();
+    classify(&[
+        "--treatments",
+        &out("treatments.parquet"),
+        "--predictions",
+        &out("p.parquet"),
+        "--metrics",
+        &out("m.parquet"),
+        "--batch-column",
+        "Metadata_Week",
+    ])
+    .assert_failure(2, &["batch column `Metadata_Week` does not exist"]);
+    classify(&[
+        "--treatments",
+        &out("wells.parquet"),
+        "--predictions",
+        &out("p.parquet"),
+        "--metrics",
+        &out("m.parquet"),
+    ])
+    .assert_failure(2, &["wells.parquet", "expected `treatments`"]);
+    assert!(!temp.path().join("p.parquet").exists());
+}

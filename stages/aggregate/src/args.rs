@@ -1,0 +1,128 @@
+//! Command-line interface of `pf-aggregate` (clap derive; the doc comments are the help).
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+use crate::normalize::Normalization;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pf-aggregate",
+    version,
+    about = "Aggregate single-cell profiles into well and treatment profiles",
+    long_about = "Aggregate single-cell profiles (an `embeddings` table, or any Parquet/CSV table with Metadata_* keys \
+                  and numeric features) into well profiles (plate + well; mean by default), optionally normalise them \
+                  against control wells, and aggregate those into treatment profiles (compound + concentration; \
+                  median by default). Several inputs (per-plate shards) are concatenated first.",
+    after_long_help = "Examples:\n  \
+        pf-aggregate --input out/embeddings.parquet --wells out/wells.parquet --treatments out/treatments.parquet\n  \
+        pf-aggregate --input out/embeddings-Week1_22123.parquet --input out/embeddings-Week1_22141.parquet \\\n      \
+            --normalize dmso-zscore --wells out/wells.parquet --treatments out/treatments.parquet\n  \
+        pf-aggregate --level wells --input per_well_profiles.csv --plate-column Image_Metadata_Plate \\\n      \
+            --well-column Image_Metadata_Well --compound-column Image_Metadata_Compound \\\n      \
+            --concentration-column Image_Metadata_Concentration --moa-csv BBBC021_v1_moa.csv \\\n      \
+            --wells out/wells.parquet --treatments out/treatments.parquet"
+)]
+pub struct Cli {
+    /// Input tables (Parquet or CSV); repeat for per-plate shards.
+    #[arg(long, required = true)]
+    pub input: Vec<PathBuf>,
+
+    /// Where to write the `wells` table.
+    #[arg(long)]
+    pub wells: PathBuf,
+
+    /// Where to write the `treatments` table.
+    #[arg(long)]
+    pub treatments: PathBuf,
+
+    /// What one input row is: a cell (aggregated to wells) or already a well.
+    #[arg(long, value_enum, default_value_t = InputLevel::Cells)]
+    pub level: InputLevel,
+
+    /// Cells → wells.
+    #[arg(long, value_enum, default_value_t = Aggregation::Mean)]
+    pub cell_aggregation: Aggregation,
+
+    /// Wells → treatments.
+    #[arg(long, value_enum, default_value_t = Aggregation::Median)]
+    pub well_aggregation: Aggregation,
+
+    /// Well-level normalisation against the control wells, before treatment aggregation.
+    #[arg(long, value_enum, default_value_t = Normalization::None)]
+    pub normalize: Normalization,
+
+    /// The control compound.
+    #[arg(long, default_value = "DMSO")]
+    pub control: String,
+
+    /// TVN ridge, relative to the largest eigenvalue of the controls' covariance.
+    #[arg(long, default_value_t = 1e-6)]
+    pub tvn_ridge: f64,
+
+    /// Feature columns are the numeric columns starting with one of these prefixes
+    /// (pycytominer's compartments by default).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "Cells_,Nuclei_,Cytoplasm_"
+    )]
+    pub feature_prefix: Vec<String>,
+
+    /// MoA table (`compound,concentration,moa`, as BBBC021_v1_moa.csv) joined on compound and
+    /// numeric concentration; every treatment in it must have wells.
+    #[arg(long)]
+    pub moa_csv: Option<PathBuf>,
+
+    /// Allow treatments of --moa-csv without wells (a partial screen).
+    #[arg(long)]
+    pub allow_missing_treatments: bool,
+
+    /// Input column holding the plate.
+    #[arg(long, default_value = "Metadata_Plate")]
+    pub plate_column: String,
+
+    /// Input column holding the well.
+    #[arg(long, default_value = "Metadata_Well")]
+    pub well_column: String,
+
+    /// Input column holding the compound.
+    #[arg(long, default_value = "Metadata_Compound")]
+    pub compound_column: String,
+
+    /// Input column holding the concentration.
+    #[arg(long, default_value = "Metadata_Concentration")]
+    pub concentration_column: String,
+
+    /// Input column holding the MoA [default: Metadata_MoA when present].
+    #[arg(long)]
+    pub moa_column: Option<String>,
+
+    /// Input column holding the batch [default: Metadata_Batch when present, else the plate
+    /// name before `_`].
+    #[arg(long)]
+    pub batch_column: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum InputLevel {
+    Cells,
+    Wells,
+}
+
+impl InputLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InputLevel::Cells => "cells",
+            InputLevel::Wells => "wells",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Aggregation {
+    Mean,
+    Median,
+}

@@ -1,0 +1,803 @@
+//! `pf-aggregate`: single-cell (or well-level) profiles → well profiles → treatment profiles.
+//!
+//! Cells → wells runs in Polars (lazy scan of Parquet or CSV, projection to the keys and
+//! features, group-by on plate + well): the part that sees every cell. Wells → treatments, and
+//! the optional well-level normalisation against control wells, run on the small well table in
+//! plain Rust. Both outputs are written through `phenoflow-schemas`, so they are checked like
+//! every other table.
+
+pub mod args;
+pub mod normalize;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use phenoflow_schemas::{
+    hash_file, read_provenance, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
+};
+use polars::prelude::{
+    col, concat, len, DataFrame, Expr, LazyCsvReader, LazyFileListReader, LazyFrame, PlRefPath,
+    ScanArgsParquet, SortMultipleOptions, UnionArgs,
+};
+
+use crate::args::{Aggregation, Cli, InputLevel};
+use crate::normalize::Normalization;
+
+/// A problem with the input (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+fn input_error(message: String) -> anyhow::Error {
+    InputError(message).into()
+}
+
+/// The canonical key columns and the input columns they come from.
+#[derive(Debug, Clone)]
+pub struct ColumnMap {
+    pub plate: String,
+    pub well: String,
+    pub compound: String,
+    pub concentration: String,
+    pub moa: Option<String>,
+    pub batch: Option<String>,
+}
+
+/// Well profiles, row-major features, in (plate, well) order.
+#[derive(Debug, Clone, Default)]
+pub struct Wells {
+    pub plate: Vec<String>,
+    pub well: Vec<String>,
+    pub compound: Vec<String>,
+    pub concentration: Vec<f64>,
+    pub moa: Vec<Option<String>>,
+    pub batch: Vec<String>,
+    pub count: Vec<i64>,
+    pub feature_names: Vec<String>,
+    pub features: Vec<Vec<f64>>,
+}
+
+/// Opens the inputs (Parquet or CSV, several are concatenated: per-plate shards) as one lazy frame.
+fn scan_inputs(cli: &Cli) -> anyhow::Result<LazyFrame> {
+    let mut frames = Vec::new();
+    for path in &cli.input {
+        if !path.exists() {
+            return Err(input_error(format!("{}: no such file", path.display())));
+        }
+        let text = path.to_string_lossy().to_string();
+        let frame = if text.ends_with(".csv") || text.ends_with(".csv.gz") {
+            LazyCsvReader::new(PlRefPath::new(text.as_str()))
+                .with_has_header(true)
+                .with_infer_schema_length(Some(10_000))
+                .finish()
+                .with_context(|| format!("reading {}", path.display()))?
+        } else {
+            check_phenoflow_parquet(path, cli.level)?;
+            LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default())
+                .with_context(|| format!("reading {}", path.display()))?
+        };
+        frames.push(frame);
+    }
+    if frames.len() == 1 {
+        return Ok(frames.pop().expect("one frame"));
+    }
+    concat(frames, UnionArgs::default()).context("concatenating the inputs")
+}
+
+/// A Parquet file written by phenoflow is checked against its table's contract (footer only);
+/// other Parquet files (CellProfiler exports, say) are taken on their columns.
+fn check_phenoflow_parquet(path: &Path, level: InputLevel) -> anyhow::Result<()> {
+    let expected = match level {
+        InputLevel::Cells => TableKind::Embeddings,
+        InputLevel::Wells => TableKind::Wells,
+    };
+    if let Some(provenance) = read_provenance(path)? {
+        if provenance.table != expected {
+            return Err(input_error(format!(
+                "{}: holds a `{}` table; --level {} expects `{}`",
+                path.display(),
+                provenance.table.name(),
+                level.as_str(),
+                expected.name()
+            )));
+        }
+        ParquetTableReader::open(path, expected, 1, Some(&[]))?;
+    }
+    Ok(())
+}
+
+/// Resolves the key and feature columns against the input's schema.
+fn resolve_columns(
+    cli: &Cli,
+    schema: &polars::prelude::Schema,
+) -> anyhow::Result<(ColumnMap, Vec<String>)> {
+    let inputs = cli
+        .input
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let require = |name: &str, option: &str| -> anyhow::Result<String> {
+        if schema.contains(name) {
+            Ok(name.to_string())
+        } else {
+            Err(input_error(format!(
+                "{inputs}: no column `{name}` (set it with {option}); columns: {}",
+                schema
+                    .iter_names()
+                    .take(40)
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+    };
+    let moa = match &cli.moa_column {
+        Some(name) => Some(require(name, "--moa-column")?),
+        None => schema
+            .contains("Metadata_MoA")
+            .then(|| "Metadata_MoA".to_string()),
+    };
+    if moa.is_none() && cli.moa_csv.is_none() {
+        return Err(input_error(format!(
+            "{inputs}: no MoA column (`Metadata_MoA`, or --moa-column) and no --moa-csv to join one from"
+        )));
+    }
+    let batch = match &cli.batch_column {
+        Some(name) => Some(require(name, "--batch-column")?),
+        None => schema
+            .contains("Metadata_Batch")
+            .then(|| "Metadata_Batch".to_string()),
+    };
+    let map = ColumnMap {
+        plate: require(&cli.plate_column, "--plate-column")?,
+        well: require(&cli.well_column, "--well-column")?,
+        compound: require(&cli.compound_column, "--compound-column")?,
+        concentration: require(&cli.concentration_column, "--concentration-column")?,
+        moa,
+        batch,
+    };
+    let keys: BTreeSet<&str> = [&map.plate, &map.well, &map.compound, &map.concentration]
+        .into_iter()
+        .map(String::as_str)
+        .chain(map.moa.as_deref())
+        .chain(map.batch.as_deref())
+        .collect();
+    let features: Vec<String> = schema
+        .iter()
+        .filter(|(name, dtype)| {
+            let name = name.as_str();
+            !keys.contains(name)
+                && !name.starts_with("Metadata_")
+                && dtype.is_primitive_numeric()
+                && cli
+                    .feature_prefix
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix.as_str()))
+        })
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if features.is_empty() {
+        return Err(input_error(format!(
+            "{inputs}: no numeric feature column starting with {}",
+            cli.feature_prefix.join(", ")
+        )));
+    }
+    Ok((map, features))
+}
+
+fn aggregate_expr(name: &str, aggregation: Aggregation) -> Expr {
+    let column = col(name).cast(polars::prelude::DataType::Float64);
+    match aggregation {
+        Aggregation::Mean => column.mean(),
+        Aggregation::Median => column.median(),
+    }
+    .alias(name)
+}
+
+/// Cells → wells in Polars, or the well table as it is (`--level wells`).
+fn well_frame(
+    cli: &Cli,
+    frame: LazyFrame,
+    map: &ColumnMap,
+    features: &[String],
+) -> anyhow::Result<DataFrame> {
+    let mut key_exprs = vec![
+        col(map.plate.as_str())
+            .cast(polars::prelude::DataType::String)
+            .alias("Metadata_Plate"),
+        col(map.well.as_str())
+            .cast(polars::prelude::DataType::String)
+            .alias("Metadata_Well"),
+    ];
+    let mut aggs: Vec<Expr> = vec![
+        col(map.compound.as_str())
+            .first()
+            .alias("Metadata_Compound"),
+        col(map.compound.as_str()).n_unique().alias("__n_compounds"),
+        col(map.concentration.as_str())
+            .cast(polars::prelude::DataType::Float64)
+            .first()
+            .alias("Metadata_Concentration"),
+    ];
+    if let Some(moa) = &map.moa {
+        aggs.push(col(moa.as_str()).first().alias("Metadata_MoA"));
+    }
+    if let Some(batch) = &map.batch {
+        aggs.push(
+            col(batch.as_str())
+                .cast(polars::prelude::DataType::String)
+                .first()
+                .alias("Metadata_Batch"),
+        );
+    }
+    let grouped = match cli.level {
+        InputLevel::Cells => {
+            aggs.push(
+                len()
+                    .cast(polars::prelude::DataType::Int64)
+                    .alias("Metadata_Count_Cells"),
+            );
+            aggs.extend(
+                features
+                    .iter()
+                    .map(|name| aggregate_expr(name, cli.cell_aggregation)),
+            );
+            frame
+                .group_by([key_exprs.remove(0), key_exprs.remove(0)])
+                .agg(aggs)
+        }
+        InputLevel::Wells => {
+            // Already one row per well: a well appearing twice is an error found below.
+            aggs.push(len().cast(polars::prelude::DataType::Int64).alias("__rows"));
+            aggs.extend(features.iter().map(|name| {
+                col(name.as_str())
+                    .cast(polars::prelude::DataType::Float64)
+                    .first()
+                    .alias(name.as_str())
+            }));
+            frame
+                .group_by([key_exprs.remove(0), key_exprs.remove(0)])
+                .agg(aggs)
+        }
+    };
+    grouped
+        .sort(
+            ["Metadata_Plate", "Metadata_Well"],
+            SortMultipleOptions::default(),
+        )
+        .collect()
+        .with_context(|| {
+            format!(
+                "aggregating {}",
+                cli.input
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+fn strings(frame: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>>> {
+    let column = frame
+        .column(name)?
+        .cast(&polars::prelude::DataType::String)?;
+    Ok(column.str()?.iter().map(|v| v.map(String::from)).collect())
+}
+
+fn floats(frame: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<f64>>> {
+    let column = frame
+        .column(name)?
+        .cast(&polars::prelude::DataType::Float64)?;
+    Ok(column.f64()?.iter().collect())
+}
+
+/// Moves the Polars well frame into [`Wells`], checking every well.
+fn collect_wells(
+    cli: &Cli,
+    frame: &DataFrame,
+    map: &ColumnMap,
+    features: &[String],
+    moa_table: Option<&MoaTable>,
+) -> anyhow::Result<Wells> {
+    let plates = strings(frame, "Metadata_Plate")?;
+    let wells = strings(frame, "Metadata_Well")?;
+    let compounds = strings(frame, "Metadata_Compound")?;
+    let concentrations = floats(frame, "Metadata_Concentration")?;
+    let n_compounds = floats(frame, "__n_compounds")?;
+    let moas = if map.moa.is_some() {
+        strings(frame, "Metadata_MoA")?
+    } else {
+        vec![None; frame.height()]
+    };
+    let batches = if map.batch.is_some() {
+        strings(frame, "Metadata_Batch")?
+    } else {
+        vec![None; frame.height()]
+    };
+    let counts: Vec<Option<f64>> = match cli.level {
+        InputLevel::Cells => floats(frame, "Metadata_Count_Cells")?,
+        InputLevel::Wells => floats(frame, "__rows")?,
+    };
+    let feature_columns: Vec<Vec<Option<f64>>> = features
+        .iter()
+        .map(|name| floats(frame, name))
+        .collect::<anyhow::Result<_>>()?;
+    let mut out = Wells {
+        feature_names: features.to_vec(),
+        ..Wells::default()
+    };
+    for row in 0..frame.height() {
+        let plate = plates[row]
+            .clone()
+            .ok_or_else(|| input_error(format!("a row has no plate (`{}` is null)", map.plate)))?;
+        let well = wells[row].clone().ok_or_else(|| {
+            input_error(format!(
+                "plate {plate}: a row has no well (`{}` is null)",
+                map.well
+            ))
+        })?;
+        let name = format!("well {plate}/{well}");
+        let compound = compounds[row]
+            .clone()
+            .ok_or_else(|| input_error(format!("{name}: no compound")))?;
+        if n_compounds[row].unwrap_or(1.0) > 1.0 {
+            return Err(input_error(format!(
+                "{name}: holds more than one compound (`{}`)",
+                map.compound
+            )));
+        }
+        if cli.level == InputLevel::Wells && counts[row].unwrap_or(1.0) > 1.0 {
+            return Err(input_error(format!(
+                "{name}: appears {} times in a well-level table",
+                counts[row].unwrap_or(0.0)
+            )));
+        }
+        let concentration =
+            concentrations[row].ok_or_else(|| input_error(format!("{name}: no concentration")))?;
+        let moa = match moa_table {
+            Some(table) => table
+                .moa(&compound, concentration)
+                .map(String::from)
+                .or_else(|| moas[row].clone()),
+            None => moas[row].clone(),
+        };
+        let batch = batches[row]
+            .clone()
+            .unwrap_or_else(|| plate.split('_').next().unwrap_or(&plate).to_string());
+        let mut values = Vec::with_capacity(features.len());
+        for (feature, column) in features.iter().zip(&feature_columns) {
+            match column[row] {
+                Some(value) if value.is_finite() => values.push(value),
+                _ => {
+                    return Err(input_error(format!(
+                        "{name}: feature `{feature}` is NaN, infinite or missing (the input has such a value in this well)"
+                    )))
+                }
+            }
+        }
+        out.plate.push(plate);
+        out.well.push(well);
+        out.compound.push(compound);
+        out.concentration.push(concentration);
+        out.moa.push(moa);
+        out.batch.push(batch);
+        out.count.push(counts[row].unwrap_or(1.0) as i64);
+        out.features.push(values);
+    }
+    if out.plate.is_empty() {
+        return Err(input_error("the input has no rows".into()));
+    }
+    Ok(out)
+}
+
+/// `compound,concentration,moa` (BBBC021_v1_moa.csv style, CR line endings allowed), joined on
+/// the compound and the numeric concentration (to 1e-6).
+#[derive(Debug, Clone, Default)]
+pub struct MoaTable {
+    moa: BTreeMap<(String, i64), String>,
+}
+
+fn concentration_key(concentration: f64) -> i64 {
+    (concentration * 1e6).round() as i64
+}
+
+impl MoaTable {
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut lines = text
+            .split(['\r', '\n'])
+            .filter(|line| !line.trim().is_empty());
+        let header: Vec<String> = lines
+            .next()
+            .unwrap_or("")
+            .split(',')
+            .map(|h| h.trim().trim_matches('"').to_lowercase())
+            .collect();
+        let index = |name: &str| {
+            header
+                .iter()
+                .position(|h| h == name)
+                .ok_or_else(|| input_error(format!("{}: no `{name}` column", path.display())))
+        };
+        let (compound, concentration, moa) =
+            (index("compound")?, index("concentration")?, index("moa")?);
+        let mut table = BTreeMap::new();
+        for (line_number, line) in lines.enumerate() {
+            let fields = split_csv_line(line);
+            let get = |i: usize| fields.get(i).map(String::as_str).unwrap_or("");
+            let value: f64 = get(concentration).parse().map_err(|_| {
+                input_error(format!(
+                    "{}: line {}: concentration `{}` is not a number",
+                    path.display(),
+                    line_number + 2,
+                    get(concentration)
+                ))
+            })?;
+            table.insert(
+                (get(compound).to_string(), concentration_key(value)),
+                get(moa).to_string(),
+            );
+        }
+        Ok(Self { moa: table })
+    }
+
+    pub fn moa(&self, compound: &str, concentration: f64) -> Option<&str> {
+        self.moa
+            .get(&(compound.to_string(), concentration_key(concentration)))
+            .map(String::as_str)
+    }
+
+    pub fn treatments(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.moa.keys().map(|(c, k)| (c.as_str(), *k as f64 / 1e6))
+    }
+}
+
+/// Splits one CSV line, honouring double quotes (compound names such as `"ICI-182,780"`).
+fn split_csv_line(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    for character in line.chars() {
+        match character {
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            other => fields.last_mut().expect("one field").push(other),
+        }
+    }
+    fields.into_iter().map(|f| f.trim().to_string()).collect()
+}
+
+/// Applies the well-level normalisation.
+fn normalize_wells(
+    wells: &mut Wells,
+    normalization: Normalization,
+    control: &str,
+    ridge: f64,
+) -> anyhow::Result<()> {
+    if normalization == Normalization::None {
+        return Ok(());
+    }
+    let controls: Vec<usize> = (0..wells.plate.len())
+        .filter(|&i| wells.compound[i] == control)
+        .collect();
+    if controls.len() < 2 {
+        return Err(input_error(format!(
+            "--normalize {normalization:?} needs control wells: found {} well(s) of `{control}`",
+            controls.len()
+        )));
+    }
+    match normalization {
+        Normalization::Tvn => normalize::tvn(&mut wells.features, &controls, ridge),
+        per_plate => {
+            let plates: BTreeSet<&String> = wells.plate.iter().collect();
+            for plate in plates {
+                let rows: Vec<usize> = (0..wells.plate.len())
+                    .filter(|&i| &wells.plate[i] == plate)
+                    .collect();
+                let plate_controls: Vec<usize> = rows
+                    .iter()
+                    .copied()
+                    .filter(|&i| wells.compound[i] == control)
+                    .collect();
+                if plate_controls.is_empty() {
+                    return Err(input_error(format!(
+                        "plate {plate} has no `{control}` wells to normalise against"
+                    )));
+                }
+                if per_plate == Normalization::DmsoZscore {
+                    normalize::zscore(&mut wells.features, &rows, &plate_controls);
+                } else {
+                    normalize::mad_robustize(&mut wells.features, &rows, &plate_controls);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Treatment profiles: the median (or mean) of each treatment's wells.
+#[derive(Debug, Clone, Default)]
+pub struct Treatments {
+    pub compound: Vec<String>,
+    pub concentration: Vec<f64>,
+    pub moa: Vec<Option<String>>,
+    pub batches: Vec<String>,
+    pub count: Vec<i64>,
+    pub features: Vec<Vec<f64>>,
+}
+
+fn aggregate_treatments(wells: &Wells, aggregation: Aggregation) -> anyhow::Result<Treatments> {
+    let mut groups: BTreeMap<(String, i64), Vec<usize>> = BTreeMap::new();
+    for row in 0..wells.plate.len() {
+        groups
+            .entry((
+                wells.compound[row].clone(),
+                concentration_key(wells.concentration[row]),
+            ))
+            .or_default()
+            .push(row);
+    }
+    let mut out = Treatments::default();
+    for ((compound, _), rows) in groups {
+        let moas: BTreeSet<Option<&String>> = rows.iter().map(|&r| wells.moa[r].as_ref()).collect();
+        if moas.len() > 1 {
+            return Err(input_error(format!(
+                "treatment ({compound}, {}) has wells with different MoAs: {moas:?}",
+                wells.concentration[rows[0]]
+            )));
+        }
+        let batches: BTreeSet<&str> = rows.iter().map(|&r| wells.batch[r].as_str()).collect();
+        let n_features = wells.feature_names.len();
+        let profile: Vec<f64> = (0..n_features)
+            .map(|f| {
+                let mut values: Vec<f64> = rows.iter().map(|&r| wells.features[r][f]).collect();
+                match aggregation {
+                    Aggregation::Mean => values.iter().sum::<f64>() / values.len() as f64,
+                    Aggregation::Median => {
+                        values.sort_unstable_by(f64::total_cmp);
+                        let n = values.len();
+                        if n % 2 == 1 {
+                            values[n / 2]
+                        } else {
+                            0.5 * (values[n / 2 - 1] + values[n / 2])
+                        }
+                    }
+                }
+            })
+            .collect();
+        out.compound.push(compound);
+        out.concentration.push(wells.concentration[rows[0]]);
+        out.moa.push(wells.moa[rows[0]].clone());
+        out.batches
+            .push(batches.into_iter().collect::<Vec<_>>().join(";"));
+        out.count.push(rows.len() as i64);
+        out.features.push(profile);
+    }
+    Ok(out)
+}
+
+fn feature_fields(names: &[String]) -> Vec<Field> {
+    names
+        .iter()
+        .map(|name| Field::new(name, DataType::Float64, false))
+        .collect()
+}
+
+fn feature_arrays(names: &[String], rows: &[Vec<f64>]) -> Vec<ArrayRef> {
+    (0..names.len())
+        .map(|f| {
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|row| row[f]),
+            )) as ArrayRef
+        })
+        .collect()
+}
+
+fn write_table(
+    path: &Path,
+    kind: TableKind,
+    mut columns: Vec<ArrayRef>,
+    feature_names: &[String],
+    features: &[Vec<f64>],
+    provenance: &Provenance,
+) -> anyhow::Result<()> {
+    let mut fields = kind.required_fields(None);
+    fields.extend(feature_fields(feature_names));
+    columns.extend(feature_arrays(feature_names, features));
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let mut provenance = provenance.clone();
+    provenance.table = kind;
+    let mut writer = ParquetTableWriter::create(path, kind, schema, &provenance, 65_536)?;
+    writer.write(&batch)?;
+    writer.finish()?;
+    Ok(())
+}
+
+fn string_array<T: AsRef<str>>(values: &[T]) -> ArrayRef {
+    Arc::new(StringArray::from_iter_values(
+        values.iter().map(AsRef::as_ref),
+    ))
+}
+
+/// Runs the stage.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let moa_table = cli.moa_csv.as_deref().map(MoaTable::read).transpose()?;
+    let mut frame = scan_inputs(&cli)?;
+    let schema = frame.collect_schema().context("reading the input schema")?;
+    let (map, features) = resolve_columns(&cli, &schema)?;
+    let well_frame = well_frame(&cli, frame, &map, &features)?;
+    let mut wells = collect_wells(&cli, &well_frame, &map, &features, moa_table.as_ref())?;
+    drop(well_frame);
+    if let Some((row, _)) = wells.moa.iter().enumerate().find(|(_, moa)| moa.is_none()) {
+        return Err(input_error(format!(
+            "well {}/{}: treatment ({}, {}) has no MoA{}",
+            wells.plate[row],
+            wells.well[row],
+            wells.compound[row],
+            wells.concentration[row],
+            if moa_table.is_some() {
+                " in --moa-csv"
+            } else {
+                ""
+            }
+        )));
+    }
+    if let Some(table) = &moa_table {
+        let present: BTreeSet<(String, i64)> = wells
+            .compound
+            .iter()
+            .zip(&wells.concentration)
+            .map(|(c, k)| (c.clone(), concentration_key(*k)))
+            .collect();
+        let missing: Vec<String> = table
+            .treatments()
+            .filter(|(c, k)| !present.contains(&(c.to_string(), concentration_key(*k))))
+            .map(|(c, k)| format!("({c}, {k})"))
+            .collect();
+        if !missing.is_empty() && !cli.allow_missing_treatments {
+            return Err(input_error(format!(
+                "{} treatment(s) of the MoA table have no wells: {} (pass --allow-missing-treatments for a partial screen)",
+                missing.len(),
+                missing.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    normalize_wells(&mut wells, cli.normalize, &cli.control, cli.tvn_ridge)?;
+    let treatments = aggregate_treatments(&wells, cli.well_aggregation)?;
+
+    let params = serde_json::json!({
+        "level": cli.level.as_str(),
+        "cell_aggregation": cli.cell_aggregation,
+        "well_aggregation": cli.well_aggregation,
+        "normalize": cli.normalize,
+        "control": cli.control,
+        "tvn_ridge": cli.tvn_ridge,
+        "feature_prefix": cli.feature_prefix,
+        "columns": [map.plate, map.well, map.compound, map.concentration, map.moa, map.batch],
+    });
+    let mut provenance = Provenance::new(
+        TableKind::Wells,
+        "pf-aggregate",
+        env!("CARGO_PKG_VERSION"),
+        params,
+    );
+    for input in cli.input.iter().chain(cli.moa_csv.iter()) {
+        provenance
+            .inputs
+            .insert(input.display().to_string(), hash_file(input)?);
+    }
+    let wells_columns: Vec<ArrayRef> = vec![
+        string_array(&wells.plate),
+        string_array(&wells.well),
+        string_array(&wells.compound),
+        Arc::new(Float64Array::from(wells.concentration.clone())),
+        Arc::new(StringArray::from_iter(
+            wells.moa.iter().map(|m| m.as_deref()),
+        )),
+        string_array(&wells.batch),
+        Arc::new(Int64Array::from(wells.count.clone())),
+    ];
+    write_table(
+        &cli.wells,
+        TableKind::Wells,
+        wells_columns,
+        &wells.feature_names,
+        &wells.features,
+        &provenance,
+    )?;
+    let treatment_columns: Vec<ArrayRef> = vec![
+        string_array(&treatments.compound),
+        Arc::new(Float64Array::from(treatments.concentration.clone())),
+        Arc::new(StringArray::from_iter(
+            treatments.moa.iter().map(|m| m.as_deref()),
+        )),
+        Arc::new(StringArray::from_iter(
+            treatments.batches.iter().map(|b| Some(b.as_str())),
+        )),
+        Arc::new(Int64Array::from(treatments.count.clone())),
+    ];
+    write_table(
+        &cli.treatments,
+        TableKind::Treatments,
+        treatment_columns,
+        &wells.feature_names,
+        &treatments.features,
+        &provenance,
+    )?;
+    eprintln!(
+        "pf-aggregate: {} wells and {} treatments ({} features) written to {} and {} in {:.2} s",
+        wells.plate.len(),
+        treatments.compound.len(),
+        wells.feature_names.len(),
+        cli.wells.display(),
+        cli.treatments.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Exit code for an error: 2 for bad input, 1 otherwise.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let bad_input = error.chain().any(|cause| {
+        cause.downcast_ref::<InputError>().is_some()
+            || cause
+                .downcast_ref::<phenoflow_schemas::SchemaError>()
+                .is_some_and(|error| !matches!(error, phenoflow_schemas::SchemaError::Io { .. }))
+    });
+    if bad_input {
+        2
+    } else {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_lines_keep_quoted_commas() {
+        assert_eq!(
+            split_csv_line("\"ICI-182,780\",30,Epithelial"),
+            vec!["ICI-182,780", "30", "Epithelial"]
+        );
+    }
+
+    #[test]
+    fn treatments_take_the_median_of_their_wells_and_join_batches() {
+        let wells = Wells {
+            plate: vec!["W1_1".into(), "W2_1".into(), "W3_1".into(), "W1_1".into()],
+            well: vec!["B02".into(), "B02".into(), "B02".into(), "B03".into()],
+            compound: vec![
+                "taxol".into(),
+                "taxol".into(),
+                "taxol".into(),
+                "DMSO".into(),
+            ],
+            concentration: vec![0.3, 0.3, 0.3, 0.0],
+            moa: vec![
+                Some("MS".into()),
+                Some("MS".into()),
+                Some("MS".into()),
+                Some("DMSO".into()),
+            ],
+            batch: vec!["W1".into(), "W2".into(), "W3".into(), "W1".into()],
+            count: vec![10, 10, 10, 10],
+            feature_names: vec!["Cells_a".into()],
+            features: vec![vec![1.0], vec![5.0], vec![2.0], vec![0.0]],
+        };
+        let treatments = aggregate_treatments(&wells, Aggregation::Median).unwrap();
+        assert_eq!(treatments.compound, vec!["DMSO", "taxol"]);
+        assert_eq!(treatments.features[1], vec![2.0]);
+        assert_eq!(treatments.batches[1], "W1;W2;W3");
+        assert_eq!(treatments.count, vec![1, 3]);
+    }
+}

@@ -1,0 +1,15 @@
+//! `pf-aggregate`: parse arguments, run, print the whole error chain, map it to an exit code
+//! (2 = bad usage or input, 1 = runtime failure).
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = pf_aggregate::args::Cli::parse();
+    match pf_aggregate::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pf-aggregate: error: {error:#}");
+            std::process::ExitCode::from(pf_aggregate::exit_code(&error))
+        }
+    }
+}

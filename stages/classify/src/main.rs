@@ -1,0 +1,15 @@
+//! `pf-classify`: parse arguments, run, print the whole error chain, map it to an exit code
+//! (2 = bad usage or input, 1 = runtime failure).
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = pf_classify::args::Cli::parse();
+    match pf_classify::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pf-classify: error: {error:#}");
+            std::process::ExitCode::from(pf_classify::exit_code(&error))
+        }
+    }
+}

@@ -1,0 +1,53 @@
+"""`make bench-profiles`: pf-aggregate + pf-classify against pycytominer.aggregate + pandas +
+scikit-learn (`ref_profiles.py`) on the same single-cell table (500k cells x 256 features by
+default), in one run. Prints both times, the ratio, and each side's peak resident memory next to
+the size of the input table in memory.
+"""
+
+import argparse
+import os
+import subprocess
+import sys
+
+from benchlib import run_measured
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bin-dir", required=True)
+    parser.add_argument("--cells", type=int, default=500_000)
+    parser.add_argument("--features", type=int, default=256)
+    parser.add_argument("--workdir", required=True)
+    p = parser.parse_args()
+    os.makedirs(p.workdir, exist_ok=True)
+    table = os.path.join(p.workdir, f"cells-{p.cells}x{p.features}.parquet")
+    if not os.path.exists(table):
+        print(f"bench: writing {p.cells} cells x {p.features} features to {table}", file=sys.stderr)
+        subprocess.run([sys.executable, os.path.join(HERE, "make_embeddings.py"), "--out", table, "--cells",
+                        str(p.cells), "--features", str(p.features), "--moas", "12", "--compounds-per-moa", "3",
+                        "--batches", "10"], check=True)
+    out = lambda name: os.path.join(p.workdir, name)
+    aggregate = [os.path.join(p.bin_dir, "pf-aggregate"), "--input", table, "--wells", out("wells.parquet"),
+                 "--treatments", out("treatments.parquet")]
+    classify = [os.path.join(p.bin_dir, "pf-classify"), "--treatments", out("treatments.parquet"), "--predictions",
+                out("predictions.parquet"), "--metrics", out("metrics.parquet")]
+    aggregate_seconds, aggregate_peak = run_measured(aggregate)
+    classify_seconds, classify_peak = run_measured(classify)
+    ref_seconds, ref_peak = run_measured([sys.executable, os.path.join(HERE, "ref_profiles.py"), table,
+                                          out("treatments-ref.parquet")])
+    ours = aggregate_seconds + classify_seconds
+    in_memory = p.cells * p.features * 4
+    mib = 1024 * 1024
+    print(f"bench-profiles: {p.cells} cells x {p.features} float32 features ({in_memory / mib:.0f} MiB in memory)")
+    print(f"  pf-aggregate + pf-classify      {ours:7.2f} s  (aggregate {aggregate_seconds:.2f} s, classify "
+          f"{classify_seconds:.2f} s)  peak {max(aggregate_peak, classify_peak) / mib:6.0f} MiB")
+    print(f"  pycytominer + pandas + sklearn  {ref_seconds:7.2f} s  peak {ref_peak / mib:6.0f} MiB")
+    print(f"  ratio (reference time / ours): {ref_seconds / ours:.1f}x  (target >= 10x)")
+    print(f"  peak memory / input size: ours {max(aggregate_peak, classify_peak) / in_memory:.2f}, "
+          f"reference {ref_peak / in_memory:.2f}  (target < 2)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""Independent checks of pf-aggregate and pf-classify, run by the end-to-end tests:
+
+    check_profiles.py wells   --cells cells.parquet --wells wells.parquet
+        our well profiles equal pycytominer.aggregate(strata=[plate, well], operation="mean")
+        within 1e-6
+    check_profiles.py nsc     --treatments treatments.parquet --metrics metrics.parquet
+        NSC and NSCB accuracy recomputed with scikit-learn's NearestNeighbors (cosine) on the
+        same treatment profiles equal the ones pf-classify reported
+
+Prints `OK: ...` and exits 0, or prints the mismatch and exits 1.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+
+def fail(message):
+    print(f"FAIL: {message}")
+    sys.exit(1)
+
+
+def check_wells(args):
+    from pycytominer import aggregate
+
+    cells = pq.read_table(args.cells).to_pandas()
+    features = [c for c in cells.columns if not c.startswith("Metadata_")]
+    expected = aggregate(cells, strata=["Metadata_Plate", "Metadata_Well"], features=features, operation="mean")
+    ours = pq.read_table(args.wells).to_pandas()
+    merged = expected.merge(ours, on=["Metadata_Plate", "Metadata_Well"], suffixes=("_pycytominer", ""))
+    if len(merged) != len(expected) or len(ours) != len(expected):
+        fail(f"{len(ours)} wells, pycytominer has {len(expected)}; {len(merged)} matched")
+    worst = 0.0
+    for feature in features:
+        difference = np.abs(merged[feature].to_numpy(float) - merged[f"{feature}_pycytominer"].to_numpy(float)).max()
+        worst = max(worst, difference)
+    if worst > 1e-6:
+        fail(f"well profiles differ from pycytominer by up to {worst:.3g}")
+    counts = cells.groupby(["Metadata_Plate", "Metadata_Well"]).size().rename("n").reset_index()
+    counted = ours.merge(counts, on=["Metadata_Plate", "Metadata_Well"])
+    if not (counted.Metadata_Count_Cells == counted.n).all():
+        fail("Metadata_Count_Cells differs from the number of cells per well")
+    print(f"OK: {len(ours)} wells x {len(features)} features equal pycytominer.aggregate (max |diff| {worst:.2g})")
+
+
+def nearest_neighbour_accuracy(frame, features, hold_out_batch):
+    """NSC / NSCB 1-NN with scikit-learn, written independently of pf-classify."""
+    from sklearn.neighbors import NearestNeighbors
+
+    profiles = frame[features].to_numpy(float)
+    compounds = frame.Metadata_Compound.to_numpy()
+    moas = frame.Metadata_MoA.to_numpy()
+    batches = [set(b.split(";")) for b in frame.Metadata_Batch]
+    n = len(frame)
+
+    def admissible(i, j):
+        return i != j and compounds[i] != compounds[j] and (not hold_out_batch or not (batches[i] & batches[j]))
+
+    keep = np.ones(n, bool)
+    if hold_out_batch:
+        scorable = {moas[i] for i in range(n) if any(admissible(i, j) and moas[j] == moas[i] for j in range(n))}
+        keep = np.array([m in scorable for m in moas])
+    index = np.where(keep)[0]
+    model = NearestNeighbors(n_neighbors=len(index), metric="cosine").fit(profiles[index])
+    distances, neighbours = model.kneighbors(profiles[index])
+    correct = 0
+    for row, query in enumerate(index):
+        # Nearest admissible candidate; ties go to the first in (compound, concentration) order,
+        # which is the table's order.
+        candidates = [(round(d, 12), index[j]) for d, j in zip(distances[row], neighbours[row]) if admissible(query, index[j])]
+        best = min(candidates)[1]
+        correct += moas[best] == moas[query]
+    return correct / len(index), len(index)
+
+
+def check_nsc(args):
+    treatments = pq.read_table(args.treatments).to_pandas()
+    treatments = treatments[treatments.Metadata_Compound != "DMSO"]
+    treatments = treatments.sort_values(["Metadata_Compound", "Metadata_Concentration"]).reset_index(drop=True)
+    features = [c for c in treatments.columns if not c.startswith("Metadata_")]
+    metrics = pq.read_table(args.metrics).to_pandas()
+    reported = metrics[(metrics.Metric == "accuracy") & (metrics.Scope == "all")].set_index("Protocol").Value
+    for protocol, hold_out_batch in (("NSC", False), ("NSCB", True)):
+        accuracy, n = nearest_neighbour_accuracy(treatments, features, hold_out_batch)
+        if abs(accuracy - reported[protocol]) > 1e-12:
+            fail(f"{protocol}: scikit-learn gives {accuracy:.6f} over {n}, pf-classify reported {reported[protocol]:.6f}")
+        print(f"OK: {protocol} accuracy {accuracy:.4f} over {n} treatments, as scikit-learn computes it")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("mode", choices=["wells", "nsc"])
+    parser.add_argument("--cells")
+    parser.add_argument("--wells")
+    parser.add_argument("--treatments")
+    parser.add_argument("--metrics")
+    args = parser.parse_args()
+    {"wells": check_wells, "nsc": check_nsc}[args.mode](args)
+
+
+if __name__ == "__main__":
+    main()
