@@ -68,3 +68,30 @@ pub enum SchemaError {
     #[error("{path}: provenance metadata: {reason}")]
     BadProvenance { path: PathBuf, reason: String },
 }
+
+/// A problem with what the user gave a stage (a missing column, an unknown option value, an empty
+/// selection): exit code 2. For stages without an error enum of their own.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct InputError(pub String);
+
+/// The exit code for an error chain: 2 when any link is bad input (an [`InputError`], a
+/// [`SchemaError`] other than I/O, or whatever `is_stage_input_error` recognises), 1 otherwise
+/// (a failure of the machine: disk, memory, a bug).
+pub fn exit_code<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+    is_stage_input_error: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> u8 {
+    let bad_input = chain.into_iter().any(|cause| {
+        cause.downcast_ref::<InputError>().is_some()
+            || cause
+                .downcast_ref::<SchemaError>()
+                .is_some_and(|error| !matches!(error, SchemaError::Io { .. }))
+            || is_stage_input_error(cause)
+    });
+    if bad_input {
+        2
+    } else {
+        1
+    }
+}

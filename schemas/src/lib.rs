@@ -13,7 +13,7 @@ pub mod tables;
 pub mod tensor;
 
 pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
-pub use error::SchemaError;
+pub use error::{exit_code, InputError, SchemaError};
 pub use parquet_io::{read_provenance, read_table, ParquetTableReader, ParquetTableWriter};
 pub use provenance::{hash_file, hash_params, Provenance};
 pub use tables::{ColumnSpec, ColumnType, TableKind};

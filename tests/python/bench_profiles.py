@@ -33,10 +33,11 @@ def main():
                  "--treatments", out("treatments.parquet")]
     classify = [os.path.join(p.bin_dir, "pf-classify"), "--treatments", out("treatments.parquet"), "--predictions",
                 out("predictions.parquet"), "--metrics", out("metrics.parquet")]
-    aggregate_seconds, aggregate_peak = run_measured(aggregate)
-    classify_seconds, classify_peak = run_measured(classify)
+    ours_anonymous, ref_anonymous = [], []
+    aggregate_seconds, aggregate_peak = run_measured(aggregate, ours_anonymous)
+    classify_seconds, classify_peak = run_measured(classify, ours_anonymous)
     ref_seconds, ref_peak = run_measured([sys.executable, os.path.join(HERE, "ref_profiles.py"), table,
-                                          out("treatments-ref.parquet")])
+                                          out("treatments-ref.parquet")], ref_anonymous)
     ours = aggregate_seconds + classify_seconds
     in_memory = p.cells * p.features * 4
     mib = 1024 * 1024
@@ -45,8 +46,10 @@ def main():
           f"{classify_seconds:.2f} s)  peak {max(aggregate_peak, classify_peak) / mib:6.0f} MiB")
     print(f"  pycytominer + pandas + sklearn  {ref_seconds:7.2f} s  peak {ref_peak / mib:6.0f} MiB")
     print(f"  ratio (reference time / ours): {ref_seconds / ours:.1f}x  (target >= 10x)")
-    print(f"  peak memory / input size: ours {max(aggregate_peak, classify_peak) / in_memory:.2f}, "
+    print(f"  peak memory / input size, all resident pages: ours {max(aggregate_peak, classify_peak) / in_memory:.2f}, "
           f"reference {ref_peak / in_memory:.2f}  (target < 2)")
+    print(f"  peak memory / input size, anonymous only (without the memory-mapped input file): ours "
+          f"{max(ours_anonymous) / in_memory:.2f}, reference {max(ref_anonymous) / in_memory:.2f}")
 
 
 if __name__ == "__main__":

@@ -17,20 +17,16 @@ use anyhow::Context;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use phenoflow_schemas::{
-    hash_file, read_provenance, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
+    hash_file, read_provenance, InputError, ParquetTableReader, ParquetTableWriter, Provenance,
+    TableKind,
 };
 use polars::prelude::{
-    col, concat, len, DataFrame, Expr, LazyCsvReader, LazyFileListReader, LazyFrame, PlRefPath,
-    ScanArgsParquet, SortMultipleOptions, UnionArgs,
+    col, concat, len, DataFrame, Engine, Expr, LazyCsvReader, LazyFileListReader, LazyFrame,
+    PlRefPath, ScanArgsParquet, SortMultipleOptions, UnionArgs,
 };
 
 use crate::args::{Aggregation, Cli, InputLevel};
 use crate::normalize::Normalization;
-
-/// A problem with the input (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
 
 fn input_error(message: String) -> anyhow::Error {
     InputError(message).into()
@@ -191,7 +187,9 @@ fn resolve_columns(
 }
 
 fn aggregate_expr(name: &str, aggregation: Aggregation) -> Expr {
-    let column = col(name).cast(polars::prelude::DataType::Float64);
+    // No cast to float64 before aggregating: it would materialise a float64 copy of every
+    // feature column (twice the input in memory); Polars sums float32 columns in float64.
+    let column = col(name);
     match aggregation {
         Aggregation::Mean => column.mean(),
         Aggregation::Median => column.median(),
@@ -206,71 +204,63 @@ fn well_frame(
     map: &ColumnMap,
     features: &[String],
 ) -> anyhow::Result<DataFrame> {
+    // Everything that must be constant within a well is part of the group key: a well holding
+    // two compounds (or concentrations, MoAs, batches) comes out as two rows of one well, which
+    // `collect_wells` reports. (Aggregating such columns with `first()` would also force Polars'
+    // in-memory fallback instead of the streaming group-by.)
     let mut key_exprs = vec![
-        col(map.plate.as_str())
-            .cast(polars::prelude::DataType::String)
-            .alias("Metadata_Plate"),
-        col(map.well.as_str())
-            .cast(polars::prelude::DataType::String)
-            .alias("Metadata_Well"),
+        col(map.plate.as_str()),
+        col(map.well.as_str()),
+        col(map.compound.as_str()),
+        col(map.concentration.as_str()),
     ];
-    let mut aggs: Vec<Expr> = vec![
-        col(map.compound.as_str())
-            .first()
-            .alias("Metadata_Compound"),
-        col(map.compound.as_str()).n_unique().alias("__n_compounds"),
-        col(map.concentration.as_str())
-            .cast(polars::prelude::DataType::Float64)
-            .first()
-            .alias("Metadata_Concentration"),
-    ];
-    if let Some(moa) = &map.moa {
-        aggs.push(col(moa.as_str()).first().alias("Metadata_MoA"));
-    }
-    if let Some(batch) = &map.batch {
-        aggs.push(
-            col(batch.as_str())
-                .cast(polars::prelude::DataType::String)
-                .first()
-                .alias("Metadata_Batch"),
-        );
-    }
+    key_exprs.extend(map.moa.as_deref().map(col));
+    key_exprs.extend(map.batch.as_deref().map(col));
+    let mut aggs: Vec<Expr> = Vec::new();
     let grouped = match cli.level {
         InputLevel::Cells => {
-            aggs.push(
-                len()
-                    .cast(polars::prelude::DataType::Int64)
-                    .alias("Metadata_Count_Cells"),
-            );
+            aggs.push(len().alias("Metadata_Count_Cells"));
             aggs.extend(
                 features
                     .iter()
                     .map(|name| aggregate_expr(name, cli.cell_aggregation)),
             );
-            frame
-                .group_by([key_exprs.remove(0), key_exprs.remove(0)])
-                .agg(aggs)
+            frame.group_by(key_exprs.clone()).agg(aggs)
         }
         InputLevel::Wells => {
             // Already one row per well: a well appearing twice is an error found below.
-            aggs.push(len().cast(polars::prelude::DataType::Int64).alias("__rows"));
-            aggs.extend(features.iter().map(|name| {
-                col(name.as_str())
-                    .cast(polars::prelude::DataType::Float64)
-                    .first()
-                    .alias(name.as_str())
-            }));
-            frame
-                .group_by([key_exprs.remove(0), key_exprs.remove(0)])
-                .agg(aggs)
+            aggs.push(len().alias("__rows"));
+            aggs.extend(
+                features
+                    .iter()
+                    .map(|name| col(name.as_str()).min().alias(name.as_str())),
+            );
+            frame.group_by(key_exprs.clone()).agg(aggs)
         }
     };
+    let mut renamed = vec![
+        (map.plate.as_str(), "Metadata_Plate"),
+        (map.well.as_str(), "Metadata_Well"),
+        (map.compound.as_str(), "Metadata_Compound"),
+        (map.concentration.as_str(), "Metadata_Concentration"),
+    ];
+    renamed.extend(map.moa.as_deref().map(|moa| (moa, "Metadata_MoA")));
+    renamed.extend(map.batch.as_deref().map(|batch| (batch, "Metadata_Batch")));
+    renamed.retain(|(from, to)| from != to);
+    // The streaming engine reads the input in morsels and keeps only per-well running
+    // aggregates, so memory does not grow with the number of cells.
     grouped
         .sort(
-            ["Metadata_Plate", "Metadata_Well"],
+            [map.plate.as_str(), map.well.as_str()],
             SortMultipleOptions::default(),
         )
-        .collect()
+        .rename(
+            renamed.iter().map(|(from, _)| *from),
+            renamed.iter().map(|(_, to)| *to),
+            true,
+        )
+        .collect_with_engine(Engine::Streaming)
+        .map(|result| result.unwrap_single())
         .with_context(|| {
             format!(
                 "aggregating {}",
@@ -309,7 +299,6 @@ fn collect_wells(
     let wells = strings(frame, "Metadata_Well")?;
     let compounds = strings(frame, "Metadata_Compound")?;
     let concentrations = floats(frame, "Metadata_Concentration")?;
-    let n_compounds = floats(frame, "__n_compounds")?;
     let moas = if map.moa.is_some() {
         strings(frame, "Metadata_MoA")?
     } else {
@@ -346,10 +335,16 @@ fn collect_wells(
         let compound = compounds[row]
             .clone()
             .ok_or_else(|| input_error(format!("{name}: no compound")))?;
-        if n_compounds[row].unwrap_or(1.0) > 1.0 {
+        if row > 0
+            && plates[row - 1].as_ref() == Some(&plate)
+            && wells[row - 1].as_ref() == Some(&well)
+        {
             return Err(input_error(format!(
-                "{name}: holds more than one compound (`{}`)",
-                map.compound
+                "{name}: holds more than one compound, concentration, MoA or batch (rows disagree on `{}`, `{}`{}{})",
+                map.compound,
+                map.concentration,
+                map.moa.as_deref().map(|m| format!(", `{m}`")).unwrap_or_default(),
+                map.batch.as_deref().map(|b| format!(", `{b}`")).unwrap_or_default(),
             )));
         }
         if cli.level == InputLevel::Wells && counts[row].unwrap_or(1.0) > 1.0 {
@@ -631,6 +626,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let moa_table = cli.moa_csv.as_deref().map(MoaTable::read).transpose()?;
     let mut frame = scan_inputs(&cli)?;
+    // Content hashes for the provenance are computed while Polars aggregates: hashing a large
+    // input is otherwise a third of the run.
+    let hashed_inputs: Vec<std::path::PathBuf> = cli
+        .input
+        .iter()
+        .chain(cli.moa_csv.iter())
+        .cloned()
+        .collect();
+    let hasher = std::thread::spawn(move || {
+        hashed_inputs
+            .into_iter()
+            .map(|path| Ok((path.display().to_string(), hash_file(&path)?)))
+            .collect::<Result<Vec<(String, String)>, phenoflow_schemas::SchemaError>>()
+    });
     let schema = frame.collect_schema().context("reading the input schema")?;
     let (map, features) = resolve_columns(&cli, &schema)?;
     let well_frame = well_frame(&cli, frame, &map, &features)?;
@@ -689,11 +698,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         params,
     );
-    for input in cli.input.iter().chain(cli.moa_csv.iter()) {
-        provenance
-            .inputs
-            .insert(input.display().to_string(), hash_file(input)?);
-    }
+    let hashes = hasher
+        .join()
+        .map_err(|_| anyhow::anyhow!("the input-hashing thread panicked"))??;
+    provenance.inputs.extend(hashes);
     let wells_columns: Vec<ArrayRef> = vec![
         string_array(&wells.plate),
         string_array(&wells.well),
@@ -746,17 +754,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Exit code for an error: 2 for bad input, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    let bad_input = error.chain().any(|cause| {
-        cause.downcast_ref::<InputError>().is_some()
-            || cause
-                .downcast_ref::<phenoflow_schemas::SchemaError>()
-                .is_some_and(|error| !matches!(error, phenoflow_schemas::SchemaError::Io { .. }))
-    });
-    if bad_input {
-        2
-    } else {
-        1
-    }
+    phenoflow_schemas::exit_code(error.chain(), |_| false)
 }
 
 #[cfg(test)]

@@ -14,17 +14,14 @@ use arrow_array::{
     Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
 };
 use arrow_schema::{DataType, Schema};
-use phenoflow_schemas::{hash_file, ParquetTableReader, ParquetTableWriter, Provenance, TableKind};
+use phenoflow_schemas::{
+    hash_file, InputError, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
+};
 
 use crate::args::{Cli, Protocol};
 use crate::knn::{
     distance_matrix, evaluate, mean_average_precision, Evaluation, HoldOut, Treatment,
 };
-
-/// A problem with the input table (exit code 2).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct InputError(pub String);
 
 /// Reads a `treatments` table: keys, batches (`;`-separated) and every feature column, sorted by
 /// (compound, concentration).
@@ -404,15 +401,5 @@ fn write_metrics(
 
 /// Exit code for an error: 2 for bad input, 1 otherwise.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    let bad_input = error.chain().any(|cause| {
-        cause.downcast_ref::<InputError>().is_some()
-            || cause
-                .downcast_ref::<phenoflow_schemas::SchemaError>()
-                .is_some_and(|error| !matches!(error, phenoflow_schemas::SchemaError::Io { .. }))
-    });
-    if bad_input {
-        2
-    } else {
-        1
-    }
+    phenoflow_schemas::exit_code(error.chain(), |_| false)
 }

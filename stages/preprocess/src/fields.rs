@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use manifest_batch::build_manifest_batch;
-use phenoflow_schemas::{CellKeys, ParquetTableWriter, TableKind, TensorShape};
+use phenoflow_schemas::{CellKeys, ParquetTableWriter, Provenance, TableKind, TensorShape};
 
-use crate::args::{Bbbc021Args, ImageTableArgs, WholeArgs};
+use crate::args::{Bbbc021Args, CommonArgs, ImageTableArgs, WholeArgs};
 use crate::csv_table::CsvTable;
 use crate::error::{PreprocessError, Result};
 use crate::geometry::{crop_cell, resize_area, EdgePolicy};
@@ -188,8 +188,33 @@ fn cell_keys(field: &FieldRecord, object_number: i32, center: Option<(f64, f64)>
     }
 }
 
-fn chunk_size() -> usize {
-    rayon::current_num_threads() * FIELDS_PER_THREAD_IN_FLIGHT
+/// Processes every field of `table` with `work` (in parallel, in bounded chunks) and writes the
+/// cells to the output of `common`.
+fn write_cells(
+    table: &ImageTable,
+    csv: &Path,
+    shape: TensorShape,
+    common: &CommonArgs,
+    provenance: &Provenance,
+    work: impl Fn(&FieldRecord) -> Result<ItemCells> + Sync,
+) -> anyhow::Result<RunCounts> {
+    let mut sink = CellsSink::new(
+        shape,
+        table.fields.len(),
+        common.skip_bad,
+        !common.no_progress,
+        "fields",
+    );
+    let chunk_size = rayon::current_num_threads() * FIELDS_PER_THREAD_IN_FLIGHT;
+    sink.process(
+        &table.fields,
+        chunk_size,
+        |field| describe(field, csv),
+        work,
+        &common.output,
+        provenance,
+    )?;
+    sink.finish(&common.output, provenance)
 }
 
 /// `pf-preprocess bbbc021`.
@@ -234,33 +259,17 @@ pub fn run_bbbc021(args: &Bbbc021Args) -> anyhow::Result<RunCounts> {
     }
 
     let shape = TensorShape::new(args.table.channels.len(), args.crop_size, args.crop_size);
-    let output = &args.common.output;
     let csv = args.table.image_csv.as_path();
-    let mut sink = CellsSink::new(
-        shape,
-        table.fields.len(),
-        args.common.skip_bad,
-        !args.common.no_progress,
-        "fields",
-    );
-    sink.process(
-        &table.fields,
-        chunk_size(),
-        |field| describe(field, csv),
-        |field| {
-            crop_field(
-                field,
-                csv,
-                centers.as_ref(),
-                &nucleus_params,
-                args.crop_size,
-                args.edge,
-            )
-        },
-        output,
-        &provenance,
-    )?;
-    sink.finish(output, &provenance)
+    write_cells(&table, csv, shape, &args.common, &provenance, |field| {
+        crop_field(
+            field,
+            csv,
+            centers.as_ref(),
+            &nucleus_params,
+            args.crop_size,
+            args.edge,
+        )
+    })
 }
 
 fn crop_field(
@@ -333,24 +342,10 @@ pub fn run_whole(args: &WholeArgs) -> anyhow::Result<RunCounts> {
         args.table.channels.len()
     };
     let shape = TensorShape::new(n_out_channels, args.size, args.size);
-    let output = &args.common.output;
     let csv = args.table.image_csv.as_path();
-    let mut sink = CellsSink::new(
-        shape,
-        table.fields.len(),
-        args.common.skip_bad,
-        !args.common.no_progress,
-        "fields",
-    );
-    sink.process(
-        &table.fields,
-        chunk_size(),
-        |field| describe(field, csv),
-        |field| resize_field(field, csv, args.size, args.grey),
-        output,
-        &provenance,
-    )?;
-    sink.finish(output, &provenance)
+    write_cells(&table, csv, shape, &args.common, &provenance, |field| {
+        resize_field(field, csv, args.size, args.grey)
+    })
 }
 
 fn resize_field(field: &FieldRecord, csv: &Path, size: usize, grey: bool) -> Result<ItemCells> {

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::csv_table::CsvTable;
+use crate::csv_table::{Column, CsvTable};
 use crate::error::{PreprocessError, Result};
 
 /// What to do with a field whose treatment has no row in the MoA table. BBBC021 images 113
@@ -126,6 +126,37 @@ impl MoaTable {
     }
 }
 
+/// The key columns of BBBC021-style tables (the image table and the DTU `metadata.csv`), under
+/// every spelling accepted: BBBC021's `Image_Metadata_*_DAPI`, CellProfiler's `Image_Metadata_*`
+/// and pycytominer's `Metadata_*`.
+#[derive(Debug, Clone)]
+pub struct KeyColumns {
+    pub plate: Column,
+    pub well: Column,
+    pub compound: Column,
+    pub concentration: Column,
+}
+
+impl KeyColumns {
+    pub fn require(table: &CsvTable) -> Result<Self> {
+        Ok(Self {
+            plate: table.require(&[
+                "Image_Metadata_Plate_DAPI",
+                "Image_Metadata_Plate",
+                "Metadata_Plate",
+            ])?,
+            well: table.require(&[
+                "Image_Metadata_Well_DAPI",
+                "Image_Metadata_Well",
+                "Metadata_Well",
+            ])?,
+            compound: table.require(&["Image_Metadata_Compound", "Metadata_Compound"])?,
+            concentration: table
+                .require(&["Image_Metadata_Concentration", "Metadata_Concentration"])?,
+        })
+    }
+}
+
 /// How to read an image table.
 #[derive(Debug, Clone)]
 pub struct ImageTableOptions<'a> {
@@ -152,19 +183,12 @@ pub struct ImageTable {
 impl ImageTable {
     pub fn read(path: &Path, options: &ImageTableOptions<'_>) -> Result<Self> {
         let table = CsvTable::read(path)?;
-        let plate = table.require(&[
-            "Image_Metadata_Plate_DAPI",
-            "Image_Metadata_Plate",
-            "Metadata_Plate",
-        ])?;
-        let well = table.require(&[
-            "Image_Metadata_Well_DAPI",
-            "Image_Metadata_Well",
-            "Metadata_Well",
-        ])?;
-        let compound = table.require(&["Image_Metadata_Compound", "Metadata_Compound"])?;
-        let concentration =
-            table.require(&["Image_Metadata_Concentration", "Metadata_Concentration"])?;
+        let KeyColumns {
+            plate,
+            well,
+            compound,
+            concentration,
+        } = KeyColumns::require(&table)?;
         let site = table.find(&["Image_Metadata_Site", "Metadata_Site"]);
         let table_number = table.find(&["TableNumber"]);
         let image_number = table.find(&["ImageNumber"]);

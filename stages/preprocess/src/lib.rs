@@ -80,17 +80,9 @@ pub(crate) fn provenance(
 
 /// Exit code for an error: 2 for bad usage or input, 1 for anything else.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
-    let bad_input = error.chain().any(|cause| {
+    phenoflow_schemas::exit_code(error.chain(), |cause| {
         cause
             .downcast_ref::<PreprocessError>()
             .is_some_and(PreprocessError::is_bad_input)
-            || cause
-                .downcast_ref::<phenoflow_schemas::SchemaError>()
-                .is_some_and(|error| !matches!(error, phenoflow_schemas::SchemaError::Io { .. }))
-    });
-    if bad_input || error.to_string().starts_with("no cells were produced") {
-        2
-    } else {
-        1
-    }
+    })
 }

@@ -11,7 +11,7 @@ use crate::args::SinglecellArgs;
 use crate::csv_table::CsvTable;
 use crate::error::{PreprocessError, Result};
 use crate::image_io::read_npy_u16;
-use crate::layout::{batch_of_plate, site_from_file_name};
+use crate::layout::{batch_of_plate, site_from_file_name, KeyColumns};
 use crate::sink::{CellsSink, ItemCells, RunCounts};
 
 /// Cells read at once (each ~27 kB at 68×68×3).
@@ -32,19 +32,12 @@ fn read_metadata(metadata: &Path, images_dir: &Path, plates: &[String]) -> Resul
     let table = CsvTable::read(metadata)?;
     let image_name = table.require(&["Multi_Cell_Image_Name"])?;
     let cell_id = table.require(&["Single_Cell_Image_Id"])?;
-    let plate = table.require(&[
-        "Image_Metadata_Plate_DAPI",
-        "Image_Metadata_Plate",
-        "Metadata_Plate",
-    ])?;
-    let well = table.require(&[
-        "Image_Metadata_Well_DAPI",
-        "Image_Metadata_Well",
-        "Metadata_Well",
-    ])?;
-    let compound = table.require(&["Image_Metadata_Compound", "Metadata_Compound"])?;
-    let concentration =
-        table.require(&["Image_Metadata_Concentration", "Metadata_Concentration"])?;
+    let KeyColumns {
+        plate,
+        well,
+        compound,
+        concentration,
+    } = KeyColumns::require(&table)?;
     let moa = table.require(&["moa", "Metadata_MoA", "Metadata_moa"])?;
     let mut cells = Vec::with_capacity(table.n_rows());
     for row in table.rows() {

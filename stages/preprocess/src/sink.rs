@@ -206,13 +206,14 @@ impl CellsSink {
         self.progress.finish_and_clear();
         let counts = self.counts.clone();
         if counts.n_cells == 0 {
-            anyhow::bail!(
+            return Err(phenoflow_schemas::InputError(format!(
                 "no cells were produced from {} input item(s) ({} skipped as bad, {} cells at the edge): nothing written to {}",
                 counts.n_items,
                 counts.n_skipped_items,
                 counts.n_edge_skipped,
                 output.display()
-            );
+            ))
+            .into());
         }
         self.flush(output, provenance)?;
         let mut writer = self

@@ -24,25 +24,9 @@ use crate::args::Cli;
 use crate::layout::{
     concentration_key, select_fields, Field, Selection, IMAGE_TABLE_HEADER, MOA_TABLE,
 };
-use crate::phenotype::{draw_cell_look, Acquisition, CompoundEffect, Look, P};
+use crate::phenotype::{draw_cell_look, Acquisition, CompoundEffect, Look, MOAS, P};
 use crate::render::{acquire, draw_cell, place_cells, Canvas};
 use crate::rng::Rng;
-
-/// The MoAs of BBBC021, from which unannotated compounds draw a weak phenotype.
-const MOAS: [&str; 12] = [
-    "Actin disruptors",
-    "Aurora kinase inhibitors",
-    "Cholesterol-lowering",
-    "DNA damage",
-    "DNA replication",
-    "Eg5 inhibitors",
-    "Epithelial",
-    "Kinase inhibitors",
-    "Microtubule destabilizers",
-    "Microtubule stabilizers",
-    "Protein degradation",
-    "Protein synthesis",
-];
 
 /// How large each field is and how many cells it holds.
 #[derive(Debug, Clone, Copy)]

@@ -78,6 +78,22 @@ pub fn control_look() -> Look {
     look
 }
 
+/// The twelve MoAs of BBBC021, in alphabetical order.
+pub const MOAS: [&str; 12] = [
+    "Actin disruptors",
+    "Aurora kinase inhibitors",
+    "Cholesterol-lowering",
+    "DNA damage",
+    "DNA replication",
+    "Eg5 inhibitors",
+    "Epithelial",
+    "Kinase inhibitors",
+    "Microtubule destabilizers",
+    "Microtubule stabilizers",
+    "Protein degradation",
+    "Protein synthesis",
+];
+
 /// The look of a fully affected cell of each MoA. Unknown MoAs (and DMSO) look like controls.
 pub fn moa_target(moa: &str) -> Look {
     let mut look = control_look();
@@ -322,20 +338,7 @@ mod tests {
 
     #[test]
     fn every_moa_of_bbbc021_changes_the_look() {
-        for moa in [
-            "Actin disruptors",
-            "Aurora kinase inhibitors",
-            "Cholesterol-lowering",
-            "DNA damage",
-            "DNA replication",
-            "Eg5 inhibitors",
-            "Epithelial",
-            "Kinase inhibitors",
-            "Microtubule destabilizers",
-            "Microtubule stabilizers",
-            "Protein degradation",
-            "Protein synthesis",
-        ] {
+        for moa in MOAS {
             assert_ne!(moa_target(moa), control_look(), "{moa}");
         }
         assert_eq!(moa_target("DMSO"), control_look());
