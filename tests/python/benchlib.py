@@ -8,34 +8,27 @@ import threading
 import time
 
 
-def tree_rss_bytes(root_pid, anonymous_only=False):
-    """Resident memory of a process and all its descendants; with `anonymous_only`, only the
-    anonymous part (RssAnon: heap and stacks, not memory-mapped files, which stay page cache)."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                children.setdefault(int(fields[1]), []).append(int(entry))
-            except OSError:
-                continue
-    total, stack = 0, [root_pid]
+def tree_memory_bytes(root_pid):
+    """(resident, anonymous resident) memory of a process and all its descendants. Anonymous
+    memory (RssAnon) is heap and stacks, without memory-mapped files (which stay page cache).
+    Only the process tree is visited, so sampling costs little CPU."""
+    resident = anonymous = 0
+    stack = [root_pid]
     while stack:
         pid = stack.pop()
-        stack.extend(children.get(pid, []))
         try:
-            if anonymous_only:
-                with open(f"/proc/{pid}/status") as handle:
-                    for line in handle:
-                        if line.startswith("RssAnon:"):
-                            total += int(line.split()[1]) * 1024
-            else:
-                with open(f"/proc/{pid}/statm") as handle:
-                    total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            with open(f"/proc/{pid}/status") as handle:
+                for line in handle:
+                    if line.startswith("VmRSS:"):
+                        resident += int(line.split()[1]) * 1024
+                    elif line.startswith("RssAnon:"):
+                        anonymous += int(line.split()[1]) * 1024
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/children") as handle:
+                    stack.extend(int(child) for child in handle.read().split())
         except OSError:
-            pass
-    return total
+            continue
+    return resident, anonymous
 
 
 def run_measured(command, anonymous=None):
@@ -47,9 +40,10 @@ def run_measured(command, anonymous=None):
 
     def sample():
         while process.poll() is None:
-            peak[0] = max(peak[0], tree_rss_bytes(process.pid))
-            peak[1] = max(peak[1], tree_rss_bytes(process.pid, anonymous_only=True))
-            time.sleep(0.02)
+            resident, anonymous_resident = tree_memory_bytes(process.pid)
+            peak[0] = max(peak[0], resident)
+            peak[1] = max(peak[1], anonymous_resident)
+            time.sleep(0.05)
 
     sampler = threading.Thread(target=sample)
     sampler.start()

@@ -73,6 +73,9 @@ struct Workspace {
     prefix: Vec<f32>,
     suffix: Vec<f32>,
     mask: Vec<bool>,
+    /// Indices of the foreground pixels, in raster order: the watershed and the statistics
+    /// visit only these (typically a quarter of the field).
+    foreground_pixels: Vec<u32>,
     labels: Vec<u32>,
     plane_prefix: Vec<f32>,
     plane_suffix: Vec<f32>,
@@ -208,8 +211,16 @@ fn detect_with(ws: &mut Workspace, image: &GrayImage, params: &NucleusParams) ->
         );
     }
     max_filter_into(ws, width, height, params.min_distance);
+    ws.foreground_pixels.clear();
+    ws.foreground_pixels.extend(
+        ws.mask
+            .iter()
+            .enumerate()
+            .filter(|(_, &inside)| inside)
+            .map(|(index, _)| index as u32),
+    );
     watershed_from_maxima(ws, width, height);
-    object_statistics(&ws.labels, width, params)
+    object_statistics(&ws.labels, &ws.foreground_pixels, width, params)
 }
 
 /// Separable Gaussian blur, kernel truncated at 4σ, edge pixels repeated (scipy's `nearest`).
@@ -579,6 +590,7 @@ fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
         seed: intensity,
         local_max,
         mask,
+        foreground_pixels,
         labels,
         flood,
         queue,
@@ -591,7 +603,8 @@ fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
     // pixels is one seed.
     let is_seed = |index: usize| mask[index] && intensity[index] >= local_max[index];
     queue.clear();
-    for start in 0..intensity.len() {
+    for &start in foreground_pixels.iter() {
+        let start = start as usize;
         if labels[start] != 0 || !is_seed(start) {
             continue;
         }
@@ -620,9 +633,9 @@ fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
     };
     let level = |index: usize| ((intensity[index] - low) * scale) as u16;
     flood.clear();
-    for (index, &label) in labels.iter().enumerate() {
-        if label != 0 {
-            flood.push(level(index), index as u32);
+    for &index in foreground_pixels.iter() {
+        if labels[index as usize] != 0 {
+            flood.push(level(index as usize), index);
         }
     }
     while let Some(index) = flood.pop() {
@@ -637,8 +650,9 @@ fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
     }
     // Foreground no seed reached (its maximum lay within `min_distance` of a brighter object
     // across background) becomes objects of its own.
-    for start in 0..intensity.len() {
-        if labels[start] != 0 || !mask[start] {
+    for &start in foreground_pixels.iter() {
+        let start = start as usize;
+        if labels[start] != 0 {
             continue;
         }
         n_labels += 1;
@@ -655,18 +669,24 @@ fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
     }
 }
 
-fn object_statistics(labels: &[u32], width: usize, params: &NucleusParams) -> Vec<Nucleus> {
-    let n_labels = labels.iter().copied().max().unwrap_or(0) as usize;
+fn object_statistics(
+    labels: &[u32],
+    foreground_pixels: &[u32],
+    width: usize,
+    params: &NucleusParams,
+) -> Vec<Nucleus> {
+    let n_labels = foreground_pixels
+        .iter()
+        .map(|&i| labels[i as usize])
+        .max()
+        .unwrap_or(0) as usize;
     let mut sums = vec![(0usize, 0.0f64, 0.0f64); n_labels + 1];
-    for (y, row) in labels.chunks_exact(width).enumerate() {
-        for (x, &label) in row.iter().enumerate() {
-            if label != 0 {
-                let entry = &mut sums[label as usize];
-                entry.0 += 1;
-                entry.1 += x as f64;
-                entry.2 += y as f64;
-            }
-        }
+    for &index in foreground_pixels {
+        let index = index as usize;
+        let entry = &mut sums[labels[index] as usize];
+        entry.0 += 1;
+        entry.1 += (index % width) as f64;
+        entry.2 += (index / width) as f64;
     }
     sums.into_iter()
         .skip(1)
