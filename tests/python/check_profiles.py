@@ -66,14 +66,17 @@ def nearest_neighbour_accuracy(frame, features, hold_out_batch):
     index = np.where(keep)[0]
     model = NearestNeighbors(n_neighbors=len(index), metric="cosine").fit(profiles[index])
     distances, neighbours = model.kneighbors(profiles[index])
-    correct = 0
+    correct = scored = 0
     for row, query in enumerate(index):
         # Nearest admissible candidate; ties go to the first in (compound, concentration) order,
         # which is the table's order.
         candidates = [(round(d, 12), index[j]) for d, j in zip(distances[row], neighbours[row]) if admissible(query, index[j])]
+        if not candidates:
+            continue  # no admissible candidate at all: dropped, as pf-classify does
         best = min(candidates)[1]
         correct += moas[best] == moas[query]
-    return correct / len(index), len(index)
+        scored += 1
+    return correct / scored, scored
 
 
 def check_nsc(args):

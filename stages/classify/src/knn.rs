@@ -6,8 +6,9 @@
 //! - **NSCB** (not-same-compound-or-batch): candidates must also share no batch with the query (a
 //!   treatment's batches are those of its wells). MoAs left with no admissible same-MoA candidate
 //!   for any of their treatments cannot be scored; they are dropped from queries and candidates, as
-//!   in the DeepProfiler reference (BBBC021: 92 treatments, 10 MoAs). The accuracy over all
-//!   queries (the dropped ones counted wrong) is reported too.
+//!   in the DeepProfiler reference (BBBC021: 92 treatments, 10 MoAs). Queries left with no
+//!   admissible candidate at all (a treatment whose wells span every batch) are dropped too. The
+//!   accuracy over all queries (the dropped ones counted wrong) is reported next to it.
 //!
 //! **Tie-breaking**: treatments are ordered by (compound, concentration); among candidates at the
 //! same distance, the first in that order wins. Rankings for average precision use the same order.
@@ -136,7 +137,7 @@ pub fn evaluate(
         included.retain(|&i| scorable.contains(treatments[i].moa.as_str()));
         n_dropped = members.len() - included.len();
     }
-    let predictions = included
+    let predictions: Vec<Prediction> = included
         .iter()
         .filter_map(|&query| {
             let mut best: Option<(usize, f64)> = None;
@@ -157,6 +158,9 @@ pub fn evaluate(
             })
         })
         .collect();
+    // A query with no admissible candidate at all (under NSCB: a treatment whose wells span
+    // every batch, such as a positive control) cannot be scored either.
+    n_dropped += included.len() - predictions.len();
     Evaluation {
         predictions,
         n_dropped,
@@ -288,6 +292,26 @@ mod tests {
             .predictions
             .iter()
             .all(|p| treatments[p.nearest].moa != "Z"));
+    }
+
+    #[test]
+    fn a_query_sharing_every_batch_is_dropped_not_ignored() {
+        let mut treatments = hand_built();
+        treatments.push(treatment("T", 1.0, "X", "W1;W2;W3", &[0.7, 0.3]));
+        let distances = distance_matrix(&treatments, Metric::Cosine);
+        let all: Vec<usize> = (0..treatments.len()).collect();
+        let nscb = evaluate(
+            &treatments,
+            &distances,
+            &all,
+            HoldOut::NotSameCompoundOrBatch,
+        );
+        assert_eq!(nscb.n_dropped, 1);
+        assert_eq!(nscb.predictions.len() + nscb.n_dropped, all.len());
+        assert!(nscb
+            .predictions
+            .iter()
+            .all(|p| p.query != 6 && p.nearest != 6));
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl Acquisition {
         let mut gain = [0.0; 3];
         let mut background = [0.0; 3];
         for channel in 0..3 {
-            gain[channel] = week_rng.log_normal(0.22) * plate_rng.log_normal(0.06);
+            gain[channel] = week_rng.log_normal(0.35) * plate_rng.log_normal(0.06);
             background[channel] = week_rng.range(250.0, 700.0) * plate_rng.log_normal(0.05);
         }
         Self {
@@ -282,7 +282,7 @@ impl Acquisition {
             illumination_strength: week_rng.range(0.05, 0.35),
             illumination_angle: week_rng.range(0.0, std::f32::consts::TAU),
             blur_passes: 1 + week_rng.below(2),
-            cell_scale: week_rng.log_normal(0.07),
+            cell_scale: week_rng.log_normal(0.12),
             photons_per_level: week_rng.range(0.25, 0.6),
         }
     }
