@@ -202,17 +202,7 @@ impl ParquetTableReader {
             source,
         };
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
-        let key_values: BTreeMap<String, String> = builder
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .map(|pairs| {
-                pairs
-                    .iter()
-                    .filter_map(|pair| Some((pair.key.clone(), pair.value.clone()?)))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let key_values = footer_key_values(&builder);
         let provenance = if key_values.contains_key("phenoflow.schema") {
             let provenance = Provenance::from_key_values(&key_values, path)?;
             if provenance.table != kind {
@@ -309,6 +299,21 @@ impl Iterator for ParquetTableReader {
     }
 }
 
+/// The key-value metadata of a Parquet file's footer (keys without a value are left out).
+fn footer_key_values(builder: &ParquetRecordBatchReaderBuilder<File>) -> BTreeMap<String, String> {
+    builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|pairs| {
+            pairs
+                .iter()
+                .filter_map(|pair| Some((pair.key.clone(), pair.value.clone()?)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The provenance of a Parquet file (from its footer only), or `None` for a file not written by
 /// phenoflow.
 pub fn read_provenance(path: &Path) -> Result<Option<Provenance>, SchemaError> {
@@ -321,17 +326,7 @@ pub fn read_provenance(path: &Path) -> Result<Option<Provenance>, SchemaError> {
             path: path.to_path_buf(),
             source,
         })?;
-    let key_values: BTreeMap<String, String> = builder
-        .metadata()
-        .file_metadata()
-        .key_value_metadata()
-        .map(|pairs| {
-            pairs
-                .iter()
-                .filter_map(|pair| Some((pair.key.clone(), pair.value.clone()?)))
-                .collect()
-        })
-        .unwrap_or_default();
+    let key_values = footer_key_values(&builder);
     if !key_values.contains_key("phenoflow.schema") {
         return Ok(None);
     }

@@ -554,15 +554,7 @@ fn aggregate_treatments(wells: &Wells, aggregation: Aggregation) -> anyhow::Resu
                 let mut values: Vec<f64> = rows.iter().map(|&r| wells.features[r][f]).collect();
                 match aggregation {
                     Aggregation::Mean => values.iter().sum::<f64>() / values.len() as f64,
-                    Aggregation::Median => {
-                        values.sort_unstable_by(f64::total_cmp);
-                        let n = values.len();
-                        if n % 2 == 1 {
-                            values[n / 2]
-                        } else {
-                            0.5 * (values[n / 2 - 1] + values[n / 2])
-                        }
-                    }
+                    Aggregation::Median => normalize::median(&mut values),
                 }
             })
             .collect();

@@ -26,7 +26,8 @@ fn column_values<'a>(
     rows.iter().map(move |&row| matrix[row][feature])
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The median (the mean of the two middle values for an even count); sorts `values`.
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_unstable_by(f64::total_cmp);
     let n = values.len();
     if n % 2 == 1 {
