@@ -56,7 +56,7 @@ build: setup ## Build every stage (release)
 	@$(WITH_ENV) cargo build --release --workspace --all-targets
 
 test: build ## Run every test: unit tests and the end-to-end tests on real data
-	@$(WITH_ENV) cargo test --release --workspace
+	@$(WITH_ENV) cargo test --release --workspace --all-targets
 
 lint: setup ## cargo fmt --check and clippy -D warnings
 	@$(WITH_ENV) cargo fmt --all --check && cargo clippy --release --workspace --all-targets -- -D warnings
