@@ -16,11 +16,14 @@ use crate::normalize::Normalization;
                   against control wells, and aggregate those into treatment profiles (compound + concentration; \
                   median by default). Several inputs (per-plate shards) are concatenated first.",
     after_long_help = "Examples:\n  \
-        pf-aggregate --input out/embeddings.parquet --wells out/wells.parquet --treatments out/treatments.parquet\n  \
-        pf-aggregate --input out/embeddings-Week1_22123.parquet --input out/embeddings-Week1_22141.parquet \\\n      \
-            --normalize dmso-zscore --wells out/wells.parquet --treatments out/treatments.parquet\n  \
-        pf-aggregate --level wells --input per_well_profiles.csv --plate-column Image_Metadata_Plate \\\n      \
-            --well-column Image_Metadata_Well --compound-column Image_Metadata_Compound \\\n      \
+        pf-aggregate --input out/embeddings.parquet \\\n      \
+            --wells out/wells.parquet --treatments out/treatments.parquet\n  \
+        pf-aggregate --input out/embeddings-Week1_22123.parquet \\\n      \
+            --input out/embeddings-Week1_22141.parquet --normalize dmso-zscore \\\n      \
+            --wells out/wells.parquet --treatments out/treatments.parquet\n  \
+        pf-aggregate --level wells --input per_well_profiles.csv \\\n      \
+            --plate-column Image_Metadata_Plate --well-column Image_Metadata_Well \\\n      \
+            --compound-column Image_Metadata_Compound \\\n      \
             --concentration-column Image_Metadata_Concentration --moa-csv BBBC021_v1_moa.csv \\\n      \
             --wells out/wells.parquet --treatments out/treatments.parquet"
 )]

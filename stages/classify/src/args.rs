@@ -15,7 +15,8 @@ use crate::knn::Metric;
                   out the query's own compound (NSC) and also its batch (NSCB), and measure MoA retrieval mean \
                   average precision. Writes a predictions table and a metrics table and prints a summary.",
     after_long_help = "Examples:\n  \
-        pf-classify --treatments out/treatments.parquet --predictions out/predictions.parquet --metrics out/metrics.parquet\n  \
+        pf-classify --treatments out/treatments.parquet \\\n      \
+            --predictions out/predictions.parquet --metrics out/metrics.parquet\n  \
         pf-classify --treatments out/treatments.parquet --protocol seed-compatible --metric euclidean \\\n      \
             --predictions out/seed-predictions.parquet --metrics out/seed-metrics.parquet"
 )]

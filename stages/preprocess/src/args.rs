@@ -18,12 +18,13 @@ use crate::layout::Unannotated;
                   detected on the first channel and cropped), `singlecell` (pre-cropped cells as .npy files, \
                   the DTU course layout) and `whole` (whole fields resized to N×N, the CPJUMP1 seed).",
     after_long_help = "Examples:\n  \
-        pf-preprocess bbbc021 --image-csv BBBC021/BBBC021_v1_image.csv --moa-csv BBBC021/BBBC021_v1_moa.csv \\\n      \
-            --images-root BBBC021 --output out/cells.parquet\n  \
+        pf-preprocess bbbc021 --image-csv BBBC021/BBBC021_v1_image.csv \\\n      \
+            --moa-csv BBBC021/BBBC021_v1_moa.csv --images-root BBBC021 --output out/cells.parquet\n  \
         pf-preprocess bbbc021 --image-csv BBBC021_v1_image.csv --moa-csv BBBC021_v1_moa.csv \\\n      \
             --plate Week4_27481 --centers Nuclei.csv --output out/cells-Week4_27481.parquet\n  \
         pf-preprocess singlecell --root singlecell_tiny --output out/cells.parquet\n  \
-        pf-preprocess whole --image-csv images.csv --size 128 --grey --channels DNA,RNA,ER,AGP,Mito --output out/whole.parquet"
+        pf-preprocess whole --image-csv images.csv --size 128 --grey \\\n      \
+            --channels DNA,RNA,ER,AGP,Mito --output out/whole.parquet"
 )]
 pub struct Cli {
     #[command(subcommand)]

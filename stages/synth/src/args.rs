@@ -19,10 +19,10 @@ use crate::FieldSize;
                   phenotype with a dose-response, compounds of one MoA differ, cells within a well differ, and \
                   weeks differ in gain, background, illumination and blur. Deterministic for a seed.",
     after_long_help = "Examples:\n  \
-        pf-synth --output out/synthetic                       # the demo screen (742 wells, 384x384 fields)\n  \
-        pf-synth --preset tiny --output out/tiny --seed 7     # a few fields of one week, for tests\n  \
-        pf-synth --preset full --output /data/synthetic-bbbc021   # all 13,200 fields at 1280x1024\n  \
-        pf-synth --panel docs/phenotypes.png                  # example fields and crops per MoA"
+        pf-synth --output out/synthetic                    # the demo screen: 742 wells, 384x384\n  \
+        pf-synth --preset tiny --output out/tiny --seed 7  # a few fields of one week, for tests\n  \
+        pf-synth --preset full --output /data/synthetic    # all 13,200 fields at 1280x1024\n  \
+        pf-synth --panel phenotypes.png                    # example fields and crops per MoA"
 )]
 pub struct Cli {
     /// Folder to write the screen to (written to a hidden temporary folder, renamed when complete).
