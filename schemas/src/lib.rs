@@ -7,6 +7,7 @@
 
 pub mod cells;
 mod error;
+pub mod keys;
 pub mod parquet_io;
 pub mod provenance;
 pub mod tables;
@@ -14,6 +15,7 @@ pub mod tensor;
 
 pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
 pub use error::{exit_code, InputError, SchemaError};
+pub use keys::{batch_of_plate, concentration_key};
 pub use parquet_io::{read_provenance, read_table, ParquetTableReader, ParquetTableWriter};
 pub use provenance::{hash_file, hash_params, Provenance};
 pub use tables::{ColumnSpec, ColumnType, TableKind};

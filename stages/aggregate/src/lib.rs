@@ -17,8 +17,8 @@ use anyhow::Context;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use phenoflow_schemas::{
-    hash_file, read_provenance, InputError, ParquetTableReader, ParquetTableWriter, Provenance,
-    TableKind,
+    batch_of_plate, concentration_key, hash_file, read_provenance, InputError, ParquetTableReader,
+    ParquetTableWriter, Provenance, TableKind,
 };
 use polars::prelude::{
     col, concat, len, DataFrame, Engine, Expr, LazyCsvReader, LazyFileListReader, LazyFrame,
@@ -364,7 +364,7 @@ fn collect_wells(
         };
         let batch = batches[row]
             .clone()
-            .unwrap_or_else(|| plate.split('_').next().unwrap_or(&plate).to_string());
+            .unwrap_or_else(|| batch_of_plate(&plate));
         let mut values = Vec::with_capacity(features.len());
         for (feature, column) in features.iter().zip(&feature_columns) {
             match column[row] {
@@ -396,10 +396,6 @@ fn collect_wells(
 #[derive(Debug, Clone, Default)]
 pub struct MoaTable {
     moa: BTreeMap<(String, i64), String>,
-}
-
-fn concentration_key(concentration: f64) -> i64 {
-    (concentration * 1e6).round() as i64
 }
 
 impl MoaTable {

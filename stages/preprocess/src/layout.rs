@@ -6,6 +6,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use phenoflow_schemas::{batch_of_plate, concentration_key};
+
 use crate::csv_table::{Column, CsvTable};
 use crate::error::{PreprocessError, Result};
 
@@ -45,18 +47,6 @@ pub struct FieldRecord {
 pub struct MoaTable {
     pub path: PathBuf,
     moa_by_treatment: HashMap<(String, i64), String>,
-}
-
-/// Concentrations are joined on their numeric value (`0.003000` in the image table is `0.003`
-/// in the MoA table), at a resolution of 1e-6 µM.
-pub fn concentration_key(concentration: f64) -> i64 {
-    (concentration * 1e6).round() as i64
-}
-
-/// The batch of a plate: the part of its name before the first `_` (`Week4_27481` → `Week4`),
-/// or the whole name when it has none.
-pub fn batch_of_plate(plate: &str) -> String {
-    plate.split('_').next().unwrap_or(plate).to_string()
 }
 
 /// The site number written in BBBC021-style file names: `G10_s1_w1<GUID>.tif` → 1.
@@ -371,11 +361,9 @@ mod tests {
     }
 
     #[test]
-    fn site_and_batch_parsing() {
+    fn site_parsing() {
         assert_eq!(site_from_file_name("G10_s1_w1BEDC2073.tif"), Some(1));
         assert_eq!(site_from_file_name("Week1_B02_s4_w2X.tif"), Some(4));
         assert_eq!(site_from_file_name("image.tif"), None);
-        assert_eq!(batch_of_plate("Week4_27481"), "Week4");
-        assert_eq!(batch_of_plate("P1"), "P1");
     }
 }

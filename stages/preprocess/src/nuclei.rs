@@ -583,6 +583,29 @@ fn for_each_neighbour(index: usize, width: usize, height: usize, mut visit: impl
     }
 }
 
+/// Gives `label` to `start` and to every unlabelled pixel 8-connected to it through pixels that
+/// satisfy `member` (breadth first, using `queue`).
+fn grow_region(
+    labels: &mut [u32],
+    queue: &mut VecDeque<usize>,
+    width: usize,
+    height: usize,
+    start: usize,
+    label: u32,
+    member: impl Fn(usize) -> bool,
+) {
+    labels[start] = label;
+    queue.push_back(start);
+    while let Some(index) = queue.pop_front() {
+        for_each_neighbour(index, width, height, |neighbour| {
+            if labels[neighbour] == 0 && member(neighbour) {
+                labels[neighbour] = label;
+                queue.push_back(neighbour);
+            }
+        });
+    }
+}
+
 /// Labels the foreground of `ws.mask` into `ws.labels`: 0 is background, objects are 1..=n,
 /// seeded at the local maxima of `ws.seed` (`ws.local_max` holds the neighbourhood maxima).
 fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
@@ -609,16 +632,7 @@ fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
             continue;
         }
         n_labels += 1;
-        labels[start] = n_labels;
-        queue.push_back(start);
-        while let Some(index) = queue.pop_front() {
-            for_each_neighbour(index, width, height, |neighbour| {
-                if labels[neighbour] == 0 && is_seed(neighbour) {
-                    labels[neighbour] = n_labels;
-                    queue.push_back(neighbour);
-                }
-            });
-        }
+        grow_region(labels, queue, width, height, start, n_labels, is_seed);
     }
     // Priority flood: brightest pixels first, first come first served among equals.
     let (low, high) = intensity
@@ -656,16 +670,9 @@ fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
             continue;
         }
         n_labels += 1;
-        labels[start] = n_labels;
-        queue.push_back(start);
-        while let Some(index) = queue.pop_front() {
-            for_each_neighbour(index, width, height, |neighbour| {
-                if labels[neighbour] == 0 && mask[neighbour] {
-                    labels[neighbour] = n_labels;
-                    queue.push_back(neighbour);
-                }
-            });
-        }
+        grow_region(labels, queue, width, height, start, n_labels, |index| {
+            mask[index]
+        });
     }
 }
 

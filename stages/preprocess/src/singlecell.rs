@@ -11,7 +11,9 @@ use crate::args::SinglecellArgs;
 use crate::csv_table::CsvTable;
 use crate::error::{PreprocessError, Result};
 use crate::image_io::read_npy_u16;
-use crate::layout::{batch_of_plate, site_from_file_name, KeyColumns};
+use phenoflow_schemas::batch_of_plate;
+
+use crate::layout::{site_from_file_name, KeyColumns};
 use crate::sink::{CellsSink, ItemCells, RunCounts};
 
 /// Cells read at once (each ~27 kB at 68×68×3).
