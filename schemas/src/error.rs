@@ -65,6 +65,8 @@ pub enum SchemaError {
         expected: &'static str,
         found: String,
     },
+    #[error("{path}: model card: {reason}")]
+    BadModelCard { path: PathBuf, reason: String },
     #[error("{path}: provenance metadata: {reason}")]
     BadProvenance { path: PathBuf, reason: String },
 }

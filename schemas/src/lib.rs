@@ -5,17 +5,21 @@
 //! This crate deliberately depends on no heavy crate (no polars, tch or ort), so that every stage
 //! can use it without paying for the others.
 
+mod atomic;
 pub mod cells;
 mod error;
 pub mod keys;
+pub mod model_card;
 pub mod parquet_io;
 pub mod provenance;
 pub mod tables;
 pub mod tensor;
 
+pub use atomic::{atomic_write, temp_path_for};
 pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
 pub use error::{exit_code, InputError, SchemaError};
 pub use keys::{batch_of_plate, concentration_key};
+pub use model_card::{ModelCard, ModelKind, Normalization};
 pub use parquet_io::{read_provenance, read_table, ParquetTableReader, ParquetTableWriter};
 pub use provenance::{hash_file, hash_params, Provenance};
 pub use tables::{ColumnSpec, ColumnType, TableKind};

@@ -51,16 +51,15 @@ impl ParquetTableWriter {
             path: path.to_path_buf(),
             source,
         };
-        let folder = match path.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&folder).map_err(io_error)?;
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| io_error(std::io::Error::other("output path has no file name")))?
-            .to_string_lossy();
-        let temp_path = folder.join(format!(".{file_name}.{}.tmp", std::process::id()));
+        if path.file_name().is_none() {
+            return Err(io_error(std::io::Error::other(
+                "output path has no file name",
+            )));
+        }
+        let temp_path = crate::atomic::temp_path_for(path);
+        if let Some(folder) = temp_path.parent() {
+            std::fs::create_dir_all(folder).map_err(io_error)?;
+        }
         let file = File::create(&temp_path).map_err(|source| SchemaError::Io {
             path: temp_path.clone(),
             source,

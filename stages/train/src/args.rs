@@ -1,0 +1,298 @@
+//! Command-line interface of `pf-train` (clap derive; the doc comments are the help), resolved
+//! into validated [`Settings`] before any data is read.
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+use phenoflow_schemas::ModelKind;
+
+use crate::error::TrainError;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pf-train",
+    version,
+    about = "Train a CytoAE / CytoVAE / SparseVAE / CytoVAEGAN / SparseVAEGAN on a cells table (libtorch)",
+    long_about = "Train one of the seed paper's generative models of single cells on a `cells` table, on CUDA \
+                  when present and on the CPU otherwise. Writes, into --out: checkpoint.safetensors (model \
+                  weights), training_state.safetensors (optimiser and discriminator, for --resume), \
+                  model_card.json (every setting, the data's hash, the seed), training_log.parquet (every loss \
+                  term per epoch, train and validation) and reconstructions.png.",
+    after_long_help = "Examples:\n  \
+        pf-train --cells out/cells.parquet --model cytovae --beta 1 --epochs 50 --out out/cytovae\n  \
+        pf-train --cells out/cells.parquet --model sparsevae --alpha 0.1 --sampler balanced --out out/svae\n  \
+        pf-train --cells out/cells.parquet --model cytovae --epochs 80 --out out/cytovae --resume"
+)]
+pub struct Cli {
+    /// The `cells` table to train on (from pf-preprocess or pf-synth).
+    #[arg(long)]
+    pub cells: PathBuf,
+
+    /// The folder to write the checkpoint, model card, training log and reconstructions into.
+    #[arg(long)]
+    pub out: PathBuf,
+
+    /// Which model to train.
+    #[arg(long, value_enum)]
+    pub model: ModelArg,
+
+    /// Size of the latent space.
+    #[arg(long, default_value_t = 256)]
+    pub latent_dim: i64,
+
+    /// Weight of the KL term (ignored by cytoae, which is β = 0; honoured by the GAN variants,
+    /// unlike the seed code, which always used 1).
+    #[arg(long, default_value_t = 1.0)]
+    pub beta: f64,
+
+    /// Prior probability that a latent dimension is active (sparse models).
+    #[arg(long, default_value_t = 0.1)]
+    pub alpha: f64,
+
+    /// Number of epochs to train (in total, when resuming).
+    #[arg(long, default_value_t = 50)]
+    pub epochs: usize,
+
+    /// Cells per batch (with --sampler balanced: one cell per treatment, so the number of treatments).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+
+    /// Adam weight decay (coupled L2 on every parameter, as the seed's torch.optim.Adam).
+    #[arg(long, default_value_t = 1e-3)]
+    pub weight_decay: f64,
+
+    /// Fraction of cells held out for validation (a seeded split by cell).
+    #[arg(long, default_value_t = 0.1)]
+    pub validation_fraction: f64,
+
+    /// shuffle: every training cell once per epoch; balanced: one cell per treatment (compound,
+    /// concentration) in every batch, cycling through each treatment's cells.
+    #[arg(long, value_enum, default_value_t = SamplerArg::Shuffle)]
+    pub sampler: SamplerArg,
+
+    /// How the spike selector is sampled (sparse models): vsc = the Variational Sparse Coding
+    /// reference (η ~ U(0,1), temperature c, log γ capped at 0); dtu = the seed code (η ~ N(0,1),
+    /// no temperature, log γ uncapped while sampling).
+    #[arg(long, value_enum, default_value_t = SpikeSamplerArg::Vsc)]
+    pub spike_sampler: SpikeSamplerArg,
+
+    /// Initial temperature c of the vsc spike selector.
+    #[arg(long, default_value_t = 50.0)]
+    pub spike_temperature: f64,
+
+    /// Added to c after every epoch (the reference's update per epoch).
+    #[arg(long, default_value_t = 0.001)]
+    pub spike_temperature_step: f64,
+
+    /// log σ is clamped to ±this before use (the seed's SparseVAE overflowed without it).
+    #[arg(long, default_value_t = 10.0)]
+    pub log_sigma_limit: f64,
+
+    /// Gradient-norm clip of the encoder/decoder (the seed: 10,000 for VAEs, 1,000 with a GAN;
+    /// 0 = the seed's value for the model).
+    #[arg(long, default_value_t = 0.0)]
+    pub grad_clip_norm: f64,
+
+    /// Pixel normalisation, applied on the device and recorded in the model card.
+    #[arg(long, value_enum, default_value_t = NormalizationArg::PerImageChannelMax)]
+    pub normalization: NormalizationArg,
+
+    /// Divisor for --normalization fixed.
+    #[arg(long, default_value_t = 65535.0)]
+    pub fixed_divisor: f32,
+
+    /// Seed of the split, the batch order, the weights and the sampling noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// Continue the run in --out from its last finished epoch up to --epochs (same settings).
+    #[arg(long)]
+    pub resume: bool,
+
+    /// How many cells to show in reconstructions.png.
+    #[arg(long, default_value_t = 8)]
+    pub n_reconstructions: usize,
+
+    /// auto (CUDA when present), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+
+    /// Intra-op CPU threads (0 = libtorch's default, all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: i32,
+
+    /// Allow TF32 matrix multiplies on Ampere or newer GPUs.
+    #[arg(long)]
+    pub tf32: bool,
+
+    /// Keep the whole dataset on the host and copy each batch to the device (for data sets that
+    /// do not fit in GPU memory; by default it is moved to the device when it fits).
+    #[arg(long)]
+    pub data_on_host: bool,
+
+    /// Print a line per epoch even on a terminal (the progress bar is hidden off a terminal).
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelArg {
+    Cytoae,
+    Cytovae,
+    Sparsevae,
+    Cytovaegan,
+    Sparsevaegan,
+}
+
+impl From<ModelArg> for ModelKind {
+    fn from(model: ModelArg) -> Self {
+        match model {
+            ModelArg::Cytoae => ModelKind::CytoAe,
+            ModelArg::Cytovae => ModelKind::CytoVae,
+            ModelArg::Sparsevae => ModelKind::SparseVae,
+            ModelArg::Cytovaegan => ModelKind::CytoVaeGan,
+            ModelArg::Sparsevaegan => ModelKind::SparseVaeGan,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SamplerArg {
+    Shuffle,
+    Balanced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SpikeSamplerArg {
+    Vsc,
+    Dtu,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NormalizationArg {
+    /// Each image's channel by its own maximum (the seeds').
+    PerImageChannelMax,
+    /// Each channel by its maximum over the training cells.
+    DatasetChannelMax,
+    /// Every intensity by --fixed-divisor.
+    Fixed,
+}
+
+/// The arguments, checked.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub cli_model: ModelKind,
+    pub beta: f64,
+    pub grad_clip_norm: f64,
+    pub device: tch::Device,
+}
+
+impl Cli {
+    /// Checks everything that can be checked before reading data.
+    pub fn settings(&self) -> Result<Settings, TrainError> {
+        let model = ModelKind::from(self.model);
+        let bad = |message: String| Err(TrainError::Settings(message));
+        if self.latent_dim < 1 {
+            return bad(format!(
+                "--latent-dim must be at least 1, got {}",
+                self.latent_dim
+            ));
+        }
+        if self.epochs == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        if self.batch_size < 2 {
+            return bad(format!(
+                "--batch-size must be at least 2 (batch normalisation needs two cells), got {}",
+                self.batch_size
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(format!(
+                "--learning-rate must be positive, got {}",
+                self.learning_rate
+            ));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+            return bad(format!(
+                "--weight-decay must be ≥ 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if !(0.0..0.9).contains(&self.validation_fraction) {
+            return bad(format!(
+                "--validation-fraction must be in [0, 0.9), got {}",
+                self.validation_fraction
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return bad(format!("--alpha must be in (0, 1), got {}", self.alpha));
+        }
+        if !(self.beta >= 0.0 && self.beta.is_finite()) {
+            return bad(format!("--beta must be ≥ 0, got {}", self.beta));
+        }
+        if model == ModelKind::CytoAe && self.beta != 1.0 && self.beta != 0.0 {
+            return bad(format!(
+                "cytoae is CytoVAE with β = 0; for β = {} use --model cytovae",
+                self.beta
+            ));
+        }
+        if self.log_sigma_limit.is_nan() || self.log_sigma_limit <= 0.0 {
+            return bad("--log-sigma-limit must be positive".into());
+        }
+        if self.normalization == NormalizationArg::Fixed
+            && (self.fixed_divisor.is_nan() || self.fixed_divisor <= 0.0)
+        {
+            return bad("--fixed-divisor must be positive".into());
+        }
+        let beta = if model == ModelKind::CytoAe {
+            0.0
+        } else {
+            self.beta
+        };
+        let grad_clip_norm = if self.grad_clip_norm > 0.0 {
+            self.grad_clip_norm
+        } else if model.has_discriminator() {
+            1_000.0
+        } else {
+            10_000.0
+        };
+        let device = parse_device(&self.device)?;
+        Ok(Settings {
+            cli_model: model,
+            beta,
+            grad_clip_norm,
+            device,
+        })
+    }
+}
+
+/// `auto`, `cpu`, `cuda` or `cuda:N`; asking for CUDA where there is none is an error, not a
+/// silent fallback.
+pub fn parse_device(text: &str) -> Result<tch::Device, TrainError> {
+    let cuda = |index: usize| {
+        if tch::Cuda::is_available() && (index as i64) < tch::Cuda::device_count() {
+            Ok(tch::Device::Cuda(index))
+        } else {
+            Err(TrainError::Settings(format!(
+                "--device {text}: CUDA device {index} is not available (libtorch sees {} CUDA devices)",
+                tch::Cuda::device_count()
+            )))
+        }
+    };
+    match text {
+        "auto" => Ok(tch::Device::cuda_if_available()),
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" => cuda(0),
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(index) => cuda(index),
+            None => Err(TrainError::Settings(format!(
+                "--device {other}: expected auto, cpu, cuda or cuda:N"
+            ))),
+        },
+    }
+}

@@ -1,0 +1,639 @@
+//! `pf-train`: trains one of the seed paper's generative models on a `cells` table with libtorch
+//! (CUDA when present, the CPU otherwise, the same code), writing a safetensors checkpoint, a model
+//! card, a per-epoch training log table and a reconstruction figure. See README.md.
+
+pub mod adam;
+pub mod args;
+pub mod checkpoint;
+pub mod data;
+pub mod error;
+pub mod figures;
+pub mod loss;
+pub mod model;
+pub mod trainer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use arrow_array::{Float64Array, Int32Array, RecordBatch, StringArray};
+use arrow_schema::{DataType, Field, Schema};
+use indicatif::{ProgressBar, ProgressStyle};
+use phenoflow_schemas::model_card::{
+    Hyperparameters, TrainingData, MODEL_CARD_FORMAT, MODEL_CARD_VERSION,
+};
+use phenoflow_schemas::{
+    hash_file, ModelCard, Normalization, ParquetTableWriter, Provenance, TableKind,
+};
+use tch::{Device, Kind, Tensor};
+
+use crate::args::{Cli, NormalizationArg, SamplerArg, SpikeSamplerArg};
+use crate::data::{count_treatments, derive_seed, epoch_batches, CellData, Split};
+use crate::error::TrainError;
+use crate::model::Geometry;
+use crate::trainer::{term_names, Objective, Trainer};
+
+pub const CHECKPOINT_FILE: &str = "checkpoint.safetensors";
+pub const TRAINING_STATE_FILE: &str = "training_state.safetensors";
+pub const MODEL_CARD_FILE: &str = "model_card.json";
+pub const TRAINING_LOG_FILE: &str = "training_log.parquet";
+pub const RECONSTRUCTIONS_FILE: &str = "reconstructions.png";
+
+const STAGE: &str = "pf-train";
+const VALIDATION_BATCH: usize = 256;
+const PROGRESS_EVERY: usize = 20;
+// Streams of the run's seed (see data::derive_seed).
+const SPLIT_STREAM: u64 = 1;
+const INIT_STREAM: u64 = 2;
+const ORDER_STREAM: u64 = 1 << 32;
+const NOISE_STREAM: u64 = 2 << 32;
+const VALIDATION_STREAM: u64 = 3 << 32;
+
+/// Exit code for an error chain (2 = bad usage or input, 1 = runtime failure).
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    phenoflow_schemas::exit_code(error.chain(), |cause| {
+        cause
+            .downcast_ref::<TrainError>()
+            .is_some_and(TrainError::is_input_error)
+    })
+}
+
+/// One row of the training log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogRow {
+    pub epoch: i32,
+    pub split: String,
+    pub term: String,
+    pub value: f64,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = cli.settings()?;
+    if cli.threads > 0 {
+        tch::set_num_threads(cli.threads);
+    }
+    if cli.tf32 {
+        // libtorch reads this when it first creates its CUDA context: TF32 for cuBLAS matrix
+        // multiplies (cuDNN convolutions allow TF32 by default).
+        std::env::set_var("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1");
+    }
+    let device = settings.device;
+    let kind = settings.cli_model;
+    let hyperparameters = Hyperparameters {
+        latent_dim: cli.latent_dim,
+        beta: settings.beta,
+        alpha: cli.alpha,
+        epochs: cli.epochs,
+        batch_size: cli.batch_size,
+        learning_rate: cli.learning_rate,
+        weight_decay: cli.weight_decay,
+        validation_fraction: cli.validation_fraction,
+        sampler: match cli.sampler {
+            SamplerArg::Shuffle => "shuffle".into(),
+            SamplerArg::Balanced => "balanced".into(),
+        },
+        spike_sampler: match cli.spike_sampler {
+            SpikeSamplerArg::Vsc => "vsc".into(),
+            SpikeSamplerArg::Dtu => "dtu".into(),
+        },
+        spike_temperature: cli.spike_temperature,
+        spike_temperature_step: cli.spike_temperature_step,
+        log_sigma_limit: cli.log_sigma_limit,
+        grad_clip_norm: settings.grad_clip_norm,
+        reconstruction_loss: "sum-squared-error".into(),
+    };
+    let card_path = cli.out.join(MODEL_CARD_FILE);
+    let previous = if cli.resume {
+        Some(
+            ModelCard::read(&card_path)
+                .with_context(|| format!("--resume: reading {}", card_path.display()))?,
+        )
+    } else {
+        None
+    };
+
+    // Hash the input on another thread while it is being read.
+    let cells_path = cli.cells.clone();
+    let hasher = std::thread::spawn(move || hash_file(&cells_path));
+    let started = Instant::now();
+    let data = CellData::read(&cli.cells)?;
+    let data_hash = hasher.join().expect("hashing thread")?;
+    let geometry = Geometry {
+        channels: data.shape[0],
+        height: data.shape[1],
+        width: data.shape[2],
+        latent_dim: cli.latent_dim,
+    };
+    geometry.check().map_err(|reason| TrainError::Data {
+        path: cli.cells.clone(),
+        reason,
+    })?;
+    let split = Split::new(
+        data.n_cells(),
+        cli.validation_fraction,
+        derive_seed(cli.seed, SPLIT_STREAM),
+    );
+    let n_train_treatments = count_treatments(&split.train, &data.treatment_of_cell);
+    let batch_size = match cli.sampler {
+        SamplerArg::Shuffle => cli.batch_size,
+        SamplerArg::Balanced => n_train_treatments,
+    };
+    if batch_size < 2 {
+        return Err(TrainError::Data {
+            path: cli.cells.clone(),
+            reason: "--sampler balanced needs at least two treatments among the training cells"
+                .into(),
+        }
+        .into());
+    }
+    if split.train.len() < batch_size {
+        return Err(TrainError::Data {
+            path: cli.cells.clone(),
+            reason: format!(
+                "{} training cells are fewer than one batch of {batch_size}; lower --batch-size",
+                split.train.len()
+            ),
+        }
+        .into());
+    }
+    let hyperparameters = Hyperparameters {
+        batch_size,
+        ..hyperparameters
+    };
+    let normalization = match cli.normalization {
+        NormalizationArg::PerImageChannelMax => Normalization::PerImageChannelMax,
+        NormalizationArg::Fixed => Normalization::Fixed {
+            divisor: cli.fixed_divisor,
+        },
+        NormalizationArg::DatasetChannelMax => Normalization::DatasetChannelMax {
+            channel_max: data.channel_max(&split.train),
+        },
+    };
+    let mut card = ModelCard {
+        format: MODEL_CARD_FORMAT.into(),
+        format_version: MODEL_CARD_VERSION,
+        model: kind,
+        architecture: "dtu".into(),
+        input_shape: data.shape,
+        channel_names: data.channel_names.clone(),
+        normalization: normalization.clone(),
+        hyperparameters: hyperparameters.clone(),
+        seed: cli.seed,
+        data: TrainingData {
+            cells: cli.cells.display().to_string(),
+            sha256: data_hash,
+            n_cells: data.n_cells(),
+            n_train: split.train.len(),
+            n_validation: split.validation.len(),
+            n_treatments: data.treatments.len(),
+        },
+        epochs_completed: 0,
+        parameter_count: 0,
+        discriminator_parameter_count: 0,
+        checkpoint: CHECKPOINT_FILE.into(),
+        stage_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    if let Some(previous) = &previous {
+        check_resumable(previous, &card, &card_path)?;
+    }
+
+    let pixels = place_pixels(data.pixels.shallow_clone(), device, cli.data_on_host);
+    let objective = Objective {
+        beta: settings.beta,
+        alpha: cli.alpha,
+        grad_clip_norm: settings.grad_clip_norm,
+        spike_vsc: cli.spike_sampler == SpikeSamplerArg::Vsc,
+        spike_temperature: cli.spike_temperature,
+        spike_temperature_step: cli.spike_temperature_step,
+    };
+    let mut trainer = Trainer::new(
+        kind,
+        geometry,
+        device,
+        objective,
+        normalization,
+        cli.learning_rate,
+        cli.weight_decay,
+        cli.log_sigma_limit,
+        derive_seed(cli.seed, INIT_STREAM),
+    );
+    card.parameter_count = model::parameter_count(&trainer.vae_store);
+    card.discriminator_parameter_count = model::parameter_count(&trainer.discriminator_store);
+
+    let mut log_rows = Vec::new();
+    let mut first_epoch = 0;
+    if let Some(previous) = &previous {
+        first_epoch = previous.epochs_completed;
+        restore(&mut trainer, &cli.out)?;
+        log_rows = read_log(&cli.out.join(TRAINING_LOG_FILE))?;
+        log_rows.retain(|row| (row.epoch as usize) <= first_epoch);
+    }
+    if !cli.quiet {
+        eprintln!(
+            "pf-train: {} on {:?}: {} cells ({} train, {} validation, {} treatments) of {:?} read in {:.1} s; {} parameters; epochs {}..{}",
+            kind.name(),
+            device,
+            data.n_cells(),
+            split.train.len(),
+            split.validation.len(),
+            data.treatments.len(),
+            data.shape,
+            started.elapsed().as_secs_f64(),
+            card.parameter_count,
+            first_epoch + 1,
+            cli.epochs
+        );
+    }
+
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    let names = term_names(kind);
+    for epoch in first_epoch..cli.epochs {
+        let epoch_number = epoch + 1;
+        let order = epoch_batches(
+            &split.train,
+            &data.treatment_of_cell,
+            batch_size,
+            cli.sampler == SamplerArg::Balanced,
+            derive_seed(cli.seed, ORDER_STREAM + epoch as u64),
+        );
+        let n_batches = order.len() / batch_size;
+        let order = Tensor::from_slice(&order).to_device(pixels.device());
+        tch::manual_seed(derive_seed(cli.seed, NOISE_STREAM + epoch as u64) as i64);
+        let progress = progress_bar(n_batches, epoch_number, cli.epochs, cli.quiet);
+        let epoch_started = Instant::now();
+        let mut sums: Vec<Tensor> = names
+            .iter()
+            .map(|_| Tensor::zeros([], (Kind::Double, device)))
+            .collect();
+        for batch in 0..n_batches {
+            let index = order.narrow(0, (batch * batch_size) as i64, batch_size as i64);
+            let images = trainer.normalize(&pixels.index_select(0, &index).to_device(device));
+            let terms = trainer.train_step(&images, epoch);
+            for (sum, term) in sums.iter_mut().zip(&terms) {
+                *sum += term.to_kind(Kind::Double);
+            }
+            if (batch + 1) % PROGRESS_EVERY == 0 || batch + 1 == n_batches {
+                let means: Vec<f64> = sums
+                    .iter()
+                    .map(|sum| sum.double_value(&[]) / (batch + 1) as f64)
+                    .collect();
+                check_finite(&means, names, epoch_number, "train")?;
+                let rate =
+                    ((batch + 1) * batch_size) as f64 / epoch_started.elapsed().as_secs_f64();
+                progress.set_position((batch + 1) as u64);
+                progress.set_message(format!("{} | {rate:.0} img/s", describe(names, &means)));
+            }
+        }
+        let train_means: Vec<f64> = sums
+            .iter()
+            .map(|sum| sum.double_value(&[]) / n_batches as f64)
+            .collect();
+        let train_seconds = epoch_started.elapsed().as_secs_f64();
+        progress.finish_and_clear();
+        check_finite(&train_means, names, epoch_number, "train")?;
+        tch::manual_seed(derive_seed(cli.seed, VALIDATION_STREAM + epoch as u64) as i64);
+        let validation_means: Vec<f64> = if split.validation.is_empty() {
+            Vec::new()
+        } else {
+            trainer
+                .evaluate(&pixels, &split.validation, epoch, VALIDATION_BATCH)
+                .iter()
+                .map(|mean| mean.double_value(&[]))
+                .collect()
+        };
+        check_finite(&validation_means, names, epoch_number, "validation")?;
+        let images_per_second = (n_batches * batch_size) as f64 / train_seconds;
+        for (split_name, means) in [("train", &train_means), ("validation", &validation_means)] {
+            for (term, value) in names.iter().zip(means.iter()) {
+                log_rows.push(LogRow {
+                    epoch: epoch_number as i32,
+                    split: split_name.into(),
+                    term: (*term).into(),
+                    value: *value,
+                });
+            }
+        }
+        for (term, value) in [
+            ("images_per_second", images_per_second),
+            ("seconds", train_seconds),
+        ] {
+            log_rows.push(LogRow {
+                epoch: epoch_number as i32,
+                split: "train".into(),
+                term: term.into(),
+                value,
+            });
+        }
+        if !cli.quiet {
+            let validation = if validation_means.is_empty() {
+                String::new()
+            } else {
+                format!(" | validation {}", describe(names, &validation_means))
+            };
+            eprintln!(
+                "pf-train: epoch {epoch_number}/{}: train {}{validation} | {images_per_second:.0} img/s, {train_seconds:.1} s",
+                cli.epochs,
+                describe(names, &train_means)
+            );
+        }
+        card.epochs_completed = epoch_number;
+        save(&trainer, &card, &log_rows, &cli.out)?;
+    }
+
+    // Reconstructions of the first validation cells (training cells when none are held out),
+    // decoded from their profile vectors (never a sampled z).
+    let shown: Vec<i64> = if split.validation.is_empty() {
+        &split.train
+    } else {
+        &split.validation
+    }
+    .iter()
+    .take(cli.n_reconstructions.max(1))
+    .copied()
+    .collect();
+    tch::no_grad(|| -> anyhow::Result<()> {
+        let index = Tensor::from_slice(&shown).to_device(pixels.device());
+        let images = trainer.normalize(&pixels.index_select(0, &index).to_device(device));
+        let profiles = trainer.vae.profile(&images);
+        let reconstructions = trainer.vae.decoder.forward_t(&profiles, false);
+        let path = cli.out.join(RECONSTRUCTIONS_FILE);
+        figures::write_reconstructions(&path, &images, &reconstructions)
+            .with_context(|| format!("writing {}", path.display()))
+    })?;
+    if !cli.quiet {
+        eprintln!(
+            "pf-train: wrote {} ({} epochs) in {:.1} s",
+            cli.out.display(),
+            card.epochs_completed,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+/// Moves the dataset to the device when it fits; otherwise keeps it on the host and says so.
+fn place_pixels(pixels: Tensor, device: Device, data_on_host: bool) -> Tensor {
+    if device == Device::Cpu || data_on_host {
+        return pixels;
+    }
+    match pixels.f_to_device(device) {
+        Ok(resident) => resident,
+        Err(error) => {
+            eprintln!(
+                "pf-train: the dataset ({:.1} GB) does not fit on {device:?} ({error}); keeping it on the host and copying each batch",
+                (pixels.numel() * 2) as f64 / 1e9
+            );
+            pixels
+        }
+    }
+}
+
+fn describe(names: &[&str], means: &[f64]) -> String {
+    names
+        .iter()
+        .zip(means)
+        .map(|(name, value)| format!("{name} {value:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn check_finite(
+    means: &[f64],
+    names: &[&'static str],
+    epoch: usize,
+    split: &'static str,
+) -> Result<(), TrainError> {
+    match names
+        .iter()
+        .zip(means)
+        .find(|(_, value)| !value.is_finite())
+    {
+        Some((term, value)) => Err(TrainError::NonFinite {
+            epoch,
+            split,
+            term,
+            value: *value,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn progress_bar(n_batches: usize, epoch: usize, n_epochs: usize, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n_batches as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:24}] {pos}/{len} {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("epoch {epoch}/{n_epochs}"));
+    bar
+}
+
+/// A resumed run must be the same run: same model, data, seed and settings (only the number of
+/// epochs may grow).
+fn check_resumable(
+    previous: &ModelCard,
+    current: &ModelCard,
+    path: &Path,
+) -> Result<(), TrainError> {
+    let bad = |reason: String| TrainError::Resume {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let same_hyperparameters = Hyperparameters {
+        epochs: previous.hyperparameters.epochs,
+        ..current.hyperparameters.clone()
+    };
+    if previous.model != current.model {
+        return Err(bad(format!(
+            "it trained {}, not {}",
+            previous.model.name(),
+            current.model.name()
+        )));
+    }
+    if previous.data.sha256 != current.data.sha256 {
+        return Err(bad(format!(
+            "it was trained on other data ({})",
+            previous.data.cells
+        )));
+    }
+    if previous.seed != current.seed {
+        return Err(bad(format!("it used --seed {}", previous.seed)));
+    }
+    if previous.hyperparameters != same_hyperparameters {
+        return Err(bad(format!(
+            "its settings differ: {}",
+            serde_json::to_string(&previous.hyperparameters).unwrap_or_default()
+        )));
+    }
+    if previous.normalization != current.normalization {
+        return Err(bad("its pixel normalisation differs".into()));
+    }
+    if previous.epochs_completed >= current.hyperparameters.epochs {
+        return Err(bad(format!(
+            "it already finished {} epochs; ask for more with --epochs",
+            previous.epochs_completed
+        )));
+    }
+    Ok(())
+}
+
+fn restore(trainer: &mut Trainer, out: &Path) -> Result<(), TrainError> {
+    let checkpoint_path = out.join(CHECKPOINT_FILE);
+    let state_path = out.join(TRAINING_STATE_FILE);
+    let weights = checkpoint::read(&checkpoint_path)?;
+    checkpoint::load_into(&trainer.vae_store, &weights, "", &checkpoint_path)?;
+    let state = checkpoint::read(&state_path)?;
+    checkpoint::load_into(
+        &trainer.discriminator_store,
+        &state,
+        "discriminator.",
+        &state_path,
+    )?;
+    let find = |name: &str| {
+        state
+            .get(name)
+            .map(|tensor| tensor.to_device(trainer.vae_store.device()))
+    };
+    let resume_error = |reason| TrainError::Resume {
+        path: state_path.clone(),
+        reason,
+    };
+    trainer
+        .vae_optimizer
+        .load_state("adam.vae", &find)
+        .map_err(resume_error)?;
+    trainer
+        .discriminator_optimizer
+        .load_state("adam.discriminator", &find)
+        .map_err(resume_error)?;
+    Ok(())
+}
+
+fn save(
+    trainer: &Trainer,
+    card: &ModelCard,
+    log_rows: &[LogRow],
+    out: &Path,
+) -> anyhow::Result<()> {
+    checkpoint::write(
+        &out.join(CHECKPOINT_FILE),
+        &checkpoint::named_tensors(&trainer.vae_store, ""),
+    )?;
+    let mut state = checkpoint::named_tensors(&trainer.discriminator_store, "discriminator.");
+    for (name, tensor) in trainer
+        .vae_optimizer
+        .state("adam.vae")
+        .into_iter()
+        .chain(trainer.discriminator_optimizer.state("adam.discriminator"))
+    {
+        state.push((name, tensor.to_device(Device::Cpu).contiguous()));
+    }
+    checkpoint::write(&out.join(TRAINING_STATE_FILE), &state)?;
+    write_log(&out.join(TRAINING_LOG_FILE), log_rows, card)?;
+    card.write(&out.join(MODEL_CARD_FILE))?;
+    Ok(())
+}
+
+fn log_schema() -> Arc<Schema> {
+    Arc::new(Schema::new(vec![
+        Field::new("Epoch", DataType::Int32, false),
+        Field::new("Split", DataType::Utf8, false),
+        Field::new("Term", DataType::Utf8, false),
+        Field::new("Value", DataType::Float64, false),
+    ]))
+}
+
+fn write_log(path: &Path, rows: &[LogRow], card: &ModelCard) -> anyhow::Result<()> {
+    let params = serde_json::json!({
+        "model": card.model.name(),
+        "hyperparameters": card.hyperparameters,
+        "normalization": card.normalization,
+    });
+    let mut provenance = Provenance::new(
+        TableKind::TrainingLog,
+        STAGE,
+        env!("CARGO_PKG_VERSION"),
+        params,
+    );
+    provenance
+        .inputs
+        .insert(card.data.cells.clone(), card.data.sha256.clone());
+    provenance.seed = Some(card.seed);
+    let batch = RecordBatch::try_new(
+        log_schema(),
+        vec![
+            Arc::new(Int32Array::from_iter_values(
+                rows.iter().map(|row| row.epoch),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|row| row.split.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|row| row.term.as_str()),
+            )),
+            Arc::new(Float64Array::from_iter_values(
+                rows.iter().map(|row| row.value),
+            )),
+        ],
+    )?;
+    let mut writer = ParquetTableWriter::create(
+        path,
+        TableKind::TrainingLog,
+        log_schema(),
+        &provenance,
+        65_536,
+    )?;
+    writer.write(&batch)?;
+    writer.finish()?;
+    Ok(())
+}
+
+/// Reads a training log written by [`write_log`] (to append to it when resuming).
+pub fn read_log(path: &Path) -> anyhow::Result<Vec<LogRow>> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int32Type};
+    let mut rows = Vec::new();
+    for batch in phenoflow_schemas::read_table(path, TableKind::TrainingLog)? {
+        let epochs = batch
+            .column_by_name("Epoch")
+            .expect("validated")
+            .as_primitive::<Int32Type>();
+        let splits = batch
+            .column_by_name("Split")
+            .expect("validated")
+            .as_string::<i32>();
+        let terms = batch
+            .column_by_name("Term")
+            .expect("validated")
+            .as_string::<i32>();
+        let values = batch
+            .column_by_name("Value")
+            .expect("validated")
+            .as_primitive::<Float64Type>();
+        for row in 0..batch.num_rows() {
+            rows.push(LogRow {
+                epoch: epochs.value(row),
+                split: splits.value(row).to_string(),
+                term: terms.value(row).to_string(),
+                value: values.value(row),
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Where the outputs of a run in `out` are.
+pub fn output_paths(out: &Path) -> [PathBuf; 5] {
+    [
+        out.join(CHECKPOINT_FILE),
+        out.join(TRAINING_STATE_FILE),
+        out.join(MODEL_CARD_FILE),
+        out.join(TRAINING_LOG_FILE),
+        out.join(RECONSTRUCTIONS_FILE),
+    ]
+}

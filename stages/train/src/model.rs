@@ -1,0 +1,482 @@
+//! The networks, in the DTU (PyTorch) reading of the seed architecture: see pf-train's README for
+//! why this reading and how it differs from Lafarge's TensorFlow original.
+//!
+//! Encoder: three blocks of conv k5 (valid, bias) → max-pool 2 → LeakyReLU(0.01) → BatchNorm,
+//! then a conv whose kernel covers what is left (5×5 for 68×68 inputs) to `n_heads·L` channels →
+//! BatchNorm → flatten, split into μ, log σ [, log γ]. Decoder: four blocks of conv k5 pad 4 →
+//! BatchNorm → LeakyReLU → nearest upsample (not after the last), then a 1×1 conv → LeakyReLU.
+//! Discriminator: four feature levels (their activations are the feature-matching targets) and a
+//! 1×1 logit clamped to ±10.
+
+use phenoflow_schemas::ModelKind;
+use tch::nn;
+use tch::{Kind, Tensor};
+
+/// Channels of every hidden convolution.
+pub const HIDDEN_CHANNELS: i64 = 32;
+/// Channels of the discriminator's last feature level.
+pub const DISCRIMINATOR_TOP_CHANNELS: i64 = 64;
+const KERNEL: i64 = 5;
+
+/// The input shape and the sizes every layer derives from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    pub channels: i64,
+    pub height: i64,
+    pub width: i64,
+    pub latent_dim: i64,
+}
+
+impl Geometry {
+    /// Spatial size after each encoder block (conv k5 valid, then pool 2), per axis.
+    fn encoder_sizes(size: i64) -> [i64; 3] {
+        let first = (size - (KERNEL - 1)) / 2;
+        let second = (first - (KERNEL - 1)) / 2;
+        let third = (second - (KERNEL - 1)) / 2;
+        [first, second, third]
+    }
+
+    /// Fails for inputs too small for three valid 5×5 convolutions and poolings.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, size) in [("height", self.height), ("width", self.width)] {
+            let sizes = Self::encoder_sizes(size);
+            if sizes[2] < 1 || sizes[1] - (KERNEL - 1) < 1 {
+                return Err(format!(
+                    "cells of {name} {size} are too small for the encoder (three 5×5 valid \
+                     convolutions each followed by 2×2 pooling need at least 36 pixels)"
+                ));
+            }
+        }
+        if self.channels < 1 {
+            return Err("cells have no channel".into());
+        }
+        Ok(())
+    }
+
+    /// The kernel of the encoder's last convolution: whatever is left after three blocks.
+    pub fn head_kernel(&self) -> [i64; 2] {
+        [
+            Self::encoder_sizes(self.height)[2],
+            Self::encoder_sizes(self.width)[2],
+        ]
+    }
+
+    /// The sizes the decoder upsamples to after its first three blocks.
+    pub fn upsample_targets(&self) -> [[i64; 2]; 3] {
+        let [h1, h2, _] = Self::encoder_sizes(self.height);
+        let [w1, w2, _] = Self::encoder_sizes(self.width);
+        let shrink = KERNEL - 1;
+        [
+            [h2 - shrink, w2 - shrink],
+            [h1 - shrink, w1 - shrink],
+            [self.height - shrink, self.width - shrink],
+        ]
+    }
+}
+
+fn conv(
+    path: nn::Path,
+    in_channels: i64,
+    out_channels: i64,
+    kernel: [i64; 2],
+    padding: i64,
+) -> nn::Conv2D {
+    let config = nn::ConvConfigND::<[i64; 2]> {
+        padding: [padding, padding],
+        ..Default::default()
+    };
+    nn::conv(path, in_channels, out_channels, kernel, config)
+}
+
+fn batch_norm(path: nn::Path, channels: i64) -> nn::BatchNorm {
+    // PyTorch's defaults (eps 1e-5, momentum 0.1), as the seed code used.
+    nn::batch_norm2d(path, channels, Default::default())
+}
+
+/// The encoder; its output is `[B, n_heads·L]`.
+#[derive(Debug)]
+pub struct Encoder {
+    blocks: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    head: nn::Conv2D,
+    head_norm: nn::BatchNorm,
+}
+
+impl Encoder {
+    pub fn new(path: nn::Path, geometry: Geometry, n_heads: i64) -> Self {
+        let mut blocks = Vec::new();
+        let mut in_channels = geometry.channels;
+        for index in 0..3 {
+            blocks.push((
+                conv(
+                    &path / format!("conv{index}"),
+                    in_channels,
+                    HIDDEN_CHANNELS,
+                    [KERNEL, KERNEL],
+                    0,
+                ),
+                batch_norm(&path / format!("norm{index}"), HIDDEN_CHANNELS),
+            ));
+            in_channels = HIDDEN_CHANNELS;
+        }
+        let out_channels = n_heads * geometry.latent_dim;
+        Self {
+            blocks,
+            head: conv(
+                &path / "head",
+                HIDDEN_CHANNELS,
+                out_channels,
+                geometry.head_kernel(),
+                0,
+            ),
+            head_norm: batch_norm(&path / "head_norm", out_channels),
+        }
+    }
+
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> Tensor {
+        let mut x = images.shallow_clone();
+        for (convolution, norm) in &self.blocks {
+            x = x
+                .apply(convolution)
+                .max_pool2d_default(2)
+                .leaky_relu()
+                .apply_t(norm, train);
+        }
+        x.apply(&self.head)
+            .apply_t(&self.head_norm, train)
+            .flatten(1, -1)
+    }
+}
+
+/// The decoder: `[B, L]` → `[B, C, H, W]`.
+#[derive(Debug)]
+pub struct Decoder {
+    blocks: Vec<(nn::Conv2D, nn::BatchNorm)>,
+    head: nn::Conv2D,
+    upsample_targets: [[i64; 2]; 3],
+    latent_dim: i64,
+}
+
+impl Decoder {
+    pub fn new(path: nn::Path, geometry: Geometry) -> Self {
+        let mut blocks = Vec::new();
+        let mut in_channels = geometry.latent_dim;
+        for index in 0..4 {
+            blocks.push((
+                conv(
+                    &path / format!("conv{index}"),
+                    in_channels,
+                    HIDDEN_CHANNELS,
+                    [KERNEL, KERNEL],
+                    KERNEL - 1,
+                ),
+                batch_norm(&path / format!("norm{index}"), HIDDEN_CHANNELS),
+            ));
+            in_channels = HIDDEN_CHANNELS;
+        }
+        Self {
+            blocks,
+            head: conv(
+                &path / "head",
+                HIDDEN_CHANNELS,
+                geometry.channels,
+                [1, 1],
+                0,
+            ),
+            upsample_targets: geometry.upsample_targets(),
+            latent_dim: geometry.latent_dim,
+        }
+    }
+
+    pub fn forward_t(&self, latent: &Tensor, train: bool) -> Tensor {
+        let mut x = latent.view([-1, self.latent_dim, 1, 1]);
+        for (index, (convolution, norm)) in self.blocks.iter().enumerate() {
+            x = x.apply(convolution).apply_t(norm, train).leaky_relu();
+            if let Some(target) = self.upsample_targets.get(index) {
+                x = x.upsample_nearest2d(target, None, None);
+            }
+        }
+        x.apply(&self.head).leaky_relu()
+    }
+}
+
+/// What one pass of the VAE gives.
+#[derive(Debug)]
+pub struct VaeOutput {
+    pub mu: Tensor,
+    pub log_sigma: Tensor,
+    /// Only for sparse models.
+    pub log_gamma: Option<Tensor>,
+    pub z: Tensor,
+    pub reconstruction: Tensor,
+}
+
+/// How the spike selector of a sparse model is drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpikeSampler {
+    /// Variational Sparse Coding reference: s = sigmoid(c·(η + γ − 1)), η ~ U(0,1), γ ≤ 1.
+    Vsc { temperature: f64 },
+    /// The seed code: s = sigmoid(exp(log γ) + η − 1), η ~ N(0,1), log γ uncapped.
+    Dtu,
+}
+
+/// Encoder + decoder of one of the five models.
+#[derive(Debug)]
+pub struct Vae {
+    pub kind: ModelKind,
+    pub geometry: Geometry,
+    pub encoder: Encoder,
+    pub decoder: Decoder,
+    pub log_sigma_limit: f64,
+}
+
+impl Vae {
+    pub fn new(path: nn::Path, kind: ModelKind, geometry: Geometry, log_sigma_limit: f64) -> Self {
+        Self {
+            kind,
+            geometry,
+            encoder: Encoder::new(&path / "encoder", geometry, kind.n_heads()),
+            decoder: Decoder::new(&path / "decoder", geometry),
+            log_sigma_limit,
+        }
+    }
+
+    /// μ, log σ (clamped) and, for sparse models, log γ (capped at 0 when `cap_log_gamma`).
+    pub fn encode(
+        &self,
+        images: &Tensor,
+        train: bool,
+        cap_log_gamma: bool,
+    ) -> (Tensor, Tensor, Option<Tensor>) {
+        let heads = self
+            .encoder
+            .forward_t(images, train)
+            .chunk(self.kind.n_heads(), 1);
+        let mu = heads[0].shallow_clone();
+        let log_sigma = heads[1].clamp(-self.log_sigma_limit, self.log_sigma_limit);
+        let log_gamma = heads.get(2).map(|log_gamma| {
+            if cap_log_gamma {
+                log_gamma.clamp_max(0.0)
+            } else {
+                log_gamma.shallow_clone()
+            }
+        });
+        (mu, log_sigma, log_gamma)
+    }
+
+    /// One stochastic pass (the seeds sample in training and evaluation alike; the profile used
+    /// downstream is never this z but μ, see pf-embed).
+    pub fn forward_t(&self, images: &Tensor, train: bool, spike: SpikeSampler) -> VaeOutput {
+        let cap = matches!(spike, SpikeSampler::Vsc { .. });
+        let (mu, log_sigma, log_gamma) = self.encode(images, train, cap);
+        let slab = &mu + log_sigma.exp() * mu.randn_like();
+        let z = match &log_gamma {
+            None => slab,
+            Some(log_gamma) => {
+                let selector = match spike {
+                    SpikeSampler::Vsc { temperature } => {
+                        ((mu.rand_like() + log_gamma.exp() - 1.0) * temperature).sigmoid()
+                    }
+                    SpikeSampler::Dtu => (log_gamma.exp() + mu.randn_like() - 1.0).sigmoid(),
+                };
+                selector * slab
+            }
+        };
+        let reconstruction = self.decoder.forward_t(&z, train);
+        VaeOutput {
+            mu,
+            log_sigma,
+            log_gamma,
+            z,
+            reconstruction,
+        }
+    }
+
+    /// The deterministic profile vector: μ, or μ gated by γ (the selector's expectation) for
+    /// sparse models.
+    pub fn profile(&self, images: &Tensor) -> Tensor {
+        let (mu, _, log_gamma) = self.encode(images, false, true);
+        match log_gamma {
+            Some(log_gamma) => mu * log_gamma.exp(),
+            None => mu,
+        }
+    }
+}
+
+/// The discriminator; returns clamped logits `[B]` and the concatenated features of its four
+/// levels `[B, F]` (39,904 for 3×68×68 inputs).
+#[derive(Debug)]
+pub struct Discriminator {
+    convs: Vec<nn::Conv2D>,
+    norms: Vec<nn::BatchNorm>,
+    top_norm: nn::BatchNorm,
+    logit: nn::Conv2D,
+}
+
+impl Discriminator {
+    pub fn new(path: nn::Path, geometry: Geometry) -> Self {
+        let convs = vec![
+            conv(
+                &path / "conv0",
+                geometry.channels,
+                HIDDEN_CHANNELS,
+                [KERNEL, KERNEL],
+                0,
+            ),
+            conv(
+                &path / "conv1",
+                HIDDEN_CHANNELS,
+                HIDDEN_CHANNELS,
+                [KERNEL, KERNEL],
+                0,
+            ),
+            conv(
+                &path / "conv2",
+                HIDDEN_CHANNELS,
+                HIDDEN_CHANNELS,
+                [KERNEL, KERNEL],
+                0,
+            ),
+            conv(
+                &path / "conv3",
+                HIDDEN_CHANNELS,
+                DISCRIMINATOR_TOP_CHANNELS,
+                geometry.head_kernel(),
+                0,
+            ),
+        ];
+        let norms = (1..4)
+            .map(|index| batch_norm(&path / format!("norm{index}"), HIDDEN_CHANNELS))
+            .collect();
+        Self {
+            convs,
+            norms,
+            top_norm: batch_norm(&path / "top_norm", DISCRIMINATOR_TOP_CHANNELS),
+            logit: conv(&path / "logit", DISCRIMINATOR_TOP_CHANNELS, 1, [1, 1], 0),
+        }
+    }
+
+    pub fn forward_t(&self, images: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let level0 = images
+            .apply(&self.convs[0])
+            .max_pool2d_default(2)
+            .leaky_relu();
+        let level1 = level0
+            .apply_t(&self.norms[0], train)
+            .apply(&self.convs[1])
+            .max_pool2d_default(2)
+            .leaky_relu();
+        let level2 = level1
+            .apply_t(&self.norms[1], train)
+            .apply(&self.convs[2])
+            .max_pool2d_default(2)
+            .leaky_relu();
+        let level3 = level2
+            .apply_t(&self.norms[2], train)
+            .apply(&self.convs[3])
+            .apply_t(&self.top_norm, train);
+        let logits = level3
+            .leaky_relu()
+            .apply(&self.logit)
+            .flatten(1, -1)
+            .clamp(-10.0, 10.0)
+            .squeeze_dim(1);
+        let features = Tensor::cat(
+            &[
+                level0.flatten(1, -1),
+                level1.flatten(1, -1),
+                level2.flatten(1, -1),
+                level3.flatten(1, -1),
+            ],
+            1,
+        );
+        (logits, features)
+    }
+}
+
+/// Number of trainable scalars in a variable store (batch-norm running statistics excluded).
+pub fn parameter_count(store: &nn::VarStore) -> usize {
+    store
+        .trainable_variables()
+        .iter()
+        .map(|tensor| tensor.numel())
+        .sum()
+}
+
+/// The model's input from the resident int16 pixels (stored as value − 32768, see data.rs).
+pub fn to_float_pixels(stored: &Tensor) -> Tensor {
+    stored.to_kind(Kind::Float) + 32768.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn geometry() -> Geometry {
+        Geometry {
+            channels: 3,
+            height: 68,
+            width: 68,
+            latent_dim: 256,
+        }
+    }
+
+    #[test]
+    fn parameter_counts_match_the_seed_models() {
+        // The counts of the seed's PyTorch models (models.md A.2), from the layer list and the
+        // sizes of its saved weight files.
+        for (kind, expected) in [
+            (ModelKind::CytoVae, 747_107),
+            (ModelKind::SparseVae, 952_675),
+        ] {
+            let store = nn::VarStore::new(Device::Cpu);
+            let _ = Vae::new(store.root(), kind, geometry(), 10.0);
+            assert_eq!(parameter_count(&store), expected, "{}", kind.name());
+        }
+        let store = nn::VarStore::new(Device::Cpu);
+        let _ = Discriminator::new(store.root(), geometry());
+        assert_eq!(parameter_count(&store), 105_345);
+    }
+
+    #[test]
+    fn forward_shapes_for_every_model() {
+        tch::manual_seed(0);
+        let images = Tensor::rand([4, 3, 68, 68], (Kind::Float, Device::Cpu));
+        for kind in ModelKind::ALL {
+            let store = nn::VarStore::new(Device::Cpu);
+            let vae = Vae::new(store.root(), kind, geometry(), 10.0);
+            let output = vae.forward_t(&images, true, SpikeSampler::Vsc { temperature: 50.0 });
+            assert_eq!(output.mu.size(), [4, 256]);
+            assert_eq!(output.log_sigma.size(), [4, 256]);
+            assert_eq!(output.log_gamma.is_some(), kind.is_sparse());
+            assert_eq!(output.z.size(), [4, 256]);
+            assert_eq!(output.reconstruction.size(), [4, 3, 68, 68]);
+        }
+        let store = nn::VarStore::new(Device::Cpu);
+        let discriminator = Discriminator::new(store.root(), geometry());
+        let (logits, features) = discriminator.forward_t(&images, true);
+        assert_eq!(logits.size(), [4]);
+        assert_eq!(features.size(), [4, 39_904]);
+    }
+
+    #[test]
+    fn other_shapes_the_cells_table_declares() {
+        let geometry = Geometry {
+            channels: 5,
+            height: 96,
+            width: 80,
+            latent_dim: 16,
+        };
+        geometry.check().unwrap();
+        let store = nn::VarStore::new(Device::Cpu);
+        let vae = Vae::new(store.root(), ModelKind::CytoVae, geometry, 10.0);
+        let images = Tensor::rand([2, 5, 96, 80], (Kind::Float, Device::Cpu));
+        let output = vae.forward_t(&images, true, SpikeSampler::Dtu);
+        assert_eq!(output.reconstruction.size(), [2, 5, 96, 80]);
+        let small = Geometry {
+            height: 30,
+            ..geometry
+        };
+        assert!(small.check().unwrap_err().contains("height 30"));
+    }
+}
