@@ -17,9 +17,10 @@ REQUIREMENTS := tests/python/requirements.txt
 ORT_VERSION := 1.31.1
 BIN := $(ROOT)/target/release
 WITH_ENV := source $(ENV_FILE) &&
+BENCH_TRAIN_CELLS ?= 4096
 BENCH_FIELDS ?= 120
 
-.PHONY: help setup build test lint demo bench-preprocess bench-profiles synth-baseline clean
+.PHONY: help setup build test lint demo bench-preprocess bench-profiles bench-train synth-baseline clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,6 +73,10 @@ bench-preprocess: build ## pf-preprocess vs numpy+tifffile+scikit-image on the s
 
 bench-profiles: build ## pf-aggregate + pf-classify vs pycytominer + scikit-learn (500k cells x 256 features)
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_profiles.py --bin-dir $(BIN) --workdir $(ROOT)/bench-out/profiles
+
+bench-train: build ## pf-train vs a PyTorch loop of the same CytoVAE, batch and data (BENCH_TRAIN_CELLS=4096)
+	@$(WITH_ENV) $(PYTHON) tests/python/bench_train.py --bin-dir $(BIN) --n-cells $(BENCH_TRAIN_CELLS) \
+	    --fixture $${PHENOFLOW_SHARED_DATA}/bbbc021/singlecell_tiny --workdir $(ROOT)/bench-out/train
 
 synth-baseline: build ## The demo synthetic screen → cells → hand-crafted-feature NSC/NSCB baseline
 	@$(WITH_ENV) $(BIN)/pf-synth --output $(ROOT)/out/synthetic --force --panel $(ROOT)/out/synthetic-panel.png
