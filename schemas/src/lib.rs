@@ -5,6 +5,7 @@
 //! This crate deliberately depends on no heavy crate (no polars, tch or ort), so that every stage
 //! can use it without paying for the others.
 
+pub mod architecture;
 mod atomic;
 pub mod cells;
 mod error;

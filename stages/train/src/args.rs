@@ -117,6 +117,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 8)]
     pub n_reconstructions: usize,
 
+    /// How many cells (validation cells first) to record, with the model's outputs on them, in
+    /// reference_outputs.safetensors, against which an exported model is checked.
+    #[arg(long, default_value_t = 64)]
+    pub reference_cells: usize,
+
     /// auto (CUDA when present), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,

@@ -39,6 +39,7 @@ pub const TRAINING_STATE_FILE: &str = "training_state.safetensors";
 pub const MODEL_CARD_FILE: &str = "model_card.json";
 pub const TRAINING_LOG_FILE: &str = "training_log.parquet";
 pub const RECONSTRUCTIONS_FILE: &str = "reconstructions.png";
+pub const REFERENCE_OUTPUTS_FILE: &str = "reference_outputs.safetensors";
 
 const STAGE: &str = "pf-train";
 const VALIDATION_BATCH: usize = 256;
@@ -361,6 +362,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         figures::write_reconstructions(&path, &images, &reconstructions)
             .with_context(|| format!("writing {}", path.display()))
     })?;
+    let reference: Vec<i64> = split
+        .validation
+        .iter()
+        .chain(&split.train)
+        .take(cli.reference_cells)
+        .copied()
+        .collect();
+    write_reference_outputs(
+        &trainer,
+        &pixels,
+        &reference,
+        &cli.out.join(REFERENCE_OUTPUTS_FILE),
+    )?;
     if !cli.quiet {
         eprintln!(
             "pf-train: wrote {} ({} epochs) in {:.1} s",
@@ -369,6 +383,47 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    Ok(())
+}
+
+/// The model's evaluation-mode outputs on some cells, with their normalised inputs and row numbers
+/// in the cells table: `input`, `mu`, `log_sigma`, [`gamma`], `profile` and `reconstruction` (the
+/// decoder applied to the profile), the reference an exported model must reproduce.
+fn write_reference_outputs(
+    trainer: &Trainer,
+    pixels: &Tensor,
+    cells: &[i64],
+    path: &Path,
+) -> anyhow::Result<()> {
+    if cells.is_empty() {
+        return Ok(());
+    }
+    let device = trainer.vae_store.device();
+    let tensors = tch::no_grad(|| {
+        let index = Tensor::from_slice(cells).to_device(pixels.device());
+        let input = trainer.normalize(&pixels.index_select(0, &index).to_device(device));
+        let (mu, log_sigma, log_gamma) = trainer.vae.encode(&input, false, true);
+        let gamma = log_gamma.map(|log_gamma| log_gamma.exp());
+        let profile = match &gamma {
+            Some(gamma) => &mu * gamma,
+            None => mu.shallow_clone(),
+        };
+        let reconstruction = trainer.vae.decoder.forward_t(&profile, false);
+        let mut tensors = vec![
+            ("cell_index".to_string(), Tensor::from_slice(cells)),
+            ("input".to_string(), input),
+            ("mu".to_string(), mu),
+            ("log_sigma".to_string(), log_sigma),
+            ("profile".to_string(), profile),
+            ("reconstruction".to_string(), reconstruction),
+        ];
+        tensors.extend(gamma.map(|gamma| ("gamma".to_string(), gamma)));
+        tensors
+            .into_iter()
+            .map(|(name, tensor)| (name, tensor.to_device(Device::Cpu).contiguous()))
+            .collect::<Vec<_>>()
+    });
+    checkpoint::write(path, &tensors)?;
     Ok(())
 }
 
@@ -628,8 +683,9 @@ pub fn read_log(path: &Path) -> anyhow::Result<Vec<LogRow>> {
 }
 
 /// Where the outputs of a run in `out` are.
-pub fn output_paths(out: &Path) -> [PathBuf; 5] {
+pub fn output_paths(out: &Path) -> [PathBuf; 6] {
     [
+        out.join(REFERENCE_OUTPUTS_FILE),
         out.join(CHECKPOINT_FILE),
         out.join(TRAINING_STATE_FILE),
         out.join(MODEL_CARD_FILE),

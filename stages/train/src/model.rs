@@ -12,11 +12,10 @@ use phenoflow_schemas::ModelKind;
 use tch::nn;
 use tch::{Kind, Tensor};
 
-/// Channels of every hidden convolution.
-pub const HIDDEN_CHANNELS: i64 = 32;
+use phenoflow_schemas::architecture::{self, HIDDEN_CHANNELS, KERNEL};
+
 /// Channels of the discriminator's last feature level.
 pub const DISCRIMINATOR_TOP_CHANNELS: i64 = 64;
-const KERNEL: i64 = 5;
 
 /// The input shape and the sizes every layer derives from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,49 +27,22 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// Spatial size after each encoder block (conv k5 valid, then pool 2), per axis.
-    fn encoder_sizes(size: i64) -> [i64; 3] {
-        let first = (size - (KERNEL - 1)) / 2;
-        let second = (first - (KERNEL - 1)) / 2;
-        let third = (second - (KERNEL - 1)) / 2;
-        [first, second, third]
-    }
-
-    /// Fails for inputs too small for three valid 5×5 convolutions and poolings.
+    /// Fails for inputs too small for the encoder.
     pub fn check(&self) -> Result<(), String> {
-        for (name, size) in [("height", self.height), ("width", self.width)] {
-            let sizes = Self::encoder_sizes(size);
-            if sizes[2] < 1 || sizes[1] - (KERNEL - 1) < 1 {
-                return Err(format!(
-                    "cells of {name} {size} are too small for the encoder (three 5×5 valid \
-                     convolutions each followed by 2×2 pooling need at least 36 pixels)"
-                ));
-            }
-        }
         if self.channels < 1 {
             return Err("cells have no channel".into());
         }
-        Ok(())
+        architecture::check(self.height, self.width)
     }
 
-    /// The kernel of the encoder's last convolution: whatever is left after three blocks.
+    /// The kernel of the encoder's last convolution.
     pub fn head_kernel(&self) -> [i64; 2] {
-        [
-            Self::encoder_sizes(self.height)[2],
-            Self::encoder_sizes(self.width)[2],
-        ]
+        architecture::head_kernel(self.height, self.width)
     }
 
     /// The sizes the decoder upsamples to after its first three blocks.
     pub fn upsample_targets(&self) -> [[i64; 2]; 3] {
-        let [h1, h2, _] = Self::encoder_sizes(self.height);
-        let [w1, w2, _] = Self::encoder_sizes(self.width);
-        let shrink = KERNEL - 1;
-        [
-            [h2 - shrink, w2 - shrink],
-            [h1 - shrink, w1 - shrink],
-            [self.height - shrink, self.width - shrink],
-        ]
+        architecture::upsample_targets(self.height, self.width)
     }
 }
 

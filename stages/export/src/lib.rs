@@ -1,0 +1,358 @@
+//! `pf-export`: writes the encoder and the decoder of a `pf-train` checkpoint as standard ONNX
+//! models (opset 18, dynamic batch axis, named inputs and outputs, batch norm in inference mode as
+//! `BatchNormalization`, the model card in the metadata), with no libtorch: the weights are read
+//! from the safetensors checkpoint and the graph is the one `pf-train` builds, from the same
+//! sizes (`phenoflow_schemas::architecture`).
+
+pub mod args;
+pub mod onnx;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use phenoflow_schemas::architecture::{self, BATCH_NORM_EPSILON, KERNEL, LEAKY_SLOPE};
+use phenoflow_schemas::{InputError, ModelCard};
+use prost::Message;
+
+use crate::args::Cli;
+use crate::onnx::{
+    attribute_float, attribute_int, attribute_ints, attribute_string, batched_value, GraphBuilder,
+};
+
+/// Names of the graphs' inputs and outputs (pf-embed and pf-report rely on them).
+pub const ENCODER_INPUT: &str = "cells";
+pub const ENCODER_OUTPUTS: [&str; 3] = ["mu", "log_sigma", "gamma"];
+pub const DECODER_INPUT: &str = "z";
+pub const DECODER_OUTPUT: &str = "reconstruction";
+
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    phenoflow_schemas::exit_code(error.chain(), |_| false)
+}
+
+/// The float tensors of a checkpoint, by name.
+pub struct Weights {
+    path: PathBuf,
+    tensors: HashMap<String, (Vec<i64>, Vec<f32>)>,
+}
+
+impl std::fmt::Debug for Weights {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "Weights({}, {} tensors)",
+            self.path.display(),
+            self.tensors.len()
+        )
+    }
+}
+
+impl Weights {
+    /// Reads every float32 tensor of a safetensors file; errors name the file.
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|error| {
+            InputError(format!(
+                "{}: not a readable safetensors checkpoint (truncated or corrupt?): {error:?}",
+                path.display()
+            ))
+        })?;
+        let mut tensors = HashMap::new();
+        for (name, view) in file.tensors() {
+            if view.dtype() != safetensors::Dtype::F32 {
+                continue;
+            }
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+                .collect();
+            let shape = view.shape().iter().map(|&dim| dim as i64).collect();
+            tensors.insert(name, (shape, values));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            tensors,
+        })
+    }
+
+    /// The tensor `name`, which must have `shape`.
+    fn get(&self, name: &str, shape: &[i64]) -> anyhow::Result<&[f32]> {
+        let (found_shape, values) = self.tensors.get(name).ok_or_else(|| {
+            InputError(format!(
+                "{}: checkpoint has no float32 tensor `{name}` (does it belong to this model card?)",
+                self.path.display()
+            ))
+        })?;
+        if found_shape != shape {
+            return Err(InputError(format!(
+                "{}: tensor `{name}` has shape {found_shape:?}, the model card implies {shape:?}",
+                self.path.display()
+            ))
+            .into());
+        }
+        Ok(values)
+    }
+}
+
+/// Adds `prefix.weight` / `prefix.bias` as a convolution.
+fn convolution(
+    graph: &mut GraphBuilder,
+    weights: &Weights,
+    input: &str,
+    prefix: &str,
+    shape: [i64; 4],
+    padding: i64,
+) -> anyhow::Result<String> {
+    let weight_name = format!("{prefix}.weight");
+    let bias_name = format!("{prefix}.bias");
+    let weight = graph.float_initializer(&weight_name, &shape, weights.get(&weight_name, &shape)?);
+    let bias = graph.float_initializer(
+        &bias_name,
+        &shape[..1],
+        weights.get(&bias_name, &shape[..1])?,
+    );
+    Ok(graph.node(
+        "Conv",
+        &[input, &weight, &bias],
+        vec![
+            attribute_ints("kernel_shape", &shape[2..]),
+            attribute_ints("pads", &[padding, padding, padding, padding]),
+        ],
+    ))
+}
+
+/// Adds `prefix.{weight,bias,running_mean,running_var}` as inference-mode batch norm.
+fn batch_norm(
+    graph: &mut GraphBuilder,
+    weights: &Weights,
+    input: &str,
+    prefix: &str,
+    channels: i64,
+) -> anyhow::Result<String> {
+    let mut inputs = vec![input.to_string()];
+    for part in ["weight", "bias", "running_mean", "running_var"] {
+        let name = format!("{prefix}.{part}");
+        inputs.push(graph.float_initializer(&name, &[channels], weights.get(&name, &[channels])?));
+    }
+    let inputs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    Ok(graph.node(
+        "BatchNormalization",
+        &inputs,
+        vec![attribute_float("epsilon", BATCH_NORM_EPSILON as f32)],
+    ))
+}
+
+fn leaky_relu(graph: &mut GraphBuilder, input: &str) -> String {
+    graph.node(
+        "LeakyRelu",
+        &[input],
+        vec![attribute_float("alpha", LEAKY_SLOPE as f32)],
+    )
+}
+
+fn metadata(card: &ModelCard, role: &str) -> Vec<(String, String)> {
+    vec![
+        (
+            "phenoflow.model_card".into(),
+            serde_json::to_string(card).expect("a model card serialises"),
+        ),
+        ("phenoflow.role".into(), role.into()),
+        ("phenoflow.model".into(), card.model.name().into()),
+    ]
+}
+
+/// The encoder: normalised cells `[N, C, H, W]` → μ, log σ (clamped as in training) and, for
+/// sparse models, γ = exp(min(log γ, 0)), each `[N, L]`.
+pub fn encoder_model(card: &ModelCard, weights: &Weights) -> anyhow::Result<onnx::ModelProto> {
+    let [channels, height, width] = card.input_shape;
+    let latent = card.hyperparameters.latent_dim;
+    let hidden = architecture::HIDDEN_CHANNELS;
+    let mut graph = GraphBuilder::default();
+    let mut x = ENCODER_INPUT.to_string();
+    let mut in_channels = channels;
+    for block in 0..3 {
+        x = convolution(
+            &mut graph,
+            weights,
+            &x,
+            &format!("encoder.conv{block}"),
+            [hidden, in_channels, KERNEL, KERNEL],
+            0,
+        )?;
+        x = graph.node(
+            "MaxPool",
+            &[&x],
+            vec![
+                attribute_ints("kernel_shape", &[2, 2]),
+                attribute_ints("strides", &[2, 2]),
+            ],
+        );
+        x = leaky_relu(&mut graph, &x);
+        x = batch_norm(
+            &mut graph,
+            weights,
+            &x,
+            &format!("encoder.norm{block}"),
+            hidden,
+        )?;
+        in_channels = hidden;
+    }
+    let n_heads = card.model.n_heads();
+    let [kernel_h, kernel_w] = architecture::head_kernel(height, width);
+    x = convolution(
+        &mut graph,
+        weights,
+        &x,
+        "encoder.head",
+        [n_heads * latent, hidden, kernel_h, kernel_w],
+        0,
+    )?;
+    x = batch_norm(
+        &mut graph,
+        weights,
+        &x,
+        "encoder.head_norm",
+        n_heads * latent,
+    )?;
+    x = graph.node("Flatten", &[&x], vec![attribute_int("axis", 1)]);
+    let split = graph.int64_initializer("head_split", &[n_heads], &vec![latent; n_heads as usize]);
+    let heads: Vec<String> = ["mu", "log_sigma_raw", "log_gamma_raw"][..n_heads as usize]
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+    let head_refs: Vec<&str> = heads.iter().map(String::as_str).collect();
+    graph.node_with_outputs(
+        "Split",
+        &[&x, &split],
+        &head_refs,
+        vec![attribute_int("axis", 1)],
+    );
+    let limit = card.hyperparameters.log_sigma_limit as f32;
+    let low = graph.float_initializer("log_sigma_min", &[], &[-limit]);
+    let high = graph.float_initializer("log_sigma_max", &[], &[limit]);
+    graph.node_with_outputs(
+        "Clip",
+        &["log_sigma_raw", &low, &high],
+        &["log_sigma"],
+        vec![],
+    );
+    let mut outputs = vec![
+        batched_value("mu", &[latent]),
+        batched_value("log_sigma", &[latent]),
+    ];
+    if card.model.is_sparse() {
+        let zero = graph.float_initializer("log_gamma_max", &[], &[0.0]);
+        let capped = graph.node("Clip", &["log_gamma_raw", "", &zero], vec![]);
+        graph.node_with_outputs("Exp", &[&capped], &["gamma"], vec![]);
+        outputs.push(batched_value("gamma", &[latent]));
+    }
+    let doc = format!(
+        "{} encoder from pf-train: input `cells` [batch, {channels}, {height}, {width}] float32, normalised as the \
+         model card's `normalization` says; outputs the posterior mean `mu`, `log_sigma`{}",
+        card.model.name(),
+        if card.model.is_sparse() { " and the spike probabilities `gamma`" } else { "" }
+    );
+    Ok(graph.into_model(
+        "encoder",
+        vec![batched_value(ENCODER_INPUT, &[channels, height, width])],
+        outputs,
+        &doc,
+        metadata(card, "encoder"),
+    ))
+}
+
+/// The decoder: latent vectors `z` `[N, L]` → reconstructions `[N, C, H, W]`.
+pub fn decoder_model(card: &ModelCard, weights: &Weights) -> anyhow::Result<onnx::ModelProto> {
+    let [channels, height, width] = card.input_shape;
+    let latent = card.hyperparameters.latent_dim;
+    let hidden = architecture::HIDDEN_CHANNELS;
+    let mut graph = GraphBuilder::default();
+    let shape = graph.int64_initializer("latent_shape", &[4], &[-1, latent, 1, 1]);
+    let mut x = graph.node("Reshape", &[DECODER_INPUT, &shape], vec![]);
+    let targets = architecture::upsample_targets(height, width);
+    let mut in_channels = latent;
+    for block in 0..4 {
+        x = convolution(
+            &mut graph,
+            weights,
+            &x,
+            &format!("decoder.conv{block}"),
+            [hidden, in_channels, KERNEL, KERNEL],
+            KERNEL - 1,
+        )?;
+        x = batch_norm(
+            &mut graph,
+            weights,
+            &x,
+            &format!("decoder.norm{block}"),
+            hidden,
+        )?;
+        x = leaky_relu(&mut graph, &x);
+        if let Some(target) = targets.get(block) {
+            // PyTorch's nearest upsampling to a size reads source pixel floor(dst · in / out).
+            let sizes = graph.int64_initializer(&format!("upsample{block}_sizes"), &[2], target);
+            x = graph.node(
+                "Resize",
+                &[&x, "", "", &sizes],
+                vec![
+                    attribute_ints("axes", &[2, 3]),
+                    attribute_string("mode", "nearest"),
+                    attribute_string("coordinate_transformation_mode", "asymmetric"),
+                    attribute_string("nearest_mode", "floor"),
+                ],
+            );
+        }
+        in_channels = hidden;
+    }
+    x = convolution(
+        &mut graph,
+        weights,
+        &x,
+        "decoder.head",
+        [channels, hidden, 1, 1],
+        0,
+    )?;
+    graph.node_with_outputs(
+        "LeakyRelu",
+        &[&x],
+        &[DECODER_OUTPUT],
+        vec![attribute_float("alpha", LEAKY_SLOPE as f32)],
+    );
+    let doc = format!(
+        "{} decoder from pf-train: input `z` [batch, {latent}] float32 (a profile vector: mu, or mu·gamma for \
+         sparse models); output `reconstruction` [batch, {channels}, {height}, {width}] in normalised intensities",
+        card.model.name()
+    );
+    Ok(graph.into_model(
+        "decoder",
+        vec![batched_value(DECODER_INPUT, &[latent])],
+        vec![batched_value(DECODER_OUTPUT, &[channels, height, width])],
+        &doc,
+        metadata(card, "decoder"),
+    ))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let card = ModelCard::read(&cli.model_card)?;
+    let checkpoint = card.checkpoint_path(&cli.model_card);
+    let weights = Weights::read(&checkpoint)?;
+    let [_, height, width] = card.input_shape;
+    architecture::check(height, width)
+        .map_err(|reason| InputError(format!("{}: {reason}", cli.model_card.display())))?;
+    for (path, model) in [
+        (&cli.encoder, encoder_model(&card, &weights)?),
+        (&cli.decoder, decoder_model(&card, &weights)?),
+    ] {
+        phenoflow_schemas::atomic_write(path, &model.encode_to_vec())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "pf-export: {} ({} epochs) → {} and {}",
+        card.model.name(),
+        card.epochs_completed,
+        cli.encoder.display(),
+        cli.decoder.display()
+    );
+    Ok(())
+}
