@@ -18,9 +18,10 @@ ORT_VERSION := 1.31.1
 BIN := $(ROOT)/target/release
 WITH_ENV := source $(ENV_FILE) &&
 BENCH_TRAIN_CELLS ?= 4096
+BENCH_EMBED_CELLS ?= 20480
 BENCH_FIELDS ?= 120
 
-.PHONY: help setup build test lint demo bench-preprocess bench-profiles bench-train synth-baseline clean
+.PHONY: help setup build test lint demo bench-preprocess bench-profiles bench-train bench-embed synth-baseline clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -77,6 +78,10 @@ bench-profiles: build ## pf-aggregate + pf-classify vs pycytominer + scikit-lear
 bench-train: build ## pf-train vs a PyTorch loop of the same CytoVAE, batch and data (BENCH_TRAIN_CELLS=4096)
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_train.py --bin-dir $(BIN) --n-cells $(BENCH_TRAIN_CELLS) \
 	    --fixture $${PHENOFLOW_SHARED_DATA}/bbbc021/singlecell_tiny --workdir $(ROOT)/bench-out/train
+
+bench-embed: build ## pf-embed (ONNX Runtime) vs PyTorch eager with the same weights on the same cells (BENCH_EMBED_CELLS=20480)
+	@$(WITH_ENV) $(PYTHON) tests/python/bench_embed.py --bin-dir $(BIN) --n-cells $(BENCH_EMBED_CELLS) \
+	    --fixture $${PHENOFLOW_SHARED_DATA}/bbbc021/singlecell_tiny --workdir $(ROOT)/bench-out/embed
 
 synth-baseline: build ## The demo synthetic screen → cells → hand-crafted-feature NSC/NSCB baseline
 	@$(WITH_ENV) $(BIN)/pf-synth --output $(ROOT)/out/synthetic --force --panel $(ROOT)/out/synthetic-panel.png

@@ -50,6 +50,17 @@ impl ModelKind {
         }
     }
 
+    /// The name in feature columns (`Cells_CytoVAE_z000`), as the seed paper writes it.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            ModelKind::CytoAe => "CytoAE",
+            ModelKind::CytoVae => "CytoVAE",
+            ModelKind::SparseVae => "SparseVAE",
+            ModelKind::CytoVaeGan => "CytoVAEGAN",
+            ModelKind::SparseVaeGan => "SparseVAEGAN",
+        }
+    }
+
     /// The encoder emits a third head, log γ (the spike probabilities).
     pub fn is_sparse(self) -> bool {
         matches!(self, ModelKind::SparseVae | ModelKind::SparseVaeGan)
@@ -167,16 +178,21 @@ pub struct ModelCard {
 impl ModelCard {
     /// Reads and checks a card; every failure names the file.
     pub fn read(path: &Path) -> Result<Self, SchemaError> {
-        let bad = |reason: String| SchemaError::BadModelCard {
-            path: path.to_path_buf(),
-            reason,
-        };
         let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        let card: ModelCard =
-            serde_json::from_str(&text).map_err(|error| bad(error.to_string()))?;
+        Self::from_json(&text, path)
+    }
+
+    /// Parses and checks a card's JSON; `path` names where it came from in errors (a card file,
+    /// or an ONNX model whose metadata carries it).
+    pub fn from_json(text: &str, path: &Path) -> Result<Self, SchemaError> {
+        let bad = |reason: String| SchemaError::BadModelCard {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let card: ModelCard = serde_json::from_str(text).map_err(|error| bad(error.to_string()))?;
         if card.format != MODEL_CARD_FORMAT {
             return Err(bad(format!(
                 "format is `{}`, expected `{MODEL_CARD_FORMAT}`",

@@ -922,6 +922,8 @@ fn train_args(cells: &Path, out: &Path, model: &str, epochs: usize) -> Vec<Strin
         "--seed".into(),
         "5".into(),
         "--quiet".into(),
+        "--reference-cells".into(),
+        "259".into(),
     ]
 }
 
@@ -992,7 +994,205 @@ fn training_on_real_cells_lowers_the_reconstruction_loss_for_every_model() {
         let png = std::fs::read(out.join("reconstructions.png")).unwrap();
         assert_eq!(&png[1..4], b"PNG");
         assert!(temp_files(&out).is_empty());
+        // Export: onnx.checker passes and ONNX Runtime reproduces libtorch's encoder and decoder
+        // outputs on all 259 real cells.
+        let (encoder, decoder) = (out.join("encoder.onnx"), out.join("decoder.onnx"));
+        export(&out, &encoder, &decoder).assert_success();
+        let check = run_python(
+            "check_onnx.py",
+            &[
+                arg(&encoder),
+                arg(&decoder),
+                arg(&out.join("reference_outputs.safetensors")),
+            ],
+        );
+        check.assert_success();
+        assert!(
+            check.stdout.contains("OK: 259 cells"),
+            "{model}: {}",
+            check.stdout
+        );
+        assert!(
+            check.stdout.contains("onnx.checker OK, opset 18"),
+            "{}",
+            check.stdout
+        );
+        assert_eq!(
+            check.stdout.contains("encoder gamma"),
+            model.starts_with("sparse"),
+            "{}",
+            check.stdout
+        );
     }
+}
+
+fn export(model: &Path, encoder: &Path, decoder: &Path) -> Outcome {
+    run(
+        &stage("pf-export"),
+        &[
+            "--model-card".to_string(),
+            arg(&model.join("model_card.json")),
+            "--encoder".into(),
+            arg(encoder),
+            "--decoder".into(),
+            arg(decoder),
+        ],
+    )
+}
+
+fn embed<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
+    run(&stage("pf-embed"), args)
+}
+
+#[test]
+fn embed_keeps_every_cell_and_its_metadata_and_matches_libtorch() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = tiny_cells(temp.path());
+    let model = temp.path().join("svae");
+    train(&train_args(&cells, &model, "sparsevae", 1)).assert_success();
+    let (encoder, decoder) = (model.join("encoder.onnx"), model.join("decoder.onnx"));
+    export(&model, &encoder, &decoder).assert_success();
+    let output = temp.path().join("embeddings.parquet");
+    embed(&[
+        "--cells",
+        &arg(&cells),
+        "--encoder",
+        &arg(&encoder),
+        "--output",
+        &arg(&output),
+        "--with-gamma",
+        "--with-log-sigma",
+        "--batch-size",
+        "100",
+        "--no-progress",
+    ])
+    .assert_success();
+    let check = run_python(
+        "check_embeddings.py",
+        &[
+            arg(&cells),
+            arg(&output),
+            arg(&model.join("reference_outputs.safetensors")),
+        ],
+    );
+    check.assert_success();
+    assert!(check.stdout.contains("OK: 259 rows"), "{}", check.stdout);
+    // Sharding by plate: the tiny set has one plate, so shard 0/2 holds every cell and 1/2 none.
+    let shard = temp.path().join("shard.parquet");
+    embed(&[
+        "--cells",
+        &arg(&cells),
+        "--encoder",
+        &arg(&encoder),
+        "--output",
+        &arg(&shard),
+        "--shard",
+        "0/2",
+        "--no-progress",
+    ])
+    .assert_success();
+    embed(&[
+        "--cells",
+        &arg(&cells),
+        "--encoder",
+        &arg(&encoder),
+        "--output",
+        &arg(&shard),
+        "--shard",
+        "1/2",
+        "--no-progress",
+    ])
+    .assert_failure(2, &["no cells selected"]);
+    embed(&[
+        "--cells",
+        &arg(&cells),
+        "--encoder",
+        &arg(&encoder),
+        "--output",
+        &arg(&shard),
+        "--plate",
+        "Week9_1",
+        "--no-progress",
+    ])
+    .assert_failure(2, &["--plate Week9_1: no such plate", "Week4_27861"]);
+}
+
+#[test]
+fn embed_rejects_bad_models_and_mismatched_cells() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = tiny_cells(temp.path());
+    let model = temp.path().join("vae");
+    train(&train_args(&cells, &model, "cytovae", 1)).assert_success();
+    let (encoder, decoder) = (model.join("encoder.onnx"), model.join("decoder.onnx"));
+    export(&model, &encoder, &decoder).assert_success();
+    let output = temp.path().join("out.parquet");
+    let embed_with = |encoder: &Path, cells: &Path| {
+        embed(&[
+            "--cells".to_string(),
+            arg(cells),
+            "--encoder".into(),
+            arg(encoder),
+            "--output".into(),
+            arg(&output),
+            "--no-progress".into(),
+        ])
+    };
+    // A truncated model.
+    let truncated = temp.path().join("truncated.onnx");
+    let bytes = std::fs::read(&encoder).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 3]).unwrap();
+    embed_with(&truncated, &cells)
+        .assert_failure(2, &["truncated.onnx", "not a loadable ONNX model"]);
+    // The decoder where the encoder belongs.
+    embed_with(&decoder, &cells)
+        .assert_failure(2, &["decoder.onnx: this is the decoder, not the encoder"]);
+    // Cells of another shape (whole ExampleHuman fields at 128×128).
+    let whole = temp.path().join("whole.parquet");
+    preprocess(&[
+        "whole",
+        "--image-csv",
+        &arg(&examplehuman_table(temp.path())),
+        "--images-root",
+        &arg(&shared_data().join("examplehuman")),
+        "--channels",
+        "DAPI,Tubulin,Actin",
+        "--output",
+        &arg(&whole),
+        "--no-progress",
+    ])
+    .assert_success();
+    embed_with(&encoder, &whole).assert_failure(
+        2,
+        &[
+            "whole.parquet: cells are [3, 128, 128]",
+            "takes [3, 68, 68]",
+        ],
+    );
+    // A sparse-only option on a Gaussian model.
+    embed(&[
+        "--cells".to_string(),
+        arg(&cells),
+        "--encoder".into(),
+        arg(&encoder),
+        "--output".into(),
+        arg(&output),
+        "--profile".into(),
+        "mu-gamma".into(),
+    ])
+    .assert_failure(2, &["cytovae is not a sparse model"]);
+    assert!(!output.exists());
+    assert!(temp_files(temp.path()).is_empty());
+    // A checkpoint that does not belong to its model card.
+    let card = std::fs::read_to_string(model.join("model_card.json")).unwrap();
+    std::fs::write(
+        model.join("model_card.json"),
+        card.replace("\"latent_dim\": 32", "\"latent_dim\": 64"),
+    )
+    .unwrap();
+    export(&model, &encoder, &decoder).assert_failure(
+        2,
+        &["checkpoint.safetensors: tensor `encoder.head.weight` has shape"],
+    );
 }
 
 #[test]

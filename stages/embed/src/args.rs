@@ -1,0 +1,100 @@
+//! Command-line interface of `pf-embed` (clap derive; the doc comments are the help).
+
+use std::path::PathBuf;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pf-embed",
+    version,
+    about = "Embed every cell of a cells table with an ONNX encoder (ONNX Runtime, CUDA when present)",
+    long_about = "Stream a `cells` table through an encoder written by pf-export, in batches, with the pixel \
+                  normalisation recorded in the model card inside the ONNX file, and write an `embeddings` table: \
+                  every Metadata_* column of the input and one float32 feature column per latent dimension \
+                  (Cells_<Model>_z000, ...). The profile is the posterior mean mu (or mu gated by gamma for sparse \
+                  models), never a sampled z.",
+    after_long_help = "Examples:\n  \
+        pf-embed --cells out/cells.parquet --encoder out/cytovae/encoder.onnx --output out/embeddings.parquet\n  \
+        pf-embed --cells out/cells.parquet --encoder out/svae/encoder.onnx --plate Week1_22123 \\\n      \
+            --output out/embeddings/Week1_22123.parquet\n  \
+        pf-embed --cells out/cells.parquet --encoder out/svae/encoder.onnx --shard 0/4 --with-gamma \\\n      \
+            --output out/embeddings/shard0.parquet"
+)]
+pub struct Cli {
+    /// The `cells` table to embed.
+    #[arg(long)]
+    pub cells: PathBuf,
+
+    /// The encoder from pf-export.
+    #[arg(long)]
+    pub encoder: PathBuf,
+
+    /// Where to write the `embeddings` table.
+    #[arg(long)]
+    pub output: PathBuf,
+
+    /// Which vector is the profile: auto = mu for Gaussian models, mu·gamma for sparse ones.
+    #[arg(long, value_enum, default_value_t = ProfileArg::Auto)]
+    pub profile: ProfileArg,
+
+    /// Also write log σ as `Posterior_<Model>_logsigma000`… (not picked up as features by default).
+    #[arg(long)]
+    pub with_log_sigma: bool,
+
+    /// Also write γ as `Posterior_<Model>_gamma000`… (sparse models).
+    #[arg(long)]
+    pub with_gamma: bool,
+
+    /// Embed only the cells of these plates (repeatable, or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub plate: Vec<String>,
+
+    /// Embed only shard i of n: the plates whose position in the sorted plate list is i modulo n
+    /// (whole plates, so per-well aggregation can run per shard).
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+
+    /// Cells per inference batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch_size: usize,
+
+    /// auto (CUDA execution provider when this ONNX Runtime has it, else CPU), cpu or cuda.
+    #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
+    pub device: DeviceArg,
+
+    /// ONNX Runtime intra-op threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+
+    /// Hide the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProfileArg {
+    Auto,
+    Mu,
+    MuGamma,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// `i/n` with i < n.
+pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(index, count)| Some((index.trim().parse().ok()?, count.trim().parse().ok()?)));
+    match parsed {
+        Some((index, count)) if count > 0 && index < count => Ok((index, count)),
+        _ => Err(format!(
+            "--shard {text}: expected I/N with 0 ≤ I < N, e.g. 0/4"
+        )),
+    }
+}

@@ -1,0 +1,508 @@
+//! `pf-embed`: streams a `cells` table through an ONNX encoder (from `pf-export`) with ONNX
+//! Runtime and writes an `embeddings` table. A reader thread decodes and normalises the next
+//! batches (rayon over cells) while ONNX Runtime runs the current one; the pixel normalisation
+//! comes from the model card embedded in the ONNX file, never from a flag.
+
+pub mod args;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use arrow_array::cast::AsArray;
+use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef};
+use indicatif::{ProgressBar, ProgressStyle};
+use ort::session::Session;
+use ort::value::TensorRef;
+use phenoflow_schemas::tables::METADATA_PREFIX;
+use phenoflow_schemas::{
+    hash_file, CellPixels, InputError, ModelCard, ParquetTableReader, ParquetTableWriter,
+    Provenance, TableKind,
+};
+use rayon::prelude::*;
+
+use crate::args::{parse_shard, Cli, DeviceArg, ProfileArg};
+
+const STAGE: &str = "pf-embed";
+/// Batches decoded ahead of the one being embedded.
+const PREFETCH: usize = 2;
+
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    phenoflow_schemas::exit_code(error.chain(), |_| false)
+}
+
+/// An encoder session and the model card it carries.
+pub struct Encoder {
+    pub session: Session,
+    pub card: ModelCard,
+    pub execution_provider: &'static str,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "Encoder({}, {})",
+            self.card.model.name(),
+            self.execution_provider
+        )
+    }
+}
+
+/// Loads ONNX Runtime from `ORT_DYLIB_PATH` (once per process); sessions need the environment.
+pub fn init_onnx_runtime() -> anyhow::Result<ort::environment::Environment> {
+    let path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or_else(|| {
+        anyhow!("ORT_DYLIB_PATH is not set: point it at libonnxruntime.so (`make setup` writes it into .phenoflow.env)")
+    })?;
+    if !path.exists() {
+        return Err(anyhow!("ORT_DYLIB_PATH={}: no such file", path.display()));
+    }
+    let environment = ort::init_from(&path)
+        .map_err(|error| anyhow!("loading ONNX Runtime from {}: {error}", path.display()))?
+        .with_name("phenoflow")
+        .build()
+        .map_err(|error| anyhow!("starting ONNX Runtime: {error}"))?;
+    Ok(environment)
+}
+
+/// Opens an encoder, on CUDA when asked for or available (falling back to the CPU with a
+/// message), and reads its model card; errors name the file.
+pub fn open_encoder(
+    environment: &ort::environment::Environment,
+    path: &Path,
+    device: DeviceArg,
+    threads: usize,
+) -> anyhow::Result<Encoder> {
+    let build = |cuda: bool| -> anyhow::Result<Session> {
+        let mut builder = Session::builder(environment).map_err(|error| anyhow!("{error}"))?;
+        if threads > 0 {
+            builder = builder
+                .with_intra_threads(threads)
+                .map_err(|error| anyhow!("{error}"))?;
+        }
+        if cuda {
+            builder = builder
+                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                .map_err(|error| anyhow!("{error}"))?;
+        }
+        builder.commit_from_file(path).map_err(|error| {
+            InputError(format!(
+                "{}: not a loadable ONNX model (truncated or corrupt?): {error}",
+                path.display()
+            ))
+            .into()
+        })
+    };
+    if !path.exists() {
+        return Err(InputError(format!("{}: no such encoder file", path.display())).into());
+    }
+    let cuda_built = {
+        use ort::ep::ExecutionProvider;
+        ort::ep::CUDA::is_available().unwrap_or(false)
+    };
+    let (session, execution_provider) = match device {
+        DeviceArg::Cpu => (build(false)?, "CPU"),
+        DeviceArg::Cuda if !cuda_built => {
+            return Err(anyhow!(
+                "--device cuda: this ONNX Runtime ({}) has no CUDA execution provider; install onnxruntime-gpu",
+                std::env::var("ORT_DYLIB_PATH").unwrap_or_default()
+            ))
+        }
+        DeviceArg::Cuda => (build(true)?, "CUDA"),
+        DeviceArg::Auto if cuda_built => match build(true) {
+            Ok(session) => (session, "CUDA"),
+            Err(error) => {
+                eprintln!("pf-embed: CUDA execution provider unavailable ({error:#}); running on the CPU");
+                (build(false)?, "CPU")
+            }
+        },
+        DeviceArg::Auto => (build(false)?, "CPU"),
+    };
+    let metadata = session
+        .metadata()
+        .map_err(|error| anyhow!("{}: {error}", path.display()))?;
+    let card_json = metadata.custom("phenoflow.model_card").ok_or_else(|| {
+        InputError(format!(
+            "{}: not a phenoflow encoder (no `phenoflow.model_card` in its metadata; export it with pf-export)",
+            path.display()
+        ))
+    })?;
+    let role = metadata.custom("phenoflow.role").unwrap_or_default();
+    if role != "encoder" {
+        return Err(InputError(format!(
+            "{}: this is the {role}, not the encoder",
+            path.display()
+        ))
+        .into());
+    }
+    let card = ModelCard::from_json(&card_json, path)?;
+    drop(metadata);
+    Ok(Encoder {
+        session,
+        card,
+        execution_provider,
+    })
+}
+
+/// One decoded, filtered and normalised batch.
+struct Prepared {
+    metadata: RecordBatch,
+    inputs: Vec<f32>,
+}
+
+/// The `Metadata_*` columns of the cells table, in its order.
+fn metadata_indices(schema: &Schema) -> Vec<usize> {
+    schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| field.name().starts_with(METADATA_PREFIX))
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// The plates of a cells table, sorted.
+fn plates_of(path: &Path) -> anyhow::Result<Vec<String>> {
+    let reader =
+        ParquetTableReader::open(path, TableKind::Cells, 65_536, Some(&["Metadata_Plate"]))?;
+    let mut plates = BTreeSet::new();
+    for batch in reader {
+        let batch = batch?;
+        let column = batch.column_by_name("Metadata_Plate").expect("validated");
+        for plate in column.as_string::<i32>().iter().flatten() {
+            plates.insert(plate.to_string());
+        }
+    }
+    Ok(plates.into_iter().collect())
+}
+
+/// Reads, filters and normalises batches on this thread and rayon's pool, sending them ahead.
+fn spawn_reader(
+    reader: ParquetTableReader,
+    path: PathBuf,
+    keep_plates: Option<BTreeSet<String>>,
+    card: ModelCard,
+    metadata_columns: Vec<usize>,
+) -> Receiver<anyhow::Result<Prepared>> {
+    let (sender, receiver) = sync_channel(PREFETCH);
+    std::thread::spawn(move || {
+        let n_channels = card.input_shape[0] as usize;
+        for batch in reader {
+            let prepared = (|| -> anyhow::Result<Option<Prepared>> {
+                let mut batch = batch?;
+                if let Some(plates) = &keep_plates {
+                    let column = batch.column_by_name("Metadata_Plate").expect("validated");
+                    let mask: BooleanArray = column
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|plate| Some(plate.is_some_and(|plate| plates.contains(plate))))
+                        .collect();
+                    batch = arrow_select::filter::filter_record_batch(&batch, &mask)?;
+                }
+                if batch.num_rows() == 0 {
+                    return Ok(None);
+                }
+                let pixels = CellPixels::from_batch(&batch, &path)?;
+                let cell_len = pixels.shape().len();
+                let mut inputs = vec![0f32; batch.num_rows() * cell_len];
+                inputs
+                    .par_chunks_mut(cell_len)
+                    .enumerate()
+                    .for_each(|(row, out)| {
+                        card.normalization.apply(pixels.cell(row), n_channels, out)
+                    });
+                Ok(Some(Prepared {
+                    metadata: batch.project(&metadata_columns)?,
+                    inputs,
+                }))
+            })();
+            let message = match prepared {
+                Ok(None) => continue,
+                Ok(Some(prepared)) => Ok(prepared),
+                Err(error) => Err(error),
+            };
+            let failed = message.is_err();
+            if sender.send(message).is_err() || failed {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Feature column names: `<prefix>_<Model>_<kind>000`…
+fn column_names(prefix: &str, model: &str, kind: &str, latent_dim: usize) -> Vec<String> {
+    let width = latent_dim.saturating_sub(1).to_string().len().max(3);
+    (0..latent_dim)
+        .map(|dim| format!("{prefix}_{model}_{kind}{dim:0width$}"))
+        .collect()
+}
+
+/// Splits a row-major `[n, L]` block into L float columns.
+fn columns_of(values: &[f32], n_rows: usize, latent_dim: usize) -> Vec<ArrayRef> {
+    (0..latent_dim)
+        .map(|dim| {
+            Arc::new(Float32Array::from_iter_values(
+                (0..n_rows).map(|row| values[row * latent_dim + dim]),
+            )) as ArrayRef
+        })
+        .collect()
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.batch_size == 0 {
+        return Err(InputError("--batch-size must be at least 1".into()).into());
+    }
+    let shard = cli
+        .shard
+        .as_deref()
+        .map(parse_shard)
+        .transpose()
+        .map_err(InputError)?;
+    let started = Instant::now();
+    let environment = init_onnx_runtime()?;
+    let mut encoder = open_encoder(&environment, &cli.encoder, cli.device, cli.threads)?;
+    let card = encoder.card.clone();
+    let gate_by_gamma = match cli.profile {
+        ProfileArg::Auto => card.model.is_sparse(),
+        ProfileArg::Mu => false,
+        ProfileArg::MuGamma if !card.model.is_sparse() => {
+            return Err(InputError(format!(
+                "--profile mu-gamma: {} is not a sparse model (it has no gamma)",
+                card.model.name()
+            ))
+            .into())
+        }
+        ProfileArg::MuGamma => true,
+    };
+    if cli.with_gamma && !card.model.is_sparse() {
+        return Err(InputError(format!("--with-gamma: {} has no gamma", card.model.name())).into());
+    }
+
+    let cells_path = cli.cells.clone();
+    let encoder_path = cli.encoder.clone();
+    let hasher = std::thread::spawn(move || -> anyhow::Result<(String, String)> {
+        Ok((hash_file(&cells_path)?, hash_file(&encoder_path)?))
+    });
+    let reader = ParquetTableReader::open(&cli.cells, TableKind::Cells, cli.batch_size, None)?;
+    let schema = reader.schema().clone();
+    let pixel_field = schema
+        .field_with_name(phenoflow_schemas::PIXELS_COLUMN)
+        .map_err(|_| InputError(format!("{}: no pixel column", cli.cells.display())))?;
+    let shape = phenoflow_schemas::TensorShape::from_field(pixel_field, &cli.cells)?;
+    let cells_shape = [
+        shape.channels as i64,
+        shape.height as i64,
+        shape.width as i64,
+    ];
+    if cells_shape != card.input_shape {
+        return Err(InputError(format!(
+            "{}: cells are {:?} (C, H, W) but the encoder {} takes {:?}",
+            cli.cells.display(),
+            cells_shape,
+            cli.encoder.display(),
+            card.input_shape
+        ))
+        .into());
+    }
+    let total_rows = reader.n_rows();
+
+    // Which plates to keep: --plate, then --shard over the sorted plates.
+    let mut keep: Option<BTreeSet<String>> = None;
+    if !cli.plate.is_empty() || shard.is_some() {
+        let plates = plates_of(&cli.cells)?;
+        let mut selected: BTreeSet<String> = plates.iter().cloned().collect();
+        if !cli.plate.is_empty() {
+            for plate in &cli.plate {
+                if !selected.contains(plate) {
+                    return Err(InputError(format!(
+                        "{}: --plate {plate}: no such plate (the table has {})",
+                        cli.cells.display(),
+                        plates.join(", ")
+                    ))
+                    .into());
+                }
+            }
+            selected = cli.plate.iter().cloned().collect();
+        }
+        if let Some((index, count)) = shard {
+            selected = plates
+                .iter()
+                .enumerate()
+                .filter(|(position, plate)| position % count == index && selected.contains(*plate))
+                .map(|(_, plate)| plate.clone())
+                .collect();
+        }
+        keep = Some(selected);
+    }
+
+    let latent_dim = card.hyperparameters.latent_dim as usize;
+    let model_name = card.model.display_name();
+    let metadata_columns = metadata_indices(&schema);
+    let mut fields: Vec<Field> = metadata_columns
+        .iter()
+        .map(|&index| schema.field(index).clone())
+        .collect();
+    let mut feature_names = column_names("Cells", model_name, "z", latent_dim);
+    if cli.with_log_sigma {
+        feature_names.extend(column_names(
+            "Posterior",
+            model_name,
+            "logsigma",
+            latent_dim,
+        ));
+    }
+    if cli.with_gamma {
+        feature_names.extend(column_names("Posterior", model_name, "gamma", latent_dim));
+    }
+    fields.extend(
+        feature_names
+            .iter()
+            .map(|name| Field::new(name, DataType::Float32, false)),
+    );
+    let output_schema: SchemaRef = Arc::new(Schema::new(fields));
+
+    let params = serde_json::json!({
+        "model": card.model.name(),
+        "profile": if gate_by_gamma { "mu-gamma" } else { "mu" },
+        "with_log_sigma": cli.with_log_sigma,
+        "with_gamma": cli.with_gamma,
+        "plates": keep.as_ref().map(|plates| plates.iter().cloned().collect::<Vec<_>>()),
+        "normalization": card.normalization,
+    });
+    let mut provenance = Provenance::new(
+        TableKind::Embeddings,
+        STAGE,
+        env!("CARGO_PKG_VERSION"),
+        params,
+    );
+    provenance.seed = Some(card.seed);
+    provenance.extra.insert(
+        "execution_provider".into(),
+        encoder.execution_provider.into(),
+    );
+    let (cells_hash, encoder_hash) = hasher.join().expect("hashing thread")?;
+    provenance
+        .inputs
+        .insert(cli.cells.display().to_string(), cells_hash);
+    provenance
+        .inputs
+        .insert(cli.encoder.display().to_string(), encoder_hash);
+    let mut writer = ParquetTableWriter::create(
+        &cli.output,
+        TableKind::Embeddings,
+        output_schema.clone(),
+        &provenance,
+        65_536,
+    )?;
+
+    let progress = if cli.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total_rows as u64)
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "embedding [{bar:30}] {pos}/{len} cells, {per_sec}, eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let receiver = spawn_reader(
+        reader,
+        cli.cells.clone(),
+        keep,
+        card.clone(),
+        metadata_columns,
+    );
+    let [channels, height, width] = card.input_shape;
+    let mut n_cells = 0usize;
+    for prepared in receiver {
+        let prepared = prepared.with_context(|| format!("reading {}", cli.cells.display()))?;
+        let n_rows = prepared.metadata.num_rows();
+        let input = TensorRef::from_array_view((
+            [n_rows, channels as usize, height as usize, width as usize],
+            &prepared.inputs[..],
+        ))
+        .map_err(|error| anyhow!("{error}"))?;
+        let outputs = encoder
+            .session
+            .run(ort::inputs!["cells" => input])
+            .map_err(|error| anyhow!("{}: ONNX Runtime: {error}", cli.encoder.display()))?;
+        let extract = |name: &str| -> anyhow::Result<Vec<f32>> {
+            let value = outputs.get(name).ok_or_else(|| {
+                InputError(format!(
+                    "{}: the encoder has no output `{name}`",
+                    cli.encoder.display()
+                ))
+            })?;
+            let (_, values) = value
+                .try_extract_tensor::<f32>()
+                .map_err(|error| anyhow!("output `{name}`: {error}"))?;
+            if values.len() != n_rows * latent_dim {
+                return Err(InputError(format!(
+                    "{}: output `{name}` has {} values for {n_rows} cells of latent size {latent_dim}",
+                    cli.encoder.display(),
+                    values.len()
+                ))
+                .into());
+            }
+            Ok(values.to_vec())
+        };
+        let mut profile = extract("mu")?;
+        let gamma = if gate_by_gamma || cli.with_gamma {
+            Some(extract("gamma")?)
+        } else {
+            None
+        };
+        if gate_by_gamma {
+            let gamma = gamma.as_ref().expect("extracted above");
+            profile
+                .iter_mut()
+                .zip(gamma)
+                .for_each(|(value, gate)| *value *= gate);
+        }
+        if let Some(row) = profile
+            .chunks(latent_dim)
+            .position(|row| row.iter().any(|value| !value.is_finite()))
+        {
+            return Err(anyhow!(
+                "{}: the encoder gave a non-finite profile for cell {} of the selection",
+                cli.encoder.display(),
+                n_cells + row
+            ));
+        }
+        let mut columns: Vec<ArrayRef> = prepared.metadata.columns().to_vec();
+        columns.extend(columns_of(&profile, n_rows, latent_dim));
+        if cli.with_log_sigma {
+            columns.extend(columns_of(&extract("log_sigma")?, n_rows, latent_dim));
+        }
+        if let (true, Some(gamma)) = (cli.with_gamma, &gamma) {
+            columns.extend(columns_of(gamma, n_rows, latent_dim));
+        }
+        drop(outputs);
+        writer.write(&RecordBatch::try_new(output_schema.clone(), columns)?)?;
+        n_cells += n_rows;
+        progress.inc(n_rows as u64);
+    }
+    progress.finish_and_clear();
+    if n_cells == 0 {
+        return Err(InputError(format!("{}: no cells selected", cli.cells.display())).into());
+    }
+    writer.finish()?;
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "pf-embed: {} cells → {} ({} features, {}, {}) in {seconds:.1} s ({:.0} cells/s)",
+        n_cells,
+        cli.output.display(),
+        latent_dim,
+        if gate_by_gamma { "mu·gamma" } else { "mu" },
+        encoder.execution_provider,
+        n_cells as f64 / seconds
+    );
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! `pf-embed`: parse arguments, run, print the whole error chain, map it to an exit code
+//! (2 = bad usage or input, 1 = runtime failure).
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = pf_embed::args::Cli::parse();
+    match pf_embed::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pf-embed: error: {error:#}");
+            std::process::ExitCode::from(pf_embed::exit_code(&error))
+        }
+    }
+}
