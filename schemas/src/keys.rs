@@ -13,6 +13,35 @@ pub fn batch_of_plate(plate: &str) -> String {
     plate.split('_').next().unwrap_or(plate).to_string()
 }
 
+/// Parses a `--shard I/N` value (0 ≤ I < N).
+pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(index, count)| Some((index.trim().parse().ok()?, count.trim().parse().ok()?)));
+    match parsed {
+        Some((index, count)) if count > 0 && index < count => Ok((index, count)),
+        _ => Err(format!(
+            "--shard {text}: expected I/N with 0 ≤ I < N, e.g. 0/4"
+        )),
+    }
+}
+
+/// Shard `index` of `count` of a set of plates: the plates whose position in sorted order is
+/// `index` modulo `count`. Whole plates, so every stage shards a screen the same way and
+/// per-well work never spans shards.
+pub fn shard_plates<'a>(
+    plates: impl IntoIterator<Item = &'a str>,
+    (index, count): (usize, usize),
+) -> Vec<String> {
+    let sorted: std::collections::BTreeSet<&str> = plates.into_iter().collect();
+    sorted
+        .into_iter()
+        .enumerate()
+        .filter(|(position, _)| position % count == index)
+        .map(|(_, plate)| plate.to_string())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -23,5 +52,8 @@ mod tests {
         assert_ne!(concentration_key(0.003), concentration_key(0.03));
         assert_eq!(batch_of_plate("Week4_27481"), "Week4");
         assert_eq!(batch_of_plate("P1"), "P1");
+        assert_eq!(parse_shard("1/4"), Ok((1, 4)));
+        assert!(parse_shard("4/4").is_err() && parse_shard("x").is_err());
+        assert_eq!(shard_plates(["c", "a", "b", "a"], (1, 2)), ["b"]);
     }
 }

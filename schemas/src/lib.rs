@@ -19,7 +19,7 @@ pub mod tensor;
 pub use atomic::{atomic_write, temp_path_for};
 pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
 pub use error::{exit_code, InputError, SchemaError};
-pub use keys::{batch_of_plate, concentration_key};
+pub use keys::{batch_of_plate, concentration_key, parse_shard, shard_plates};
 pub use model_card::{ModelCard, ModelKind, Normalization};
 pub use parquet_io::{read_provenance, read_table, ParquetTableReader, ParquetTableWriter};
 pub use provenance::{hash_file, hash_params, Provenance};

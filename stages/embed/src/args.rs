@@ -85,16 +85,3 @@ pub enum DeviceArg {
     Cpu,
     Cuda,
 }
-
-/// `i/n` with i < n.
-pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
-    let parsed = text
-        .split_once('/')
-        .and_then(|(index, count)| Some((index.trim().parse().ok()?, count.trim().parse().ok()?)));
-    match parsed {
-        Some((index, count)) if count > 0 && index < count => Ok((index, count)),
-        _ => Err(format!(
-            "--shard {text}: expected I/N with 0 ≤ I < N, e.g. 0/4"
-        )),
-    }
-}

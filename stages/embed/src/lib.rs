@@ -20,12 +20,12 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use phenoflow_schemas::tables::METADATA_PREFIX;
 use phenoflow_schemas::{
-    hash_file, CellPixels, InputError, ModelCard, ParquetTableReader, ParquetTableWriter,
-    Provenance, TableKind,
+    hash_file, parse_shard, shard_plates, CellPixels, InputError, ModelCard, ParquetTableReader,
+    ParquetTableWriter, Provenance, TableKind,
 };
 use rayon::prelude::*;
 
-use crate::args::{parse_shard, Cli, DeviceArg, ProfileArg};
+use crate::args::{Cli, DeviceArg, ProfileArg};
 
 const STAGE: &str = "pf-embed";
 /// Batches decoded ahead of the one being embedded.
@@ -329,13 +329,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             selected = cli.plate.iter().cloned().collect();
         }
-        if let Some((index, count)) = shard {
-            selected = plates
-                .iter()
-                .enumerate()
-                .filter(|(position, plate)| position % count == index && selected.contains(*plate))
-                .map(|(_, plate)| plate.clone())
-                .collect();
+        if let Some(shard) = shard {
+            let in_shard = shard_plates(plates.iter().map(String::as_str), shard);
+            selected.retain(|plate| in_shard.contains(plate));
         }
         keep = Some(selected);
     }

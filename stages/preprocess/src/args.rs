@@ -82,6 +82,11 @@ pub struct ImageTableArgs {
     #[arg(long = "plate", value_delimiter = ',')]
     pub plates: Vec<String>,
 
+    /// Keep only shard I of N: the plates whose position in the sorted plate list is I modulo N
+    /// (how Snakemake / Nextflow fan a screen out over machines).
+    #[arg(long, value_name = "I/N", value_parser = phenoflow_schemas::parse_shard)]
+    pub shard: Option<(usize, usize)>,
+
     /// Fields whose treatment is not in the MoA table: drop them, keep them with a null MoA,
     /// or stop with an error.
     #[arg(long, value_enum, default_value_t = Unannotated::Drop)]

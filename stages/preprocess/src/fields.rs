@@ -102,6 +102,7 @@ fn read_fields(args: &ImageTableArgs, moa: Option<&MoaTable>) -> anyhow::Result<
             moa,
             unannotated: args.unannotated,
             plates: &args.plates,
+            shard: args.shard,
         },
     )?;
     for plate in &args.plates {
@@ -241,6 +242,7 @@ pub fn run_bbbc021(args: &Bbbc021Args) -> anyhow::Result<RunCounts> {
         "edge": args.edge,
         "unannotated": args.table.unannotated,
         "plates": args.table.plates,
+        "shard": args.table.shard.map(|(index, count)| format!("{index}/{count}")),
         "centers": args.centers.is_some(),
         "nuclei": if args.centers.is_some() { serde_json::Value::Null } else { serde_json::to_value(nucleus_params)? },
     });
@@ -323,6 +325,7 @@ pub fn run_whole(args: &WholeArgs) -> anyhow::Result<RunCounts> {
         "grey": args.grey,
         "unannotated": args.table.unannotated,
         "plates": args.table.plates,
+        "shard": args.table.shard.map(|(index, count)| format!("{index}/{count}")),
     });
     let mut inputs = vec![args.table.image_csv.as_path()];
     inputs.extend(args.moa_csv.as_deref());

@@ -158,6 +158,8 @@ pub struct ImageTableOptions<'a> {
     pub unannotated: Unannotated,
     /// Keep only these plates (all when empty).
     pub plates: &'a [String],
+    /// Keep only this shard `(i, n)` of the table's plates (see `phenoflow_schemas::shard_plates`).
+    pub shard: Option<(usize, usize)>,
 }
 
 /// The fields of an image table, after the MoA join and the plate filter.
@@ -197,9 +199,27 @@ impl ImageTable {
         let mut n_unannotated_dropped = 0;
         let mut n_other_plates = 0;
         let mut sites_seen: HashMap<(String, String), i32> = HashMap::new();
+        let shard_plates = match options.shard {
+            None => None,
+            Some(shard) => {
+                let names = table
+                    .rows()
+                    .map(|row| row.text(&plate).map(str::to_string))
+                    .collect::<Result<Vec<_>>>()?;
+                Some(phenoflow_schemas::shard_plates(
+                    names.iter().map(String::as_str),
+                    shard,
+                ))
+            }
+        };
         for row in table.rows() {
             let plate_name = row.text(&plate)?.to_string();
-            if !options.plates.is_empty() && !options.plates.contains(&plate_name) {
+            let outside_shard = shard_plates
+                .as_ref()
+                .is_some_and(|selected| !selected.contains(&plate_name));
+            if outside_shard
+                || (!options.plates.is_empty() && !options.plates.contains(&plate_name))
+            {
                 n_other_plates += 1;
                 continue;
             }
@@ -323,6 +343,7 @@ mod tests {
             moa: None,
             unannotated: Unannotated::Keep,
             plates: &[],
+            shard: None,
         };
         let all = ImageTable::read(&data.join("BBBC021_v1_image.csv"), &options).unwrap();
         assert_eq!(all.fields.len(), 13_200);

@@ -24,9 +24,9 @@ use crate::error::TrainError;
         pf-train --cells out/cells.parquet --model cytovae --epochs 80 --out out/cytovae --resume"
 )]
 pub struct Cli {
-    /// The `cells` table to train on (from pf-preprocess or pf-synth).
-    #[arg(long)]
-    pub cells: PathBuf,
+    /// The `cells` table to train on (from pf-preprocess); repeat for per-plate shards.
+    #[arg(long, required = true)]
+    pub cells: Vec<PathBuf>,
 
     /// The folder to write the checkpoint, model card, training log and reconstructions into.
     #[arg(long)]

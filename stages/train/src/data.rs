@@ -3,7 +3,7 @@
 //! each cell's treatment, the seeded train/validation split and the per-epoch batch order.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
@@ -31,70 +31,82 @@ impl CellData {
         self.treatment_of_cell.len()
     }
 
-    /// Reads the whole table; errors name the file.
-    pub fn read(path: &Path) -> Result<Self, TrainError> {
-        let bad = |reason: String| TrainError::Data {
-            path: path.to_path_buf(),
-            reason,
-        };
-        let columns = ["Metadata_Compound", "Metadata_Concentration", PIXELS_COLUMN];
-        let reader = ParquetTableReader::open(path, TableKind::Cells, 2048, Some(&columns))
-            .map_err(|error| bad(error.to_string()))?;
-        let channel_names: Option<Vec<String>> = reader
-            .provenance()
-            .and_then(|provenance| provenance.extra.get("channels"))
-            .map(|names| names.split(',').map(str::to_string).collect());
-        let n_rows = reader.n_rows();
+    /// Reads whole tables (per-plate shards are concatenated in the order given); errors name
+    /// the file.
+    pub fn read(paths: &[PathBuf]) -> Result<Self, TrainError> {
         let mut values: Vec<i16> = Vec::new();
-        let mut shape = None;
+        let mut shape: Option<[i64; 3]> = None;
+        let mut channel_names: Option<Vec<String>> = None;
         let mut treatment_index: BTreeMap<(String, i64), u32> = BTreeMap::new();
         let mut treatments = Vec::new();
-        let mut treatment_of_cell = Vec::with_capacity(n_rows);
-        for batch in reader {
-            let batch = batch.map_err(|error| bad(error.to_string()))?;
-            let pixels =
-                CellPixels::from_batch(&batch, path).map_err(|error| bad(error.to_string()))?;
-            let tensor_shape = pixels.shape();
-            let this_shape = [
-                tensor_shape.channels as i64,
-                tensor_shape.height as i64,
-                tensor_shape.width as i64,
-            ];
-            if values.is_empty() {
-                values.reserve(n_rows * tensor_shape.len());
+        let mut treatment_of_cell = Vec::new();
+        for path in paths {
+            let bad = |reason: String| TrainError::Data {
+                path: path.to_path_buf(),
+                reason,
+            };
+            let columns = ["Metadata_Compound", "Metadata_Concentration", PIXELS_COLUMN];
+            let reader = ParquetTableReader::open(path, TableKind::Cells, 2048, Some(&columns))
+                .map_err(|error| bad(error.to_string()))?;
+            if channel_names.is_none() {
+                channel_names = reader
+                    .provenance()
+                    .and_then(|provenance| provenance.extra.get("channels"))
+                    .map(|names| names.split(',').map(str::to_string).collect());
             }
-            shape.get_or_insert(this_shape);
-            let compounds = batch
-                .column_by_name("Metadata_Compound")
-                .and_then(|column| column.as_string_opt::<i32>())
-                .ok_or_else(|| bad("column `Metadata_Compound` is not a Utf8 column".into()))?;
-            let concentrations = batch
-                .column_by_name("Metadata_Concentration")
-                .and_then(|column| column.as_primitive_opt::<Float64Type>())
-                .ok_or_else(|| {
-                    bad("column `Metadata_Concentration` is not a Float64 column".into())
-                })?;
-            for row in 0..batch.num_rows() {
-                let compound = compounds.value(row).to_string();
-                let concentration = concentrations.value(row);
-                let next = treatment_index.len() as u32;
-                let index = *treatment_index
-                    .entry((compound.clone(), concentration_key(concentration)))
-                    .or_insert_with(|| {
-                        treatments.push((compound, concentration));
-                        next
-                    });
-                treatment_of_cell.push(index);
-                values.extend(
-                    pixels
-                        .cell(row)
-                        .iter()
-                        .map(|&value| (value ^ 0x8000) as i16),
-                );
+            let n_rows = reader.n_rows();
+            for batch in reader {
+                let batch = batch.map_err(|error| bad(error.to_string()))?;
+                let pixels =
+                    CellPixels::from_batch(&batch, path).map_err(|error| bad(error.to_string()))?;
+                let tensor_shape = pixels.shape();
+                let this_shape = [
+                    tensor_shape.channels as i64,
+                    tensor_shape.height as i64,
+                    tensor_shape.width as i64,
+                ];
+                if *shape.get_or_insert(this_shape) != this_shape {
+                    return Err(bad(format!(
+                        "cells are {this_shape:?} (C, H, W), the first table's are {:?}",
+                        shape.unwrap_or(this_shape)
+                    )));
+                }
+                values.reserve(n_rows * tensor_shape.len());
+                let compounds = batch
+                    .column_by_name("Metadata_Compound")
+                    .and_then(|column| column.as_string_opt::<i32>())
+                    .ok_or_else(|| bad("column `Metadata_Compound` is not a Utf8 column".into()))?;
+                let concentrations = batch
+                    .column_by_name("Metadata_Concentration")
+                    .and_then(|column| column.as_primitive_opt::<Float64Type>())
+                    .ok_or_else(|| {
+                        bad("column `Metadata_Concentration` is not a Float64 column".into())
+                    })?;
+                for row in 0..batch.num_rows() {
+                    let compound = compounds.value(row).to_string();
+                    let concentration = concentrations.value(row);
+                    let next = treatment_index.len() as u32;
+                    let index = *treatment_index
+                        .entry((compound.clone(), concentration_key(concentration)))
+                        .or_insert_with(|| {
+                            treatments.push((compound, concentration));
+                            next
+                        });
+                    treatment_of_cell.push(index);
+                    values.extend(
+                        pixels
+                            .cell(row)
+                            .iter()
+                            .map(|&value| (value ^ 0x8000) as i16),
+                    );
+                }
             }
         }
         let Some(shape) = shape.filter(|_| !treatment_of_cell.is_empty()) else {
-            return Err(bad("the cells table has no rows".into()));
+            return Err(TrainError::Data {
+                path: paths.first().cloned().unwrap_or_default(),
+                reason: "the cells table has no rows".into(),
+            });
         };
         let channel_names = channel_names
             .filter(|names| names.len() as i64 == shape[0])

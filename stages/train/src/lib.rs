@@ -115,11 +115,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
 
     // Hash the input on another thread while it is being read.
-    let cells_path = cli.cells.clone();
-    let hasher = std::thread::spawn(move || hash_file(&cells_path));
+    let cells_paths = cli.cells.clone();
+    let hasher = std::thread::spawn(move || {
+        cells_paths
+            .iter()
+            .map(|path| hash_file(path))
+            .collect::<Result<Vec<String>, _>>()
+    });
     let started = Instant::now();
     let data = CellData::read(&cli.cells)?;
-    let data_hash = hasher.join().expect("hashing thread")?;
+    let file_hashes = hasher.join().expect("hashing thread")?;
+    // One file: its SHA-256; shards: the SHA-256 of their hashes in order.
+    let data_hash = match file_hashes.as_slice() {
+        [single] => single.clone(),
+        many => phenoflow_schemas::hash_params(&serde_json::json!(many)),
+    };
+    let cells_description = cli
+        .cells
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let first_cells = cli.cells[0].clone();
     let geometry = Geometry {
         channels: data.shape[0],
         height: data.shape[1],
@@ -127,7 +144,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         latent_dim: cli.latent_dim,
     };
     geometry.check().map_err(|reason| TrainError::Data {
-        path: cli.cells.clone(),
+        path: first_cells.clone(),
         reason,
     })?;
     let split = Split::new(
@@ -142,7 +159,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     if batch_size < 2 {
         return Err(TrainError::Data {
-            path: cli.cells.clone(),
+            path: first_cells.clone(),
             reason: "--sampler balanced needs at least two treatments among the training cells"
                 .into(),
         }
@@ -150,7 +167,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     if split.train.len() < batch_size {
         return Err(TrainError::Data {
-            path: cli.cells.clone(),
+            path: first_cells.clone(),
             reason: format!(
                 "{} training cells are fewer than one batch of {batch_size}; lower --batch-size",
                 split.train.len()
@@ -182,7 +199,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         hyperparameters: hyperparameters.clone(),
         seed: cli.seed,
         data: TrainingData {
-            cells: cli.cells.display().to_string(),
+            cells: cells_description,
             sha256: data_hash,
             n_cells: data.n_cells(),
             n_train: split.train.len(),
