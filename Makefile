@@ -21,7 +21,9 @@ BENCH_TRAIN_CELLS ?= 4096
 BENCH_EMBED_CELLS ?= 20480
 BENCH_FIELDS ?= 120
 
-.PHONY: help setup build test lint demo bench-preprocess bench-profiles bench-train bench-embed synth-baseline clean
+JOBS ?= 2
+
+.PHONY: help setup bins build test lint demo pipeline pipelines-generated bench-preprocess bench-profiles bench-train bench-embed synth-baseline clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,11 +65,25 @@ test: build ## Run every test: unit tests and the end-to-end tests on real data
 lint: setup ## cargo fmt --check and clippy -D warnings
 	@$(WITH_ENV) cargo fmt --all --check && cargo clippy --release --workspace --all-targets -- -D warnings
 
-demo: ## The whole pipeline on the synthetic screen (needs pf-train, pf-embed, pf-run: open issues)
-	@echo "make demo: not available yet. The demo pipeline (pf-synth -> pf-preprocess -> pf-train -> pf-embed ->" >&2
-	@echo "pf-aggregate -> pf-classify -> pf-report, run by pf-run) needs pf-train, pf-export/pf-embed, pf-run and" >&2
-	@echo "pf-report, which are open issues. What exists end to end today: 'make synth-baseline'." >&2
-	@exit 2
+bins: setup ## Build only the stage binaries (release)
+	@$(WITH_ENV) cargo build --release --bins
+
+demo: bins ## The whole pipeline on the synthetic screen; prints the NSC / NSCB accuracy and where the outputs are
+	@$(WITH_ENV) $(BIN)/pf-run run pipelines/demo.toml --jobs 2
+	@$(WITH_ENV) $(PYTHON) tests/python/print_metrics.py $(ROOT)/out/demo/metrics.parquet
+	@echo "outputs:        $(ROOT)/out/demo (reconstructions: out/demo/cytovae/reconstructions.png)"
+
+pipeline: bins ## Run a pipeline file: make pipeline PIPELINE=pipelines/bbbc021.toml [JOBS=2]
+	@test -n "$(PIPELINE)" || { echo "make pipeline: set PIPELINE=pipelines/<name>.toml" >&2; exit 2; }
+	@$(WITH_ENV) $(BIN)/pf-run run $(PIPELINE) --jobs $(JOBS)
+
+pipelines-generated: bins ## Regenerate pipelines/generated/<name>/{pipeline.mk,Snakefile,main.nf}
+	@$(WITH_ENV) for file in pipelines/*.toml; do \
+	    name=$$(basename $$file .toml); mkdir -p pipelines/generated/$$name; \
+	    $(BIN)/pf-run emit make $$file -o pipelines/generated/$$name/pipeline.mk; \
+	    $(BIN)/pf-run emit snakemake $$file -o pipelines/generated/$$name/Snakefile; \
+	    $(BIN)/pf-run emit nextflow $$file -o pipelines/generated/$$name/main.nf; \
+	done
 
 bench-preprocess: build ## pf-preprocess vs numpy+tifffile+scikit-image on the same fields (BENCH_FIELDS=120)
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_preprocess.py --bin $(BIN)/pf-preprocess --n-fields $(BENCH_FIELDS) --workdir $(ROOT)/bench-out/preprocess

@@ -12,6 +12,7 @@ mod error;
 pub mod keys;
 pub mod model_card;
 pub mod parquet_io;
+pub mod pipeline;
 pub mod provenance;
 pub mod tables;
 pub mod tensor;

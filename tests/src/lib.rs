@@ -97,8 +97,14 @@ impl Outcome {
 
 /// Runs a program with arguments and collects its output.
 pub fn run<S: AsRef<std::ffi::OsStr>>(program: &Path, args: &[S]) -> Outcome {
+    run_in(Path::new("."), program, args)
+}
+
+/// Runs a program in a folder with arguments and collects its output.
+pub fn run_in<S: AsRef<std::ffi::OsStr>>(folder: &Path, program: &Path, args: &[S]) -> Outcome {
     let output = Command::new(program)
         .args(args)
+        .current_dir(folder)
         .output()
         .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
     Outcome {

@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use phenoflow_e2e::{run, run_python, shared_data, stage, temp_files, Outcome};
+use phenoflow_e2e::{
+    python, root, run, run_in, run_python, shared_data, stage, temp_files, Outcome,
+};
 
 fn preprocess<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
     run(&stage("pf-preprocess"), args)
@@ -1286,4 +1288,313 @@ fn train_rejects_bad_input_and_stops_on_non_finite_losses() {
     let mut resume = train_args(&cells, &log, "cytovae", 2);
     resume.extend(["--resume".into(), "--beta".into(), "3".into()]);
     train(&resume).assert_failure(2, &["cannot resume", "settings differ"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// pf-run
+
+/// A small pipeline over the tiny synthetic screen (2 plates, 2 shards), every stage for real.
+const TINY_PIPELINE: &str = r#"
+[pipeline]
+name = "tiny"
+description = "tiny synthetic screen end to end"
+workdir = "out"
+shards = 2
+
+[[step]]
+name = "synth"
+stage = "pf-synth"
+outputs = { output = "synthetic" }
+params = { preset = "tiny", seed = 3, force = true, no-progress = true }
+
+[[step]]
+name = "preprocess"
+stage = "pf-preprocess"
+command = "bbbc021"
+fan_out = "shard"
+inputs = { image-csv = "@synth.output/BBBC021_v1_image.csv", moa-csv = "@synth.output/BBBC021_v1_moa.csv" }
+outputs = { output = "cells.parquet" }
+params = { no-progress = true }
+
+[[step]]
+name = "train"
+stage = "pf-train"
+inputs = { cells = "@preprocess.output" }
+outputs = { out = "model" }
+params = { model = "cytovae", epochs = 1, batch-size = 32, latent-dim = 8, quiet = true, threads = 2 }
+
+[[step]]
+name = "export"
+stage = "pf-export"
+inputs = { model-card = "@train.out/model_card.json" }
+outputs = { encoder = "encoder.onnx", decoder = "decoder.onnx" }
+
+[[step]]
+name = "embed"
+stage = "pf-embed"
+fan_out = "shard"
+inputs = { cells = "@preprocess.output", encoder = "@export.encoder" }
+outputs = { output = "embeddings.parquet" }
+params = { no-progress = true, threads = 2 }
+
+[[step]]
+name = "aggregate"
+stage = "pf-aggregate"
+inputs = { input = "@embed.output" }
+outputs = { wells = "wells.parquet", treatments = "treatments.parquet" }
+params = { normalize = "dmso-zscore" }
+
+[[step]]
+name = "classify"
+stage = "pf-classify"
+inputs = { treatments = "@aggregate.treatments" }
+outputs = { predictions = "predictions.parquet", metrics = "metrics.parquet" }
+"#;
+
+fn pf_run(folder: &Path, args: &[&str]) -> Outcome {
+    run_in(folder, &stage("pf-run"), args)
+}
+
+/// How many steps a run executed, from its closing line.
+fn n_ran(outcome: &Outcome) -> usize {
+    let line = outcome
+        .stderr
+        .lines()
+        .find(|line| line.contains(" ran "))
+        .unwrap_or_else(|| panic!("{}", outcome.stderr));
+    line.split(" ran ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn pipelines_rerun_only_what_changed() {
+    let temp = tempfile::tempdir().unwrap();
+    let folder = temp.path();
+    std::fs::write(folder.join("tiny.toml"), TINY_PIPELINE).unwrap();
+    let first = pf_run(folder, &["run", "tiny.toml", "--jobs", "2"]);
+    first.assert_success();
+    assert_eq!(n_ran(&first), 9, "{}", first.stderr);
+    // Run twice: nothing runs.
+    let second = pf_run(folder, &["run", "tiny.toml"]);
+    assert_eq!(n_ran(second.assert_success()), 0, "{}", second.stderr);
+    // Touch an input without changing it: nothing runs.
+    let csv = folder.join("out/synthetic/BBBC021_v1_image.csv");
+    std::fs::write(&csv, std::fs::read(&csv).unwrap()).unwrap();
+    let touched = pf_run(folder, &["run", "tiny.toml"]);
+    assert_eq!(n_ran(touched.assert_success()), 0, "{}", touched.stderr);
+    // Change one param: that step and its dependents run, nothing else.
+    std::fs::write(
+        folder.join("tiny.toml"),
+        TINY_PIPELINE.replace("\"dmso-zscore\"", "\"none\""),
+    )
+    .unwrap();
+    let dry = pf_run(folder, &["run", "tiny.toml", "--dry-run"]);
+    assert!(
+        dry.assert_success()
+            .stdout
+            .contains("would run   aggregate        because its params or paths changed"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout
+            .contains("would run   classify         because `aggregate` runs before it"),
+        "{}",
+        dry.stdout
+    );
+    assert!(dry.stdout.contains("up to date  train"), "{}", dry.stdout);
+    let changed = pf_run(folder, &["run", "tiny.toml"]);
+    assert_eq!(n_ran(changed.assert_success()), 2, "{}", changed.stderr);
+    assert!(changed
+        .stderr
+        .contains("run   aggregate (its params or paths changed)"));
+    // Corrupt an intermediate file: its producer runs again and restores it; since the content
+    // comes back the same, its consumers have nothing to do.
+    let embeddings = folder.join("out/embeddings.shard0.parquet");
+    let good = std::fs::read(&embeddings).unwrap();
+    std::fs::write(&embeddings, b"not parquet").unwrap();
+    let repaired = pf_run(folder, &["run", "tiny.toml"]);
+    assert_eq!(n_ran(repaired.assert_success()), 1, "{}", repaired.stderr);
+    assert!(repaired.stderr.contains(
+        "run   embed[0] (output out/embeddings.shard0.parquet changed since it was written)"
+    ));
+    assert_eq!(std::fs::read(&embeddings).unwrap(), good);
+    // --from and --only force.
+    let from = pf_run(folder, &["run", "tiny.toml", "--from", "embed"]);
+    assert_eq!(n_ran(from.assert_success()), 4, "{}", from.stderr);
+    let only = pf_run(folder, &["run", "tiny.toml", "--only", "classify"]);
+    assert_eq!(n_ran(only.assert_success()), 1, "{}", only.stderr);
+    let metrics = std::fs::read(folder.join("out/metrics.parquet")).unwrap();
+    // A failing step stops what depends on it and leaves earlier outputs intact.
+    std::fs::write(
+        folder.join("tiny.toml"),
+        TINY_PIPELINE.replace("batch-size = 32", "batch-size = 100000"),
+    )
+    .unwrap();
+    let cells_before = std::fs::read(folder.join("out/cells.shard1.parquet")).unwrap();
+    let failed = pf_run(folder, &["run", "tiny.toml"]);
+    failed.assert_failure(
+        1,
+        &[
+            "FAIL  train",
+            "1 step(s) failed (train), 5 skipped",
+            "fewer than one batch of 100000",
+        ],
+    );
+    assert_eq!(
+        std::fs::read(folder.join("out/cells.shard1.parquet")).unwrap(),
+        cells_before
+    );
+    assert!(folder.join("out/model/checkpoint.safetensors").exists());
+    assert_eq!(
+        std::fs::read(folder.join("out/metrics.parquet")).unwrap(),
+        metrics
+    );
+    assert!(temp_files(&folder.join("out")).is_empty());
+}
+
+#[test]
+fn pipeline_files_are_checked_before_anything_runs() {
+    let temp = tempfile::tempdir().unwrap();
+    let folder = temp.path();
+    let check = |text: String, fragments: &[&str]| {
+        std::fs::write(folder.join("p.toml"), text).unwrap();
+        pf_run(folder, &["run", "p.toml"]).assert_failure(2, fragments);
+        assert!(!folder.join("out").exists(), "something ran");
+    };
+    check(
+        TINY_PIPELINE.replace(
+            "fan_out = \"shard\"\ninputs = { cells",
+            "fan_out = \"shard\"\ncolour = 1\ninputs = { cells",
+        ),
+        &["p.toml", "unknown field `colour`", "line 40"],
+    );
+    check(
+        TINY_PIPELINE.replace("stage = \"pf-export\"", "stage = \"pf-exprot\""),
+        &["step `export`: unknown stage `pf-exprot`"],
+    );
+    check(
+        TINY_PIPELINE.replace("epochs = 1,", "epochs = 1, learning-rat = 0.1,"),
+        &["step `train`: pf-train does not accept --learning-rat"],
+    );
+    check(
+        TINY_PIPELINE.replace("\"@synth.output/BBBC021_v1_moa.csv\"", "\"moa.csv\""),
+        &["step `preprocess`: input --moa-csv moa.csv does not exist and no step produces it"],
+    );
+    check(
+        TINY_PIPELINE.replace("\"@train.out/model_card.json\"", "\"@classify.metrics\""),
+        &["cycle", "export", "classify"],
+    );
+    check(
+        TINY_PIPELINE.replace(
+            "outputs = { wells = \"wells.parquet\"",
+            "outputs = { wells = \"cells.shard0.parquet\"",
+        ),
+        &["out/cells.shard0.parquet is written by two steps: `preprocess[0]` and `aggregate`"],
+    );
+}
+
+#[test]
+fn snakemake_runs_the_emitted_pipeline_like_pf_run() {
+    let temp = tempfile::tempdir().unwrap();
+    let (ours, theirs) = (temp.path().join("pf-run"), temp.path().join("snakemake"));
+    for folder in [&ours, &theirs] {
+        std::fs::create_dir_all(folder).unwrap();
+        std::fs::write(folder.join("tiny.toml"), TINY_PIPELINE).unwrap();
+    }
+    pf_run(&ours, &["run", "tiny.toml"]).assert_success();
+    pf_run(
+        &theirs,
+        &["emit", "snakemake", "tiny.toml", "--output", "Snakefile"],
+    )
+    .assert_success();
+    let snakemake = python().parent().unwrap().join("snakemake");
+    let bin_dir = format!("bin_dir={}", stage("pf-run").parent().unwrap().display());
+    let dry = run_in(
+        &theirs,
+        &snakemake,
+        &["-n", "--cores", "2", "--config", &bin_dir],
+    );
+    dry.assert_success();
+    assert!(
+        dry.stdout.contains("preprocess") && dry.stdout.contains("classify"),
+        "{}",
+        dry.stdout
+    );
+    run_in(&theirs, &snakemake, &["--cores", "2", "--config", &bin_dir]).assert_success();
+    let table = |folder: &Path, name: &str, columns: &str| {
+        let outcome = run_python(
+            "read_table.py",
+            &[&arg(&folder.join("out").join(name)), columns],
+        );
+        outcome.assert_success();
+        outcome.stdout.clone()
+    };
+    let metrics = table(
+        &ours,
+        "metrics.parquet",
+        "Metric,Protocol,Scope,Value,Count",
+    );
+    assert!(metrics.contains("accuracy"), "{metrics}");
+    assert_eq!(
+        metrics,
+        table(
+            &theirs,
+            "metrics.parquet",
+            "Metric,Protocol,Scope,Value,Count"
+        )
+    );
+    assert_eq!(
+        table(
+            &ours,
+            "predictions.parquet",
+            "Metadata_Compound,Protocol,Predicted_MoA,Distance"
+        ),
+        table(
+            &theirs,
+            "predictions.parquet",
+            "Metadata_Compound,Protocol,Predicted_MoA,Distance"
+        )
+    );
+}
+
+#[test]
+fn emitted_files_of_the_shipped_pipelines_do_not_drift() {
+    let pipelines = root().join("pipelines");
+    let mut n_checked = 0;
+    for entry in std::fs::read_dir(&pipelines).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|extension| extension != "toml") {
+            continue;
+        }
+        let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let relative = format!("pipelines/{name}.toml");
+        for (format, file) in [
+            ("make", "pipeline.mk"),
+            ("snakemake", "Snakefile"),
+            ("nextflow", "main.nf"),
+        ] {
+            let emitted = pf_run(&root(), &["emit", format, &relative]);
+            emitted.assert_success();
+            let committed = pipelines.join("generated").join(&name).join(file);
+            let committed = std::fs::read_to_string(&committed).unwrap_or_else(|_| {
+                panic!(
+                    "{} is missing: run `make pipelines-generated`",
+                    committed.display()
+                )
+            });
+            assert!(
+                emitted.stdout == committed,
+                "pipelines/generated/{name}/{file} is stale: run `make pipelines-generated`"
+            );
+            n_checked += 1;
+        }
+    }
+    assert!(n_checked >= 3, "no pipeline checked");
 }

@@ -1,0 +1,599 @@
+//! Pipeline files (`pipelines/*.toml`): named steps, each a stage binary with inputs, outputs and
+//! params, typed with serde (unknown keys are rejected with their name and line) and checked as a
+//! whole before anything runs: references, cycles, outputs written twice, missing inputs. The
+//! result is a list of concrete steps (fan-out steps expanded into one step per shard) with their
+//! command lines, which `pf-run` executes and from which it emits Makefiles, Snakefiles and
+//! Nextflow scripts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A problem with a pipeline file; every message names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct PipelineError {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// A parameter value as written in the file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Flag(bool),
+    Integer(i64),
+    Float(f64),
+    Text(String),
+    List(Vec<ParamValue>),
+}
+
+impl ParamValue {
+    fn render(&self) -> String {
+        match self {
+            ParamValue::Flag(value) => value.to_string(),
+            ParamValue::Integer(value) => value.to_string(),
+            ParamValue::Float(value) => format!("{value:?}"),
+            ParamValue::Text(value) => value.clone(),
+            ParamValue::List(values) => values
+                .iter()
+                .map(ParamValue::render)
+                .collect::<Vec<_>>()
+                .join(","),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        match self {
+            ParamValue::Flag(value) => serde_json::json!(value),
+            ParamValue::Integer(value) => serde_json::json!(value),
+            ParamValue::Float(value) => serde_json::json!(value),
+            ParamValue::Text(value) => serde_json::json!(value),
+            ParamValue::List(values) => {
+                serde_json::Value::Array(values.iter().map(ParamValue::to_json).collect())
+            }
+        }
+    }
+}
+
+/// `[pipeline]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineHeader {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Folder every step output lives under (relative to where the pipeline is run from).
+    pub workdir: String,
+    /// How many per-plate shards fan-out steps are split into.
+    #[serde(default = "one")]
+    pub shards: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `[[step]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSpec {
+    pub name: String,
+    /// The stage binary, e.g. `pf-embed`.
+    pub stage: String,
+    /// A subcommand of the stage (`bbbc021` for pf-preprocess).
+    #[serde(default)]
+    pub command: Option<String>,
+    /// Flag → a file (relative to where the pipeline runs) or `@step.output[/sub/path]`.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    /// Flag → a path under the workdir.
+    #[serde(default)]
+    pub outputs: BTreeMap<String, String>,
+    /// Flag → value (`true` = a bare flag, `false` = left out, a list = the flag repeated).
+    #[serde(default)]
+    pub params: BTreeMap<String, ParamValue>,
+    /// `"shard"`: run once per per-plate shard (`--shard i/N`), each output split per shard.
+    #[serde(default)]
+    pub fan_out: Option<String>,
+}
+
+/// A pipeline file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    pub pipeline: PipelineHeader,
+    /// Values substituted for `${name}` in inputs, outputs and string params (a data folder, say),
+    /// overridable from the command line (`pf-run run --set data=/mnt/bbbc021`).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    #[serde(rename = "step")]
+    pub steps: Vec<StepSpec>,
+}
+
+/// Where an argument's path comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// A file that exists before the pipeline runs.
+    File,
+    /// An output of another concrete step.
+    Step(String),
+}
+
+/// One path argument of a concrete step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathArg {
+    pub flag: String,
+    pub path: PathBuf,
+    pub source: Source,
+}
+
+/// A step as it runs: fan-out already expanded (`embed[1]`), every path resolved.
+#[derive(Debug, Clone)]
+pub struct ConcreteStep {
+    /// Unique name: the step's name, with `[i]` for shard i of a fan-out step.
+    pub name: String,
+    /// The step in the file this came from.
+    pub spec_name: String,
+    pub stage: String,
+    pub command: Option<String>,
+    pub shard: Option<(usize, usize)>,
+    /// Whether the step selects its shard itself (`--shard i/N`); not when it reads an
+    /// already-sharded input, which holds only that shard's plates.
+    pub passes_shard_flag: bool,
+    pub inputs: Vec<PathArg>,
+    pub outputs: Vec<PathArg>,
+    pub params: Vec<(String, ParamValue)>,
+}
+
+impl ConcreteStep {
+    /// The command line after the binary: subcommand, inputs, outputs, params, shard.
+    pub fn arguments(&self) -> Vec<String> {
+        let mut arguments: Vec<String> = self.command.iter().cloned().collect();
+        for arg in self.inputs.iter().chain(&self.outputs) {
+            arguments.push(format!("--{}", arg.flag));
+            arguments.push(arg.path.display().to_string());
+        }
+        for (flag, value) in &self.params {
+            match value {
+                ParamValue::Flag(true) => arguments.push(format!("--{flag}")),
+                ParamValue::Flag(false) => {}
+                ParamValue::List(values) => {
+                    for value in values {
+                        arguments.push(format!("--{flag}"));
+                        arguments.push(value.render());
+                    }
+                }
+                other => {
+                    arguments.push(format!("--{flag}"));
+                    arguments.push(other.render());
+                }
+            }
+        }
+        if let (Some((index, count)), true) = (self.shard, self.passes_shard_flag) {
+            arguments.push("--shard".into());
+            arguments.push(format!("{index}/{count}"));
+        }
+        arguments
+    }
+
+    /// Everything about the step that changes its output, except input content (canonical JSON).
+    pub fn definition(&self) -> serde_json::Value {
+        serde_json::json!({
+            "stage": self.stage,
+            "arguments": self.arguments(),
+            "params": self.params.iter().map(|(flag, value)| (flag.clone(), value.to_json())).collect::<BTreeMap<_, _>>(),
+        })
+    }
+
+    /// The concrete steps this one reads from.
+    pub fn dependencies(&self) -> BTreeSet<String> {
+        self.inputs
+            .iter()
+            .filter_map(|input| match &input.source {
+                Source::Step(step) => Some(step.clone()),
+                Source::File => None,
+            })
+            .collect()
+    }
+}
+
+/// A checked pipeline: its header and concrete steps in a topological order (file order among
+/// independent steps).
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    pub path: PathBuf,
+    pub header: PipelineHeader,
+    pub specs: Vec<StepSpec>,
+    pub steps: Vec<ConcreteStep>,
+}
+
+/// A shard's output path: `cells.parquet` → `cells.shard1.parquet`.
+pub fn shard_path(path: &str, index: usize) -> String {
+    let file_start = path.rfind('/').map_or(0, |slash| slash + 1);
+    match path[file_start..].find('.') {
+        Some(dot) => format!(
+            "{}.shard{index}{}",
+            &path[..file_start + dot],
+            &path[file_start + dot..]
+        ),
+        None => format!("{path}.shard{index}"),
+    }
+}
+
+impl Pipeline {
+    /// Reads, parses and checks a pipeline file.
+    pub fn read(path: &Path) -> Result<Self, PipelineError> {
+        Self::read_with(path, &BTreeMap::new())
+    }
+
+    /// Parses and checks pipeline text; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, PipelineError> {
+        Self::parse_with(text, path, &BTreeMap::new())
+    }
+
+    /// Reads a pipeline file with some of its `[vars]` overridden.
+    pub fn read_with(
+        path: &Path,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, PipelineError> {
+        let text = std::fs::read_to_string(path).map_err(|error| PipelineError {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        Self::parse_with(&text, path, overrides)
+    }
+
+    /// Parses pipeline text with some of its `[vars]` overridden.
+    pub fn parse_with(
+        text: &str,
+        path: &Path,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, PipelineError> {
+        let bad = |reason: String| PipelineError {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut file: PipelineFile =
+            toml::from_str(text).map_err(|error| bad(error.to_string().trim_end().to_string()))?;
+        for (name, value) in overrides {
+            if !file.vars.contains_key(name) {
+                let known: Vec<&str> = file.vars.keys().map(String::as_str).collect();
+                return Err(bad(format!(
+                    "--set {name}: the pipeline has no var `{name}` (it has {})",
+                    known.join(", ")
+                )));
+            }
+            file.vars.insert(name.clone(), value.clone());
+        }
+        let substitute = |text: &str| -> Result<String, PipelineError> {
+            let mut result = text.to_string();
+            while let Some(start) = result.find("${") {
+                let end = result[start..]
+                    .find('}')
+                    .map(|end| start + end)
+                    .ok_or_else(|| bad(format!("unclosed `${{` in \"{text}\"")))?;
+                let name = &result[start + 2..end];
+                let value = file.vars.get(name).ok_or_else(|| {
+                    bad(format!(
+                        "\"{text}\" uses ${{{name}}}, which [vars] does not define"
+                    ))
+                })?;
+                result = format!("{}{value}{}", &result[..start], &result[end + 1..]);
+            }
+            Ok(result)
+        };
+        for spec in &mut file.steps {
+            for value in spec.inputs.values_mut().chain(spec.outputs.values_mut()) {
+                *value = substitute(value)?;
+            }
+            for value in spec.params.values_mut() {
+                if let ParamValue::Text(text) = value {
+                    *text = substitute(text)?;
+                }
+            }
+        }
+        let header = file.pipeline.clone();
+        if header.shards == 0 {
+            return Err(bad("[pipeline] shards must be at least 1".into()));
+        }
+        let mut specs_by_name: BTreeMap<&str, &StepSpec> = BTreeMap::new();
+        for spec in &file.steps {
+            if spec.name.is_empty() || spec.name.contains(['[', ']', '.', '/', '@', ' ']) {
+                return Err(bad(format!(
+                    "step name `{}`: use letters, digits, - and _",
+                    spec.name
+                )));
+            }
+            if specs_by_name.insert(&spec.name, spec).is_some() {
+                return Err(bad(format!("two steps are named `{}`", spec.name)));
+            }
+            if let Some(fan_out) = &spec.fan_out {
+                if fan_out != "shard" {
+                    return Err(bad(format!(
+                        "step `{}`: fan_out = \"{fan_out}\", the only fan-out is \"shard\"",
+                        spec.name
+                    )));
+                }
+            }
+        }
+        let workdir = PathBuf::from(&header.workdir);
+        let shards = header.shards;
+        // Expand: a fan-out step becomes one concrete step per shard.
+        let fans = |spec: &StepSpec| spec.fan_out.is_some() && shards > 1;
+        let mut steps = Vec::new();
+        let mut writers: BTreeMap<PathBuf, String> = BTreeMap::new();
+        for spec in &file.steps {
+            let instances: Vec<Option<usize>> = if fans(spec) {
+                (0..shards).map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for shard in instances {
+                let name = match shard {
+                    Some(index) => format!("{}[{index}]", spec.name),
+                    None => spec.name.clone(),
+                };
+                let mut outputs = Vec::new();
+                for (flag, output) in &spec.outputs {
+                    let relative = match shard {
+                        Some(index) => shard_path(output, index),
+                        None => output.clone(),
+                    };
+                    let path = workdir.join(&relative);
+                    if let Some(other) = writers.insert(path.clone(), name.clone()) {
+                        return Err(bad(format!(
+                            "{} is written by two steps: `{other}` and `{name}`",
+                            path.display()
+                        )));
+                    }
+                    outputs.push(PathArg {
+                        flag: flag.clone(),
+                        path,
+                        source: Source::Step(name.clone()),
+                    });
+                }
+                let mut inputs = Vec::new();
+                let mut reads_a_shard = false;
+                for (flag, reference) in &spec.inputs {
+                    let Some(target) = reference.strip_prefix('@') else {
+                        inputs.push(PathArg {
+                            flag: flag.clone(),
+                            path: PathBuf::from(reference),
+                            source: Source::File,
+                        });
+                        continue;
+                    };
+                    let (step_output, sub_path) = match target.split_once('/') {
+                        Some((head, tail)) => (head, Some(tail)),
+                        None => (target, None),
+                    };
+                    let (producer_name, output_flag) = step_output.split_once('.').ok_or_else(|| {
+                        bad(format!("step `{}`: input {flag} = \"{reference}\": expected @step.output[/path]", spec.name))
+                    })?;
+                    let producer = specs_by_name.get(producer_name).ok_or_else(|| {
+                        bad(format!("step `{}`: input {flag} = \"{reference}\": no step named `{producer_name}`", spec.name))
+                    })?;
+                    let output = producer.outputs.get(output_flag).ok_or_else(|| {
+                        bad(format!(
+                            "step `{}`: input {flag} = \"{reference}\": step `{producer_name}` has no output `{output_flag}` (it has {})",
+                            spec.name,
+                            producer.outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ))
+                    })?;
+                    // Shard i reads shard i of a fan-out producer; anything else reads all shards.
+                    let producer_shards: Vec<Option<usize>> = match (fans(producer), shard) {
+                        (false, _) => vec![None],
+                        (true, Some(index)) => {
+                            reads_a_shard = true;
+                            vec![Some(index)]
+                        }
+                        (true, None) => (0..shards).map(Some).collect(),
+                    };
+                    for producer_shard in producer_shards {
+                        let (relative, producer_step) = match producer_shard {
+                            Some(index) => (
+                                shard_path(output, index),
+                                format!("{producer_name}[{index}]"),
+                            ),
+                            None => (output.clone(), producer_name.to_string()),
+                        };
+                        let mut path = workdir.join(relative);
+                        if let Some(sub_path) = sub_path {
+                            path = path.join(sub_path);
+                        }
+                        inputs.push(PathArg {
+                            flag: flag.clone(),
+                            path,
+                            source: Source::Step(producer_step),
+                        });
+                    }
+                }
+                steps.push(ConcreteStep {
+                    name,
+                    spec_name: spec.name.clone(),
+                    stage: spec.stage.clone(),
+                    command: spec.command.clone(),
+                    shard: shard.map(|index| (index, shards)),
+                    passes_shard_flag: shard.is_some() && !reads_a_shard,
+                    inputs,
+                    outputs,
+                    params: spec
+                        .params
+                        .iter()
+                        .map(|(flag, value)| (flag.clone(), value.clone()))
+                        .collect(),
+                });
+            }
+        }
+        let steps = topological_order(steps).map_err(bad)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            header,
+            specs: file.steps,
+            steps,
+        })
+    }
+
+    pub fn step(&self, name: &str) -> Option<&ConcreteStep> {
+        self.steps.iter().find(|step| step.name == name)
+    }
+
+    /// The concrete steps that read, directly or not, from any of `names`.
+    pub fn downstream_of(&self, names: &BTreeSet<String>) -> BTreeSet<String> {
+        let mut reached = names.clone();
+        for step in &self.steps {
+            if step
+                .dependencies()
+                .iter()
+                .any(|dependency| reached.contains(dependency))
+            {
+                reached.insert(step.name.clone());
+            }
+        }
+        reached
+    }
+
+    /// Concrete steps whose name is `name` or `name[i]`.
+    pub fn select(&self, name: &str) -> BTreeSet<String> {
+        self.steps
+            .iter()
+            .filter(|step| step.name == name || step.spec_name == name)
+            .map(|step| step.name.clone())
+            .collect()
+    }
+}
+
+/// Kahn's algorithm, keeping file order among ready steps; a cycle is named.
+fn topological_order(steps: Vec<ConcreteStep>) -> Result<Vec<ConcreteStep>, String> {
+    let names: BTreeSet<String> = steps.iter().map(|step| step.name.clone()).collect();
+    let mut done: BTreeSet<String> = BTreeSet::new();
+    let mut remaining = steps;
+    let mut ordered = Vec::new();
+    while !remaining.is_empty() {
+        let position = remaining.iter().position(|step| {
+            step.dependencies()
+                .iter()
+                .all(|dependency| done.contains(dependency) || !names.contains(dependency))
+        });
+        match position {
+            Some(position) => {
+                let step = remaining.remove(position);
+                done.insert(step.name.clone());
+                ordered.push(step);
+            }
+            None => {
+                let cycle: Vec<String> = remaining.iter().map(|step| step.name.clone()).collect();
+                return Err(format!(
+                    "the steps {} depend on each other in a cycle",
+                    cycle.join(", ")
+                ));
+            }
+        }
+    }
+    Ok(ordered)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Pipeline, String> {
+        Pipeline::parse(text, Path::new("p.toml")).map_err(|error| error.to_string())
+    }
+
+    const HEADER: &str = "[pipeline]\nname = \"t\"\nworkdir = \"out\"\nshards = 2\n";
+
+    #[test]
+    fn fan_out_expands_per_shard_and_merges() {
+        let text = format!(
+            "{HEADER}
+[[step]]
+name = \"pre\"
+stage = \"pf-preprocess\"
+fan_out = \"shard\"
+inputs = {{ image-csv = \"data/images.csv\" }}
+outputs = {{ output = \"cells.parquet\" }}
+
+[[step]]
+name = \"train\"
+stage = \"pf-train\"
+inputs = {{ cells = \"@pre.output\" }}
+outputs = {{ out = \"model\" }}
+params = {{ epochs = 2, quiet = true, model = \"cytovae\" }}
+"
+        );
+        let pipeline = parse(&text).unwrap();
+        let names: Vec<&str> = pipeline
+            .steps
+            .iter()
+            .map(|step| step.name.as_str())
+            .collect();
+        assert_eq!(names, ["pre[0]", "pre[1]", "train"]);
+        assert_eq!(
+            pipeline.step("pre[1]").unwrap().arguments(),
+            [
+                "--image-csv",
+                "data/images.csv",
+                "--output",
+                "out/cells.shard1.parquet",
+                "--shard",
+                "1/2"
+            ]
+        );
+        assert_eq!(
+            pipeline.step("train").unwrap().arguments(),
+            [
+                "--cells",
+                "out/cells.shard0.parquet",
+                "--cells",
+                "out/cells.shard1.parquet",
+                "--out",
+                "out/model",
+                "--epochs",
+                "2",
+                "--model",
+                "cytovae",
+                "--quiet"
+            ]
+        );
+        assert_eq!(pipeline.downstream_of(&pipeline.select("pre")).len(), 3);
+    }
+
+    #[test]
+    fn bad_pipelines_are_named() {
+        let unknown = parse(&format!(
+            "{HEADER}\n[[step]]\nname = \"a\"\nstage = \"pf-x\"\nbogus = 1\n"
+        ))
+        .unwrap_err();
+        assert!(
+            unknown.contains("unknown field `bogus`") && unknown.contains("line 9"),
+            "{unknown}"
+        );
+        let cycle = parse(&format!(
+            "{HEADER}\n[[step]]\nname = \"a\"\nstage = \"pf-x\"\ninputs = {{ i = \"@b.o\" }}\noutputs = {{ o = \"a\" }}\n\
+             [[step]]\nname = \"b\"\nstage = \"pf-x\"\ninputs = {{ i = \"@a.o\" }}\noutputs = {{ o = \"b\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(cycle.contains("cycle") && cycle.contains("a, b"), "{cycle}");
+        let twice = parse(&format!(
+            "{HEADER}\n[[step]]\nname = \"a\"\nstage = \"pf-x\"\noutputs = {{ o = \"same\" }}\n\
+             [[step]]\nname = \"b\"\nstage = \"pf-x\"\noutputs = {{ o = \"same\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            twice.contains("out/same is written by two steps: `a` and `b`"),
+            "{twice}"
+        );
+        let no_output = parse(&format!(
+            "{HEADER}\n[[step]]\nname = \"a\"\nstage = \"pf-x\"\noutputs = {{ o = \"x\" }}\n\
+             [[step]]\nname = \"b\"\nstage = \"pf-x\"\ninputs = {{ i = \"@a.nope\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            no_output.contains("step `a` has no output `nope` (it has o)"),
+            "{no_output}"
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! Command-line interface of `pf-run` (clap derive; the doc comments are the help).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pf-run",
+    version,
+    about = "Run a phenoflow pipeline file, re-running only what changed; or emit it for make, Snakemake, Nextflow",
+    after_long_help = "Examples:\n  \
+        pf-run run pipelines/demo.toml                   # everything that is out of date\n  \
+        pf-run run pipelines/demo.toml --dry-run         # what would run, and why\n  \
+        pf-run run pipelines/demo.toml --from train      # train and everything after it\n  \
+        pf-run run pipelines/demo.toml --only classify   # just that step\n  \
+        pf-run emit snakemake pipelines/demo.toml > Snakefile"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the steps of a pipeline that are out of date (or forced), as a DAG.
+    Run(RunArgs),
+    /// Print the pipeline as a Makefile fragment, a Snakefile or a Nextflow DSL2 script.
+    Emit(EmitArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The pipeline file (pipelines/*.toml).
+    pub pipeline: PathBuf,
+
+    /// Print what would run and why; run nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Run only this step (all its shards), whether or not it is out of date; its inputs must exist.
+    #[arg(long, value_name = "STEP", conflicts_with = "from")]
+    pub only: Option<String>,
+
+    /// Run this step and everything downstream of it, whether or not they are out of date.
+    #[arg(long, value_name = "STEP")]
+    pub from: Option<String>,
+
+    /// Run every step.
+    #[arg(long)]
+    pub force: bool,
+
+    /// Independent steps run in parallel, up to this many at once.
+    #[arg(long, short, default_value_t = 1)]
+    pub jobs: usize,
+
+    /// Override a `[vars]` value of the pipeline (repeatable), e.g. --set data=/mnt/bbbc021.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+
+    /// Where the stage binaries are [default: the folder of pf-run itself].
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EmitArgs {
+    /// What to emit.
+    #[arg(value_enum)]
+    pub format: EmitFormat,
+
+    /// The pipeline file.
+    pub pipeline: PathBuf,
+
+    /// Override a `[vars]` value of the pipeline (repeatable).
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+
+    /// Write here instead of standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EmitFormat {
+    Make,
+    Snakemake,
+    Nextflow,
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .ok_or_else(|| format!("--set {text}: expected NAME=VALUE"))
+}

@@ -1,0 +1,540 @@
+//! `pf-run`: runs a pipeline file as a DAG of stage subprocesses with content-aware incremental
+//! re-runs, and emits it for make, Snakemake and Nextflow (see `emit.rs`).
+//!
+//! A step re-runs only when the content of one of its inputs, its command line (params, paths)
+//! or its stage's version changed, when an output is missing, or when an output's content is no
+//! longer what the step wrote. What each step saw and wrote is in a manifest per step under
+//! `<workdir>/.pfrun/`, written only after the step succeeded; stages write their outputs to
+//! temporary files and rename them, so an interrupted run leaves no half-written output and the
+//! interrupted step simply runs again next time.
+
+pub mod args;
+pub mod emit;
+pub mod hashing;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use anyhow::{anyhow, Context};
+use phenoflow_schemas::pipeline::{ConcreteStep, Pipeline, PipelineError, Source};
+use phenoflow_schemas::InputError;
+use serde::{Deserialize, Serialize};
+
+use crate::args::{Cli, Command as CliCommand, RunArgs};
+use crate::hashing::HashCache;
+
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    phenoflow_schemas::exit_code(error.chain(), |cause| {
+        cause.downcast_ref::<PipelineError>().is_some()
+    })
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        CliCommand::Run(args) => run_pipeline(&args),
+        CliCommand::Emit(args) => emit::emit(&args),
+    }
+}
+
+/// What pf-run knows about a stage binary.
+#[derive(Debug, Clone)]
+struct StageInfo {
+    binary: PathBuf,
+    version: String,
+}
+
+/// What a step saw and wrote the last time it succeeded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+struct Manifest {
+    step: String,
+    stage: String,
+    stage_version: String,
+    definition_hash: String,
+    inputs: BTreeMap<String, String>,
+    outputs: BTreeMap<String, String>,
+}
+
+fn bad(pipeline: &Pipeline, reason: String) -> anyhow::Error {
+    PipelineError {
+        path: pipeline.path.clone(),
+        reason,
+    }
+    .into()
+}
+
+/// Checks every step against its stage binary: the binary exists, and it accepts every flag
+/// the step passes (read from its `--help`). Returns each stage's binary and version.
+fn check_stages(
+    pipeline: &Pipeline,
+    bin_dir: &Path,
+) -> anyhow::Result<BTreeMap<String, StageInfo>> {
+    let mut stages: BTreeMap<String, StageInfo> = BTreeMap::new();
+    let mut flags_of: BTreeMap<(String, Option<String>), BTreeSet<String>> = BTreeMap::new();
+    for step in &pipeline.steps {
+        let binary = bin_dir.join(&step.stage);
+        if !binary.is_file() {
+            return Err(bad(
+                pipeline,
+                format!(
+                    "step `{}`: unknown stage `{}` (no {})",
+                    step.spec_name,
+                    step.stage,
+                    binary.display()
+                ),
+            ));
+        }
+        if !stages.contains_key(&step.stage) {
+            let output = Command::new(&binary)
+                .arg("--version")
+                .output()
+                .with_context(|| format!("running {} --version", binary.display()))?;
+            let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            stages.insert(
+                step.stage.clone(),
+                StageInfo {
+                    binary: binary.clone(),
+                    version,
+                },
+            );
+        }
+        let key = (step.stage.clone(), step.command.clone());
+        if !flags_of.contains_key(&key) {
+            let mut command = Command::new(&binary);
+            command.args(step.command.iter()).arg("--help");
+            let output = command
+                .output()
+                .with_context(|| format!("running {} --help", binary.display()))?;
+            if !output.status.success() {
+                return Err(bad(
+                    pipeline,
+                    format!(
+                        "step `{}`: {} does not know the command `{}`",
+                        step.spec_name,
+                        step.stage,
+                        step.command.clone().unwrap_or_default()
+                    ),
+                ));
+            }
+            let help = String::from_utf8_lossy(&output.stdout).into_owned();
+            let flags = help
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .filter_map(|token| token.strip_prefix("--"))
+                .filter(|flag| !flag.is_empty())
+                .map(str::to_string)
+                .collect();
+            flags_of.insert(key.clone(), flags);
+        }
+        let flags = &flags_of[&key];
+        let used = step
+            .inputs
+            .iter()
+            .chain(&step.outputs)
+            .map(|arg| arg.flag.clone())
+            .chain(step.params.iter().map(|(flag, _)| flag.clone()))
+            .chain(step.passes_shard_flag.then(|| "shard".to_string()));
+        for flag in used {
+            if !flags.contains(&flag) {
+                return Err(bad(
+                    pipeline,
+                    format!(
+                        "step `{}`: {}{} does not accept --{flag} (see `{} --help`)",
+                        step.spec_name,
+                        step.stage,
+                        step.command
+                            .as_ref()
+                            .map(|command| format!(" {command}"))
+                            .unwrap_or_default(),
+                        step.stage
+                    ),
+                ));
+            }
+        }
+    }
+    // Inputs that no step produces must exist before anything runs.
+    for step in &pipeline.steps {
+        for input in &step.inputs {
+            if input.source == Source::File && !input.path.exists() {
+                return Err(bad(
+                    pipeline,
+                    format!(
+                        "step `{}`: input --{} {} does not exist and no step produces it",
+                        step.spec_name,
+                        input.flag,
+                        input.path.display()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(stages)
+}
+
+fn state_dir(pipeline: &Pipeline) -> PathBuf {
+    PathBuf::from(&pipeline.header.workdir).join(".pfrun")
+}
+
+fn manifest_path(pipeline: &Pipeline, step: &ConcreteStep) -> PathBuf {
+    state_dir(pipeline).join(format!("{}.json", step.name.replace(['[', ']'], "_")))
+}
+
+fn read_manifest(path: &Path) -> Option<Manifest> {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+}
+
+/// The path whose content stands for an input: for a path inside another step's output folder,
+/// that whole output (so a change anywhere in it counts).
+fn input_key(step: &ConcreteStep, pipeline: &Pipeline, index: usize) -> PathBuf {
+    let input = &step.inputs[index];
+    if let Source::Step(producer) = &input.source {
+        if let Some(producer) = pipeline.step(producer) {
+            for output in &producer.outputs {
+                if input.path.starts_with(&output.path) {
+                    return output.path.clone();
+                }
+            }
+        }
+    }
+    input.path.clone()
+}
+
+/// Why a step must run, or `None` when it is up to date.
+fn reason_to_run(
+    pipeline: &Pipeline,
+    step: &ConcreteStep,
+    stage: &StageInfo,
+    cache: &mut HashCache,
+) -> anyhow::Result<(Option<String>, BTreeMap<String, String>)> {
+    let mut inputs = BTreeMap::new();
+    for index in 0..step.inputs.len() {
+        let key = input_key(step, pipeline, index);
+        let hash = cache
+            .hash(&key)
+            .with_context(|| format!("hashing {}", key.display()))?
+            .ok_or_else(|| {
+                anyhow!(
+                    "step `{}`: input {} does not exist",
+                    step.name,
+                    key.display()
+                )
+            })?;
+        inputs.insert(key.display().to_string(), hash);
+    }
+    let Some(manifest) = read_manifest(&manifest_path(pipeline, step)) else {
+        return Ok((Some("never run here".into()), inputs));
+    };
+    for output in &step.outputs {
+        let current = cache
+            .hash(&output.path)
+            .with_context(|| format!("hashing {}", output.path.display()))?;
+        let key = output.path.display().to_string();
+        match current {
+            None => return Ok((Some(format!("output {key} is missing")), inputs)),
+            Some(hash) if manifest.outputs.get(&key) != Some(&hash) => {
+                return Ok((
+                    Some(format!("output {key} changed since it was written")),
+                    inputs,
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if manifest.stage_version != stage.version {
+        return Ok((
+            Some(format!(
+                "{} is now `{}` (was `{}`)",
+                step.stage, stage.version, manifest.stage_version
+            )),
+            inputs,
+        ));
+    }
+    if manifest.definition_hash != phenoflow_schemas::hash_params(&step.definition()) {
+        return Ok((Some("its params or paths changed".into()), inputs));
+    }
+    for (key, hash) in &inputs {
+        if manifest.inputs.get(key) != Some(hash) {
+            return Ok((Some(format!("input {key} changed")), inputs));
+        }
+    }
+    Ok((None, inputs))
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum State {
+    Pending,
+    Running,
+    Done,
+    UpToDate,
+    Failed,
+    Skipped,
+}
+
+fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
+    let pipeline = Pipeline::read_with(&args.pipeline, &args.vars.iter().cloned().collect())?;
+    let bin_dir = match &args.bin_dir {
+        Some(bin_dir) => bin_dir.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".")),
+    };
+    let stages = check_stages(&pipeline, &bin_dir)?;
+    if args.jobs == 0 {
+        return Err(InputError("--jobs must be at least 1".into()).into());
+    }
+    let select = |name: &str| -> anyhow::Result<BTreeSet<String>> {
+        let selected = pipeline.select(name);
+        if selected.is_empty() {
+            let names: Vec<&str> = pipeline
+                .specs
+                .iter()
+                .map(|spec| spec.name.as_str())
+                .collect();
+            return Err(bad(
+                &pipeline,
+                format!("no step named `{name}` (steps: {})", names.join(", ")),
+            ));
+        }
+        Ok(selected)
+    };
+    let forced: BTreeSet<String> = if args.force {
+        pipeline
+            .steps
+            .iter()
+            .map(|step| step.name.clone())
+            .collect()
+    } else if let Some(only) = &args.only {
+        select(only)?
+    } else if let Some(from) = &args.from {
+        pipeline.downstream_of(&select(from)?)
+    } else {
+        BTreeSet::new()
+    };
+    let considered: BTreeSet<String> = match &args.only {
+        Some(_) => forced.clone(),
+        None => pipeline
+            .steps
+            .iter()
+            .map(|step| step.name.clone())
+            .collect(),
+    };
+
+    std::fs::create_dir_all(state_dir(&pipeline))
+        .with_context(|| format!("creating {}", state_dir(&pipeline).display()))?;
+    let mut cache = HashCache::load(&state_dir(&pipeline).join("hash-cache.json"));
+    let mut states: BTreeMap<String, State> = pipeline
+        .steps
+        .iter()
+        .map(|step| {
+            let state = if considered.contains(&step.name) {
+                State::Pending
+            } else {
+                State::UpToDate
+            };
+            (step.name.clone(), state)
+        })
+        .collect();
+
+    if args.dry_run {
+        let mut will_run: BTreeSet<String> = BTreeSet::new();
+        for step in pipeline
+            .steps
+            .iter()
+            .filter(|step| considered.contains(&step.name))
+        {
+            let upstream = step
+                .dependencies()
+                .into_iter()
+                .find(|dependency| will_run.contains(dependency));
+            let reason = if forced.contains(&step.name) {
+                Some("forced".to_string())
+            } else if let Some(upstream) = upstream {
+                Some(format!("`{upstream}` runs before it"))
+            } else {
+                reason_to_run(&pipeline, step, &stages[&step.stage], &mut cache)?.0
+            };
+            match reason {
+                Some(reason) => {
+                    will_run.insert(step.name.clone());
+                    println!("would run   {:<16} because {reason}", step.name);
+                    println!(
+                        "            {} {}",
+                        step.stage,
+                        shell_words(&step.arguments())
+                    );
+                }
+                None => println!("up to date  {}", step.name),
+            }
+        }
+        cache.save().ok();
+        return Ok(());
+    }
+
+    let started = Instant::now();
+    let (sender, receiver) = mpsc::channel::<(String, anyhow::Result<f64>)>();
+    let mut running = 0usize;
+    let mut n_ran = 0usize;
+    let mut input_hashes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    loop {
+        // Start every step whose producers are finished, up to --jobs at a time.
+        let mut progressed = false;
+        for step in &pipeline.steps {
+            if running >= args.jobs {
+                break;
+            }
+            if states[&step.name] != State::Pending {
+                continue;
+            }
+            let dependencies = step.dependencies();
+            if dependencies.iter().any(|dependency| {
+                matches!(states.get(dependency), Some(State::Failed | State::Skipped))
+            }) {
+                states.insert(step.name.clone(), State::Skipped);
+                eprintln!("pf-run: skip  {} (an upstream step failed)", step.name);
+                progressed = true;
+                continue;
+            }
+            if dependencies.iter().any(|dependency| {
+                matches!(
+                    states.get(dependency),
+                    Some(State::Pending | State::Running)
+                )
+            }) {
+                continue;
+            }
+            let (reason, inputs) = if forced.contains(&step.name) {
+                let (_, inputs) = reason_to_run(&pipeline, step, &stages[&step.stage], &mut cache)?;
+                (Some("forced".to_string()), inputs)
+            } else {
+                reason_to_run(&pipeline, step, &stages[&step.stage], &mut cache)?
+            };
+            progressed = true;
+            let Some(reason) = reason else {
+                states.insert(step.name.clone(), State::UpToDate);
+                eprintln!("pf-run: ok    {} (up to date)", step.name);
+                continue;
+            };
+            eprintln!("pf-run: run   {} ({reason})", step.name);
+            input_hashes.insert(step.name.clone(), inputs);
+            states.insert(step.name.clone(), State::Running);
+            running += 1;
+            for output in &step.outputs {
+                if let Some(parent) = output.path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .with_context(|| format!("creating {}", parent.display()))?;
+                }
+            }
+            let binary = stages[&step.stage].binary.clone();
+            let arguments = step.arguments();
+            let name = step.name.clone();
+            let sender = sender.clone();
+            std::thread::spawn(move || {
+                let step_started = Instant::now();
+                let result = Command::new(&binary)
+                    .args(&arguments)
+                    .status()
+                    .map_err(|error| anyhow!("cannot start {}: {error}", binary.display()))
+                    .and_then(|status| {
+                        if status.success() {
+                            Ok(step_started.elapsed().as_secs_f64())
+                        } else {
+                            Err(anyhow!("{} exited with {status}", binary.display()))
+                        }
+                    });
+                let _ = sender.send((name, result));
+            });
+        }
+        if running == 0 {
+            if progressed {
+                continue;
+            }
+            break;
+        }
+        let (name, result) = receiver.recv().expect("a running step reports");
+        running -= 1;
+        let step = pipeline.step(&name).expect("a known step");
+        match result {
+            Ok(seconds) => {
+                let mut outputs = BTreeMap::new();
+                for output in &step.outputs {
+                    let hash = cache.hash(&output.path)?.ok_or_else(|| {
+                        anyhow!(
+                            "step `{name}` succeeded but did not write {}",
+                            output.path.display()
+                        )
+                    })?;
+                    outputs.insert(output.path.display().to_string(), hash);
+                }
+                let manifest = Manifest {
+                    step: name.clone(),
+                    stage: step.stage.clone(),
+                    stage_version: stages[&step.stage].version.clone(),
+                    definition_hash: phenoflow_schemas::hash_params(&step.definition()),
+                    inputs: input_hashes.remove(&name).unwrap_or_default(),
+                    outputs,
+                };
+                let text = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
+                phenoflow_schemas::atomic_write(&manifest_path(&pipeline, step), text.as_bytes())?;
+                cache.save().ok();
+                eprintln!("pf-run: done  {name} in {seconds:.1} s");
+                states.insert(name, State::Done);
+                n_ran += 1;
+            }
+            Err(error) => {
+                eprintln!("pf-run: FAIL  {name}: {error:#}");
+                states.insert(name, State::Failed);
+            }
+        }
+    }
+    cache.save().ok();
+    let failed: Vec<&String> = states
+        .iter()
+        .filter(|(_, state)| **state == State::Failed)
+        .map(|(name, _)| name)
+        .collect();
+    let skipped = states
+        .values()
+        .filter(|state| **state == State::Skipped)
+        .count();
+    if !failed.is_empty() {
+        return Err(anyhow!(
+            "{} step(s) failed ({}), {skipped} skipped; the outputs of the other steps are intact",
+            failed.len(),
+            failed
+                .iter()
+                .map(|name| name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    eprintln!(
+        "pf-run: {} ran {n_ran} of {} steps in {:.1} s",
+        pipeline.header.name,
+        pipeline.steps.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Quotes arguments for a POSIX shell where needed.
+pub fn shell_words(arguments: &[String]) -> String {
+    arguments
+        .iter()
+        .map(|argument| {
+            let plain = !argument.is_empty()
+                && argument
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-./,:=@%+{}[]".contains(c));
+            if plain {
+                argument.clone()
+            } else {
+                format!("'{}'", argument.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

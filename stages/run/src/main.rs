@@ -1,0 +1,15 @@
+//! `pf-run`: parse arguments, run, print the whole error chain, map it to an exit code
+//! (2 = bad usage or pipeline file, 1 = a step failed).
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = pf_run::args::Cli::parse();
+    match pf_run::run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("pf-run: error: {error:#}");
+            std::process::ExitCode::from(pf_run::exit_code(&error))
+        }
+    }
+}
