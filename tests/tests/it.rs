@@ -1349,6 +1349,12 @@ name = "classify"
 stage = "pf-classify"
 inputs = { treatments = "@aggregate.treatments" }
 outputs = { predictions = "predictions.parquet", metrics = "metrics.parquet" }
+
+[[step]]
+name = "report"
+stage = "pf-report"
+inputs = { model-card = "@train.out/model_card.json", decoder = "@export.decoder", cells = "@preprocess.output", embeddings = "@embed.output", treatments = "@aggregate.treatments", predictions = "@classify.predictions", metrics = "@classify.metrics", pipeline = "tiny.toml" }
+outputs = { output = "report" }
 "#;
 
 fn pf_run(folder: &Path, args: &[&str]) -> Outcome {
@@ -1379,7 +1385,9 @@ fn pipelines_rerun_only_what_changed() {
     std::fs::write(folder.join("tiny.toml"), TINY_PIPELINE).unwrap();
     let first = pf_run(folder, &["run", "tiny.toml", "--jobs", "2"]);
     first.assert_success();
-    assert_eq!(n_ran(&first), 9, "{}", first.stderr);
+    assert_eq!(n_ran(&first), 10, "{}", first.stderr);
+    // Six figures: one week only, so NSCB has no candidates and no confusion matrix.
+    check_report_in_chromium(&folder.join("out/report"), 6, folder);
     // Run twice: nothing runs.
     let second = pf_run(folder, &["run", "tiny.toml"]);
     assert_eq!(n_ran(second.assert_success()), 0, "{}", second.stderr);
@@ -1410,7 +1418,7 @@ fn pipelines_rerun_only_what_changed() {
     );
     assert!(dry.stdout.contains("up to date  train"), "{}", dry.stdout);
     let changed = pf_run(folder, &["run", "tiny.toml"]);
-    assert_eq!(n_ran(changed.assert_success()), 2, "{}", changed.stderr);
+    assert_eq!(n_ran(changed.assert_success()), 3, "{}", changed.stderr);
     assert!(changed
         .stderr
         .contains("run   aggregate (its params or paths changed)"));
@@ -1427,7 +1435,7 @@ fn pipelines_rerun_only_what_changed() {
     assert_eq!(std::fs::read(&embeddings).unwrap(), good);
     // --from and --only force.
     let from = pf_run(folder, &["run", "tiny.toml", "--from", "embed"]);
-    assert_eq!(n_ran(from.assert_success()), 4, "{}", from.stderr);
+    assert_eq!(n_ran(from.assert_success()), 5, "{}", from.stderr);
     let only = pf_run(folder, &["run", "tiny.toml", "--only", "classify"]);
     assert_eq!(n_ran(only.assert_success()), 1, "{}", only.stderr);
     let metrics = std::fs::read(folder.join("out/metrics.parquet")).unwrap();
@@ -1443,7 +1451,7 @@ fn pipelines_rerun_only_what_changed() {
         1,
         &[
             "FAIL  train",
-            "1 step(s) failed (train), 5 skipped",
+            "1 step(s) failed (train), 6 skipped",
             "fewer than one batch of 100000",
         ],
     );
@@ -1597,4 +1605,159 @@ fn emitted_files_of_the_shipped_pipelines_do_not_drift() {
         }
     }
     assert!(n_checked >= 3, "no pipeline checked");
+}
+
+// ---------------------------------------------------------------------------------------------
+// pf-report
+
+/// Width and height from a PNG's IHDR chunk.
+fn png_size(path: &Path) -> (u32, u32) {
+    let bytes = std::fs::read(path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    assert_eq!(
+        &bytes[..8],
+        b"\x89PNG\r\n\x1a\n",
+        "{} is not a PNG",
+        path.display()
+    );
+    let number = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (number(16), number(20))
+}
+
+/// Opens a report in headless Chromium (Debian's `chromium`): every image must decode; the
+/// screenshot and Chromium's profile go to `scratch` (the test's temporary folder).
+fn check_report_in_chromium(report: &Path, n_images: usize, scratch: &Path) {
+    let n_pngs = std::fs::read_dir(report)
+        .unwrap()
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|extension| extension == "png")
+        })
+        .count();
+    assert_eq!(n_pngs, n_images, "PNG files beside the report");
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "headless Chromium is needed for this test: apt-get install chromium (.ci/run does)"
+    );
+    let url = format!("file://{}", report.join("report.html").display());
+    let profile = scratch.join("chromium-profile");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let mut dump: Vec<String> = flags.iter().map(|flag| flag.to_string()).collect();
+    dump.extend([
+        format!("--user-data-dir={}", profile.display()),
+        "--virtual-time-budget=10000".into(),
+        "--dump-dom".into(),
+        url.clone(),
+    ]);
+    let dom = run(chromium, &dump);
+    dom.assert_success();
+    assert!(
+        dom.stdout.contains(&format!("data-images=\"{n_images}\"")),
+        "{}",
+        &dom.stdout[..dom.stdout.len().min(600)]
+    );
+    assert!(
+        dom.stdout.contains("data-broken-images=\"0\""),
+        "broken images in the report"
+    );
+    let screenshot = scratch.join("report-screenshot.png");
+    let mut shot: Vec<String> = flags.iter().map(|flag| flag.to_string()).collect();
+    shot.extend([
+        format!("--user-data-dir={}", profile.display()),
+        "--window-size=1280,2400".into(),
+        format!("--screenshot={}", screenshot.display()),
+        url,
+    ]);
+    run(chromium, &shot).assert_success();
+    assert_eq!(png_size(&screenshot), (1280, 2400));
+    let _ = std::fs::remove_dir_all(profile);
+}
+
+#[test]
+fn report_figures_from_the_real_cells_and_a_tiny_model() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = tiny_cells(temp.path());
+    let model = temp.path().join("model");
+    train(&train_args(&cells, &model, "sparsevae", 2)).assert_success();
+    let (encoder, decoder) = (model.join("encoder.onnx"), model.join("decoder.onnx"));
+    export(&model, &encoder, &decoder).assert_success();
+    let embeddings = temp.path().join("embeddings.parquet");
+    embed(&[
+        "--cells",
+        &arg(&cells),
+        "--encoder",
+        &arg(&encoder),
+        "--output",
+        &arg(&embeddings),
+        "--with-gamma",
+        "--no-progress",
+    ])
+    .assert_success();
+    let report = temp.path().join("report");
+    let outcome = run(
+        &stage("pf-report"),
+        &[
+            "--model-card",
+            &arg(&model.join("model_card.json")),
+            "--decoder",
+            &arg(&decoder),
+            "--cells",
+            &arg(&cells),
+            "--embeddings",
+            &arg(&embeddings),
+            "--output",
+            &arg(&report),
+        ],
+    );
+    outcome.assert_success();
+    // Two rows of three loss-term panels; 8 cells × (RGB + 3 channels) × (original, decoded) at 2×.
+    assert_eq!(png_size(&report.join("learning_curves.png")), (1200, 640));
+    assert_eq!(
+        png_size(&report.join("reconstructions.png")),
+        (150 + 8 * 140 + 4, 30 + 8 * 140 + 4)
+    );
+    let html = std::fs::read_to_string(report.join("report.html")).unwrap();
+    assert!(
+        html.contains("Active latent dimensions (sparse model)"),
+        "no active-dimension table"
+    );
+    assert!(
+        html.contains("fewer than two MoAs"),
+        "the single-MoA case is not explained"
+    );
+    assert_eq!(html.matches("data:image/png;base64,").count(), 2);
+    check_report_in_chromium(&report, 2, temp.path());
+    // A decoder that is not one.
+    run(
+        &stage("pf-report"),
+        &[
+            "--model-card",
+            &arg(&model.join("model_card.json")),
+            "--decoder",
+            &arg(&encoder),
+            "--cells",
+            &arg(&cells),
+            "--embeddings",
+            &arg(&embeddings),
+            "--output",
+            &arg(&temp.path().join("bad")),
+        ],
+    )
+    .assert_failure(
+        2,
+        &["encoder.onnx: not a pf-export decoder (it takes `cells`, not `z`)"],
+    );
 }

@@ -105,6 +105,20 @@ process classify {
     """
 }
 
+process report {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd ${params.root}
+    ${params.bin_dir}/pf-report --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
+    """
+}
+
 workflow {
     synth_done = synth(Channel.of(true))
     preprocess_done = preprocess(Channel.of(0..1).combine(Channel.of(true).concat(synth_done).collect().map { true }).map { it[0] })
@@ -113,4 +127,5 @@ workflow {
     embed_done = embed(preprocess_done.combine(Channel.of(true).concat(export_done).collect().map { true }).map { it[0] })
     aggregate_done = aggregate(Channel.of(true).concat(embed_done).collect().map { true })
     classify_done = classify(Channel.of(true).concat(aggregate_done).collect().map { true })
+    report_done = report(Channel.of(true).concat(aggregate_done, classify_done, embed_done, export_done, preprocess_done, train_done).collect().map { true })
 }

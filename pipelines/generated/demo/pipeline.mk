@@ -3,7 +3,7 @@
 PF_BIN ?= target/release
 
 .PHONY: pipeline-demo
-pipeline-demo: out/demo/metrics.parquet out/demo/predictions.parquet
+pipeline-demo: out/demo/report
 
 # step synth
 out/demo/synthetic &: 
@@ -52,4 +52,9 @@ out/demo/metrics.parquet out/demo/predictions.parquet &: out/demo/treatments.par
 	@mkdir -p out/demo
 	@mkdir -p out/demo
 	$(PF_BIN)/pf-classify --treatments out/demo/treatments.parquet --metrics out/demo/metrics.parquet --predictions out/demo/predictions.parquet
+
+# step report
+out/demo/report &: out/demo/cells.shard0.parquet out/demo/cells.shard1.parquet out/demo/decoder.onnx out/demo/embeddings.shard0.parquet out/demo/embeddings.shard1.parquet out/demo/metrics.parquet out/demo/cytovae pipelines/demo.toml out/demo/predictions.parquet out/demo/treatments.parquet
+	@mkdir -p out/demo
+	$(PF_BIN)/pf-report --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
 

@@ -1,0 +1,78 @@
+//! Command-line interface of `pf-report` (clap derive; the doc comments are the help).
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pf-report",
+    version,
+    about = "One self-contained HTML report of a profiling run, with the figures as PNGs beside it",
+    long_about = "Draw what a biologist looks at after a run: learning curves, reconstructions, latent \
+                  interpolations from the DMSO centre cell to chosen treatments, the MoA x latent-dimension \
+                  correlation heatmap, NSC / NSCB confusion matrices with per-MoA recall, and a 2-D map of the \
+                  treatment profiles; with the run's provenance and metrics, in one HTML file with the images \
+                  embedded. Every input but the model card is optional; figures are drawn for what is given.",
+    after_long_help = "Examples:\n  \
+        pf-report --model-card out/demo/cytovae/model_card.json --decoder out/demo/decoder.onnx \\\n      \
+            --cells out/demo/cells.parquet --embeddings out/demo/embeddings.parquet \\\n      \
+            --treatments out/demo/treatments.parquet --predictions out/demo/predictions.parquet \\\n      \
+            --metrics out/demo/metrics.parquet --pipeline pipelines/demo.toml --output out/demo/report\n  \
+        pf-report --model-card out/svae/model_card.json --decoder out/svae/decoder.onnx \\\n      \
+            --cells cells.parquet --embeddings emb.parquet --interpolate taxol@0.3 --output report"
+)]
+pub struct Cli {
+    /// The model card pf-train wrote (its training log is read from beside it).
+    #[arg(long)]
+    pub model_card: PathBuf,
+
+    /// The decoder from pf-export (for reconstructions and interpolations).
+    #[arg(long)]
+    pub decoder: Option<PathBuf>,
+
+    /// `cells` tables (repeat for shards): the original images.
+    #[arg(long)]
+    pub cells: Vec<PathBuf>,
+
+    /// `embeddings` tables (repeat for shards): the profiles of single cells.
+    #[arg(long)]
+    pub embeddings: Vec<PathBuf>,
+
+    /// The `treatments` table (the 2-D map).
+    #[arg(long)]
+    pub treatments: Option<PathBuf>,
+
+    /// The `predictions` table (confusion matrices).
+    #[arg(long)]
+    pub predictions: Option<PathBuf>,
+
+    /// The `metrics` table.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+
+    /// The pipeline file that made the run (shown with the provenance).
+    #[arg(long)]
+    pub pipeline: Option<PathBuf>,
+
+    /// Treatments to interpolate to from the control, as COMPOUND@CONCENTRATION (repeatable);
+    /// default: the ones whose profiles are farthest from the control's.
+    #[arg(long, value_name = "COMPOUND@CONCENTRATION")]
+    pub interpolate: Vec<String>,
+
+    /// How many treatments to interpolate to when none is named.
+    #[arg(long, default_value_t = 3)]
+    pub n_interpolations: usize,
+
+    /// How many cells to show reconstructed.
+    #[arg(long, default_value_t = 8)]
+    pub n_reconstructions: usize,
+
+    /// The control compound.
+    #[arg(long, default_value = "DMSO")]
+    pub control: String,
+
+    /// The folder to write report.html and the PNGs into.
+    #[arg(long)]
+    pub output: PathBuf,
+}

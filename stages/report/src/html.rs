@@ -1,0 +1,177 @@
+//! The HTML page: one file, images embedded as data URIs, no script but a check that every
+//! image decoded (the tests read it back from headless Chromium).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use base64::Engine as _;
+use phenoflow_schemas::ModelCard;
+
+use crate::figures::Figure;
+
+/// A protocol's (MoA, correct, total) rows.
+pub type Recall = (String, Vec<(String, usize, usize)>);
+
+/// Everything the page shows.
+#[derive(Debug)]
+pub struct Report<'a> {
+    pub card: &'a ModelCard,
+    pub figures: &'a [Figure],
+    pub metrics: &'a [crate::inputs::MetricRow],
+    pub recall: &'a [Recall],
+    pub active: Option<&'a Vec<(String, f64, usize)>>,
+    pub provenance: &'a BTreeMap<String, String>,
+    pub pipeline: Option<&'a str>,
+    pub notes: &'a [String],
+}
+
+pub fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font-family:'DejaVu Sans',Helvetica,Arial,sans-serif;max-width:1250px;margin:2em auto;\
+padding:0 1em;color:#222}h1{margin-bottom:0}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:2em}\
+table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left}\
+th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}figure{margin:1em 0}\
+figure img{max-width:100%;border:1px solid #eee}figcaption{color:#555;font-size:.9em;max-width:1000px}\
+pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}.headline{font-size:1.3em}";
+
+const CHECK: &str = "<script>window.addEventListener('load',function(){var n=0,b=0;for(var i=0;i<document.images.length;i++)\
+{var im=document.images[i];n++;if(!(im.complete&&im.naturalWidth>0))b++;}document.body.setAttribute('data-images',n);\
+document.body.setAttribute('data-broken-images',b);});</script>";
+
+pub fn page(report: &Report<'_>) -> String {
+    let card = report.card;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>phenoflow report: {}</title><style>{STYLE}</style>{CHECK}</head><body>\n",
+        escape(card.model.display_name())
+    );
+    let _ = writeln!(
+        out,
+        "<h1>phenoflow report</h1><p>{} · latent {} · {} epochs · {} cells ({} treatments)</p>",
+        escape(card.model.display_name()),
+        card.hyperparameters.latent_dim,
+        card.epochs_completed,
+        card.data.n_cells,
+        card.data.n_treatments
+    );
+
+    let accuracy: Vec<_> = report
+        .metrics
+        .iter()
+        .filter(|m| m.0 == "accuracy" && m.2 == "all")
+        .collect();
+    if !accuracy.is_empty() {
+        let _ = writeln!(out, "<h2>MoA prediction</h2><p class=\"headline\">");
+        for (_, protocol, _, value, count) in &accuracy {
+            let count = count.unwrap_or(0);
+            let _ = write!(
+                out,
+                "<b>{}</b> {:.1} % ({} of {}) &nbsp; ",
+                escape(protocol),
+                100.0 * value,
+                (value * count as f64).round(),
+                count
+            );
+        }
+        let _ = writeln!(out, "</p><table><tr><th>metric</th><th>protocol</th><th>scope</th><th>value</th><th>n</th></tr>");
+        for (metric, protocol, scope, value, count) in report
+            .metrics
+            .iter()
+            .filter(|m| m.0 != "confusion" && m.0 != "recall")
+        {
+            let _ = writeln!(out, "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{value:.3}</td><td class=\"num\">{}</td></tr>",
+                escape(metric), escape(protocol), escape(scope), count.map(|c| c.to_string()).unwrap_or_default());
+        }
+        let _ = writeln!(out, "</table>");
+    }
+    if !report.recall.is_empty() {
+        let _ = writeln!(out, "<h2>Recall per MoA</h2><table><tr><th>MoA</th>");
+        for (protocol, _) in report.recall {
+            let _ = write!(out, "<th>{}</th>", escape(protocol));
+        }
+        let _ = writeln!(out, "</tr>");
+        let classes: Vec<&String> = report.recall[0]
+            .1
+            .iter()
+            .map(|(class, _, _)| class)
+            .collect();
+        for class in classes {
+            let _ = write!(out, "<tr><td>{}</td>", escape(class));
+            for (_, rows) in report.recall {
+                match rows.iter().find(|(c, _, _)| c == class) {
+                    Some((_, correct, total)) if *total > 0 => {
+                        let _ = write!(
+                            out,
+                            "<td class=\"num\">{:.0} % ({correct}/{total})</td>",
+                            100.0 * *correct as f64 / *total as f64
+                        );
+                    }
+                    _ => {
+                        let _ = write!(out, "<td class=\"num\">–</td>");
+                    }
+                }
+            }
+            let _ = writeln!(out, "</tr>");
+        }
+        let _ = writeln!(out, "</table>");
+    }
+    for figure in report.figures {
+        let data = base64::engine::general_purpose::STANDARD.encode(&figure.png);
+        let _ = writeln!(out, "<h2>{}</h2><figure><img alt=\"{}\" width=\"{}\" height=\"{}\" src=\"data:image/png;base64,{data}\"><figcaption>{} ({}.png beside this file)</figcaption></figure>",
+            escape(&figure.title), escape(&figure.title), figure.width, figure.height, escape(&figure.caption), escape(&figure.name));
+    }
+    if let Some(active) = report.active {
+        let _ = writeln!(out, "<h2>Active latent dimensions (sparse model)</h2><p>Mean fraction of the {} dimensions whose spike probability γ exceeds 0.5, per MoA.</p><table><tr><th>MoA</th><th>active</th><th>cells</th></tr>", card.hyperparameters.latent_dim);
+        for (moa, fraction, count) in active {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td class=\"num\">{:.1} %</td><td class=\"num\">{count}</td></tr>",
+                escape(moa),
+                100.0 * fraction
+            );
+        }
+        let _ = writeln!(out, "</table>");
+    }
+    for note in report.notes {
+        let _ = writeln!(out, "<p><i>{}</i></p>", escape(note));
+    }
+    let _ = writeln!(out, "<h2>Provenance</h2><table><tr><th>model</th><td>{} ({} architecture), {} parameters</td></tr>\
+        <tr><th>data</th><td>{} (SHA-256 {})</td></tr><tr><th>seed</th><td>{}</td></tr><tr><th>pf-train</th><td>{}</td></tr></table>",
+        escape(card.model.name()), escape(&card.architecture), card.parameter_count, escape(&card.data.cells), escape(&card.data.sha256), card.seed, escape(&card.stage_version));
+    let _ = writeln!(
+        out,
+        "<h3>Hyperparameters and normalisation</h3><pre>{}\n{}</pre>",
+        escape(&serde_json::to_string_pretty(&card.hyperparameters).unwrap_or_default()),
+        escape(&serde_json::to_string(&card.normalization).unwrap_or_default())
+    );
+    if !report.provenance.is_empty() {
+        let _ = writeln!(
+            out,
+            "<h3>Tables</h3><table><tr><th>file</th><th>written by</th></tr>"
+        );
+        for (file, stage) in report.provenance {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td></tr>",
+                escape(file),
+                escape(stage)
+            );
+        }
+        let _ = writeln!(out, "</table>");
+    }
+    if let Some(pipeline) = report.pipeline {
+        let _ = writeln!(out, "<h3>Pipeline</h3><pre>{}</pre>", escape(pipeline));
+    }
+    let _ = writeln!(
+        out,
+        "<p style=\"color:#888\">pf-report {}</p></body></html>",
+        env!("CARGO_PKG_VERSION")
+    );
+    out
+}
