@@ -1761,3 +1761,28 @@ fn report_figures_from_the_real_cells_and_a_tiny_model() {
         &["encoder.onnx: not a pf-export decoder (it takes `cells`, not `z`)"],
     );
 }
+
+#[test]
+fn singlecell_shards_are_whole_plates() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = shared_data().join("bbbc021/singlecell_tiny");
+    let shard = |spec: &str, output: &Path| {
+        preprocess(&[
+            "singlecell",
+            "--root",
+            &arg(&root),
+            "--shard",
+            spec,
+            "--output",
+            &arg(output),
+            "--no-progress",
+        ])
+    };
+    // The fixture's 259 cells are all on plate Week4_27861: shard 0 of 2 holds them, shard 1 none.
+    let first = temp.path().join("shard0.parquet");
+    shard("0/2", &first).assert_success();
+    assert!(shard("0/2", &first).stderr.contains("wrote 259 cells"));
+    shard("1/2", &temp.path().join("shard1.parquet")).assert_failure(2, &["no cell selected"]);
+    shard("2/2", &temp.path().join("bad.parquet"))
+        .assert_failure(2, &["--shard 2/2: expected I/N with 0 ≤ I < N"]);
+}

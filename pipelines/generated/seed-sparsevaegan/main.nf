@@ -9,15 +9,15 @@ params.root = "${launchDir}"
 
 process preprocess {
     input:
-    val ready
+    val shard
 
     output:
-    val true
+    val shard
 
     script:
     """
     cd ${params.root}
-    ${params.bin_dir}/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.parquet --no-progress
+    ${params.bin_dir}/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
     """
 }
 
@@ -31,7 +31,7 @@ process train {
     script:
     """
     cd ${params.root}
-    ${params.bin_dir}/pf-train --cells out/seed-sparsevaegan/cells.parquet --out out/seed-sparsevaegan/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+    ${params.bin_dir}/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --out out/seed-sparsevaegan/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
@@ -59,7 +59,7 @@ process embed {
     script:
     """
     cd ${params.root}
-    ${params.bin_dir}/pf-embed --cells out/seed-sparsevaegan/cells.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard${shard}.parquet --no-progress --shard ${shard}/4
+    ${params.bin_dir}/pf-embed --cells out/seed-sparsevaegan/cells.shard${shard}.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard${shard}.parquet --no-progress
     """
 }
 
@@ -106,10 +106,10 @@ process classify_seed {
 }
 
 workflow {
-    preprocess_done = preprocess(Channel.of(true))
+    preprocess_done = preprocess(Channel.of(0..3))
     train_done = train(Channel.of(true).concat(preprocess_done).collect().map { true })
     export_done = export(Channel.of(true).concat(train_done).collect().map { true })
-    embed_done = embed(Channel.of(0..3).combine(Channel.of(true).concat(export_done, preprocess_done).collect().map { true }).map { it[0] })
+    embed_done = embed(preprocess_done.combine(Channel.of(true).concat(export_done).collect().map { true }).map { it[0] })
     aggregate_done = aggregate(Channel.of(true).concat(embed_done).collect().map { true })
     classify_done = classify(Channel.of(true).concat(aggregate_done).collect().map { true })
     classify_seed_done = classify_seed(Channel.of(true).concat(aggregate_done).collect().map { true })

@@ -170,6 +170,10 @@ pub struct SinglecellArgs {
     #[arg(long = "plate", value_delimiter = ',')]
     pub plates: Vec<String>,
 
+    /// Keep only shard I of N: the plates whose position in the sorted plate list is I modulo N.
+    #[arg(long, value_name = "I/N", value_parser = phenoflow_schemas::parse_shard)]
+    pub shard: Option<(usize, usize)>,
+
     #[command(flatten)]
     pub common: CommonArgs,
 }

@@ -30,7 +30,12 @@ struct CellRecord {
     keys: CellKeys,
 }
 
-fn read_metadata(metadata: &Path, images_dir: &Path, plates: &[String]) -> Result<Vec<CellRecord>> {
+fn read_metadata(
+    metadata: &Path,
+    images_dir: &Path,
+    plates: &[String],
+    shard: Option<(usize, usize)>,
+) -> Result<Vec<CellRecord>> {
     let table = CsvTable::read(metadata)?;
     let image_name = table.require(&["Multi_Cell_Image_Name"])?;
     let cell_id = table.require(&["Single_Cell_Image_Id"])?;
@@ -41,10 +46,29 @@ fn read_metadata(metadata: &Path, images_dir: &Path, plates: &[String]) -> Resul
         concentration,
     } = KeyColumns::require(&table)?;
     let moa = table.require(&["moa", "Metadata_MoA", "Metadata_moa"])?;
+    let shard_plates = match shard {
+        None => None,
+        Some(shard) => {
+            let names = table
+                .rows()
+                .map(|row| row.text(&plate).map(str::to_string))
+                .collect::<Result<Vec<_>>>()?;
+            Some(phenoflow_schemas::shard_plates(
+                names.iter().map(String::as_str),
+                shard,
+            ))
+        }
+    };
     let mut cells = Vec::with_capacity(table.n_rows());
     for row in table.rows() {
         let plate_name = row.text(&plate)?;
         if !plates.is_empty() && !plates.iter().any(|p| p == plate_name) {
+            continue;
+        }
+        if shard_plates
+            .as_ref()
+            .is_some_and(|selected| !selected.iter().any(|p| p == plate_name))
+        {
             continue;
         }
         let field_name = row.text(&image_name)?;
@@ -121,7 +145,7 @@ pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
         .images_dir
         .clone()
         .unwrap_or_else(|| args.root.join(DTU_IMAGES_DIR));
-    let cells = read_metadata(&metadata, &images_dir, &args.plates)?;
+    let cells = read_metadata(&metadata, &images_dir, &args.plates, args.shard)?;
     // The first cell fixes the tensor shape; every other cell must match it.
     let first = read_npy_u16(&cells[0].path)?;
     let [height, width, channels] = first.shape[..] else {
@@ -135,6 +159,7 @@ pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
     let params = serde_json::json!({
         "mode": "singlecell",
         "plates": args.plates,
+        "shard": args.shard.map(|(index, count)| format!("{index}/{count}")),
         "layout": "HWC npy -> CHW",
     });
     let mut provenance = crate::provenance(TableKind::Cells, params, &[metadata.as_path()])?;
