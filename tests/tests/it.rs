@@ -1042,6 +1042,20 @@ fn export(model: &Path, encoder: &Path, decoder: &Path) -> Outcome {
     )
 }
 
+/// Trains `model_kind` on `cells` for a few epochs into `model` and exports it: (model folder,
+/// encoder, decoder).
+fn trained_and_exported(
+    cells: &Path,
+    model: &Path,
+    model_kind: &str,
+    epochs: usize,
+) -> (PathBuf, PathBuf, PathBuf) {
+    train(&train_args(cells, model, model_kind, epochs)).assert_success();
+    let (encoder, decoder) = (model.join("encoder.onnx"), model.join("decoder.onnx"));
+    export(model, &encoder, &decoder).assert_success();
+    (model.to_path_buf(), encoder, decoder)
+}
+
 fn embed<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
     run(&stage("pf-embed"), args)
 }
@@ -1050,10 +1064,8 @@ fn embed<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
 fn embed_keeps_every_cell_and_its_metadata_and_matches_libtorch() {
     let temp = tempfile::tempdir().unwrap();
     let cells = tiny_cells(temp.path());
-    let model = temp.path().join("svae");
-    train(&train_args(&cells, &model, "sparsevae", 1)).assert_success();
-    let (encoder, decoder) = (model.join("encoder.onnx"), model.join("decoder.onnx"));
-    export(&model, &encoder, &decoder).assert_success();
+    let (model, encoder, _) =
+        trained_and_exported(&cells, &temp.path().join("svae"), "sparsevae", 1);
     let output = temp.path().join("embeddings.parquet");
     embed(&[
         "--cells",
@@ -1123,10 +1135,8 @@ fn embed_keeps_every_cell_and_its_metadata_and_matches_libtorch() {
 fn embed_rejects_bad_models_and_mismatched_cells() {
     let temp = tempfile::tempdir().unwrap();
     let cells = tiny_cells(temp.path());
-    let model = temp.path().join("vae");
-    train(&train_args(&cells, &model, "cytovae", 1)).assert_success();
-    let (encoder, decoder) = (model.join("encoder.onnx"), model.join("decoder.onnx"));
-    export(&model, &encoder, &decoder).assert_success();
+    let (model, encoder, decoder) =
+        trained_and_exported(&cells, &temp.path().join("vae"), "cytovae", 1);
     let output = temp.path().join("out.parquet");
     let embed_with = |encoder: &Path, cells: &Path| {
         embed(&[
@@ -1690,10 +1700,8 @@ fn check_report_in_chromium(report: &Path, n_images: usize, scratch: &Path) {
 fn report_figures_from_the_real_cells_and_a_tiny_model() {
     let temp = tempfile::tempdir().unwrap();
     let cells = tiny_cells(temp.path());
-    let model = temp.path().join("model");
-    train(&train_args(&cells, &model, "sparsevae", 2)).assert_success();
-    let (encoder, decoder) = (model.join("encoder.onnx"), model.join("decoder.onnx"));
-    export(&model, &encoder, &decoder).assert_success();
+    let (model, encoder, decoder) =
+        trained_and_exported(&cells, &temp.path().join("model"), "sparsevae", 2);
     let embeddings = temp.path().join("embeddings.parquet");
     embed(&[
         "--cells",
