@@ -1298,6 +1298,20 @@ fn train_rejects_bad_input_and_stops_on_non_finite_losses() {
     let mut resume = train_args(&cells, &log, "cytovae", 2);
     resume.extend(["--resume".into(), "--beta".into(), "3".into()]);
     train(&resume).assert_failure(2, &["cannot resume", "settings differ"]);
+    // Resuming a run whose files disagree on the epoch (as after a crash while saving).
+    let card_path = log.join("model_card.json");
+    let card = std::fs::read_to_string(&card_path).unwrap();
+    std::fs::write(
+        &card_path,
+        card.replace("\"epochs_completed\": 1", "\"epochs_completed\": 0"),
+    )
+    .unwrap();
+    let mut resume = train_args(&cells, &log, "cytovae", 2);
+    resume.push("--resume".into());
+    train(&resume).assert_failure(
+        2,
+        &["checkpoint.safetensors: cannot resume: it holds epoch 1, the model card says 0"],
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ pub const MODEL_CARD_FILE: &str = "model_card.json";
 pub const TRAINING_LOG_FILE: &str = "training_log.parquet";
 pub const RECONSTRUCTIONS_FILE: &str = "reconstructions.png";
 pub const REFERENCE_OUTPUTS_FILE: &str = "reference_outputs.safetensors";
+/// The int64 scalar, in the checkpoint and the training state, naming the epoch they hold.
+pub const EPOCH_TENSOR: &str = "phenoflow.epochs_completed";
 
 const STAGE: &str = "pf-train";
 const VALIDATION_BATCH: usize = 256;
@@ -243,7 +245,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut first_epoch = 0;
     if let Some(previous) = &previous {
         first_epoch = previous.epochs_completed;
-        restore(&mut trainer, &cli.out)?;
+        restore(&mut trainer, &cli.out, first_epoch)?;
         log_rows = read_log(&cli.out.join(TRAINING_LOG_FILE))?;
         log_rows.retain(|row| (row.epoch as usize) <= first_epoch);
     }
@@ -554,12 +556,27 @@ fn check_resumable(
     Ok(())
 }
 
-fn restore(trainer: &mut Trainer, out: &Path) -> Result<(), TrainError> {
+fn restore(trainer: &mut Trainer, out: &Path, epochs_completed: usize) -> Result<(), TrainError> {
     let checkpoint_path = out.join(CHECKPOINT_FILE);
     let state_path = out.join(TRAINING_STATE_FILE);
     let weights = checkpoint::read(&checkpoint_path)?;
-    checkpoint::load_into(&trainer.vae_store, &weights, "", &checkpoint_path)?;
     let state = checkpoint::read(&state_path)?;
+    for (path, tensors) in [(&checkpoint_path, &weights), (&state_path, &state)] {
+        let epoch = tensors
+            .get(EPOCH_TENSOR)
+            .map(|tensor| tensor.int64_value(&[0]));
+        if epoch != Some(epochs_completed as i64) {
+            return Err(TrainError::Resume {
+                path: path.clone(),
+                reason: format!(
+                    "it holds epoch {}, the model card says {epochs_completed} epochs were completed \
+                     (a crash while saving?); train again without --resume",
+                    epoch.map_or("?".to_string(), |epoch| epoch.to_string())
+                ),
+            });
+        }
+    }
+    checkpoint::load_into(&trainer.vae_store, &weights, "", &checkpoint_path)?;
     checkpoint::load_into(
         &trainer.discriminator_store,
         &state,
@@ -592,11 +609,19 @@ fn save(
     log_rows: &[LogRow],
     out: &Path,
 ) -> anyhow::Result<()> {
-    checkpoint::write(
-        &out.join(CHECKPOINT_FILE),
-        &checkpoint::named_tensors(&trainer.vae_store, ""),
-    )?;
+    // Each file records the epoch it holds, so a resume can tell a set of files that a crash
+    // interrupted half-way through saving (they are written one after the other).
+    let epoch_tensor = || {
+        (
+            EPOCH_TENSOR.to_string(),
+            Tensor::from_slice(&[card.epochs_completed as i64]),
+        )
+    };
+    let mut weights = checkpoint::named_tensors(&trainer.vae_store, "");
+    weights.push(epoch_tensor());
+    checkpoint::write(&out.join(CHECKPOINT_FILE), &weights)?;
     let mut state = checkpoint::named_tensors(&trainer.discriminator_store, "discriminator.");
+    state.push(epoch_tensor());
     for (name, tensor) in trainer
         .vae_optimizer
         .state("adam.vae")
