@@ -31,11 +31,9 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), TrainError
     let result = Tensor::write_safetensors(tensors, &temp)
         .map_err(TrainError::from)
         .and_then(|()| {
-            std::fs::rename(&temp, path).map_err(|error| {
-                TrainError::Torch(tch::TchError::FileFormat(format!(
-                    "{}: {error}",
-                    path.display()
-                )))
+            std::fs::rename(&temp, path).map_err(|source| TrainError::Io {
+                path: path.to_path_buf(),
+                source,
             })
         });
     if result.is_err() {

@@ -22,6 +22,13 @@ pub enum TrainError {
     /// The run to resume was made with other settings or data (exit code 2).
     #[error("{path}: cannot resume: {reason}")]
     Resume { path: PathBuf, reason: String },
+    /// Writing an output failed (exit code 1).
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

@@ -12,7 +12,7 @@ pub mod loss;
 pub mod model;
 pub mod trainer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -722,16 +722,4 @@ pub fn read_log(path: &Path) -> anyhow::Result<Vec<LogRow>> {
         }
     }
     Ok(rows)
-}
-
-/// Where the outputs of a run in `out` are.
-pub fn output_paths(out: &Path) -> [PathBuf; 6] {
-    [
-        out.join(REFERENCE_OUTPUTS_FILE),
-        out.join(CHECKPOINT_FILE),
-        out.join(TRAINING_STATE_FILE),
-        out.join(MODEL_CARD_FILE),
-        out.join(TRAINING_LOG_FILE),
-        out.join(RECONSTRUCTIONS_FILE),
-    ]
 }
