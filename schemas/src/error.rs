@@ -69,6 +69,12 @@ pub enum SchemaError {
     BadModelCard { path: PathBuf, reason: String },
     #[error("{path}: provenance metadata: {reason}")]
     BadProvenance { path: PathBuf, reason: String },
+    #[error("{path}: label column `{column}`: {reason}")]
+    BadLabel {
+        path: PathBuf,
+        column: String,
+        reason: String,
+    },
 }
 
 /// A problem with what the user gave a stage (a missing column, an unknown option value, an empty

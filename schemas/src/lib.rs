@@ -8,12 +8,14 @@
 pub mod architecture;
 mod atomic;
 pub mod cells;
+pub mod classification;
 mod error;
 pub mod keys;
 pub mod model_card;
 pub mod parquet_io;
 pub mod pipeline;
 pub mod provenance;
+pub mod seeded;
 pub mod tables;
 pub mod tensor;
 

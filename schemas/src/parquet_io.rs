@@ -332,6 +332,20 @@ pub fn read_provenance(path: &Path) -> Result<Option<Provenance>, SchemaError> {
     Provenance::from_key_values(&key_values, path).map(Some)
 }
 
+/// The Arrow schema of a Parquet file (all columns), without reading any rows.
+pub fn file_schema(path: &Path) -> Result<SchemaRef, SchemaError> {
+    let file = File::open(path).map_err(|source| SchemaError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| SchemaError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(builder.schema().clone())
+}
+
 /// Reads a whole (small) table into memory.
 pub fn read_table(path: &Path, kind: TableKind) -> Result<Vec<RecordBatch>, SchemaError> {
     ParquetTableReader::open(path, kind, 8192, None)?.collect()

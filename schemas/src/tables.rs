@@ -169,6 +169,13 @@ const METRICS_COLUMNS: &[ColumnSpec] = &[
     nullable("Count", Int64),
 ];
 
+const CLASS_PREDICTIONS_COLUMNS: &[ColumnSpec] = &[
+    column("Label", Utf8),
+    column("Predicted_Label", Utf8),
+    column("Confidence", Float64),
+    column("Correct", Boolean),
+];
+
 const TRAINING_LOG_COLUMNS: &[ColumnSpec] = &[
     column("Epoch", Int32),
     column("Split", Utf8),
@@ -195,10 +202,13 @@ pub enum TableKind {
     Metrics,
     /// Long table of per-epoch loss terms for the training and validation splits.
     TrainingLog,
+    /// One row per held-out image or cell of a supervised classifier: its keys, true and
+    /// predicted label.
+    ClassPredictions,
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 8] = [
+    pub const ALL: [TableKind; 9] = [
         TableKind::ImageManifest,
         TableKind::Cells,
         TableKind::Embeddings,
@@ -207,6 +217,7 @@ impl TableKind {
         TableKind::Predictions,
         TableKind::Metrics,
         TableKind::TrainingLog,
+        TableKind::ClassPredictions,
     ];
 
     /// The name written into every file's metadata (`phenoflow.schema`).
@@ -220,6 +231,7 @@ impl TableKind {
             TableKind::Predictions => "predictions",
             TableKind::Metrics => "metrics",
             TableKind::TrainingLog => "training_log",
+            TableKind::ClassPredictions => "class_predictions",
         }
     }
 
@@ -243,6 +255,7 @@ impl TableKind {
             TableKind::Predictions => PREDICTIONS_COLUMNS,
             TableKind::Metrics => METRICS_COLUMNS,
             TableKind::TrainingLog => TRAINING_LOG_COLUMNS,
+            TableKind::ClassPredictions => CLASS_PREDICTIONS_COLUMNS,
         }
     }
 

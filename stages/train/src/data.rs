@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
+pub use phenoflow_schemas::seeded::{derive_seed, seeded_permutation};
 use phenoflow_schemas::{
     concentration_key, CellPixels, ParquetTableReader, TableKind, PIXELS_COLUMN,
 };
@@ -158,31 +159,6 @@ impl Split {
             train: order[n_validation..].to_vec(),
         }
     }
-}
-
-/// A seeded permutation of `0..n` (Fisher–Yates over a splitmix64 stream; kept out of libtorch's
-/// global generator so that nothing else drawing random numbers can shift it).
-pub fn seeded_permutation(n: usize, seed: u64) -> Vec<i64> {
-    let mut order: Vec<i64> = (0..n as i64).collect();
-    let mut counter = seed;
-    for last in (1..n).rev() {
-        counter = counter.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let pick = (mix64(counter) % (last as u64 + 1)) as usize;
-        order.swap(last, pick);
-    }
-    order
-}
-
-fn mix64(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// A 64-bit mix of the run's seed and a stream number (epoch, split, ...), so every epoch draws
-/// its own reproducible batch order and noise.
-pub fn derive_seed(seed: u64, stream: u64) -> u64 {
-    mix64(seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15)) & (i64::MAX as u64)
 }
 
 /// The order cells are visited in during one epoch, cut into batches of equal size (the last
