@@ -12,8 +12,7 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int32Type, Int64Type};
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
-    UInt32Array,
+    Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema};
 
@@ -21,8 +20,8 @@ use crate::parquet_io::file_schema;
 use crate::seeded::seeded_permutation;
 use crate::tables::METADATA_PREFIX;
 use crate::{
-    concentration_key, InputError, ParquetTableReader, ParquetTableWriter, Provenance,
-    SchemaError, TableKind,
+    concentration_key, InputError, ParquetTableReader, ParquetTableWriter, Provenance, SchemaError,
+    TableKind,
 };
 
 /// The label name meaning "compound at concentration" (`Metadata_Compound` + `Metadata_Concentration`).
@@ -105,11 +104,12 @@ impl Annotations {
             let mut row = 0usize;
             for batch in reader.by_ref() {
                 let batch = batch?;
-                let values = label_values(&batch, label).map_err(|reason| SchemaError::BadLabel {
-                    path: path.clone(),
-                    column: label.to_string(),
-                    reason,
-                })?;
+                let values =
+                    label_values(&batch, label).map_err(|reason| SchemaError::BadLabel {
+                        path: path.clone(),
+                        column: label.to_string(),
+                        reason,
+                    })?;
                 for (offset, value) in values.into_iter().enumerate() {
                     match value {
                         Some(value) => text_labels.push(value),
@@ -128,12 +128,13 @@ impl Annotations {
             }
         }
         let schema = metadata_schema.unwrap_or_else(|| Arc::new(Schema::empty()));
-        let metadata = arrow_select::concat::concat_batches(&schema, &batches).map_err(|source| {
-            SchemaError::Arrow {
-                path: paths.first().cloned().unwrap_or_default(),
-                source,
-            }
-        })?;
+        let metadata =
+            arrow_select::concat::concat_batches(&schema, &batches).map_err(|source| {
+                SchemaError::Arrow {
+                    path: paths.first().cloned().unwrap_or_default(),
+                    source,
+                }
+            })?;
         let classes: Vec<String> = text_labels
             .iter()
             .cloned()
@@ -557,14 +558,24 @@ pub fn write_metrics(
     let n = evaluation.n() as i64;
     let mut rows: Vec<(String, String, f64, Option<i64>)> = Vec::new();
     for (prefix, scored) in [("", evaluation), ("majority_", majority)] {
-        rows.push((format!("{prefix}accuracy"), "all".into(), scored.accuracy(), Some(n)));
+        rows.push((
+            format!("{prefix}accuracy"),
+            "all".into(),
+            scored.accuracy(),
+            Some(n),
+        ));
         rows.push((
             format!("{prefix}balanced_accuracy"),
             "all".into(),
             scored.balanced_accuracy(),
             Some(n),
         ));
-        rows.push((format!("{prefix}macro_f1"), "all".into(), scored.macro_f1(), Some(n)));
+        rows.push((
+            format!("{prefix}macro_f1"),
+            "all".into(),
+            scored.macro_f1(),
+            Some(n),
+        ));
     }
     for (class, score) in evaluation.classes.iter().zip(evaluation.per_class()) {
         if score.support == 0 && score.n_predicted == 0 {
@@ -589,21 +600,25 @@ pub fn write_metrics(
     }
     let schema = Arc::new(Schema::new(TableKind::Metrics.required_fields(None)));
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.0.as_str()),
+        )),
         Arc::new(StringArray::from_iter_values(rows.iter().map(|_| protocol))),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.1.as_str()))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.1.as_str()),
+        )),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
         Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.3))),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|source| {
-        SchemaError::Arrow {
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).map_err(|source| SchemaError::Arrow {
             path: path.to_path_buf(),
             source,
-        }
-    })?;
+        })?;
     let mut provenance = provenance.clone();
     provenance.table = TableKind::Metrics;
-    let mut writer = ParquetTableWriter::create(path, TableKind::Metrics, schema, &provenance, 65_536)?;
+    let mut writer =
+        ParquetTableWriter::create(path, TableKind::Metrics, schema, &provenance, 65_536)?;
     writer.write(&batch)?;
     writer.finish()?;
     Ok(())
@@ -629,10 +644,19 @@ pub fn write_class_predictions(
     let class = |index: u32| annotations.classes[index as usize].as_str();
     let truth: Vec<u32> = test.iter().map(|&row| annotations.labels[row]).collect();
     let mut fields: Vec<Field> = TableKind::ClassPredictions.required_fields(None);
-    fields.extend(keys.schema().fields().iter().map(|field| field.as_ref().clone()));
+    fields.extend(
+        keys.schema()
+            .fields()
+            .iter()
+            .map(|field| field.as_ref().clone()),
+    );
     let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from_iter_values(truth.iter().map(|&t| class(t)))),
-        Arc::new(StringArray::from_iter_values(predicted.iter().map(|&p| class(p)))),
+        Arc::new(StringArray::from_iter_values(
+            truth.iter().map(|&t| class(t)),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            predicted.iter().map(|&p| class(p)),
+        )),
         Arc::new(Float64Array::from_iter_values(confidence.iter().copied())),
         Arc::new(BooleanArray::from(
             truth
@@ -647,8 +671,13 @@ pub fn write_class_predictions(
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)?;
     let mut provenance = provenance.clone();
     provenance.table = TableKind::ClassPredictions;
-    let mut writer =
-        ParquetTableWriter::create(path, TableKind::ClassPredictions, schema, &provenance, 65_536)?;
+    let mut writer = ParquetTableWriter::create(
+        path,
+        TableKind::ClassPredictions,
+        schema,
+        &provenance,
+        65_536,
+    )?;
     writer.write(&batch)?;
     writer.finish()?;
     Ok(())
@@ -685,8 +714,13 @@ pub fn read_classifier_metrics(path: &Path) -> Result<ClassifierResult, SchemaEr
     let mut scores: BTreeMap<String, (f64, f64, f64, i64)> = BTreeMap::new();
     let mut pairs: Vec<(String, String, u64)> = Vec::new();
     for batch in crate::read_table(path, TableKind::Metrics)? {
-        let text = |name: &str| batch.column_by_name(name).map(|c| c.as_string::<i32>().clone());
-        let (Some(metric), Some(proto), Some(scope)) = (text("Metric"), text("Protocol"), text("Scope"))
+        let text = |name: &str| {
+            batch
+                .column_by_name(name)
+                .map(|c| c.as_string::<i32>().clone())
+        };
+        let (Some(metric), Some(proto), Some(scope)) =
+            (text("Metric"), text("Protocol"), text("Scope"))
         else {
             continue;
         };
@@ -703,7 +737,11 @@ pub fn read_classifier_metrics(path: &Path) -> Result<ClassifierResult, SchemaEr
             let metric = metric.value(row);
             let scope = scope.value(row).to_string();
             let v = value.value(row);
-            let c = if count.is_null(row) { 0 } else { count.value(row) };
+            let c = if count.is_null(row) {
+                0
+            } else {
+                count.value(row)
+            };
             protocol = proto.value(row).to_string();
             match metric {
                 "precision" => scores.entry(scope).or_default().0 = v,
@@ -828,7 +866,11 @@ mod tests {
         // sklearn: y_true=[0,0,0,0,1,1,2,2], y_pred=[0,0,1,0,1,1,0,2]
         // accuracy 0.75, balanced_accuracy (0.75+1+0.5)/3, macro f1 mean(0.75, 0.8, 0.6667).
         let classes: Vec<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
-        let evaluation = Evaluation::new(&classes, &[0, 0, 0, 0, 1, 1, 2, 2], &[0, 0, 1, 0, 1, 1, 0, 2]);
+        let evaluation = Evaluation::new(
+            &classes,
+            &[0, 0, 0, 0, 1, 1, 2, 2],
+            &[0, 0, 1, 0, 1, 1, 0, 2],
+        );
         assert_eq!(evaluation.accuracy(), 0.75);
         assert!((evaluation.balanced_accuracy() - 2.25 / 3.0).abs() < 1e-12);
         let f1 = [0.75, 0.8, 2.0 / 3.0];
@@ -841,7 +883,10 @@ mod tests {
     #[test]
     fn treatment_names_are_stable() {
         assert_eq!(treatment_name("taxol", 0.3), "taxol@0.3");
-        assert_eq!(treatment_name("taxol", 0.300_000_000_000_000_04), "taxol@0.3");
+        assert_eq!(
+            treatment_name("taxol", 0.300_000_000_000_000_04),
+            "taxol@0.3"
+        );
         assert_eq!(treatment_name("DMSO", 0.0), "DMSO@0");
     }
 }

@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
+use phenoflow_schemas::classification::HoldOut;
 use phenoflow_schemas::ModelKind;
+
+use crate::classifier::Architecture;
 
 use crate::error::TrainError;
 
@@ -12,16 +15,23 @@ use crate::error::TrainError;
 #[command(
     name = "pf-train",
     version,
-    about = "Train a CytoAE / CytoVAE / SparseVAE / CytoVAEGAN / SparseVAEGAN on a cells table (libtorch)",
+    about = "Train a CytoAE / CytoVAE / SparseVAE / CytoVAEGAN / SparseVAEGAN, or a supervised CNN / ResNet-18, on a cells table (libtorch)",
     long_about = "Train one of the seed paper's generative models of single cells on a `cells` table, on CUDA \
                   when present and on the CPU otherwise. Writes, into --out: checkpoint.safetensors (model \
                   weights), training_state.safetensors (optimiser and discriminator, for --resume), \
                   model_card.json (every setting, the data's hash, the seed), training_log.parquet (every loss \
-                  term per epoch, train and validation) and reconstructions.png.",
+                  term per epoch, train and validation) and reconstructions.png.\n\n\
+                  --model cnn / resnet18 train a supervised classifier of --label (the second seed) on a seeded \
+                  hold-out split and write checkpoint.safetensors, classifier.json, training_log.parquet (loss, \
+                  accuracy and balanced accuracy per epoch), metrics.parquet (accuracy, balanced accuracy, \
+                  macro-F1, per-class precision / recall / F1, confusion counts, and the majority-class baseline) \
+                  and class_predictions.parquet (every held-out image with its true and predicted label).",
     after_long_help = "Examples:\n  \
         pf-train --cells out/cells.parquet --model cytovae --beta 1 --epochs 50 --out out/cytovae\n  \
         pf-train --cells out/cells.parquet --model sparsevae --alpha 0.1 --sampler balanced --out out/svae\n  \
-        pf-train --cells out/cells.parquet --model cytovae --epochs 80 --out out/cytovae --resume"
+        pf-train --cells out/cells.parquet --model cytovae --epochs 80 --out out/cytovae --resume\n  \
+        pf-train --cells out/whole.parquet --model resnet18 --label treatment --epochs 20 --out out/resnet18\n  \
+        pf-train --cells out/cells.parquet --model cnn --label Metadata_MoA --hold-out compound --class-weights balanced --out out/cnn"
 )]
 pub struct Cli {
     /// The `cells` table to train on (from pf-preprocess); repeat for per-plate shards.
@@ -61,9 +71,33 @@ pub struct Cli {
     #[arg(long, default_value_t = 1e-3)]
     pub learning_rate: f64,
 
-    /// Adam weight decay (coupled L2 on every parameter, as the seed's torch.optim.Adam).
-    #[arg(long, default_value_t = 1e-3)]
-    pub weight_decay: f64,
+    /// Adam weight decay (coupled L2 on every parameter, as the seeds' torch.optim.Adam); default
+    /// 1e-3 for the generative models (the first seed), 0 for cnn and resnet18.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+
+    /// cnn / resnet18: the label to predict: a column of the cells table (`Metadata_Compound`,
+    /// `Metadata_MoA`, ...) or `treatment` (compound at concentration, the second seed's label).
+    #[arg(long, default_value = "treatment", help_heading = "Supervised models")]
+    pub label: String,
+
+    /// cnn / resnet18: what the test split holds out: a seeded fraction of every label's images
+    /// (stratified, the second seed's split), whole compounds, or whole plates.
+    #[arg(long, value_enum, default_value_t = HoldOutArg::Stratified, help_heading = "Supervised models")]
+    pub hold_out: HoldOutArg,
+
+    /// cnn / resnet18: fraction held out for testing.
+    #[arg(long, default_value_t = 0.2, help_heading = "Supervised models")]
+    pub test_fraction: f64,
+
+    /// cnn / resnet18: weight each class's cross-entropy by n / (classes · n_class) (balanced, as
+    /// scikit-learn's class_weight="balanced"), or not at all.
+    #[arg(long, value_enum, default_value_t = ClassWeightsArg::None, help_heading = "Supervised models")]
+    pub class_weights: ClassWeightsArg,
+
+    /// cnn: dropout before the fully connected layer.
+    #[arg(long, default_value_t = 0.5, help_heading = "Supervised models")]
+    pub dropout: f64,
 
     /// Fraction of cells held out for validation (a seeded split by cell).
     #[arg(long, default_value_t = 0.1)]
@@ -151,18 +185,56 @@ pub enum ModelArg {
     Sparsevae,
     Cytovaegan,
     Sparsevaegan,
+    /// Supervised: the second seed's three-block CNN.
+    Cnn,
+    /// Supervised: ResNet-18 adapted to the input channels.
+    Resnet18,
 }
 
-impl From<ModelArg> for ModelKind {
-    fn from(model: ModelArg) -> Self {
-        match model {
-            ModelArg::Cytoae => ModelKind::CytoAe,
-            ModelArg::Cytovae => ModelKind::CytoVae,
-            ModelArg::Sparsevae => ModelKind::SparseVae,
-            ModelArg::Cytovaegan => ModelKind::CytoVaeGan,
-            ModelArg::Sparsevaegan => ModelKind::SparseVaeGan,
+impl ModelArg {
+    /// The generative model kind, `None` for the supervised models.
+    pub fn generative(self) -> Option<ModelKind> {
+        match self {
+            ModelArg::Cytoae => Some(ModelKind::CytoAe),
+            ModelArg::Cytovae => Some(ModelKind::CytoVae),
+            ModelArg::Sparsevae => Some(ModelKind::SparseVae),
+            ModelArg::Cytovaegan => Some(ModelKind::CytoVaeGan),
+            ModelArg::Sparsevaegan => Some(ModelKind::SparseVaeGan),
+            ModelArg::Cnn | ModelArg::Resnet18 => None,
         }
     }
+
+    /// The supervised architecture, `None` for the generative models.
+    pub fn supervised(self) -> Option<Architecture> {
+        match self {
+            ModelArg::Cnn => Some(Architecture::Cnn),
+            ModelArg::Resnet18 => Some(Architecture::Resnet18),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HoldOutArg {
+    Stratified,
+    Compound,
+    Plate,
+}
+
+impl From<HoldOutArg> for HoldOut {
+    fn from(value: HoldOutArg) -> Self {
+        match value {
+            HoldOutArg::Stratified => HoldOut::Stratified,
+            HoldOutArg::Compound => HoldOut::Compound,
+            HoldOutArg::Plate => HoldOut::Plate,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClassWeightsArg {
+    None,
+    Balanced,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -197,9 +269,24 @@ pub struct Settings {
 }
 
 impl Cli {
+    /// --weight-decay, or the model's default (1e-3 generative, 0 supervised).
+    pub fn weight_decay(&self) -> f64 {
+        self.weight_decay
+            .unwrap_or(if self.model.supervised().is_some() {
+                0.0
+            } else {
+                1e-3
+            })
+    }
+
     /// Checks everything that can be checked before reading data.
     pub fn settings(&self) -> Result<Settings, TrainError> {
-        let model = ModelKind::from(self.model);
+        let Some(model) = self.model.generative() else {
+            return Err(TrainError::Settings(format!(
+                "--model {:?} is a supervised model",
+                self.model
+            )));
+        };
         let bad = |message: String| Err(TrainError::Settings(message));
         if self.latent_dim < 1 {
             return bad(format!(
@@ -222,10 +309,10 @@ impl Cli {
                 self.learning_rate
             ));
         }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) {
+        if !(self.weight_decay() >= 0.0 && self.weight_decay().is_finite()) {
             return bad(format!(
                 "--weight-decay must be ≥ 0, got {}",
-                self.weight_decay
+                self.weight_decay()
             ));
         }
         if !(0.0..0.9).contains(&self.validation_fraction) {

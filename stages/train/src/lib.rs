@@ -5,11 +5,13 @@
 pub mod adam;
 pub mod args;
 pub mod checkpoint;
+pub mod classifier;
 pub mod data;
 pub mod error;
 pub mod figures;
 pub mod loss;
 pub mod model;
+pub mod supervised;
 pub mod trainer;
 
 use std::path::Path;
@@ -43,7 +45,7 @@ pub const REFERENCE_OUTPUTS_FILE: &str = "reference_outputs.safetensors";
 /// The int64 scalar, in the checkpoint and the training state, naming the epoch they hold.
 pub const EPOCH_TENSOR: &str = "phenoflow.epochs_completed";
 
-const STAGE: &str = "pf-train";
+pub(crate) const STAGE: &str = "pf-train";
 const VALIDATION_BATCH: usize = 256;
 const PROGRESS_EVERY: usize = 20;
 // Streams of the run's seed (see data::derive_seed).
@@ -72,6 +74,9 @@ pub struct LogRow {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(architecture) = cli.model.supervised() {
+        return supervised::run(&cli, architecture);
+    }
     let settings = cli.settings()?;
     if cli.threads > 0 {
         tch::set_num_threads(cli.threads);
@@ -90,7 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         epochs: cli.epochs,
         batch_size: cli.batch_size,
         learning_rate: cli.learning_rate,
-        weight_decay: cli.weight_decay,
+        weight_decay: cli.weight_decay(),
         validation_fraction: cli.validation_fraction,
         sampler: match cli.sampler {
             SamplerArg::Shuffle => "shuffle".into(),
@@ -234,7 +239,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         objective,
         normalization,
         cli.learning_rate,
-        cli.weight_decay,
+        cli.weight_decay(),
         cli.log_sigma_limit,
         derive_seed(cli.seed, INIT_STREAM),
     );
@@ -447,7 +452,7 @@ fn write_reference_outputs(
 }
 
 /// Moves the dataset to the device when it fits; otherwise keeps it on the host and says so.
-fn place_pixels(pixels: Tensor, device: Device, data_on_host: bool) -> Tensor {
+pub(crate) fn place_pixels(pixels: Tensor, device: Device, data_on_host: bool) -> Tensor {
     if device == Device::Cpu || data_on_host {
         return pixels;
     }
@@ -463,7 +468,7 @@ fn place_pixels(pixels: Tensor, device: Device, data_on_host: bool) -> Tensor {
     }
 }
 
-fn describe(names: &[&str], means: &[f64]) -> String {
+pub(crate) fn describe(names: &[&str], means: &[f64]) -> String {
     names
         .iter()
         .zip(means)
@@ -472,7 +477,7 @@ fn describe(names: &[&str], means: &[f64]) -> String {
         .join(", ")
 }
 
-fn check_finite(
+pub(crate) fn check_finite(
     means: &[f64],
     names: &[&'static str],
     epoch: usize,
@@ -493,7 +498,12 @@ fn check_finite(
     }
 }
 
-fn progress_bar(n_batches: usize, epoch: usize, n_epochs: usize, quiet: bool) -> ProgressBar {
+pub(crate) fn progress_bar(
+    n_batches: usize,
+    epoch: usize,
+    n_epochs: usize,
+    quiet: bool,
+) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();
     }
@@ -631,7 +641,11 @@ fn save(
         state.push((name, tensor.to_device(Device::Cpu).contiguous()));
     }
     checkpoint::write(&out.join(TRAINING_STATE_FILE), &state)?;
-    write_log(&out.join(TRAINING_LOG_FILE), log_rows, card)?;
+    write_log(
+        &out.join(TRAINING_LOG_FILE),
+        log_rows,
+        &log_provenance(card),
+    )?;
     card.write(&out.join(MODEL_CARD_FILE))?;
     Ok(())
 }
@@ -645,7 +659,8 @@ fn log_schema() -> Arc<Schema> {
     ]))
 }
 
-fn write_log(path: &Path, rows: &[LogRow], card: &ModelCard) -> anyhow::Result<()> {
+/// The provenance of a generative model's training log.
+fn log_provenance(card: &ModelCard) -> Provenance {
     let params = serde_json::json!({
         "model": card.model.name(),
         "hyperparameters": card.hyperparameters,
@@ -661,6 +676,14 @@ fn write_log(path: &Path, rows: &[LogRow], card: &ModelCard) -> anyhow::Result<(
         .inputs
         .insert(card.data.cells.clone(), card.data.sha256.clone());
     provenance.seed = Some(card.seed);
+    provenance
+}
+
+pub(crate) fn write_log(
+    path: &Path,
+    rows: &[LogRow],
+    provenance: &Provenance,
+) -> anyhow::Result<()> {
     let batch = RecordBatch::try_new(
         log_schema(),
         vec![
@@ -682,7 +705,7 @@ fn write_log(path: &Path, rows: &[LogRow], card: &ModelCard) -> anyhow::Result<(
         path,
         TableKind::TrainingLog,
         log_schema(),
-        &provenance,
+        provenance,
         65_536,
     )?;
     writer.write(&batch)?;

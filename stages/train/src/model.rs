@@ -374,6 +374,27 @@ pub fn parameter_count(store: &nn::VarStore) -> usize {
         .sum()
 }
 
+/// Model input from stored pixels under a normalisation (the seed's per-image channel maximum,
+/// a dataset channel maximum, or a fixed divisor).
+pub fn normalize(stored: &Tensor, normalization: &phenoflow_schemas::Normalization) -> Tensor {
+    use phenoflow_schemas::Normalization;
+    let pixels = to_float_pixels(stored);
+    match normalization {
+        Normalization::PerImageChannelMax => {
+            let maxima = pixels.amax([2i64, 3].as_slice(), true).clamp_min(1.0);
+            pixels / maxima
+        }
+        Normalization::DatasetChannelMax { channel_max } => {
+            let maxima = Tensor::from_slice(channel_max)
+                .to_device(pixels.device())
+                .view([1, -1, 1, 1])
+                .clamp_min(1.0);
+            pixels / maxima
+        }
+        Normalization::Fixed { divisor } => pixels / f64::from(*divisor),
+    }
+}
+
 /// The model's input from the resident int16 pixels (stored as value − 32768, see data.rs).
 pub fn to_float_pixels(stored: &Tensor) -> Tensor {
     stored.to_kind(Kind::Float) + 32768.0

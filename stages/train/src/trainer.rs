@@ -6,7 +6,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::adam::Adam;
 use crate::loss;
-use crate::model::{to_float_pixels, Discriminator, Geometry, SpikeSampler, Vae};
+use crate::model::{Discriminator, Geometry, SpikeSampler, Vae};
 
 /// The names of the loss terms, in the order they are logged.
 pub fn term_names(kind: ModelKind) -> &'static [&'static str] {
@@ -99,21 +99,7 @@ impl Trainer {
 
     /// Raw int16 pixels → normalised float inputs, on the device.
     pub fn normalize(&self, stored: &Tensor) -> Tensor {
-        let pixels = to_float_pixels(stored);
-        match &self.normalization {
-            Normalization::PerImageChannelMax => {
-                let maxima = pixels.amax([2i64, 3].as_slice(), true).clamp_min(1.0);
-                pixels / maxima
-            }
-            Normalization::DatasetChannelMax { channel_max } => {
-                let maxima = Tensor::from_slice(channel_max)
-                    .to_device(pixels.device())
-                    .view([1, -1, 1, 1])
-                    .clamp_min(1.0);
-                pixels / maxima
-            }
-            Normalization::Fixed { divisor } => pixels / f64::from(*divisor),
-        }
+        crate::model::normalize(stored, &self.normalization)
     }
 
     /// The loss terms of one batch (with graphs, for the training step), in [`term_names`] order.

@@ -1,0 +1,506 @@
+//! `pf-train --model cnn|resnet18`: supervised classification of a label (treatment, compound,
+//! MoA, ...) from images, the second seed's track. The split, the scores and the tables written
+//! are those of `phenoflow_schemas::classification`, shared with `pf-baseline`, so every
+//! classifier is scored on the same held-out images.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::Context;
+use phenoflow_schemas::classification::{
+    majority_class, write_class_predictions, write_metrics, Annotations, Evaluation, HoldOut,
+    CLASSIFIER_KEY,
+};
+use phenoflow_schemas::{atomic_write, hash_file, Normalization, Provenance, TableKind};
+use serde::Serialize;
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Reduction, Tensor};
+
+use crate::adam::Adam;
+use crate::args::{parse_device, ClassWeightsArg, Cli, NormalizationArg, SamplerArg};
+use crate::classifier::{Architecture, Classifier, MIN_SIDE};
+use crate::data::{derive_seed, epoch_batches, CellData};
+use crate::error::TrainError;
+use crate::{
+    check_finite, checkpoint, describe, place_pixels, progress_bar, write_log, LogRow,
+    CHECKPOINT_FILE, STAGE, TRAINING_LOG_FILE,
+};
+
+pub const CLASSIFIER_CARD_FILE: &str = "classifier.json";
+pub const METRICS_FILE: &str = "metrics.parquet";
+pub const CLASS_PREDICTIONS_FILE: &str = "class_predictions.parquet";
+
+const SPLIT_STREAM: u64 = 1;
+const INIT_STREAM: u64 = 2;
+const ORDER_STREAM: u64 = 1 << 32;
+const NOISE_STREAM: u64 = 2 << 32;
+const EVALUATION_BATCH: usize = 256;
+const TERMS: [&str; 1] = ["loss"];
+
+/// Everything needed to use or reproduce a trained classifier.
+#[derive(Debug, Serialize)]
+pub struct ClassifierCard {
+    pub format: &'static str,
+    pub architecture: Architecture,
+    pub input_shape: [i64; 3],
+    pub channel_names: Vec<String>,
+    pub normalization: Normalization,
+    pub label_column: String,
+    pub classes: Vec<String>,
+    pub hold_out: &'static str,
+    pub test_fraction: f64,
+    pub class_weights: &'static str,
+    pub sampler: &'static str,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub dropout: f64,
+    pub seed: u64,
+    pub cells: String,
+    pub sha256: String,
+    pub n_images: usize,
+    pub n_train: usize,
+    pub n_test: usize,
+    pub parameter_count: usize,
+    pub checkpoint: &'static str,
+    pub stage_version: &'static str,
+}
+
+/// The held-out images' predictions with the softmax probability of each.
+struct Scored {
+    predicted: Vec<u32>,
+    confidence: Vec<f64>,
+    loss: f64,
+}
+
+pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
+    let bad = |message: String| -> anyhow::Result<()> { Err(TrainError::Settings(message).into()) };
+    if cli.resume {
+        return bad(
+            "--resume is for the generative models; retrain cnn / resnet18 from scratch".into(),
+        );
+    }
+    if cli.epochs == 0 {
+        return bad("--epochs must be at least 1".into());
+    }
+    if cli.batch_size < 2 {
+        return bad(format!(
+            "--batch-size must be at least 2, got {}",
+            cli.batch_size
+        ));
+    }
+    if !(cli.learning_rate > 0.0 && cli.learning_rate.is_finite()) {
+        return bad(format!(
+            "--learning-rate must be positive, got {}",
+            cli.learning_rate
+        ));
+    }
+    let weight_decay = cli.weight_decay();
+    if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+        return bad(format!("--weight-decay must be ≥ 0, got {weight_decay}"));
+    }
+    if !(0.0..1.0).contains(&cli.dropout) {
+        return bad(format!("--dropout must be in [0, 1), got {}", cli.dropout));
+    }
+    if cli.threads > 0 {
+        tch::set_num_threads(cli.threads);
+    }
+    let device = parse_device(&cli.device)?;
+    let started = Instant::now();
+    let first = cli.cells[0].clone();
+    let data = CellData::read(&cli.cells)?;
+    let annotations = Annotations::read(&cli.cells, TableKind::Cells, &cli.label)?;
+    if annotations.len() != data.n_cells() {
+        return Err(TrainError::Data {
+            path: first,
+            reason: format!(
+                "read {} label rows but {} images",
+                annotations.len(),
+                data.n_cells()
+            ),
+        }
+        .into());
+    }
+    let [channels, height, width] = data.shape;
+    if height < MIN_SIDE || width < MIN_SIDE {
+        return Err(TrainError::Data {
+            path: first,
+            reason: format!(
+                "images are {height}×{width}; {} needs at least {MIN_SIDE}×{MIN_SIDE}",
+                architecture.name()
+            ),
+        }
+        .into());
+    }
+    let n_classes = annotations.classes.len();
+    if n_classes < 2 {
+        return Err(TrainError::Data {
+            path: first,
+            reason: format!(
+                "label `{}` has a single value ({}); nothing to classify",
+                cli.label,
+                annotations.classes.join(", ")
+            ),
+        }
+        .into());
+    }
+    let hold_out = HoldOut::from(cli.hold_out);
+    let split = annotations.split(
+        hold_out,
+        cli.test_fraction,
+        derive_seed(cli.seed, SPLIT_STREAM),
+    )?;
+    let train: Vec<i64> = split.train.iter().map(|&row| row as i64).collect();
+    let balanced = cli.sampler == SamplerArg::Balanced;
+    let batch_size = if balanced {
+        let mut present: Vec<u32> = split
+            .train
+            .iter()
+            .map(|&row| annotations.labels[row])
+            .collect();
+        present.sort_unstable();
+        present.dedup();
+        present.len()
+    } else {
+        cli.batch_size
+    };
+    if train.len() < batch_size {
+        return Err(TrainError::Data {
+            path: first,
+            reason: format!(
+                "{} training images are fewer than one batch of {batch_size}; lower --batch-size",
+                train.len()
+            ),
+        }
+        .into());
+    }
+    let normalization = match cli.normalization {
+        NormalizationArg::PerImageChannelMax => Normalization::PerImageChannelMax,
+        NormalizationArg::Fixed => Normalization::Fixed {
+            divisor: cli.fixed_divisor,
+        },
+        NormalizationArg::DatasetChannelMax => Normalization::DatasetChannelMax {
+            channel_max: data.channel_max(&train),
+        },
+    };
+
+    // Class weights n / (k · n_c) over the training images (scikit-learn's "balanced").
+    let mut train_counts = vec![0usize; n_classes];
+    for &row in &split.train {
+        train_counts[annotations.labels[row] as usize] += 1;
+    }
+    let class_weights = match cli.class_weights {
+        ClassWeightsArg::None => None,
+        ClassWeightsArg::Balanced => {
+            let present = train_counts.iter().filter(|&&n| n > 0).count() as f64;
+            let weights: Vec<f32> = train_counts
+                .iter()
+                .map(|&n| {
+                    if n == 0 {
+                        1.0
+                    } else {
+                        (split.train.len() as f64 / (present * n as f64)) as f32
+                    }
+                })
+                .collect();
+            Some(Tensor::from_slice(&weights).to_device(device))
+        }
+    };
+
+    let mut store = nn::VarStore::new(device);
+    tch::manual_seed(derive_seed(cli.seed, INIT_STREAM) as i64);
+    let model = Classifier::new(
+        &store.root(),
+        architecture,
+        channels,
+        height,
+        width,
+        n_classes as i64,
+        cli.dropout,
+    );
+    store.set_kind(Kind::Float);
+    let parameter_count = crate::model::parameter_count(&store);
+    let mut optimizer = Adam::new(&store, cli.learning_rate, weight_decay);
+    let pixels = place_pixels(data.pixels.shallow_clone(), device, cli.data_on_host);
+    let label_of_image: Vec<i64> = annotations.labels.iter().map(|&l| i64::from(l)).collect();
+    let labels = Tensor::from_slice(&label_of_image).to_device(pixels.device());
+    let test_truth: Vec<u32> = split
+        .test
+        .iter()
+        .map(|&row| annotations.labels[row])
+        .collect();
+    if !cli.quiet {
+        eprintln!(
+            "pf-train: {} on {device:?}: {} images of {:?} ({} train, {} test held out {}), {} classes of `{}`, read in {:.1} s; {parameter_count} parameters",
+            architecture.name(),
+            data.n_cells(),
+            data.shape,
+            split.train.len(),
+            split.test.len(),
+            hold_out.name(),
+            n_classes,
+            cli.label,
+            started.elapsed().as_secs_f64(),
+        );
+    }
+
+    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    let mut log_rows: Vec<LogRow> = Vec::new();
+    let mut scored = None;
+    for epoch in 0..cli.epochs {
+        let epoch_number = epoch + 1;
+        let order = epoch_batches(
+            &train,
+            &annotations.labels,
+            batch_size,
+            balanced,
+            derive_seed(cli.seed, ORDER_STREAM + epoch as u64),
+        );
+        let n_batches = order.len() / batch_size;
+        let order = Tensor::from_slice(&order).to_device(pixels.device());
+        tch::manual_seed(derive_seed(cli.seed, NOISE_STREAM + epoch as u64) as i64);
+        let progress = progress_bar(n_batches, epoch_number, cli.epochs, cli.quiet);
+        let epoch_started = Instant::now();
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
+        let mut correct_sum = Tensor::zeros([], (Kind::Int64, device));
+        for batch in 0..n_batches {
+            let index = order.narrow(0, (batch * batch_size) as i64, batch_size as i64);
+            let images = crate::model::normalize(
+                &pixels.index_select(0, &index).to_device(device),
+                &normalization,
+            );
+            let targets = labels.index_select(0, &index).to_device(device);
+            let logits = model.forward_t(&images, true);
+            let loss = logits.cross_entropy_loss(
+                &targets,
+                class_weights.as_ref(),
+                Reduction::Mean,
+                -100,
+                0.0,
+            );
+            optimizer.zero_grad();
+            loss.backward();
+            optimizer.step();
+            loss_sum += loss.detach().to_kind(Kind::Double);
+            correct_sum += logits
+                .argmax(-1, false)
+                .eq_tensor(&targets)
+                .sum(Kind::Int64);
+            if (batch + 1) % 10 == 0 || batch + 1 == n_batches {
+                let mean = loss_sum.double_value(&[]) / (batch + 1) as f64;
+                check_finite(&[mean], &TERMS, epoch_number, "train")?;
+                let rate =
+                    ((batch + 1) * batch_size) as f64 / epoch_started.elapsed().as_secs_f64();
+                progress.set_position((batch + 1) as u64);
+                progress.set_message(format!("{} | {rate:.0} img/s", describe(&TERMS, &[mean])));
+            }
+        }
+        progress.finish_and_clear();
+        let train_seconds = epoch_started.elapsed().as_secs_f64();
+        let train_loss = loss_sum.double_value(&[]) / n_batches as f64;
+        check_finite(&[train_loss], &TERMS, epoch_number, "train")?;
+        let train_accuracy = correct_sum.int64_value(&[]) as f64 / (n_batches * batch_size) as f64;
+        let result = evaluate(
+            &model,
+            &pixels,
+            &labels,
+            &split.test,
+            &normalization,
+            class_weights.as_ref(),
+            device,
+        );
+        check_finite(&[result.loss], &TERMS, epoch_number, "test")?;
+        let evaluation = Evaluation::new(&annotations.classes, &test_truth, &result.predicted);
+        let images_per_second = (n_batches * batch_size) as f64 / train_seconds;
+        for (split_name, term, value) in [
+            ("train", "loss", train_loss),
+            ("train", "accuracy", train_accuracy),
+            ("test", "loss", result.loss),
+            ("test", "accuracy", evaluation.accuracy()),
+            ("test", "balanced_accuracy", evaluation.balanced_accuracy()),
+            ("train", "images_per_second", images_per_second),
+            ("train", "seconds", train_seconds),
+        ] {
+            log_rows.push(LogRow {
+                epoch: epoch_number as i32,
+                split: split_name.into(),
+                term: term.into(),
+                value,
+            });
+        }
+        if !cli.quiet {
+            eprintln!(
+                "pf-train: epoch {epoch_number}/{}: train loss {train_loss:.4}, accuracy {train_accuracy:.3} | test loss {:.4}, accuracy {:.3}, balanced accuracy {:.3} | {images_per_second:.0} img/s, {train_seconds:.1} s",
+                cli.epochs,
+                result.loss,
+                evaluation.accuracy(),
+                evaluation.balanced_accuracy()
+            );
+        }
+        scored = Some(result);
+    }
+    let scored = scored.expect("at least one epoch");
+
+    // Outputs: weights, card, log, scores and per-image predictions of the last epoch (the test
+    // split is never used to pick an epoch).
+    let cells_description = cli
+        .cells
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let hashes = cli
+        .cells
+        .iter()
+        .map(|path| hash_file(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let sha256 = match hashes.as_slice() {
+        [single] => single.clone(),
+        many => phenoflow_schemas::hash_params(&serde_json::json!(many)),
+    };
+    let card = ClassifierCard {
+        format: "phenoflow.classifier",
+        architecture,
+        input_shape: data.shape,
+        channel_names: data.channel_names.clone(),
+        normalization: normalization.clone(),
+        label_column: cli.label.clone(),
+        classes: annotations.classes.clone(),
+        hold_out: hold_out.name(),
+        test_fraction: cli.test_fraction,
+        class_weights: match cli.class_weights {
+            ClassWeightsArg::None => "none",
+            ClassWeightsArg::Balanced => "balanced",
+        },
+        sampler: if balanced { "balanced" } else { "shuffle" },
+        epochs: cli.epochs,
+        batch_size,
+        learning_rate: cli.learning_rate,
+        weight_decay,
+        dropout: cli.dropout,
+        seed: cli.seed,
+        cells: cells_description.clone(),
+        sha256: sha256.clone(),
+        n_images: data.n_cells(),
+        n_train: split.train.len(),
+        n_test: split.test.len(),
+        parameter_count,
+        checkpoint: CHECKPOINT_FILE,
+        stage_version: env!("CARGO_PKG_VERSION"),
+    };
+    let params = serde_json::to_value(&card)?;
+    let mut provenance = Provenance::new(
+        TableKind::TrainingLog,
+        STAGE,
+        env!("CARGO_PKG_VERSION"),
+        params,
+    );
+    provenance.inputs.insert(cells_description, sha256);
+    provenance.seed = Some(cli.seed);
+    provenance
+        .extra
+        .insert(CLASSIFIER_KEY.into(), architecture.name().into());
+    provenance
+        .extra
+        .insert("label_column".into(), cli.label.clone());
+
+    checkpoint::write(
+        &cli.out.join(CHECKPOINT_FILE),
+        &checkpoint::named_tensors(&store, ""),
+    )?;
+    write_log(&cli.out.join(TRAINING_LOG_FILE), &log_rows, &provenance)?;
+    let evaluation = Evaluation::new(&annotations.classes, &test_truth, &scored.predicted);
+    let majority = majority_class(&annotations.labels, &split.train);
+    let baseline = Evaluation::new(
+        &annotations.classes,
+        &test_truth,
+        &vec![majority; test_truth.len()],
+    );
+    write_metrics(
+        &cli.out.join(METRICS_FILE),
+        &hold_out.protocol(),
+        &evaluation,
+        &baseline,
+        &provenance,
+    )?;
+    write_class_predictions(
+        &cli.out.join(CLASS_PREDICTIONS_FILE),
+        &annotations,
+        &split.test,
+        &scored.predicted,
+        &scored.confidence,
+        &provenance,
+    )?;
+    let card_path = cli.out.join(CLASSIFIER_CARD_FILE);
+    atomic_write(&card_path, serde_json::to_string_pretty(&card)?.as_bytes())
+        .with_context(|| format!("writing {}", card_path.display()))?;
+    print_summary(
+        architecture.name(),
+        &evaluation,
+        &baseline,
+        &annotations.classes[majority as usize],
+        &cli.out,
+    );
+    Ok(())
+}
+
+/// Logits of the held-out images in evaluation mode, batch by batch.
+fn evaluate(
+    model: &Classifier,
+    pixels: &Tensor,
+    labels: &Tensor,
+    rows: &[usize],
+    normalization: &Normalization,
+    class_weights: Option<&Tensor>,
+    device: Device,
+) -> Scored {
+    tch::no_grad(|| {
+        let mut predicted = Vec::with_capacity(rows.len());
+        let mut confidence = Vec::with_capacity(rows.len());
+        let mut loss_sum = 0.0;
+        for chunk in rows.chunks(EVALUATION_BATCH) {
+            let index: Vec<i64> = chunk.iter().map(|&row| row as i64).collect();
+            let index = Tensor::from_slice(&index).to_device(pixels.device());
+            let images = crate::model::normalize(
+                &pixels.index_select(0, &index).to_device(device),
+                normalization,
+            );
+            let targets = labels.index_select(0, &index).to_device(device);
+            let logits = model.forward_t(&images, false);
+            let loss =
+                logits.cross_entropy_loss(&targets, class_weights, Reduction::Sum, -100, 0.0);
+            loss_sum += loss.double_value(&[]);
+            let (best, which) = logits.softmax(-1, Kind::Float).max_dim(-1, false);
+            let best = Vec::<f32>::try_from(best.to_device(Device::Cpu)).expect("floats");
+            let which = Vec::<i64>::try_from(which.to_device(Device::Cpu)).expect("indices");
+            confidence.extend(best.into_iter().map(f64::from));
+            predicted.extend(which.into_iter().map(|class| class as u32));
+        }
+        Scored {
+            predicted,
+            confidence,
+            loss: loss_sum / rows.len().max(1) as f64,
+        }
+    })
+}
+
+/// The lines every classifier prints: its scores next to the majority-class baseline.
+pub fn print_summary(
+    name: &str,
+    evaluation: &Evaluation,
+    baseline: &Evaluation,
+    majority: &str,
+    out: &Path,
+) {
+    println!(
+        "{name}: {} test images: accuracy {:.3}, balanced accuracy {:.3}, macro-F1 {:.3} (majority class `{majority}`: accuracy {:.3}, balanced accuracy {:.3}); wrote {}",
+        evaluation.n(),
+        evaluation.accuracy(),
+        evaluation.balanced_accuracy(),
+        evaluation.macro_f1(),
+        baseline.accuracy(),
+        baseline.balanced_accuracy(),
+        out.display()
+    );
+}
