@@ -542,6 +542,24 @@ fn mean(values: &[f64]) -> f64 {
     }
 }
 
+/// The line every classifier prints: its scores next to the majority-class baseline's.
+pub fn summary_line(
+    name: &str,
+    evaluation: &Evaluation,
+    baseline: &Evaluation,
+    majority: &str,
+) -> String {
+    format!(
+        "{name}: {} test rows: accuracy {:.3}, balanced accuracy {:.3}, macro-F1 {:.3} (majority class `{majority}`: accuracy {:.3}, balanced accuracy {:.3})",
+        evaluation.n(),
+        evaluation.accuracy(),
+        evaluation.balanced_accuracy(),
+        evaluation.macro_f1(),
+        baseline.accuracy(),
+        baseline.balanced_accuracy(),
+    )
+}
+
 /// The provenance key naming the classifier (`cnn`, `resnet18`, `random-forest`, `svm`).
 pub const CLASSIFIER_KEY: &str = "classifier";
 

@@ -22,7 +22,8 @@ use crate::FieldSize;
         pf-synth --output out/synthetic                    # the demo screen: 742 wells, 384x384\n  \
         pf-synth --preset tiny --output out/tiny --seed 7  # a few fields of one week, for tests\n  \
         pf-synth --preset full --output /data/synthetic    # all 13,200 fields at 1280x1024\n  \
-        pf-synth --panel phenotypes.png                    # example fields and crops per MoA"
+        pf-synth --panel phenotypes.png                    # example fields and crops per MoA\n  \
+        pf-synth --preset cpjump1 --output out/cpjump1     # CPJUMP1-like: 24 compounds + DMSO, 5 channels"
 )]
 pub struct Cli {
     /// Folder to write the screen to (written to a hidden temporary folder, renamed when complete).
@@ -31,7 +32,9 @@ pub struct Cli {
 
     /// Size preset: tiny (one week, one replicate, 256x256), demo (the 632 treated wells and 2
     /// DMSO wells per plate, one site, 384x384) or full (all 3,300 wells x 4 sites at 1280x1024,
-    /// 13,200 fields).
+    /// 13,200 fields) of the BBBC021 layout; or cpjump1: a CPJUMP1-like screen (the second seed's
+    /// data) of --compounds compounds at 5 µM, one well per plate each, DMSO the majority
+    /// (16 wells per plate), --plates plates, 3 sites, five Cell Painting channels, 256x256.
     #[arg(long, value_enum, default_value_t = Preset::Demo)]
     pub preset: Preset,
 
@@ -71,6 +74,14 @@ pub struct Cli {
     #[arg(long)]
     pub panel: Option<PathBuf>,
 
+    /// cpjump1: number of compounds (their MoAs taken in turn from the twelve).
+    #[arg(long, default_value_t = 24)]
+    pub compounds: usize,
+
+    /// cpjump1: number of plates (each its own batch).
+    #[arg(long, default_value_t = 4)]
+    pub plates: usize,
+
     /// Replace the output folder if it exists.
     #[arg(long)]
     pub force: bool,
@@ -89,6 +100,7 @@ pub enum Preset {
     Tiny,
     Demo,
     Full,
+    Cpjump1,
 }
 
 /// A bad argument (exit code 2).
@@ -100,6 +112,8 @@ pub struct UsageError(pub String);
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub output: Option<PathBuf>,
+    /// The CPJUMP1-like screen instead of the BBBC021 layout.
+    pub cpjump1: Option<crate::cpjump1::Design>,
     pub seed: u64,
     pub selection: Selection,
     pub size: FieldSize,
@@ -173,7 +187,42 @@ impl Cli {
             }
             size.mean_cells = cells;
         }
+        let cpjump1 = if self.preset == Preset::Cpjump1 {
+            if self.weeks.is_some() || self.replicates.is_some() || self.all_wells {
+                return Err(UsageError(
+                    "--weeks, --replicates and --all-wells belong to the BBBC021 layout, not --preset cpjump1".into(),
+                ));
+            }
+            if !(2..=360).contains(&self.compounds) {
+                return Err(UsageError(format!(
+                    "--compounds must be between 2 and 360, not {}",
+                    self.compounds
+                )));
+            }
+            if !(1..=100).contains(&self.plates) {
+                return Err(UsageError(format!(
+                    "--plates must be between 1 and 100, not {}",
+                    self.plates
+                )));
+            }
+            let design = crate::cpjump1::Design {
+                n_compounds: self.compounds,
+                n_plates: self.plates,
+                dmso_wells_per_plate: self.dmso_wells_per_plate.unwrap_or(16),
+                sites: self.sites.unwrap_or(3),
+            };
+            if design.n_compounds + design.dmso_wells_per_plate > 384 {
+                return Err(UsageError(format!(
+                    "{} compounds and {} DMSO wells do not fit a 384-well plate",
+                    design.n_compounds, design.dmso_wells_per_plate
+                )));
+            }
+            Some(design)
+        } else {
+            None
+        };
         Ok(Settings {
+            cpjump1,
             output: self.output.clone(),
             seed: self.seed,
             selection,

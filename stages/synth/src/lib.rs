@@ -6,6 +6,7 @@
 //! a week, a field), so the output is identical for a seed whatever the number of threads.
 
 pub mod args;
+pub mod cpjump1;
 pub mod layout;
 pub mod panel;
 pub mod phenotype;
@@ -81,6 +82,18 @@ pub fn render_field(
     effect: &CompoundEffect,
     size: FieldSize,
 ) -> [Vec<u16>; 3] {
+    let (canvas, mut rng, acquisition) = draw_field(seed, field, effect, size);
+    acquire(canvas, &mut rng, &acquisition)
+}
+
+/// Draws one field's cells as fluorescence (before the camera), with the field's random stream
+/// and acquisition settings.
+pub fn draw_field(
+    seed: u64,
+    field: &Field,
+    effect: &CompoundEffect,
+    size: FieldSize,
+) -> (Canvas, Rng, Acquisition) {
     let well = &field.well;
     let mut rng = Rng::for_name(
         seed,
@@ -100,7 +113,7 @@ pub fn render_field(
     for ((x, y), look) in centres.iter().zip(&looks) {
         draw_cell(&mut canvas, &mut rng, *x, *y, look);
     }
-    acquire(canvas, &mut rng, &acquisition)
+    (canvas, rng, acquisition)
 }
 
 fn write_tiff(path: &Path, width: usize, height: usize, pixels: &[u16]) -> anyhow::Result<()> {
@@ -148,6 +161,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .into());
     }
     let started = std::time::Instant::now();
+    if let Some(design) = &settings.cpjump1 {
+        return write_cpjump1(&settings, design, output, started);
+    }
     let fields = select_fields(&settings.selection, settings.seed);
     if fields.is_empty() {
         anyhow::bail!(
@@ -166,17 +182,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         std::fs::create_dir_all(partial.join(folder))
             .with_context(|| format!("creating {}", partial.join(folder).display()))?;
     }
-    let progress = if settings.no_progress {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(Some(fields.len() as u64), ProgressDrawTarget::stderr())
-    };
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} fields ({per_sec}, eta {eta})",
-        )
-        .expect("valid progress template"),
-    );
+    let progress = progress_bar(&settings, fields.len());
     let result = fields
         .par_iter()
         .try_for_each(|field| -> anyhow::Result<()> {
@@ -243,6 +249,78 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         fields.len(),
         folders.len(),
         fields.iter().filter(|f| f.site == 1).count(),
+        settings.size.width,
+        settings.size.height,
+        output.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn progress_bar(settings: &args::Settings, n_fields: usize) -> ProgressBar {
+    let progress = if settings.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(Some(n_fields as u64), ProgressDrawTarget::stderr())
+    };
+    progress.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} fields ({per_sec}, eta {eta})",
+        )
+        .expect("valid progress template"),
+    );
+    progress
+}
+
+/// `--preset cpjump1`: the CPJUMP1-like screen, written and renamed into place like the other.
+fn write_cpjump1(
+    settings: &args::Settings,
+    design: &cpjump1::Design,
+    output: &Path,
+    started: std::time::Instant,
+) -> anyhow::Result<()> {
+    let partial = partial_path(output);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)
+            .with_context(|| format!("removing {}", partial.display()))?;
+    }
+    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
+    let progress = progress_bar(settings, 0);
+    let result = cpjump1::write(&partial, settings.seed, design, settings.size, &progress);
+    progress.finish_and_clear();
+    let fields = match result {
+        Ok(fields) => fields,
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(error);
+        }
+    };
+    std::fs::write(
+        partial.join("pf-synth.json"),
+        serde_json::json!({
+            "stage": "pf-synth",
+            "stage_version": env!("CARGO_PKG_VERSION"),
+            "preset": "cpjump1",
+            "seed": settings.seed,
+            "compounds": design.n_compounds,
+            "plates": design.n_plates,
+            "dmso_wells_per_plate": design.dmso_wells_per_plate,
+            "sites": design.sites,
+            "channels": cpjump1::CHANNELS,
+            "field_width": settings.size.width,
+            "field_height": settings.size.height,
+            "cells_per_field": settings.size.mean_cells,
+            "n_fields": fields.len(),
+        })
+        .to_string()
+            + "\n",
+    )?;
+    replace_folder(&partial, output)?;
+    eprintln!(
+        "pf-synth: wrote a CPJUMP1-like screen of {} fields ({} compounds + DMSO, {} plates, 5 channels) of {}x{} to {} in {:.1} s",
+        fields.len(),
+        design.n_compounds,
+        design.n_plates,
         settings.size.width,
         settings.size.height,
         output.display(),
@@ -324,6 +402,20 @@ pub fn preset_selection(preset: args::Preset) -> (Selection, FieldSize) {
                 width: 384,
                 height: 384,
                 mean_cells: 30.0,
+            },
+        ),
+        args::Preset::Cpjump1 => (
+            Selection {
+                annotated_only: true,
+                weeks: vec![],
+                max_replicate: 1,
+                dmso_wells_per_plate: 16,
+                sites: 3,
+            },
+            FieldSize {
+                width: 256,
+                height: 256,
+                mean_cells: 20.0,
             },
         ),
         args::Preset::Full => (

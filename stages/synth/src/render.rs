@@ -374,8 +374,32 @@ pub fn acquire(canvas: Canvas, rng: &mut Rng, acquisition: &Acquisition) -> [Vec
     let Canvas {
         width,
         height,
-        mut planes,
+        planes,
     } = canvas;
+    let channels: Vec<(Vec<f32>, f32, f32)> = planes
+        .into_iter()
+        .enumerate()
+        .map(|(channel, plane)| {
+            (
+                plane,
+                acquisition.gain[channel],
+                acquisition.background[channel],
+            )
+        })
+        .collect();
+    let images = acquire_planes(channels, width, height, rng, acquisition);
+    images.try_into().expect("three channels")
+}
+
+/// [`acquire`] for any number of planes, each with its own (gain, background); the field's
+/// illumination, blur and camera are shared.
+pub fn acquire_planes(
+    channels: Vec<(Vec<f32>, f32, f32)>,
+    width: usize,
+    height: usize,
+    rng: &mut Rng,
+    acquisition: &Acquisition,
+) -> Vec<Vec<u16>> {
     let (cos, sin) = (
         acquisition.illumination_angle.cos(),
         acquisition.illumination_angle.sin(),
@@ -383,33 +407,34 @@ pub fn acquire(canvas: Canvas, rng: &mut Rng, acquisition: &Acquisition) -> [Vec
     let half_diagonal = 0.5 * ((width * width + height * height) as f32).sqrt();
     let mut scratch = Vec::new();
     let photons = acquisition.photons_per_level;
-    std::array::from_fn(|channel| {
-        let plane = &mut planes[channel];
-        for y in 0..height {
-            for x in 0..width {
-                let along = ((x as f32 - 0.5 * width as f32) * cos
-                    + (y as f32 - 0.5 * height as f32) * sin)
-                    / half_diagonal;
-                plane[y * width + x] *=
-                    1.0 - acquisition.illumination_strength * 0.5 * (1.0 + along);
+    channels
+        .into_iter()
+        .map(|(mut plane, gain, background)| {
+            for y in 0..height {
+                for x in 0..width {
+                    let along = ((x as f32 - 0.5 * width as f32) * cos
+                        + (y as f32 - 0.5 * height as f32) * sin)
+                        / half_diagonal;
+                    plane[y * width + x] *=
+                        1.0 - acquisition.illumination_strength * 0.5 * (1.0 + along);
+                }
             }
-        }
-        for _ in 0..acquisition.blur_passes {
-            binomial_blur(plane, width, height, &mut scratch);
-        }
-        let (gain, background) = (acquisition.gain[channel], acquisition.background[channel]);
-        plane
-            .iter()
-            .map(|&signal| {
-                let level = gain * signal + background;
-                // Shot noise: Poisson in photons, approximated by a normal at these counts.
-                let photon_count = level * photons;
-                let noisy = (photon_count + photon_count.sqrt() * rng.normal()) / photons
-                    + 6.0 * rng.normal();
-                noisy.round().clamp(0.0, 65535.0) as u16
-            })
-            .collect()
-    })
+            for _ in 0..acquisition.blur_passes {
+                binomial_blur(&mut plane, width, height, &mut scratch);
+            }
+            plane
+                .iter()
+                .map(|&signal| {
+                    let level = gain * signal + background;
+                    // Shot noise: Poisson in photons, approximated by a normal at these counts.
+                    let photon_count = level * photons;
+                    let noisy = (photon_count + photon_count.sqrt() * rng.normal()) / photons
+                        + 6.0 * rng.normal();
+                    noisy.round().clamp(0.0, 65535.0) as u16
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]

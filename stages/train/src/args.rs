@@ -95,6 +95,11 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = ClassWeightsArg::None, help_heading = "Supervised models")]
     pub class_weights: ClassWeightsArg,
 
+    /// cnn / resnet18: random flips and 90° turns of every training image (the eight symmetries
+    /// of the square; the orientation of a field carries no biology), or none.
+    #[arg(long, value_enum, default_value_t = AugmentArg::Dihedral, help_heading = "Supervised models")]
+    pub augment: AugmentArg,
+
     /// cnn: dropout before the fully connected layer.
     #[arg(long, default_value_t = 0.5, help_heading = "Supervised models")]
     pub dropout: f64,
@@ -229,6 +234,12 @@ impl From<HoldOutArg> for HoldOut {
             HoldOutArg::Plate => HoldOut::Plate,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AugmentArg {
+    None,
+    Dihedral,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

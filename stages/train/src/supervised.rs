@@ -3,13 +3,12 @@
 //! are those of `phenoflow_schemas::classification`, shared with `pf-baseline`, so every
 //! classifier is scored on the same held-out images.
 
-use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
 use phenoflow_schemas::classification::{
-    majority_class, write_class_predictions, write_metrics, Annotations, Evaluation, HoldOut,
-    CLASSIFIER_KEY,
+    majority_class, summary_line, write_class_predictions, write_metrics, Annotations, Evaluation,
+    HoldOut, CLASSIFIER_KEY,
 };
 use phenoflow_schemas::{atomic_write, hash_file, Normalization, Provenance, TableKind};
 use serde::Serialize;
@@ -17,7 +16,7 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::adam::Adam;
-use crate::args::{parse_device, ClassWeightsArg, Cli, NormalizationArg, SamplerArg};
+use crate::args::{parse_device, AugmentArg, ClassWeightsArg, Cli, NormalizationArg, SamplerArg};
 use crate::classifier::{Architecture, Classifier, MIN_SIDE};
 use crate::data::{derive_seed, epoch_batches, CellData};
 use crate::error::TrainError;
@@ -51,6 +50,7 @@ pub struct ClassifierCard {
     pub test_fraction: f64,
     pub class_weights: &'static str,
     pub sampler: &'static str,
+    pub augment: &'static str,
     pub epochs: usize,
     pub batch_size: usize,
     pub learning_rate: f64,
@@ -270,6 +270,11 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
                 &pixels.index_select(0, &index).to_device(device),
                 &normalization,
             );
+            let images = if cli.augment == AugmentArg::Dihedral {
+                dihedral(&images)
+            } else {
+                images
+            };
             let targets = labels.index_select(0, &index).to_device(device);
             let logits = model.forward_t(&images, true);
             let loss = logits.cross_entropy_loss(
@@ -374,6 +379,10 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
             ClassWeightsArg::Balanced => "balanced",
         },
         sampler: if balanced { "balanced" } else { "shuffle" },
+        augment: match cli.augment {
+            AugmentArg::None => "none",
+            AugmentArg::Dihedral => "dihedral",
+        },
         epochs: cli.epochs,
         batch_size,
         learning_rate: cli.learning_rate,
@@ -435,14 +444,32 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
     let card_path = cli.out.join(CLASSIFIER_CARD_FILE);
     atomic_write(&card_path, serde_json::to_string_pretty(&card)?.as_bytes())
         .with_context(|| format!("writing {}", card_path.display()))?;
-    print_summary(
-        architecture.name(),
-        &evaluation,
-        &baseline,
-        &annotations.classes[majority as usize],
-        &cli.out,
+    println!(
+        "{}; wrote {}",
+        summary_line(
+            architecture.name(),
+            &evaluation,
+            &baseline,
+            &annotations.classes[majority as usize]
+        ),
+        cli.out.display()
     );
     Ok(())
+}
+
+/// Each image flipped left-right, flipped top-bottom and (when square) transposed, each with
+/// probability ½ (libtorch's generator, seeded per epoch): one of the eight symmetries of the
+/// square, uniformly.
+pub fn dihedral(images: &Tensor) -> Tensor {
+    let n = images.size()[0];
+    let coin = || Tensor::rand([n, 1, 1, 1], (Kind::Float, images.device())).lt(0.5);
+    let mut out = images.flip([3]).where_self(&coin(), images);
+    out = out.flip([2]).where_self(&coin(), &out);
+    let size = images.size();
+    if size[2] == size[3] {
+        out = out.transpose(2, 3).where_self(&coin(), &out);
+    }
+    out
 }
 
 /// Logits of the held-out images in evaluation mode, batch by batch.
@@ -483,24 +510,4 @@ fn evaluate(
             loss: loss_sum / rows.len().max(1) as f64,
         }
     })
-}
-
-/// The lines every classifier prints: its scores next to the majority-class baseline.
-pub fn print_summary(
-    name: &str,
-    evaluation: &Evaluation,
-    baseline: &Evaluation,
-    majority: &str,
-    out: &Path,
-) {
-    println!(
-        "{name}: {} test images: accuracy {:.3}, balanced accuracy {:.3}, macro-F1 {:.3} (majority class `{majority}`: accuracy {:.3}, balanced accuracy {:.3}); wrote {}",
-        evaluation.n(),
-        evaluation.accuracy(),
-        evaluation.balanced_accuracy(),
-        evaluation.macro_f1(),
-        baseline.accuracy(),
-        baseline.balanced_accuracy(),
-        out.display()
-    );
 }
