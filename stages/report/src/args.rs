@@ -23,9 +23,14 @@ use clap::Parser;
             --cells cells.parquet --embeddings emb.parquet --interpolate taxol@0.3 --output report"
 )]
 pub struct Cli {
-    /// The model card pf-train wrote (its training log is read from beside it).
+    /// The model card pf-train wrote for a generative model (its training log is read from beside it).
     #[arg(long)]
-    pub model_card: PathBuf,
+    pub model_card: Option<PathBuf>,
+
+    /// The metrics.parquet of a supervised classifier (pf-train --model cnn|resnet18, pf-baseline);
+    /// repeat to compare several on one page.
+    #[arg(long)]
+    pub classifier_metrics: Vec<PathBuf>,
 
     /// The decoder from pf-export (for reconstructions and interpolations).
     #[arg(long)]

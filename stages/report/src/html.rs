@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
+use phenoflow_schemas::classification::ClassifierResult;
 use phenoflow_schemas::ModelCard;
 
 use crate::figures::Figure;
@@ -15,7 +16,9 @@ pub type Recall = (String, Vec<(String, usize, usize)>);
 /// Everything the page shows.
 #[derive(Debug)]
 pub struct Report<'a> {
-    pub card: &'a ModelCard,
+    /// The generative model's card (absent for a report of supervised classifiers only).
+    pub card: Option<&'a ModelCard>,
+    pub supervised: &'a [ClassifierResult],
     pub figures: &'a [Figure],
     pub metrics: &'a [crate::inputs::MetricRow],
     pub recall: &'a [Recall],
@@ -44,22 +47,33 @@ const CHECK: &str = "<script>window.addEventListener('load',function(){var n=0,b
 document.body.setAttribute('data-broken-images',b);});</script>";
 
 pub fn page(report: &Report<'_>) -> String {
-    let card = report.card;
     let mut out = String::new();
+    let title = match report.card {
+        Some(card) => card.model.display_name().to_string(),
+        None => "supervised classification".to_string(),
+    };
     let _ = write!(
         out,
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>phenoflow report: {}</title><style>{STYLE}</style>{CHECK}</head><body>\n",
-        escape(card.model.display_name())
+        escape(&title)
     );
-    let _ = writeln!(
-        out,
-        "<h1>phenoflow report</h1><p>{} · latent {} · {} epochs · {} cells ({} treatments)</p>",
-        escape(card.model.display_name()),
-        card.hyperparameters.latent_dim,
-        card.epochs_completed,
-        card.data.n_cells,
-        card.data.n_treatments
-    );
+    match report.card {
+        Some(card) => {
+            let _ = writeln!(
+                out,
+                "<h1>phenoflow report</h1><p>{} · latent {} · {} epochs · {} cells ({} treatments)</p>",
+                escape(card.model.display_name()),
+                card.hyperparameters.latent_dim,
+                card.epochs_completed,
+                card.data.n_cells,
+                card.data.n_treatments
+            );
+        }
+        None => {
+            let _ = writeln!(out, "<h1>phenoflow report</h1><p>{}</p>", escape(&title));
+        }
+    }
+    supervised_section(&mut out, report.supervised);
 
     let accuracy: Vec<_> = report
         .metrics
@@ -126,7 +140,7 @@ pub fn page(report: &Report<'_>) -> String {
         let _ = writeln!(out, "<h2>{}</h2><figure><img alt=\"{}\" width=\"{}\" height=\"{}\" src=\"data:image/png;base64,{data}\"><figcaption>{} ({}.png beside this file)</figcaption></figure>",
             escape(&figure.title), escape(&figure.title), figure.width, figure.height, escape(&figure.caption), escape(&figure.name));
     }
-    if let Some(active) = report.active {
+    if let (Some(active), Some(card)) = (report.active, report.card) {
         let _ = writeln!(out, "<h2>Active latent dimensions (sparse model)</h2><p>Mean fraction of the {} dimensions whose spike probability γ exceeds 0.5, per MoA.</p><table><tr><th>MoA</th><th>active</th><th>cells</th></tr>", card.hyperparameters.latent_dim);
         for (moa, fraction, count) in active {
             let _ = writeln!(
@@ -141,15 +155,18 @@ pub fn page(report: &Report<'_>) -> String {
     for note in report.notes {
         let _ = writeln!(out, "<p><i>{}</i></p>", escape(note));
     }
-    let _ = writeln!(out, "<h2>Provenance</h2><table><tr><th>model</th><td>{} ({} architecture), {} parameters</td></tr>\
-        <tr><th>data</th><td>{} (SHA-256 {})</td></tr><tr><th>seed</th><td>{}</td></tr><tr><th>pf-train</th><td>{}</td></tr></table>",
-        escape(card.model.name()), escape(&card.architecture), card.parameter_count, escape(&card.data.cells), escape(&card.data.sha256), card.seed, escape(&card.stage_version));
-    let _ = writeln!(
-        out,
-        "<h3>Hyperparameters and normalisation</h3><pre>{}\n{}</pre>",
-        escape(&serde_json::to_string_pretty(&card.hyperparameters).unwrap_or_default()),
-        escape(&serde_json::to_string(&card.normalization).unwrap_or_default())
-    );
+    let _ = writeln!(out, "<h2>Provenance</h2>");
+    if let Some(card) = report.card {
+        let _ = writeln!(out, "<table><tr><th>model</th><td>{} ({} architecture), {} parameters</td></tr>\
+            <tr><th>data</th><td>{} (SHA-256 {})</td></tr><tr><th>seed</th><td>{}</td></tr><tr><th>pf-train</th><td>{}</td></tr></table>",
+            escape(card.model.name()), escape(&card.architecture), card.parameter_count, escape(&card.data.cells), escape(&card.data.sha256), card.seed, escape(&card.stage_version));
+        let _ = writeln!(
+            out,
+            "<h3>Hyperparameters and normalisation</h3><pre>{}\n{}</pre>",
+            escape(&serde_json::to_string_pretty(&card.hyperparameters).unwrap_or_default()),
+            escape(&serde_json::to_string(&card.normalization).unwrap_or_default())
+        );
+    }
     if !report.provenance.is_empty() {
         let _ = writeln!(
             out,
@@ -174,4 +191,28 @@ pub fn page(report: &Report<'_>) -> String {
         env!("CARGO_PKG_VERSION")
     );
     out
+}
+
+/// The supervised classifiers side by side with the majority-class baseline, then each one's
+/// per-class report.
+fn supervised_section(out: &mut String, results: &[ClassifierResult]) {
+    if results.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "<h2>Supervised classification</h2><p>Scores on the held-out split; the majority-class baseline predicts the most frequent training label for every image (its balanced accuracy is 1 / classes).</p>\
+        <table><tr><th>classifier</th><th>label</th><th>split</th><th>test rows</th><th>accuracy</th><th>balanced accuracy</th><th>macro-F1</th><th>majority accuracy</th><th>majority balanced accuracy</th></tr>");
+    for result in results {
+        let get = |key: &str| result.summary.get(key).copied().unwrap_or(f64::NAN);
+        let _ = writeln!(out, "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{:.3}</td><td class=\"num\"><b>{:.3}</b></td><td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td><td class=\"num\">{:.3}</td></tr>",
+            escape(&result.classifier), escape(&result.label_column), escape(&result.protocol), result.n_test,
+            get("accuracy"), get("balanced_accuracy"), get("macro_f1"), get("majority_accuracy"), get("majority_balanced_accuracy"));
+    }
+    let _ = writeln!(out, "</table>");
+    for result in results {
+        let _ = writeln!(out, "<h3>Per-class report: {}</h3><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th></tr>", escape(&result.classifier));
+        for (class, precision, recall, f1, support) in &result.per_class {
+            let _ = writeln!(out, "<tr><td>{}</td><td class=\"num\">{precision:.3}</td><td class=\"num\">{recall:.3}</td><td class=\"num\">{f1:.3}</td><td class=\"num\">{support}</td></tr>", escape(class));
+        }
+        let _ = writeln!(out, "</table>");
+    }
 }

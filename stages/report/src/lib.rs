@@ -10,9 +10,10 @@ pub mod html;
 pub mod inputs;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Context};
+use phenoflow_schemas::classification::read_classifier_metrics;
 use phenoflow_schemas::{InputError, ModelCard};
 
 use crate::args::Cli;
@@ -99,110 +100,123 @@ fn tile(pixels: Vec<f32>, card: &ModelCard, channel: Option<usize>) -> Tile {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let card = ModelCard::read(&cli.model_card)?;
-    let model_dir = cli.model_card.parent().unwrap_or(Path::new("."));
+    if cli.model_card.is_none() && cli.classifier_metrics.is_empty() {
+        return Err(InputError(
+            "nothing to report: give --model-card (a generative model's run) and/or --classifier-metrics (supervised classifiers)".into(),
+        )
+        .into());
+    }
+    let card = match &cli.model_card {
+        Some(path) => Some(ModelCard::read(path)?),
+        None => None,
+    };
     let mut figures: Vec<Figure> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
+    let mut recall_tables = Vec::new();
+    let mut active_table = None;
+    let mut log_paths: Vec<PathBuf> = Vec::new();
+    if let (Some(card), Some(card_path)) = (&card, &cli.model_card) {
+        let model_dir = card_path.parent().unwrap_or(Path::new("."));
+        // Learning curves.
+        let log_path = model_dir.join("training_log.parquet");
+        log_paths.push(log_path.clone());
+        let log = inputs::read_training_log(&log_path)?;
+        figures.push(figures::learning_curves(&log)?);
 
-    // Learning curves.
-    let log_path = model_dir.join("training_log.parquet");
-    let log = inputs::read_training_log(&log_path)?;
-    figures.push(figures::learning_curves(&log)?);
-
-    let embeddings = if cli.embeddings.is_empty() {
-        None
-    } else {
-        Some(Embeddings::read(&cli.embeddings)?)
-    };
-    let plane = card.input_shape.iter().product::<i64>() as usize;
-    let latent_dim = card.hyperparameters.latent_dim as usize;
-
-    // Reconstructions and interpolations need images, profiles and the decoder.
-    if let (Some(embeddings), Some(decoder), false) =
-        (&embeddings, &cli.decoder, cli.cells.is_empty())
-    {
-        if embeddings.latent_dim != latent_dim {
-            return Err(InputError(format!(
-                "the embeddings have {} features, the model card's latent size is {latent_dim}",
-                embeddings.latent_dim
-            ))
-            .into());
-        }
-        let shown = analysis::cells_to_show(embeddings, cli.n_reconstructions);
-        let treatments = analysis::treatment_profiles(embeddings);
-        let control = treatments
-            .iter()
-            .position(|treatment| treatment.compound == cli.control);
-        let targets = match control {
-            None => {
-                notes.push(format!(
-                    "No interpolation: no `{}` (control) cells in the embeddings.",
-                    cli.control
-                ));
-                Vec::new()
-            }
-            Some(control) => analysis::interpolation_targets(
-                &treatments,
-                control,
-                &cli.interpolate,
-                cli.n_interpolations,
-            )?,
+        let embeddings = if cli.embeddings.is_empty() {
+            None
+        } else {
+            Some(Embeddings::read(&cli.embeddings)?)
         };
-        let mut wanted: Vec<CellKey> = shown
-            .iter()
-            .map(|&row| embeddings.keys[row].clone())
-            .collect();
-        if let Some(control) = control {
-            wanted.push(embeddings.keys[treatments[control].centre_cell].clone());
-            for &target in &targets {
-                wanted.push(embeddings.keys[treatments[target].centre_cell].clone());
-            }
-        }
-        let pixels = inputs::read_cell_pixels(&cli.cells, &wanted, &card)?;
+        let plane = card.input_shape.iter().product::<i64>() as usize;
+        let latent_dim = card.hyperparameters.latent_dim as usize;
 
-        // Reconstructions: decoded from each cell's profile vector.
-        let mut latent = Vec::new();
-        for &row in &shown {
-            latent.extend_from_slice(embeddings.profile(row));
-        }
-        let mut decoder = Decoder::open(decoder, &card)?;
-        let decoded = decoder.decode(&latent, shown.len())?;
-        let mut rows: Vec<(String, Vec<Tile>)> = Vec::new();
-        let channel_names = &card.channel_names;
-        let mut kinds: Vec<(String, Option<usize>)> = vec![("RGB composite".into(), None)];
-        kinds.extend(
-            channel_names
+        // Reconstructions and interpolations need images, profiles and the decoder.
+        if let (Some(embeddings), Some(decoder), false) =
+            (&embeddings, &cli.decoder, cli.cells.is_empty())
+        {
+            if embeddings.latent_dim != latent_dim {
+                return Err(InputError(format!(
+                    "the embeddings have {} features, the model card's latent size is {latent_dim}",
+                    embeddings.latent_dim
+                ))
+                .into());
+            }
+            let shown = analysis::cells_to_show(embeddings, cli.n_reconstructions);
+            let treatments = analysis::treatment_profiles(embeddings);
+            let control = treatments
                 .iter()
-                .enumerate()
-                .map(|(index, name)| (name.clone(), Some(index))),
-        );
-        for (label, channel) in kinds {
-            let originals = shown
+                .position(|treatment| treatment.compound == cli.control);
+            let targets = match control {
+                None => {
+                    notes.push(format!(
+                        "No interpolation: no `{}` (control) cells in the embeddings.",
+                        cli.control
+                    ));
+                    Vec::new()
+                }
+                Some(control) => analysis::interpolation_targets(
+                    &treatments,
+                    control,
+                    &cli.interpolate,
+                    cli.n_interpolations,
+                )?,
+            };
+            let mut wanted: Vec<CellKey> = shown
                 .iter()
-                .map(|&row| tile(pixels[&embeddings.keys[row]].clone(), &card, channel))
+                .map(|&row| embeddings.keys[row].clone())
                 .collect();
-            let reconstructed = (0..shown.len())
-                .map(|index| {
-                    tile(
-                        decoded[index * plane..(index + 1) * plane].to_vec(),
-                        &card,
-                        channel,
-                    )
+            if let Some(control) = control {
+                wanted.push(embeddings.keys[treatments[control].centre_cell].clone());
+                for &target in &targets {
+                    wanted.push(embeddings.keys[treatments[target].centre_cell].clone());
+                }
+            }
+            let pixels = inputs::read_cell_pixels(&cli.cells, &wanted, &card)?;
+
+            // Reconstructions: decoded from each cell's profile vector.
+            let mut latent = Vec::new();
+            for &row in &shown {
+                latent.extend_from_slice(embeddings.profile(row));
+            }
+            let mut decoder = Decoder::open(decoder, &card)?;
+            let decoded = decoder.decode(&latent, shown.len())?;
+            let mut rows: Vec<(String, Vec<Tile>)> = Vec::new();
+            let channel_names = &card.channel_names;
+            let mut kinds: Vec<(String, Option<usize>)> = vec![("RGB composite".into(), None)];
+            kinds.extend(
+                channel_names
+                    .iter()
+                    .enumerate()
+                    .map(|(index, name)| (name.clone(), Some(index))),
+            );
+            for (label, channel) in kinds {
+                let originals = shown
+                    .iter()
+                    .map(|&row| tile(pixels[&embeddings.keys[row]].clone(), &card, channel))
+                    .collect();
+                let reconstructed = (0..shown.len())
+                    .map(|index| {
+                        tile(
+                            decoded[index * plane..(index + 1) * plane].to_vec(),
+                            &card,
+                            channel,
+                        )
+                    })
+                    .collect();
+                rows.push((label.clone(), originals));
+                rows.push((format!("{label}, decoded"), reconstructed));
+            }
+            let column_labels: Vec<String> = shown
+                .iter()
+                .map(|&row| {
+                    embeddings.moa[row]
+                        .clone()
+                        .unwrap_or_else(|| embeddings.compound[row].clone())
                 })
+                .map(|label| label.chars().take(14).collect())
                 .collect();
-            rows.push((label.clone(), originals));
-            rows.push((format!("{label}, decoded"), reconstructed));
-        }
-        let column_labels: Vec<String> = shown
-            .iter()
-            .map(|&row| {
-                embeddings.moa[row]
-                    .clone()
-                    .unwrap_or_else(|| embeddings.compound[row].clone())
-            })
-            .map(|label| label.chars().take(14).collect())
-            .collect();
-        figures.push(figures::tile_grid(
+            figures.push(figures::tile_grid(
             "reconstructions",
             "Reconstructions",
             "Cells (one per MoA where there are several) and their reconstructions decoded from the profile vector \
@@ -214,53 +228,53 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             2,
         )?);
 
-        // Interpolations from the control's centre cell to each target's.
-        if let Some(control) = control {
-            let steps = 8usize;
-            let control_treatment = &treatments[control];
-            let mut rows = Vec::new();
-            for &target in &targets {
-                let target_treatment = &treatments[target];
-                let start = embeddings.profile(control_treatment.centre_cell);
-                let end = embeddings.profile(target_treatment.centre_cell);
-                let mut latent = Vec::with_capacity(steps * latent_dim);
-                for step in 0..steps {
-                    let t = step as f32 / (steps - 1) as f32;
-                    latent.extend(start.iter().zip(end).map(|(a, b)| a + (b - a) * t));
-                }
-                let decoded = decoder.decode(&latent, steps)?;
-                let mut tiles = vec![tile(
-                    pixels[&embeddings.keys[control_treatment.centre_cell]].clone(),
-                    &card,
-                    None,
-                )];
-                tiles.extend((0..steps).map(|index| {
-                    tile(
-                        decoded[index * plane..(index + 1) * plane].to_vec(),
+            // Interpolations from the control's centre cell to each target's.
+            if let Some(control) = control {
+                let steps = 8usize;
+                let control_treatment = &treatments[control];
+                let mut rows = Vec::new();
+                for &target in &targets {
+                    let target_treatment = &treatments[target];
+                    let start = embeddings.profile(control_treatment.centre_cell);
+                    let end = embeddings.profile(target_treatment.centre_cell);
+                    let mut latent = Vec::with_capacity(steps * latent_dim);
+                    for step in 0..steps {
+                        let t = step as f32 / (steps - 1) as f32;
+                        latent.extend(start.iter().zip(end).map(|(a, b)| a + (b - a) * t));
+                    }
+                    let decoded = decoder.decode(&latent, steps)?;
+                    let mut tiles = vec![tile(
+                        pixels[&embeddings.keys[control_treatment.centre_cell]].clone(),
                         &card,
                         None,
-                    )
-                }));
-                tiles.push(tile(
-                    pixels[&embeddings.keys[target_treatment.centre_cell]].clone(),
-                    &card,
-                    None,
-                ));
-                rows.push((
-                    format!(
-                        "{} {}",
-                        target_treatment.compound, target_treatment.concentration
-                    ),
-                    tiles,
-                ));
-            }
-            if !rows.is_empty() {
-                let mut labels = vec![format!("{} cell", cli.control)];
-                labels.extend(
-                    (0..steps).map(|step| format!("t={:.2}", step as f64 / (steps - 1) as f64)),
-                );
-                labels.push("target cell".into());
-                figures.push(figures::tile_grid(
+                    )];
+                    tiles.extend((0..steps).map(|index| {
+                        tile(
+                            decoded[index * plane..(index + 1) * plane].to_vec(),
+                            &card,
+                            None,
+                        )
+                    }));
+                    tiles.push(tile(
+                        pixels[&embeddings.keys[target_treatment.centre_cell]].clone(),
+                        &card,
+                        None,
+                    ));
+                    rows.push((
+                        format!(
+                            "{} {}",
+                            target_treatment.compound, target_treatment.concentration
+                        ),
+                        tiles,
+                    ));
+                }
+                if !rows.is_empty() {
+                    let mut labels = vec![format!("{} cell", cli.control)];
+                    labels.extend(
+                        (0..steps).map(|step| format!("t={:.2}", step as f64 / (steps - 1) as f64)),
+                    );
+                    labels.push("target cell".into());
+                    figures.push(figures::tile_grid(
                     "interpolations",
                     "Latent interpolations",
                     &format!(
@@ -273,26 +287,25 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     &labels,
                     2,
                 )?);
+                }
             }
-        }
-    } else {
-        notes.push(
+        } else {
+            notes.push(
             "No reconstructions or interpolations: they need --decoder, --cells and --embeddings."
                 .into(),
         );
-    }
+        }
 
-    // MoA × latent-dimension correlations over single cells.
-    let mut active_table = None;
-    if let Some(embeddings) = &embeddings {
-        match analysis::moa_latent_correlation(embeddings) {
-            Some((moas, matrix, order)) => {
-                let colour_max = matrix.iter().flatten().copied().fold(0.3, f64::max);
-                let sorted: Vec<Vec<f64>> = matrix
-                    .iter()
-                    .map(|row| order.iter().map(|&dim| row[dim]).collect())
-                    .collect();
-                figures.push(figures::matrix(
+        // MoA × latent-dimension correlations over single cells.
+        if let Some(embeddings) = &embeddings {
+            match analysis::moa_latent_correlation(embeddings) {
+                Some((moas, matrix, order)) => {
+                    let colour_max = matrix.iter().flatten().copied().fold(0.3, f64::max);
+                    let sorted: Vec<Vec<f64>> = matrix
+                        .iter()
+                        .map(|row| order.iter().map(|&dim| row[dim]).collect())
+                        .collect();
+                    figures.push(figures::matrix(
                     "moa_latent_heatmap",
                     "MoA × latent dimension",
                     "Absolute Pearson correlation between each MoA's indicator and each latent dimension over single \
@@ -303,23 +316,23 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     colour_max,
                     false,
                 )?);
+                }
+                None => notes.push(
+                    "No MoA × latent heatmap: the embeddings hold fewer than two MoAs.".into(),
+                ),
             }
-            None => notes
-                .push("No MoA × latent heatmap: the embeddings hold fewer than two MoAs.".into()),
+            active_table = analysis::active_fraction(embeddings);
         }
-        active_table = analysis::active_fraction(embeddings);
-    }
 
-    // Confusion matrices and recall.
-    let mut recall_tables = Vec::new();
-    if let Some(path) = &cli.predictions {
-        for (protocol, classes, counts) in inputs::confusion_matrices(path)? {
-            let values: Vec<Vec<f64>> = counts
-                .iter()
-                .map(|row| row.iter().map(|&count| count as f64).collect())
-                .collect();
-            let colour_max = values.iter().flatten().copied().fold(1.0, f64::max);
-            figures.push(figures::matrix(
+        // Confusion matrices and recall.
+        if let Some(path) = &cli.predictions {
+            for (protocol, classes, counts) in inputs::confusion_matrices(path)? {
+                let values: Vec<Vec<f64>> = counts
+                    .iter()
+                    .map(|row| row.iter().map(|&count| count as f64).collect())
+                    .collect();
+                let colour_max = values.iter().flatten().copied().fold(1.0, f64::max);
+                figures.push(figures::matrix(
                 &format!("confusion_{}", protocol.to_lowercase()),
                 &format!("Confusion matrix, {protocol}"),
                 &format!("Treatments by true MoA (rows) and predicted MoA (columns) under the {protocol} hold-out; counts."),
@@ -329,26 +342,26 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 colour_max,
                 true,
             )?);
-            let recall: Vec<(String, usize, usize)> = classes
-                .iter()
-                .enumerate()
-                .map(|(index, class)| {
-                    (
-                        class.clone(),
-                        counts[index][index],
-                        counts[index].iter().sum(),
-                    )
-                })
-                .collect();
-            recall_tables.push((protocol, recall));
+                let recall: Vec<(String, usize, usize)> = classes
+                    .iter()
+                    .enumerate()
+                    .map(|(index, class)| {
+                        (
+                            class.clone(),
+                            counts[index][index],
+                            counts[index].iter().sum(),
+                        )
+                    })
+                    .collect();
+                recall_tables.push((protocol, recall));
+            }
         }
-    }
 
-    // 2-D map of the treatment profiles.
-    if let Some(path) = &cli.treatments {
-        let (points, moas, explained) = analysis::treatment_pca(path, &cli.control)?;
-        if points.len() >= 3 {
-            figures.push(figures::scatter(
+        // 2-D map of the treatment profiles.
+        if let Some(path) = &cli.treatments {
+            let (points, moas, explained) = analysis::treatment_pca(path, &cli.control)?;
+            if points.len() >= 3 {
+                figures.push(figures::scatter(
                 "treatment_map",
                 "Treatment profiles, PCA",
                 "Every treatment profile (the control excluded) projected on the first two principal components, \
@@ -357,7 +370,51 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 &moas,
                 (&format!("PC1 ({:.0} %)", 100.0 * explained.0), &format!("PC2 ({:.0} %)", 100.0 * explained.1)),
             )?);
+            }
         }
+    }
+
+    // Supervised classifiers (pf-train cnn / resnet18, pf-baseline): a confusion matrix each.
+    let mut supervised = Vec::new();
+    for path in &cli.classifier_metrics {
+        let result = read_classifier_metrics(path)?;
+        if result.evaluation.classes.is_empty() {
+            return Err(InputError(format!(
+                "{}: no per-class rows; not the metrics of a supervised classifier (pf-train --model cnn|resnet18, pf-baseline)",
+                path.display()
+            ))
+            .into());
+        }
+        let values: Vec<Vec<f64>> = result
+            .evaluation
+            .confusion
+            .iter()
+            .map(|row| row.iter().map(|&count| count as f64).collect())
+            .collect();
+        let colour_max = values.iter().flatten().copied().fold(1.0, f64::max);
+        let name = if result.classifier.is_empty() {
+            "classifier".to_string()
+        } else {
+            result.classifier.clone()
+        };
+        figures.push(figures::matrix(
+            &format!(
+                "confusion_{}",
+                name.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            ),
+            &format!("Confusion matrix, {name}"),
+            &format!(
+                "Held-out images by true {} (rows) and predicted (columns), {} split; counts.",
+                result.label_column, result.protocol
+            ),
+            &values,
+            &result.evaluation.classes,
+            Some(&result.evaluation.classes),
+            colour_max,
+            true,
+        )?);
+        log_paths.push(path.clone());
+        supervised.push(result);
     }
 
     let metrics = match &cli.metrics {
@@ -372,7 +429,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .chain(cli.treatments.iter())
         .chain(cli.predictions.iter())
         .chain(cli.metrics.iter())
-        .chain(std::iter::once(&log_path))
+        .chain(log_paths.iter())
     {
         if let Some(record) = phenoflow_schemas::read_provenance(path)? {
             provenance.insert(
@@ -401,7 +458,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     let page = html::page(&html::Report {
-        card: &card,
+        card: card.as_ref(),
+        supervised: &supervised,
         figures: &figures,
         metrics: &metrics,
         recall: &recall_tables,
