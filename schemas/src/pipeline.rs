@@ -75,6 +75,30 @@ fn one() -> usize {
     1
 }
 
+/// One input path or reference, or several (the flag repeated, in order).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum InputValue {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl InputValue {
+    pub fn references(&self) -> &[String] {
+        match self {
+            InputValue::One(one) => std::slice::from_ref(one),
+            InputValue::Many(many) => many,
+        }
+    }
+
+    fn references_mut(&mut self) -> std::slice::IterMut<'_, String> {
+        match self {
+            InputValue::One(one) => std::slice::from_mut(one).iter_mut(),
+            InputValue::Many(many) => many.iter_mut(),
+        }
+    }
+}
+
 /// `[[step]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -85,9 +109,10 @@ pub struct StepSpec {
     /// A subcommand of the stage (`bbbc021` for pf-preprocess).
     #[serde(default)]
     pub command: Option<String>,
-    /// Flag → a file (relative to where the pipeline runs) or `@step.output[/sub/path]`.
+    /// Flag → a file (relative to where the pipeline runs) or `@step.output[/sub/path]`, or a
+    /// list of them (the flag repeated).
     #[serde(default)]
-    pub inputs: BTreeMap<String, String>,
+    pub inputs: BTreeMap<String, InputValue>,
     /// Flag → a path under the workdir.
     #[serde(default)]
     pub outputs: BTreeMap<String, String>,
@@ -285,7 +310,12 @@ impl Pipeline {
             Ok(result)
         };
         for spec in &mut file.steps {
-            for value in spec.inputs.values_mut().chain(spec.outputs.values_mut()) {
+            for value in spec
+                .inputs
+                .values_mut()
+                .flat_map(InputValue::references_mut)
+                .chain(spec.outputs.values_mut())
+            {
                 *value = substitute(value)?;
             }
             for value in spec.params.values_mut() {
@@ -356,7 +386,11 @@ impl Pipeline {
                 }
                 let mut inputs = Vec::new();
                 let mut reads_a_shard = false;
-                for (flag, reference) in &spec.inputs {
+                for (flag, reference) in spec
+                    .inputs
+                    .iter()
+                    .flat_map(|(flag, value)| value.references().iter().map(move |r| (flag, r)))
+                {
                     let Some(target) = reference.strip_prefix('@') else {
                         inputs.push(PathArg {
                             flag: flag.clone(),
