@@ -115,7 +115,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut recall_tables = Vec::new();
     let mut active_table = None;
     let mut log_paths: Vec<PathBuf> = Vec::new();
-    if let (Some(card), Some(card_path)) = (&card, &cli.model_card) {
+    if let (Some(card), Some(card_path)) = (card.as_ref(), cli.model_card.as_ref()) {
         let model_dir = card_path.parent().unwrap_or(Path::new("."));
         // Learning curves.
         let log_path = model_dir.join("training_log.parquet");
@@ -172,14 +172,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     wanted.push(embeddings.keys[treatments[target].centre_cell].clone());
                 }
             }
-            let pixels = inputs::read_cell_pixels(&cli.cells, &wanted, &card)?;
+            let pixels = inputs::read_cell_pixels(&cli.cells, &wanted, card)?;
 
             // Reconstructions: decoded from each cell's profile vector.
             let mut latent = Vec::new();
             for &row in &shown {
                 latent.extend_from_slice(embeddings.profile(row));
             }
-            let mut decoder = Decoder::open(decoder, &card)?;
+            let mut decoder = Decoder::open(decoder, card)?;
             let decoded = decoder.decode(&latent, shown.len())?;
             let mut rows: Vec<(String, Vec<Tile>)> = Vec::new();
             let channel_names = &card.channel_names;
@@ -193,13 +193,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             for (label, channel) in kinds {
                 let originals = shown
                     .iter()
-                    .map(|&row| tile(pixels[&embeddings.keys[row]].clone(), &card, channel))
+                    .map(|&row| tile(pixels[&embeddings.keys[row]].clone(), card, channel))
                     .collect();
                 let reconstructed = (0..shown.len())
                     .map(|index| {
                         tile(
                             decoded[index * plane..(index + 1) * plane].to_vec(),
-                            &card,
+                            card,
                             channel,
                         )
                     })
@@ -245,19 +245,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                     let decoded = decoder.decode(&latent, steps)?;
                     let mut tiles = vec![tile(
                         pixels[&embeddings.keys[control_treatment.centre_cell]].clone(),
-                        &card,
+                        card,
                         None,
                     )];
                     tiles.extend((0..steps).map(|index| {
                         tile(
                             decoded[index * plane..(index + 1) * plane].to_vec(),
-                            &card,
+                            card,
                             None,
                         )
                     }));
                     tiles.push(tile(
                         pixels[&embeddings.keys[target_treatment.centre_cell]].clone(),
-                        &card,
+                        card,
                         None,
                     ));
                     rows.push((

@@ -31,7 +31,7 @@ impl Architecture {
 #[derive(Debug)]
 pub enum Classifier {
     Cnn(Cnn),
-    Resnet18(ResNet18),
+    Resnet18(Box<ResNet18>),
 }
 
 impl Classifier {
@@ -49,7 +49,7 @@ impl Classifier {
                 Classifier::Cnn(Cnn::new(root, channels, height, width, n_classes, dropout))
             }
             Architecture::Resnet18 => {
-                Classifier::Resnet18(ResNet18::new(root, channels, n_classes))
+                Classifier::Resnet18(Box::new(ResNet18::new(root, channels, n_classes)))
             }
         }
     }
