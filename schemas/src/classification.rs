@@ -300,6 +300,16 @@ pub enum HoldOut {
 }
 
 impl HoldOut {
+    pub const ALL: [HoldOut; 3] = [HoldOut::Stratified, HoldOut::Compound, HoldOut::Plate];
+
+    /// Parses a `--hold-out` value (`stratified`, `compound` or `plate`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|hold_out| hold_out.name() == text)
+            .ok_or_else(|| format!("`{text}` is not one of stratified, compound, plate"))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             HoldOut::Stratified => "stratified",
@@ -540,6 +550,72 @@ fn mean(values: &[f64]) -> f64 {
     } else {
         values.iter().sum::<f64>() / values.len() as f64
     }
+}
+
+/// The files every classifier writes into its output folder.
+pub const METRICS_FILE: &str = "metrics.parquet";
+pub const CLASS_PREDICTIONS_FILE: &str = "class_predictions.parquet";
+
+/// A classifier's scores on the held-out rows and those of the majority-class baseline.
+#[derive(Debug, Clone)]
+pub struct Scores {
+    pub evaluation: Evaluation,
+    pub baseline: Evaluation,
+    /// The majority class of the training rows (what the baseline predicts).
+    pub majority: u32,
+}
+
+impl Scores {
+    /// [`summary_line`] of these scores.
+    pub fn summary(&self, name: &str) -> String {
+        summary_line(
+            name,
+            &self.evaluation,
+            &self.baseline,
+            &self.evaluation.classes[self.majority as usize],
+        )
+    }
+}
+
+/// Scores the predictions of the test rows (and the majority-class baseline), and writes
+/// `metrics.parquet` and `class_predictions.parquet` into `out` (which exists).
+pub fn score_and_write(
+    out: &Path,
+    annotations: &Annotations,
+    split: &SplitIndices,
+    hold_out: HoldOut,
+    predicted: &[u32],
+    confidence: &[f64],
+    provenance: &Provenance,
+) -> Result<Scores, SchemaError> {
+    let truth: Vec<u32> = split
+        .test
+        .iter()
+        .map(|&row| annotations.labels[row])
+        .collect();
+    let evaluation = Evaluation::new(&annotations.classes, &truth, predicted);
+    let majority = majority_class(&annotations.labels, &split.train);
+    let baseline = Evaluation::new(&annotations.classes, &truth, &vec![majority; truth.len()]);
+    write_metrics(
+        &out.join(METRICS_FILE),
+        &hold_out.protocol(),
+        &evaluation,
+        &baseline,
+        provenance,
+    )?;
+    write_class_predictions(
+        &out.join(CLASS_PREDICTIONS_FILE),
+        annotations,
+        &split.test,
+        predicted,
+        confidence,
+        provenance,
+    )?;
+    Ok(Scores {
+        evaluation,
+        baseline,
+        majority,
+    })
 }
 
 /// The line every classifier prints: its scores next to the majority-class baseline's.

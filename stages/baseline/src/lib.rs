@@ -13,10 +13,7 @@ use arrow_array::types::{Float32Type, Float64Type};
 use arrow_array::Array;
 use arrow_schema::DataType;
 use clap::{Parser, ValueEnum};
-use phenoflow_schemas::classification::{
-    majority_class, summary_line, write_class_predictions, write_metrics, Annotations, Evaluation,
-    HoldOut, CLASSIFIER_KEY,
-};
+use phenoflow_schemas::classification::{score_and_write, Annotations, HoldOut, CLASSIFIER_KEY};
 use phenoflow_schemas::seeded::derive_seed;
 use phenoflow_schemas::tables::METADATA_PREFIX;
 use phenoflow_schemas::{
@@ -64,9 +61,10 @@ pub struct Cli {
     #[arg(long, default_value = "treatment")]
     pub label: String,
 
-    /// What the test split holds out (as pf-train).
-    #[arg(long, value_enum, default_value_t = HoldOutArg::Stratified)]
-    pub hold_out: HoldOutArg,
+    /// What the test split holds out (as pf-train): stratified (a seeded fraction of every
+    /// label's rows), compound (whole compounds) or plate (whole plates).
+    #[arg(long, default_value = "stratified", value_parser = HoldOut::parse)]
+    pub hold_out: HoldOut,
 
     /// Fraction held out for testing.
     #[arg(long, default_value_t = 0.2)]
@@ -117,25 +115,6 @@ impl ClassifierArg {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HoldOutArg {
-    Stratified,
-    Compound,
-    Plate,
-}
-
-impl From<HoldOutArg> for HoldOut {
-    fn from(value: HoldOutArg) -> Self {
-        match value {
-            HoldOutArg::Stratified => HoldOut::Stratified,
-            HoldOutArg::Compound => HoldOut::Compound,
-            HoldOutArg::Plate => HoldOut::Plate,
-        }
-    }
-}
-
-pub const METRICS_FILE: &str = "metrics.parquet";
-pub const CLASS_PREDICTIONS_FILE: &str = "class_predictions.parquet";
 const SPLIT_STREAM: u64 = 1;
 const FOREST_STREAM: u64 = 3 << 32;
 
@@ -519,7 +498,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let hold_out = HoldOut::from(cli.hold_out);
+    let hold_out = cli.hold_out;
     let split = annotations.split(
         hold_out,
         cli.test_fraction,
@@ -527,7 +506,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     )?;
     let (train_x, test_x) = standardise(&features, &split.train, &split.test);
     let train_y: Vec<u32> = split.train.iter().map(|&r| annotations.labels[r]).collect();
-    let test_y: Vec<u32> = split.test.iter().map(|&r| annotations.labels[r]).collect();
     eprintln!(
         "pf-baseline: {} on {} rows × {} {} ({} train, {} test held out {}), {} classes of `{}`",
         cli.classifier.name(),
@@ -549,9 +527,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         ClassifierArg::RandomForest => random_forest(&train_x, &train_y, &test_x, n_classes, &cli)?,
         ClassifierArg::Svm => svm(&train_x, &train_y, &test_x, n_classes, &cli)?,
     };
-    let evaluation = Evaluation::new(&annotations.classes, &test_y, &predicted.classes);
-    let majority = majority_class(&annotations.labels, &split.train);
-    let baseline = Evaluation::new(&annotations.classes, &test_y, &vec![majority; test_y.len()]);
 
     let params = serde_json::json!({
         "classifier": cli.classifier.name(),
@@ -584,29 +559,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .extra
         .insert("label_column".into(), cli.label.clone());
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
-    write_metrics(
-        &cli.out.join(METRICS_FILE),
-        &hold_out.protocol(),
-        &evaluation,
-        &baseline,
-        &provenance,
-    )?;
-    write_class_predictions(
-        &cli.out.join(CLASS_PREDICTIONS_FILE),
+    let scores = score_and_write(
+        &cli.out,
         &annotations,
-        &split.test,
+        &split,
+        hold_out,
         &predicted.classes,
         &predicted.confidence,
         &provenance,
     )?;
     println!(
         "{}; wrote {} in {:.1} s",
-        summary_line(
-            cli.classifier.name(),
-            &evaluation,
-            &baseline,
-            &annotations.classes[majority as usize]
-        ),
+        scores.summary(cli.classifier.name()),
         cli.out.display(),
         started.elapsed().as_secs_f64()
     );

@@ -83,8 +83,8 @@ pub struct Cli {
 
     /// cnn / resnet18: what the test split holds out: a seeded fraction of every label's images
     /// (stratified, the second seed's split), whole compounds, or whole plates.
-    #[arg(long, value_enum, default_value_t = HoldOutArg::Stratified, help_heading = "Supervised models")]
-    pub hold_out: HoldOutArg,
+    #[arg(long, default_value = "stratified", value_parser = HoldOut::parse, help_heading = "Supervised models")]
+    pub hold_out: HoldOut,
 
     /// cnn / resnet18: fraction held out for testing.
     #[arg(long, default_value_t = 0.2, help_heading = "Supervised models")]
@@ -215,23 +215,6 @@ impl ModelArg {
             ModelArg::Cnn => Some(Architecture::Cnn),
             ModelArg::Resnet18 => Some(Architecture::Resnet18),
             _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum HoldOutArg {
-    Stratified,
-    Compound,
-    Plate,
-}
-
-impl From<HoldOutArg> for HoldOut {
-    fn from(value: HoldOutArg) -> Self {
-        match value {
-            HoldOutArg::Stratified => HoldOut::Stratified,
-            HoldOutArg::Compound => HoldOut::Compound,
-            HoldOutArg::Plate => HoldOut::Plate,
         }
     }
 }

@@ -6,10 +6,7 @@
 use std::time::Instant;
 
 use anyhow::Context;
-use phenoflow_schemas::classification::{
-    majority_class, summary_line, write_class_predictions, write_metrics, Annotations, Evaluation,
-    HoldOut, CLASSIFIER_KEY,
-};
+use phenoflow_schemas::classification::{score_and_write, Annotations, Evaluation, CLASSIFIER_KEY};
 use phenoflow_schemas::{atomic_write, hash_file, Normalization, Provenance, TableKind};
 use serde::Serialize;
 use tch::nn::{self, ModuleT};
@@ -26,8 +23,6 @@ use crate::{
 };
 
 pub const CLASSIFIER_CARD_FILE: &str = "classifier.json";
-pub const METRICS_FILE: &str = "metrics.parquet";
-pub const CLASS_PREDICTIONS_FILE: &str = "class_predictions.parquet";
 
 const SPLIT_STREAM: u64 = 1;
 const INIT_STREAM: u64 = 2;
@@ -145,7 +140,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         }
         .into());
     }
-    let hold_out = HoldOut::from(cli.hold_out);
+    let hold_out = cli.hold_out;
     let split = annotations.split(
         hold_out,
         cli.test_fraction,
@@ -419,24 +414,11 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         &checkpoint::named_tensors(&store, ""),
     )?;
     write_log(&cli.out.join(TRAINING_LOG_FILE), &log_rows, &provenance)?;
-    let evaluation = Evaluation::new(&annotations.classes, &test_truth, &scored.predicted);
-    let majority = majority_class(&annotations.labels, &split.train);
-    let baseline = Evaluation::new(
-        &annotations.classes,
-        &test_truth,
-        &vec![majority; test_truth.len()],
-    );
-    write_metrics(
-        &cli.out.join(METRICS_FILE),
-        &hold_out.protocol(),
-        &evaluation,
-        &baseline,
-        &provenance,
-    )?;
-    write_class_predictions(
-        &cli.out.join(CLASS_PREDICTIONS_FILE),
+    let scores = score_and_write(
+        &cli.out,
         &annotations,
-        &split.test,
+        &split,
+        hold_out,
         &scored.predicted,
         &scored.confidence,
         &provenance,
@@ -446,12 +428,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", card_path.display()))?;
     println!(
         "{}; wrote {}",
-        summary_line(
-            architecture.name(),
-            &evaluation,
-            &baseline,
-            &annotations.classes[majority as usize]
-        ),
+        scores.summary(architecture.name()),
         cli.out.display()
     );
     Ok(())
