@@ -540,6 +540,43 @@ mod tests {
     const HEADER: &str = "[pipeline]\nname = \"t\"\nworkdir = \"out\"\nshards = 2\n";
 
     #[test]
+    fn a_list_of_inputs_repeats_the_flag_in_order() {
+        let text = format!(
+            "{HEADER}
+[[step]]
+name = \"a\"
+stage = \"pf-x\"
+outputs = {{ out = \"a\" }}
+
+[[step]]
+name = \"b\"
+stage = \"pf-x\"
+outputs = {{ out = \"b\" }}
+
+[[step]]
+name = \"report\"
+stage = \"pf-report\"
+inputs = {{ m = [\"@b.out/m.parquet\", \"@a.out/m.parquet\", \"extra.parquet\"] }}
+outputs = {{ output = \"report\" }}
+"
+        );
+        let pipeline = parse(&text).unwrap();
+        assert_eq!(
+            pipeline.step("report").unwrap().arguments(),
+            [
+                "--m",
+                "out/b/m.parquet",
+                "--m",
+                "out/a/m.parquet",
+                "--m",
+                "extra.parquet",
+                "--output",
+                "out/report"
+            ]
+        );
+    }
+
+    #[test]
     fn fan_out_expands_per_shard_and_merges() {
         let text = format!(
             "{HEADER}

@@ -2016,3 +2016,73 @@ fn classifiers_reject_a_missing_label_column_and_a_single_class() {
     ])
     .assert_failure(2, &["--test-fraction"]);
 }
+
+#[test]
+fn cpjump1_like_screen_preprocesses_to_grey_fields_with_dmso_the_majority() {
+    let folder = tempfile::tempdir().unwrap();
+    let screen = folder.path().join("screen");
+    synth(&[
+        "--preset",
+        "cpjump1",
+        "--compounds",
+        "6",
+        "--plates",
+        "2",
+        "--sites",
+        "1",
+        "--field-size",
+        "128x128",
+        "--output",
+        &arg(&screen),
+        "--no-progress",
+    ])
+    .assert_success();
+    for channel in ["DNA", "RNA", "ER", "AGP", "Mito"] {
+        assert!(screen
+            .join("BR00117003")
+            .join(format!("A01_s1_{channel}.tif"))
+            .exists());
+    }
+    let output = folder.path().join("whole.parquet");
+    preprocess(&[
+        "whole",
+        "--image-csv",
+        &arg(&screen.join("cpjump1_images.csv")),
+        "--moa-csv",
+        &arg(&screen.join("cpjump1_moa.csv")),
+        "--channels",
+        "DNA,RNA,ER,AGP,Mito",
+        "--size",
+        "64",
+        "--grey",
+        "--output",
+        &arg(&output),
+        "--no-progress",
+    ])
+    .assert_success();
+    let check = run_python(
+        "read_table.py",
+        &[&arg(&output), "Metadata_Compound,Metadata_MoA"],
+    );
+    check.assert_success();
+    let rows: Vec<&str> = check.stdout.lines().collect();
+    // 2 plates × (6 compounds + 16 DMSO wells) × 1 site.
+    assert_eq!(rows.len(), 44);
+    assert_eq!(
+        rows.iter().filter(|row| row.starts_with("DMSO\t")).count(),
+        32
+    );
+    assert!(
+        rows.iter().all(|row| !row.ends_with("\tNone")),
+        "every field has an MoA"
+    );
+    synth(&[
+        "--preset",
+        "cpjump1",
+        "--weeks",
+        "Week1",
+        "--output",
+        &arg(&folder.path().join("x")),
+    ])
+    .assert_failure(2, &["--weeks"]);
+}
