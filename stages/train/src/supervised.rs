@@ -104,8 +104,9 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
     let device = parse_device(&cli.device)?;
     let started = Instant::now();
     let first = cli.cells[0].clone();
-    let data = CellData::read(&cli.cells)?;
+    // The labels first: a wrong --label fails before the pixels are read.
     let annotations = Annotations::read(&cli.cells, TableKind::Cells, &cli.label)?;
+    let data = CellData::read(&cli.cells)?;
     if annotations.len() != data.n_cells() {
         return Err(TrainError::Data {
             path: first,
