@@ -1948,6 +1948,7 @@ fn every_classifier_learns_a_separable_problem_on_the_same_split() {
             .join(format!("confusion_{}.png", name.replace('-', "_")))
             .exists());
     }
+    check_report_in_chromium(&report, 4, folder.path());
 }
 
 #[test]
