@@ -24,6 +24,9 @@ use crate::{
     TableKind,
 };
 
+/// The stream of a run's seed that draws the hold-out split (see `seeded::derive_seed`).
+const SPLIT_STREAM: u64 = 1;
+
 /// The label name meaning "compound at concentration" (`Metadata_Compound` + `Metadata_Concentration`).
 pub const TREATMENT_LABEL: &str = "treatment";
 
@@ -185,13 +188,22 @@ impl Annotations {
         Ok(Some(groups))
     }
 
-    /// The seeded hold-out split of these rows.
+    /// The hold-out split of these rows for a run's `seed` (the same split for every classifier
+    /// given the same seed). A label with a single value is an error: nothing to classify.
     pub fn split(
         &self,
         hold_out: HoldOut,
         test_fraction: f64,
         seed: u64,
     ) -> Result<SplitIndices, InputError> {
+        if self.classes.len() < 2 {
+            return Err(InputError(format!(
+                "label `{}` has a single value ({}); nothing to classify",
+                self.label_column,
+                self.classes.join(", ")
+            )));
+        }
+        let seed = crate::seeded::derive_seed(seed, SPLIT_STREAM);
         if !(test_fraction > 0.0 && test_fraction < 1.0) {
             return Err(InputError(format!(
                 "--test-fraction must be in (0, 1), got {test_fraction}"

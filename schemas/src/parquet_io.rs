@@ -316,15 +316,7 @@ fn footer_key_values(builder: &ParquetRecordBatchReaderBuilder<File>) -> BTreeMa
 /// The provenance of a Parquet file (from its footer only), or `None` for a file not written by
 /// phenoflow.
 pub fn read_provenance(path: &Path) -> Result<Option<Provenance>, SchemaError> {
-    let file = File::open(path).map_err(|source| SchemaError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| SchemaError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let builder = footer(path)?;
     let key_values = footer_key_values(&builder);
     if !key_values.contains_key("phenoflow.schema") {
         return Ok(None);
@@ -334,16 +326,19 @@ pub fn read_provenance(path: &Path) -> Result<Option<Provenance>, SchemaError> {
 
 /// The Arrow schema of a Parquet file (all columns), without reading any rows.
 pub fn file_schema(path: &Path) -> Result<SchemaRef, SchemaError> {
+    Ok(footer(path)?.schema().clone())
+}
+
+/// A reader builder over `path`, which has read the footer (schema and key-value metadata) only.
+fn footer(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>, SchemaError> {
     let file = File::open(path).map_err(|source| SchemaError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let builder =
-        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| SchemaError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    Ok(builder.schema().clone())
+    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| SchemaError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Reads a whole (small) table into memory.

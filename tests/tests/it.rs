@@ -1990,6 +1990,22 @@ fn classifiers_reject_a_missing_label_column_and_a_single_class() {
     )
     .assert_failure(2, &["whole.parquet", "label column `Metadata_Target`"]);
     assert!(!out.exists(), "nothing written");
+    // Every field is object 1: a single class.
+    run(
+        &stage("pf-baseline"),
+        &[
+            "--input",
+            &arg(&cells),
+            "--classifier",
+            "random-forest",
+            "--label",
+            "Metadata_ObjectNumber",
+            "--out",
+            &arg(&out),
+        ],
+    )
+    .assert_failure(2, &["`Metadata_ObjectNumber` has a single value (1)"]);
+    assert!(!out.exists(), "nothing written");
     // A Float64 column is no label.
     run(
         &stage("pf-baseline"),

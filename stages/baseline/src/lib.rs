@@ -115,7 +115,6 @@ impl ClassifierArg {
     }
 }
 
-const SPLIT_STREAM: u64 = 1;
 const FOREST_STREAM: u64 = 3 << 32;
 
 /// Row-major features of every row.
@@ -490,20 +489,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         ))
         .into());
     }
-    if annotations.classes.len() < 2 {
-        return Err(InputError(format!(
-            "{}: label `{}` has a single value; nothing to classify",
-            cli.input[0].display(),
-            cli.label
-        ))
-        .into());
-    }
     let hold_out = cli.hold_out;
-    let split = annotations.split(
-        hold_out,
-        cli.test_fraction,
-        derive_seed(cli.seed, SPLIT_STREAM),
-    )?;
+    let split = annotations.split(hold_out, cli.test_fraction, cli.seed)?;
     let (train_x, test_x) = standardise(&features, &split.train, &split.test);
     let train_y: Vec<u32> = split.train.iter().map(|&r| annotations.labels[r]).collect();
     eprintln!(

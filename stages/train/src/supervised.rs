@@ -24,7 +24,6 @@ use crate::{
 
 pub const CLASSIFIER_CARD_FILE: &str = "classifier.json";
 
-const SPLIT_STREAM: u64 = 1;
 const INIT_STREAM: u64 = 2;
 const ORDER_STREAM: u64 = 1 << 32;
 const NOISE_STREAM: u64 = 2 << 32;
@@ -130,23 +129,8 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         .into());
     }
     let n_classes = annotations.classes.len();
-    if n_classes < 2 {
-        return Err(TrainError::Data {
-            path: first,
-            reason: format!(
-                "label `{}` has a single value ({}); nothing to classify",
-                cli.label,
-                annotations.classes.join(", ")
-            ),
-        }
-        .into());
-    }
     let hold_out = cli.hold_out;
-    let split = annotations.split(
-        hold_out,
-        cli.test_fraction,
-        derive_seed(cli.seed, SPLIT_STREAM),
-    )?;
+    let split = annotations.split(hold_out, cli.test_fraction, cli.seed)?;
     let train: Vec<i64> = split.train.iter().map(|&row| row as i64).collect();
     let balanced = cli.sampler == SamplerArg::Balanced;
     let batch_size = if balanced {
