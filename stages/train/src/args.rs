@@ -273,27 +273,15 @@ impl Cli {
             })
     }
 
-    /// Checks everything that can be checked before reading data.
-    pub fn settings(&self) -> Result<Settings, TrainError> {
-        let Some(model) = self.model.generative() else {
-            return Err(TrainError::Settings(format!(
-                "--model {:?} is a supervised model",
-                self.model
-            )));
-        };
+    /// The checks every model shares: epochs, batch size, learning rate and weight decay.
+    pub fn check_optimisation(&self) -> Result<(), TrainError> {
         let bad = |message: String| Err(TrainError::Settings(message));
-        if self.latent_dim < 1 {
-            return bad(format!(
-                "--latent-dim must be at least 1, got {}",
-                self.latent_dim
-            ));
-        }
         if self.epochs == 0 {
             return bad("--epochs must be at least 1".into());
         }
         if self.batch_size < 2 {
             return bad(format!(
-                "--batch-size must be at least 2 (batch normalisation needs two cells), got {}",
+                "--batch-size must be at least 2 (batch normalisation needs two images), got {}",
                 self.batch_size
             ));
         }
@@ -309,6 +297,25 @@ impl Cli {
                 self.weight_decay()
             ));
         }
+        Ok(())
+    }
+
+    /// Checks everything that can be checked before reading data.
+    pub fn settings(&self) -> Result<Settings, TrainError> {
+        let Some(model) = self.model.generative() else {
+            return Err(TrainError::Settings(format!(
+                "--model {:?} is a supervised model",
+                self.model
+            )));
+        };
+        let bad = |message: String| Err(TrainError::Settings(message));
+        if self.latent_dim < 1 {
+            return bad(format!(
+                "--latent-dim must be at least 1, got {}",
+                self.latent_dim
+            ));
+        }
+        self.check_optimisation()?;
         if !(0.0..0.9).contains(&self.validation_fraction) {
             return bad(format!(
                 "--validation-fraction must be in [0, 0.9), got {}",

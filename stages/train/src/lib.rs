@@ -50,7 +50,7 @@ const VALIDATION_BATCH: usize = 256;
 const PROGRESS_EVERY: usize = 20;
 // Streams of the run's seed (see data::derive_seed).
 const SPLIT_STREAM: u64 = 1;
-const INIT_STREAM: u64 = 2;
+pub(crate) const INIT_STREAM: u64 = 2;
 const ORDER_STREAM: u64 = 1 << 32;
 const NOISE_STREAM: u64 = 2 << 32;
 const VALIDATION_STREAM: u64 = 3 << 32;
@@ -275,16 +275,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let names = term_names(kind);
     for epoch in first_epoch..cli.epochs {
         let epoch_number = epoch + 1;
-        let order = epoch_batches(
+        let (order, n_batches) = start_epoch(
             &split.train,
             &data.treatment_of_cell,
             batch_size,
             cli.sampler == SamplerArg::Balanced,
-            derive_seed(cli.seed, ORDER_STREAM + epoch as u64),
+            cli.seed,
+            epoch,
+            pixels.device(),
         );
-        let n_batches = order.len() / batch_size;
-        let order = Tensor::from_slice(&order).to_device(pixels.device());
-        tch::manual_seed(derive_seed(cli.seed, NOISE_STREAM + epoch as u64) as i64);
         let progress = progress_bar(n_batches, epoch_number, cli.epochs, cli.quiet);
         let epoch_started = Instant::now();
         let mut sums: Vec<Tensor> = names
@@ -449,6 +448,31 @@ fn write_reference_outputs(
     });
     checkpoint::write(path, &tensors)?;
     Ok(())
+}
+
+/// Starts an epoch of any model: the batch order of the training rows (shuffled, or one row per
+/// group per batch when `balanced`) on `device`, its number of batches, and libtorch's generator
+/// seeded for the epoch's noise (dropout, sampling, augmentation).
+pub(crate) fn start_epoch(
+    train: &[i64],
+    group_of_row: &[u32],
+    batch_size: usize,
+    balanced: bool,
+    seed: u64,
+    epoch: usize,
+    device: Device,
+) -> (Tensor, usize) {
+    let order = epoch_batches(
+        train,
+        group_of_row,
+        batch_size,
+        balanced,
+        derive_seed(seed, ORDER_STREAM + epoch as u64),
+    );
+    let n_batches = order.len() / batch_size;
+    let order = Tensor::from_slice(&order).to_device(device);
+    tch::manual_seed(derive_seed(seed, NOISE_STREAM + epoch as u64) as i64);
+    (order, n_batches)
 }
 
 /// Moves the dataset to the device when it fits; otherwise keeps it on the host and says so.

@@ -15,18 +15,15 @@ use tch::{Device, Kind, Reduction, Tensor};
 use crate::adam::Adam;
 use crate::args::{parse_device, AugmentArg, ClassWeightsArg, Cli, NormalizationArg, SamplerArg};
 use crate::classifier::{Architecture, Classifier, MIN_SIDE};
-use crate::data::{derive_seed, epoch_batches, CellData};
+use crate::data::{derive_seed, CellData};
 use crate::error::TrainError;
 use crate::{
-    check_finite, checkpoint, describe, place_pixels, progress_bar, write_log, LogRow,
-    CHECKPOINT_FILE, STAGE, TRAINING_LOG_FILE,
+    check_finite, checkpoint, describe, place_pixels, progress_bar, start_epoch, write_log, LogRow,
+    CHECKPOINT_FILE, INIT_STREAM, STAGE, TRAINING_LOG_FILE,
 };
 
 pub const CLASSIFIER_CARD_FILE: &str = "classifier.json";
 
-const INIT_STREAM: u64 = 2;
-const ORDER_STREAM: u64 = 1 << 32;
-const NOISE_STREAM: u64 = 2 << 32;
 const EVALUATION_BATCH: usize = 256;
 const TERMS: [&str; 1] = ["loss"];
 
@@ -75,25 +72,8 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
             "--resume is for the generative models; retrain cnn / resnet18 from scratch".into(),
         );
     }
-    if cli.epochs == 0 {
-        return bad("--epochs must be at least 1".into());
-    }
-    if cli.batch_size < 2 {
-        return bad(format!(
-            "--batch-size must be at least 2, got {}",
-            cli.batch_size
-        ));
-    }
-    if !(cli.learning_rate > 0.0 && cli.learning_rate.is_finite()) {
-        return bad(format!(
-            "--learning-rate must be positive, got {}",
-            cli.learning_rate
-        ));
-    }
+    cli.check_optimisation()?;
     let weight_decay = cli.weight_decay();
-    if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
-        return bad(format!("--weight-decay must be ≥ 0, got {weight_decay}"));
-    }
     if !(0.0..1.0).contains(&cli.dropout) {
         return bad(format!("--dropout must be in [0, 1), got {}", cli.dropout));
     }
@@ -230,16 +210,15 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
     let mut scored = None;
     for epoch in 0..cli.epochs {
         let epoch_number = epoch + 1;
-        let order = epoch_batches(
+        let (order, n_batches) = start_epoch(
             &train,
             &annotations.labels,
             batch_size,
             balanced,
-            derive_seed(cli.seed, ORDER_STREAM + epoch as u64),
+            cli.seed,
+            epoch,
+            pixels.device(),
         );
-        let n_batches = order.len() / batch_size;
-        let order = Tensor::from_slice(&order).to_device(pixels.device());
-        tch::manual_seed(derive_seed(cli.seed, NOISE_STREAM + epoch as u64) as i64);
         let progress = progress_bar(n_batches, epoch_number, cli.epochs, cli.quiet);
         let epoch_started = Instant::now();
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
