@@ -126,11 +126,9 @@ pub struct Features {
     pub kind: TableKind,
 }
 
-/// Reads pixels (cells) or features (embeddings), whichever the files are.
-pub fn read_features(paths: &[PathBuf]) -> anyhow::Result<Features> {
-    let mut values = Vec::new();
-    let mut n_features: Option<usize> = None;
-    let mut n_rows = 0;
+/// Which table the inputs hold: all `cells` (pixels) or all `embeddings` (features). Files from
+/// elsewhere (no provenance) are cells when they have a pixel column.
+pub fn input_kind(paths: &[PathBuf]) -> anyhow::Result<TableKind> {
     let mut kind = None;
     for path in paths {
         let this_kind = match read_provenance(path)? {
@@ -161,10 +159,20 @@ pub fn read_features(paths: &[PathBuf]) -> anyhow::Result<Features> {
             ))
             .into());
         }
-        let reader = ParquetTableReader::open(path, this_kind, 4096, None)?;
+    }
+    Ok(kind.unwrap_or(TableKind::Cells))
+}
+
+/// Reads pixels (`cells`) or features (`embeddings`) of every row.
+pub fn read_features(paths: &[PathBuf], kind: TableKind) -> anyhow::Result<Features> {
+    let mut values = Vec::new();
+    let mut n_features: Option<usize> = None;
+    let mut n_rows = 0;
+    for path in paths {
+        let reader = ParquetTableReader::open(path, kind, 4096, None)?;
         for batch in reader {
             let batch = batch?;
-            let width = if this_kind == TableKind::Cells {
+            let width = if kind == TableKind::Cells {
                 let pixels = CellPixels::from_batch(&batch, path)?;
                 for row in 0..pixels.n_cells() {
                     values.extend(pixels.cell(row).iter().map(|&v| f64::from(v)));
@@ -206,7 +214,7 @@ pub fn read_features(paths: &[PathBuf]) -> anyhow::Result<Features> {
         n_rows,
         n_features: n_features.unwrap_or(0),
         values,
-        kind: kind.unwrap_or(TableKind::Cells),
+        kind,
     })
 }
 
@@ -478,8 +486,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         return Err(InputError(format!("--gamma must be positive, got {gamma}")).into());
     }
     let started = Instant::now();
-    let features = read_features(&cli.input)?;
-    let annotations = Annotations::read(&cli.input, features.kind, &cli.label)?;
+    // The labels first: a wrong --label fails before the pixels are read.
+    let kind = input_kind(&cli.input)?;
+    let annotations = Annotations::read(&cli.input, kind, &cli.label)?;
+    let features = read_features(&cli.input, kind)?;
     if annotations.len() != features.n_rows || features.n_rows == 0 {
         return Err(InputError(format!(
             "{}: {} label rows for {} feature rows",
