@@ -12,7 +12,7 @@ use crate::SchemaError;
 /// The `format` field of every model card.
 pub const MODEL_CARD_FORMAT: &str = "phenoflow.model_card";
 /// Bumped whenever a field changes meaning; readers accept only their own version.
-pub const MODEL_CARD_VERSION: u32 = 1;
+pub const MODEL_CARD_VERSION: u32 = 2;
 
 /// The generative models of the seed paper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +144,7 @@ pub struct Hyperparameters {
 #[serde(deny_unknown_fields)]
 pub struct TrainingData {
     pub cells: String,
-    pub sha256: String,
+    pub content_hash: String,
     pub n_cells: usize,
     pub n_train: usize,
     pub n_validation: usize,

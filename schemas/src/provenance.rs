@@ -21,7 +21,7 @@ pub struct Provenance {
     pub stage_version: String,
     /// Every parameter that changes the output data, as JSON (objects have sorted keys).
     pub params: serde_json::Value,
-    /// Input file → SHA-256 of its content (hex).
+    /// Input file → BLAKE3 of its content (hex), see [`hash_file`].
     pub inputs: BTreeMap<String, String>,
     pub seed: Option<u64>,
     /// Stage-specific facts (counts of skipped fields, channel names, ...).
@@ -146,14 +146,17 @@ pub fn hash_params(params: &serde_json::Value) -> String {
     hex(&Sha256::digest(params.to_string().as_bytes()))
 }
 
-/// SHA-256 (hex) of a file's content, streamed.
+/// BLAKE3 (hex, 256 bits) of a file's content, streamed. BLAKE3 rather than SHA-256 because
+/// every stage hashes its inputs for the provenance, and inputs run to gigabytes: BLAKE3 reads
+/// about 4 GB/s on one core (SIMD), SHA-256 about 1.1 GB/s even with the CPU's SHA extensions,
+/// which made hashing a fifth of `pf-aggregate`'s run on 500k cells.
 pub fn hash_file(path: &Path) -> Result<String, SchemaError> {
     let io_error = |source| SchemaError::Io {
         path: path.to_path_buf(),
         source,
     };
     let mut file = std::fs::File::open(path).map_err(io_error)?;
-    let mut hasher = Sha256::new();
+    let mut hasher = blake3::Hasher::new();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         let n_read = file.read(&mut buffer).map_err(io_error)?;
@@ -162,7 +165,20 @@ pub fn hash_file(path: &Path) -> Result<String, SchemaError> {
         }
         hasher.update(&buffer[..n_read]);
     }
-    Ok(hex(&hasher.finalize()))
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
+/// One content hash for a table given as one file or as shards: a single file's [`hash_file`];
+/// for shards, the SHA-256 of the JSON list of their hashes in order.
+pub fn hash_files(paths: &[std::path::PathBuf]) -> Result<String, SchemaError> {
+    let hashes = paths
+        .iter()
+        .map(|path| hash_file(path))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(match hashes.as_slice() {
+        [single] => single.clone(),
+        many => hash_params(&serde_json::json!(many)),
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -200,13 +216,13 @@ mod tests {
     }
 
     #[test]
-    fn file_hash_is_sha256() {
+    fn file_hash_is_blake3() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("abc.txt");
         std::fs::write(&path, "abc").unwrap();
         assert_eq!(
             hash_file(&path).unwrap(),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+            "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
         );
     }
 }

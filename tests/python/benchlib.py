@@ -55,3 +55,21 @@ def run_measured(command, anonymous=None):
     if anonymous is not None:
         anonymous.append(peak[1])
     return elapsed, peak[0]
+
+
+def run_repeated(commands, repeat):
+    """Runs each group of commands `repeat` times, the groups interleaved (so a slow spell of the
+    machine hits both sides), and returns per group (median seconds of the group's summed
+    times, the list of those sums, peak RSS, peak anonymous RSS) over all runs. A group is a
+    list of commands that make one side (e.g. two stages run one after the other)."""
+    results = [([], 0, 0) for _ in commands]
+    for _ in range(repeat):
+        for index, group in enumerate(commands):
+            seconds, peak, anonymous = 0.0, 0, []
+            for command in group:
+                elapsed, resident = run_measured(command, anonymous)
+                seconds += elapsed
+                peak = max(peak, resident)
+            times, old_peak, old_anonymous = results[index]
+            results[index] = (times + [seconds], max(old_peak, peak), max(old_anonymous, max(anonymous)))
+    return [(sorted(times)[len(times) // 2], times, peak, anonymous) for times, peak, anonymous in results]

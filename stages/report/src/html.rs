@@ -158,8 +158,8 @@ pub fn page(report: &Report<'_>) -> String {
     let _ = writeln!(out, "<h2>Provenance</h2>");
     if let Some(card) = report.card {
         let _ = writeln!(out, "<table><tr><th>model</th><td>{} ({} architecture), {} parameters</td></tr>\
-            <tr><th>data</th><td>{} (SHA-256 {})</td></tr><tr><th>seed</th><td>{}</td></tr><tr><th>pf-train</th><td>{}</td></tr></table>",
-            escape(card.model.name()), escape(&card.architecture), card.parameter_count, escape(&card.data.cells), escape(&card.data.sha256), card.seed, escape(&card.stage_version));
+            <tr><th>data</th><td>{} (BLAKE3 {})</td></tr><tr><th>seed</th><td>{}</td></tr><tr><th>pf-train</th><td>{}</td></tr></table>",
+            escape(card.model.name()), escape(&card.architecture), card.parameter_count, escape(&card.data.cells), escape(&card.data.content_hash), card.seed, escape(&card.stage_version));
         let _ = writeln!(
             out,
             "<h3>Hyperparameters and normalisation</h3><pre>{}\n{}</pre>",

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 struct Entry {
     size: u64,
     modified_ns: u128,
-    sha256: String,
+    content_hash: String,
 }
 
 /// The cache, stored as JSON in the pipeline's state folder.
@@ -47,7 +47,7 @@ impl HashCache {
         Ok(())
     }
 
-    /// SHA-256 of a file, or of a folder (its files' relative paths and hashes, sorted), or
+    /// Content hash of a file (BLAKE3), or of a folder (SHA-256 of its files' relative paths and hashes, sorted), or
     /// `None` when nothing is there.
     pub fn hash(&mut self, path: &Path) -> std::io::Result<Option<String>> {
         let metadata = match std::fs::metadata(path) {
@@ -82,20 +82,20 @@ impl HashCache {
         let key = path.to_string_lossy().into_owned();
         if let Some(entry) = self.entries.get(&key) {
             if entry.size == metadata.len() && entry.modified_ns == modified_ns {
-                return Ok(entry.sha256.clone());
+                return Ok(entry.content_hash.clone());
             }
         }
-        let sha256 = phenoflow_schemas::hash_file(path).map_err(std::io::Error::other)?;
+        let content_hash = phenoflow_schemas::hash_file(path).map_err(std::io::Error::other)?;
         self.entries.insert(
             key,
             Entry {
                 size: metadata.len(),
                 modified_ns,
-                sha256: sha256.clone(),
+                content_hash: content_hash.clone(),
             },
         );
         self.dirty = true;
-        Ok(sha256)
+        Ok(content_hash)
     }
 }
 

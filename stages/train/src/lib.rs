@@ -26,7 +26,7 @@ use phenoflow_schemas::model_card::{
     Hyperparameters, TrainingData, MODEL_CARD_FORMAT, MODEL_CARD_VERSION,
 };
 use phenoflow_schemas::{
-    hash_file, ModelCard, Normalization, ParquetTableWriter, Provenance, TableKind,
+    hash_files, ModelCard, Normalization, ParquetTableWriter, Provenance, TableKind,
 };
 use tch::{Device, Kind, Tensor};
 
@@ -123,20 +123,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
     // Hash the input on another thread while it is being read.
     let cells_paths = cli.cells.clone();
-    let hasher = std::thread::spawn(move || {
-        cells_paths
-            .iter()
-            .map(|path| hash_file(path))
-            .collect::<Result<Vec<String>, _>>()
-    });
+    let hasher = std::thread::spawn(move || hash_files(&cells_paths));
     let started = Instant::now();
     let data = CellData::read(&cli.cells)?;
-    let file_hashes = hasher.join().expect("hashing thread")?;
-    // One file: its SHA-256; shards: the SHA-256 of their hashes in order.
-    let data_hash = match file_hashes.as_slice() {
-        [single] => single.clone(),
-        many => phenoflow_schemas::hash_params(&serde_json::json!(many)),
-    };
+    let data_hash = hasher.join().expect("hashing thread")?;
     let cells_description = cli
         .cells
         .iter()
@@ -207,7 +197,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         seed: cli.seed,
         data: TrainingData {
             cells: cells_description,
-            sha256: data_hash,
+            content_hash: data_hash,
             n_cells: data.n_cells(),
             n_train: split.train.len(),
             n_validation: split.validation.len(),
@@ -563,7 +553,7 @@ fn check_resumable(
             current.model.name()
         )));
     }
-    if previous.data.sha256 != current.data.sha256 {
+    if previous.data.content_hash != current.data.content_hash {
         return Err(bad(format!(
             "it was trained on other data ({})",
             previous.data.cells
@@ -698,7 +688,7 @@ fn log_provenance(card: &ModelCard) -> Provenance {
     );
     provenance
         .inputs
-        .insert(card.data.cells.clone(), card.data.sha256.clone());
+        .insert(card.data.cells.clone(), card.data.content_hash.clone());
     provenance.seed = Some(card.seed);
     provenance
 }

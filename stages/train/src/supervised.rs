@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use phenoflow_schemas::classification::{score_and_write, Annotations, Evaluation, CLASSIFIER_KEY};
-use phenoflow_schemas::{atomic_write, hash_file, Normalization, Provenance, TableKind};
+use phenoflow_schemas::{atomic_write, hash_files, Normalization, Provenance, TableKind};
 use serde::Serialize;
 use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Reduction, Tensor};
@@ -49,7 +49,7 @@ pub struct ClassifierCard {
     pub dropout: f64,
     pub seed: u64,
     pub cells: String,
-    pub sha256: String,
+    pub content_hash: String,
     pub n_images: usize,
     pub n_train: usize,
     pub n_test: usize,
@@ -314,15 +314,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         .map(|path| path.display().to_string())
         .collect::<Vec<_>>()
         .join(",");
-    let hashes = cli
-        .cells
-        .iter()
-        .map(|path| hash_file(path))
-        .collect::<Result<Vec<_>, _>>()?;
-    let sha256 = match hashes.as_slice() {
-        [single] => single.clone(),
-        many => phenoflow_schemas::hash_params(&serde_json::json!(many)),
-    };
+    let content_hash = hash_files(&cli.cells)?;
     let card = ClassifierCard {
         format: "phenoflow.classifier",
         architecture,
@@ -349,7 +341,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         dropout: cli.dropout,
         seed: cli.seed,
         cells: cells_description.clone(),
-        sha256: sha256.clone(),
+        content_hash: content_hash.clone(),
         n_images: data.n_cells(),
         n_train: split.train.len(),
         n_test: split.test.len(),
@@ -364,7 +356,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         params,
     );
-    provenance.inputs.insert(cells_description, sha256);
+    provenance.inputs.insert(cells_description, content_hash);
     provenance.seed = Some(cli.seed);
     provenance
         .extra
