@@ -189,7 +189,7 @@ fn cell_keys(field: &FieldRecord, object_number: i32, center: Option<(f64, f64)>
     }
 }
 
-/// Processes every field of `table` with `work` (in parallel, in bounded chunks) and writes the
+/// Processes every field of `table` with `work` (in parallel, a bounded number in flight) and writes the
 /// cells to the output of `common`.
 fn write_cells(
     table: &ImageTable,
@@ -206,10 +206,10 @@ fn write_cells(
         !common.no_progress,
         "fields",
     );
-    let chunk_size = rayon::current_num_threads() * FIELDS_PER_THREAD_IN_FLIGHT;
+    let in_flight = rayon::current_num_threads() * FIELDS_PER_THREAD_IN_FLIGHT;
     sink.process(
         &table.fields,
-        chunk_size,
+        in_flight,
         |field| describe(field, csv),
         work,
         &common.output,

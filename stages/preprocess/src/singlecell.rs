@@ -16,8 +16,8 @@ use phenoflow_schemas::batch_of_plate;
 use crate::layout::{site_from_file_name, KeyColumns};
 use crate::sink::{CellsSink, ItemCells, RunCounts};
 
-/// Cells read at once (each ~27 kB at 68×68×3).
-const CELLS_PER_CHUNK: usize = 4096;
+/// Cells in flight at once (each ~27 kB at 68×68×3).
+const CELLS_IN_FLIGHT: usize = 4096;
 
 /// The folder of `.npy` files in the DTU layout.
 pub const DTU_IMAGES_DIR: &str = "singh_cp_pipeline_singlecell_images";
@@ -176,7 +176,7 @@ pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
     );
     sink.process(
         &cells,
-        CELLS_PER_CHUNK,
+        CELLS_IN_FLIGHT,
         |cell| {
             format!(
                 "cell {} ({} line {})",

@@ -1,16 +1,18 @@
 //! The output side: cells are appended in a deterministic order (fields in table order, cells in
 //! detection order) and flushed to the Parquet writer in bounded batches, so memory does not grow
-//! with the size of the screen. Work is done in parallel chunks of items whose results are then
-//! written in order; a bad item either stops the run or, with `--skip-bad`, is counted and skipped.
+//! with the size of the screen. Items are worked on by every thread of the pool and their results
+//! appended in order, with a bounded number in flight; a bad item either stops the run or, with
+//! `--skip-bad`, is counted and skipped.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Condvar, Mutex};
 
 use arrow_array::RecordBatch;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use phenoflow_schemas::{
     CellKeys, CellsBatchBuilder, ParquetTableWriter, Provenance, TableKind, TensorShape,
 };
-use rayon::prelude::*;
 
 use crate::error::PreprocessError;
 
@@ -119,21 +121,83 @@ impl CellsSink {
         }
     }
 
-    /// Processes `items` in parallel chunks with `work` and appends the results in item order.
-    /// `describe` names an item in warnings.
+    /// Processes `items` with `work` on every thread of the rayon pool and appends the results
+    /// in item order on this thread. Workers take the next item as soon as they are free, so a
+    /// slow field or a busy writer never leaves a core idle waiting for a whole chunk; at most
+    /// `in_flight` items are taken beyond the next one to append, which bounds memory. `describe`
+    /// names an item in warnings and errors.
     pub fn process<T: Sync>(
         &mut self,
         items: &[T],
-        chunk_size: usize,
+        in_flight: usize,
         describe: impl Fn(&T) -> String,
         work: impl Fn(&T) -> Result<ItemCells, PreprocessError> + Sync,
         output: &Path,
         provenance: &Provenance,
     ) -> anyhow::Result<()> {
-        for chunk in items.chunks(chunk_size.max(1)) {
-            let results: Vec<Result<ItemCells, PreprocessError>> =
-                chunk.par_iter().map(&work).collect();
-            for (item, result) in chunk.iter().zip(results) {
+        let threads = rayon::current_num_threads();
+        let window = in_flight.max(threads);
+        let next_item = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        // The index of the next item to append, which workers wait on to stay within the window.
+        let appended = (Mutex::new(0usize), Condvar::new());
+        let (sender, receiver) =
+            mpsc::sync_channel::<(usize, Result<ItemCells, PreprocessError>)>(window);
+        rayon::in_place_scope(|scope| {
+            for _ in 0..threads {
+                let sender = sender.clone();
+                let (next_item, stop, appended, work) = (&next_item, &stop, &appended, &work);
+                scope.spawn(move |_| loop {
+                    let index = next_item.fetch_add(1, Ordering::Relaxed);
+                    if index >= items.len() {
+                        break;
+                    }
+                    {
+                        let mut next_to_append = appended.0.lock().expect("lock");
+                        while index >= *next_to_append + window && !stop.load(Ordering::Relaxed) {
+                            next_to_append = appended.1.wait(next_to_append).expect("lock");
+                        }
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if sender.send((index, work(&items[index]))).is_err() {
+                        break;
+                    }
+                });
+            }
+            drop(sender);
+            let outcome =
+                self.append_in_order(items, receiver, &appended, &describe, output, provenance);
+            if outcome.is_err() {
+                // Workers stop at their next item; the receiver is gone, so their sends fail.
+                stop.store(true, Ordering::Relaxed);
+                appended.1.notify_all();
+            }
+            outcome
+        })
+    }
+
+    /// The consuming side of [`process`](Self::process): reorders results by item index and
+    /// appends each as soon as all before it are in.
+    fn append_in_order<T>(
+        &mut self,
+        items: &[T],
+        receiver: mpsc::Receiver<(usize, Result<ItemCells, PreprocessError>)>,
+        appended: &(Mutex<usize>, Condvar),
+        describe: &impl Fn(&T) -> String,
+        output: &Path,
+        provenance: &Provenance,
+    ) -> anyhow::Result<()> {
+        let mut pending = std::collections::BTreeMap::new();
+        let mut next_to_append = 0usize;
+        for (index, result) in receiver {
+            pending.insert(index, result);
+            while let Some(result) = pending.remove(&next_to_append) {
+                let item = &items[next_to_append];
+                next_to_append += 1;
+                *appended.0.lock().expect("lock") = next_to_append;
+                appended.1.notify_all();
                 self.progress.inc(1);
                 self.counts.n_items += 1;
                 match result {
@@ -154,6 +218,7 @@ impl CellsSink {
                 }
             }
         }
+        debug_assert_eq!(next_to_append, items.len());
         Ok(())
     }
 
@@ -226,5 +291,143 @@ impl CellsSink {
         writer.append_extra("n_edge_skipped", &counts.n_edge_skipped.to_string());
         writer.finish()?;
         Ok(counts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Array, Int32Array};
+    use phenoflow_schemas::{read_table, CellKeys};
+
+    const SHAPE: (usize, usize, usize) = (1, 2, 2);
+
+    fn shape() -> TensorShape {
+        TensorShape::new(SHAPE.0, SHAPE.1, SHAPE.2)
+    }
+
+    /// One cell whose object number is the item's index; later items finish first.
+    fn slow_first(index: &usize) -> Result<ItemCells, PreprocessError> {
+        std::thread::sleep(std::time::Duration::from_millis(2 * (12 - *index as u64)));
+        Ok(ItemCells {
+            keys: vec![CellKeys {
+                plate: "P1".into(),
+                well: "A01".into(),
+                site: 1,
+                compound: "DMSO".into(),
+                concentration: 0.0,
+                moa: Some("DMSO".into()),
+                batch: "Week1".into(),
+                object_number: *index as i32,
+                center_x: None,
+                center_y: None,
+            }],
+            pixels: vec![*index as u16; shape().len()],
+            n_edge_skipped: 0,
+        })
+    }
+
+    fn object_numbers(path: &Path) -> Vec<i32> {
+        read_table(path, TableKind::Cells)
+            .unwrap()
+            .iter()
+            .flat_map(|batch| {
+                let column = batch.column_by_name("Metadata_ObjectNumber").unwrap();
+                let values = column.as_any().downcast_ref::<Int32Array>().unwrap();
+                (0..values.len())
+                    .map(|i| values.value(i))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn provenance() -> Provenance {
+        Provenance::new(TableKind::Cells, "test", "0", serde_json::json!({}))
+    }
+
+    #[test]
+    fn results_are_written_in_item_order_whatever_order_they_finish_in() {
+        let temp = tempfile::tempdir().unwrap();
+        let output = temp.path().join("cells.parquet");
+        let items: Vec<usize> = (0..12).collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let counts = pool.install(|| {
+            let mut sink = CellsSink::new(shape(), items.len(), false, false, "items");
+            sink.process(
+                &items,
+                2,
+                |i| format!("item {i}"),
+                slow_first,
+                &output,
+                &provenance(),
+            )
+            .unwrap();
+            sink.finish(&output, &provenance()).unwrap()
+        });
+        assert_eq!(counts.n_items, 12);
+        assert_eq!(counts.n_cells, 12);
+        assert_eq!(
+            object_numbers(&output),
+            items.iter().map(|&i| i as i32).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn a_bad_item_stops_the_run_with_its_name_or_is_skipped_and_counted() {
+        let temp = tempfile::tempdir().unwrap();
+        let output = temp.path().join("cells.parquet");
+        let items: Vec<usize> = (0..12).collect();
+        let work = |index: &usize| {
+            if *index == 5 {
+                Err(PreprocessError::Invalid("broken on purpose".into()))
+            } else {
+                slow_first(index)
+            }
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let error = pool.install(|| {
+            let mut sink = CellsSink::new(shape(), items.len(), false, false, "items");
+            sink.process(
+                &items,
+                2,
+                |i| format!("item {i}"),
+                work,
+                &output,
+                &provenance(),
+            )
+            .unwrap_err()
+        });
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("processing item 5: broken on purpose"),
+            "{message}"
+        );
+        assert!(!output.exists());
+
+        let counts = pool.install(|| {
+            let mut sink = CellsSink::new(shape(), items.len(), true, false, "items");
+            sink.process(
+                &items,
+                2,
+                |i| format!("item {i}"),
+                work,
+                &output,
+                &provenance(),
+            )
+            .unwrap();
+            sink.finish(&output, &provenance()).unwrap()
+        });
+        assert_eq!(
+            (counts.n_items, counts.n_skipped_items, counts.n_cells),
+            (12, 1, 11)
+        );
+        let expected: Vec<i32> = (0..12).filter(|&i| i != 5).collect();
+        assert_eq!(object_numbers(&output), expected);
     }
 }
