@@ -292,6 +292,11 @@ fn crop_field(
             .collect(),
     };
     let mut cells = ItemCells::default();
+    // Every crop's room at once: grown crop by crop, the buffer is copied into fresh memory
+    // again and again.
+    cells
+        .pixels
+        .reserve_exact(objects.len() * channels.len() * crop_size * crop_size);
     for (object_number, center_x, center_y) in objects {
         if crop_cell(
             &channels,

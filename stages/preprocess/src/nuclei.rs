@@ -85,20 +85,28 @@ struct Workspace {
 
 /// A priority queue over 65,536 integer levels that pops the highest level first and, within a
 /// level, in insertion order: the same order as a binary heap keyed by (level, -insertion), in
-/// O(1) per operation (the hierarchical queue of Vincent and Soille's watershed).
+/// O(1) per operation (the hierarchical queue of Vincent and Soille's watershed). Each level is
+/// a linked list through one pool of entries, so a level costs two `u32` (512 kB for all, which
+/// stays in cache) rather than a vector header and a heap block of its own.
 #[derive(Debug)]
 struct BucketQueue {
-    buckets: Vec<Vec<u32>>,
-    heads: Vec<usize>,
+    /// First and last entry of each level's list (`NIL` when empty).
+    first: Vec<u32>,
+    last: Vec<u32>,
+    /// (item, next entry of the same level); entries are never reused until `clear`.
+    entries: Vec<(u32, u32)>,
     top: usize,
     len: usize,
 }
 
+const NIL: u32 = u32::MAX;
+
 impl Default for BucketQueue {
     fn default() -> Self {
         Self {
-            buckets: vec![Vec::new(); 1 << 16],
-            heads: vec![0; 1 << 16],
+            first: vec![NIL; 1 << 16],
+            last: vec![NIL; 1 << 16],
+            entries: Vec::new(),
             top: 0,
             len: 0,
         }
@@ -108,7 +116,13 @@ impl Default for BucketQueue {
 impl BucketQueue {
     fn push(&mut self, level: u16, item: u32) {
         let level = usize::from(level);
-        self.buckets[level].push(item);
+        let entry = u32::try_from(self.entries.len()).expect("fewer than 2^32 entries");
+        self.entries.push((item, NIL));
+        match self.last[level] {
+            NIL => self.first[level] = entry,
+            tail => self.entries[tail as usize].1 = entry,
+        }
+        self.last[level] = entry;
         self.top = self.top.max(level);
         self.len += 1;
     }
@@ -117,30 +131,28 @@ impl BucketQueue {
         if self.len == 0 {
             return None;
         }
-        loop {
-            let head = self.heads[self.top];
-            if head < self.buckets[self.top].len() {
-                self.heads[self.top] += 1;
-                self.len -= 1;
-                let item = self.buckets[self.top][head];
-                if self.len == 0 {
-                    self.clear();
-                }
-                return Some(item);
-            }
-            // This level is exhausted: reset it and move down.
-            self.buckets[self.top].clear();
-            self.heads[self.top] = 0;
+        // Move down to the highest non-empty level (levels above `top` are all empty).
+        while self.first[self.top] == NIL {
             self.top -= 1;
         }
+        let entry = self.first[self.top] as usize;
+        let (item, next) = self.entries[entry];
+        self.first[self.top] = next;
+        if next == NIL {
+            self.last[self.top] = NIL;
+        }
+        self.len -= 1;
+        if self.len == 0 {
+            self.clear();
+        }
+        Some(item)
     }
 
-    /// Empties the queue (buckets keep their capacity).
+    /// Empties the queue (levels above `top` are already empty).
     fn clear(&mut self) {
-        for level in 0..=self.top {
-            self.buckets[level].clear();
-            self.heads[level] = 0;
-        }
+        self.first[..=self.top].fill(NIL);
+        self.last[..=self.top].fill(NIL);
+        self.entries.clear();
         self.top = 0;
         self.len = 0;
     }
@@ -321,11 +333,22 @@ fn subtract_background(
 ) {
     let grid_width = width.div_ceil(block);
     let grid_height = height.div_ceil(block);
+    // Tile minima: a column-wise running minimum over each band of `block` rows (element-wise,
+    // so it vectorises), then the minimum of each tile's stretch of that row.
     let mut grid = vec![f32::INFINITY; grid_width * grid_height];
-    for (y, row) in smoothed.chunks_exact(width).enumerate() {
-        let grid_row = &mut grid[(y / block) * grid_width..(y / block + 1) * grid_width];
-        for (cell, tile_row) in grid_row.iter_mut().zip(row.chunks(block)) {
-            *cell = tile_row.iter().copied().fold(*cell, f32::min);
+    let mut band_min = vec![f32::INFINITY; width];
+    for (band, rows) in smoothed.chunks(block * width).enumerate() {
+        band_min.fill(f32::INFINITY);
+        for row in rows.chunks_exact(width) {
+            for (low, &value) in band_min.iter_mut().zip(row) {
+                *low = if value < *low { value } else { *low };
+            }
+        }
+        for (cell, stretch) in grid[band * grid_width..(band + 1) * grid_width]
+            .iter_mut()
+            .zip(band_min.chunks(block))
+        {
+            *cell = min_max(stretch).0;
         }
     }
     let grid = gaussian_blur(&grid, grid_width, grid_height, 1.0);
@@ -338,6 +361,16 @@ fn subtract_background(
     let x_samples: Vec<_> = (0..width)
         .map(|x| sample((x as f32 + 0.5) / block as f32 - 0.5, grid_width))
         .collect();
+    // The background interpolated along x at every grid row, once; each image row then blends
+    // two of these rows (the same arithmetic, in the same order, as interpolating per pixel).
+    let along_x: Vec<f32> = (0..grid_height)
+        .flat_map(|gy| {
+            let grid_row = &grid[gy * grid_width..(gy + 1) * grid_width];
+            x_samples
+                .iter()
+                .map(move |&(x0, x1, fx)| grid_row[x0] * (1.0 - fx) + grid_row[x1] * fx)
+        })
+        .collect();
     set_len_for_overwrite(foreground, smoothed.len());
     for (y, (row_out, row_in)) in foreground
         .chunks_exact_mut(width)
@@ -345,12 +378,44 @@ fn subtract_background(
         .enumerate()
     {
         let (y0, y1, fy) = sample((y as f32 + 0.5) / block as f32 - 0.5, grid_height);
-        for ((out, &value), &(x0, x1, fx)) in row_out.iter_mut().zip(row_in).zip(&x_samples) {
-            let top = grid[y0 * grid_width + x0] * (1.0 - fx) + grid[y0 * grid_width + x1] * fx;
-            let bottom = grid[y1 * grid_width + x0] * (1.0 - fx) + grid[y1 * grid_width + x1] * fx;
+        let top = &along_x[y0 * width..(y0 + 1) * width];
+        let bottom = &along_x[y1 * width..(y1 + 1) * width];
+        for (((out, &value), &top), &bottom) in row_out.iter_mut().zip(row_in).zip(top).zip(bottom)
+        {
             *out = (value - (top * (1.0 - fy) + bottom * fy)).max(0.0);
         }
     }
+}
+
+/// Lanes of the reductions below: wide enough for two AVX2 registers.
+const LANES: usize = 16;
+
+/// (minimum, maximum) of NaN-free `values` (±infinity when empty). Kept in `LANES` running
+/// minima and maxima, which vectorise, where a `fold(f32::min)` is a chain of dependent scalar
+/// operations; min and max are exact, so the order does not change the result.
+fn min_max(values: &[f32]) -> (f32, f32) {
+    let mut low = [f32::INFINITY; LANES];
+    let mut high = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for lane in 0..LANES {
+            let value = chunk[lane];
+            low[lane] = if value < low[lane] { value } else { low[lane] };
+            high[lane] = if value > high[lane] {
+                value
+            } else {
+                high[lane]
+            };
+        }
+    }
+    let fold = |lanes: &[f32], pick: fn(f32, f32) -> f32, start: f32| {
+        lanes.iter().chain(rest).copied().fold(start, pick)
+    };
+    (
+        fold(&low, f32::min, f32::INFINITY),
+        fold(&high, f32::max, f32::NEG_INFINITY),
+    )
 }
 
 /// Percentile at which intensities are clipped before Otsu's threshold is computed.
@@ -358,43 +423,53 @@ const OTSU_CLIP_PERCENTILE: f64 = 99.5;
 
 /// The `percentile`-th percentile of `values` (linear interpolation between order statistics,
 /// numpy's default). Exact, without sorting: the values are non-negative, so their IEEE bit
-/// patterns order like the values; a histogram of the top 16 bits finds the bucket holding the
-/// wanted order statistics, and only that bucket's values (gathered in `scratch`) are sorted.
+/// patterns order like the values; a histogram of the top 12 bits (sign, exponent and three
+/// mantissa bits: small enough to stay in L1) finds the buckets holding the wanted order
+/// statistics, and only those buckets' values (gathered in `scratch`) are partially sorted.
 fn percentile(values: &[f32], percentile: f64, scratch: &mut Vec<f32>) -> f32 {
     debug_assert!(values.iter().all(|&value| value >= 0.0));
+    const SHIFT: u32 = 20;
+    let bucket = |value: f32| (value.to_bits() >> SHIFT) as usize;
     let position = percentile / 100.0 * (values.len() - 1) as f64;
     let (low_rank, fraction) = (position.floor() as usize, position - position.floor());
     let high_rank = (low_rank + 1).min(values.len() - 1);
-    let mut histogram = vec![0u32; 1 << 16];
-    for &value in values {
-        histogram[(value.to_bits() >> 16) as usize] += 1;
+    // Four histograms, one per pixel modulo 4: neighbouring pixels mostly share a bucket, and a
+    // single histogram would wait on its own previous increment.
+    let mut partial = vec![[0u32; 1 << (32 - SHIFT)]; 4];
+    let chunks = values.chunks_exact(4);
+    for &value in chunks.remainder() {
+        partial[0][bucket(value)] += 1;
+    }
+    for chunk in chunks {
+        for (histogram, &value) in partial.iter_mut().zip(chunk) {
+            histogram[bucket(value)] += 1;
+        }
     }
     // The bucket holding `rank`, and how many values lie in lower buckets.
     let locate = |rank: usize| -> (usize, usize) {
         let mut below = 0usize;
-        for (bucket, &count) in histogram.iter().enumerate() {
-            if below + count as usize > rank {
-                return (bucket, below);
+        for index in 0..1 << (32 - SHIFT) {
+            let count: usize = partial.iter().map(|h| h[index] as usize).sum();
+            if below + count > rank {
+                return (index, below);
             }
-            below += count as usize;
+            below += count;
         }
         unreachable!("rank {rank} is below the number of values")
     };
-    let order_statistic = |rank: usize, scratch: &mut Vec<f32>| -> f32 {
-        let (bucket, below) = locate(rank);
-        scratch.clear();
-        scratch.extend(
-            values
-                .iter()
-                .copied()
-                .filter(|value| (value.to_bits() >> 16) as usize == bucket),
-        );
-        scratch.sort_unstable_by(f32::total_cmp);
-        scratch[rank - below]
-    };
-    let low = order_statistic(low_rank, scratch);
-    let high = if fraction > 0.0 {
-        order_statistic(high_rank, scratch)
+    let (low_bucket, below) = locate(low_rank);
+    let (high_bucket, _) = locate(high_rank);
+    scratch.clear();
+    scratch.extend(
+        values
+            .iter()
+            .copied()
+            .filter(|&value| (low_bucket..=high_bucket).contains(&bucket(value))),
+    );
+    // Ranks within the gathered values (every value of the buckets in between lies there too).
+    let (_, &mut low, above) = scratch.select_nth_unstable_by(low_rank - below, f32::total_cmp);
+    let high = if fraction > 0.0 && high_rank > low_rank {
+        above.iter().copied().fold(f32::INFINITY, f32::min)
     } else {
         low
     };
@@ -408,21 +483,45 @@ pub fn otsu_threshold(values: &[f32]) -> f32 {
 
 /// Otsu's threshold of `min(value, clip)`.
 fn otsu_threshold_clipped(values: &[f32], clip: f32) -> f32 {
-    let (min, max) = values
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v.min(clip)))
-        });
+    // max(min(v, clip)) = min(max(v), clip): min and max are monotone.
+    let (min, max) = min_max(values);
+    let max = max.min(clip);
     if max.partial_cmp(&min) != Some(std::cmp::Ordering::Greater) {
         return min;
     }
     const N_BINS: usize = 256;
     let bin_width = (max - min) / N_BINS as f32;
     let bins_per_unit = 1.0 / bin_width;
+    // Neighbouring pixels mostly fall in the same bin, and a single histogram then waits on
+    // its own previous increment; four histograms, one per pixel modulo 4, do not.
+    // Bins are computed 64 at a time (which vectorises) before they are counted. The scaled
+    // value x is at least 0 (values are at least `min`, and so is `clip`), so truncating
+    // min(x, 255) equals min(truncated x, 255). The truncation is floor(x) read off the bits of
+    // floor(x) + 2^23 (exact below 2^23): `as` would be a scalar, saturating conversion.
+    let last_bin = (N_BINS - 1) as f32;
+    let bin = |value: f32| {
+        let x = ((value.min(clip) - min) * bins_per_unit).clamp(0.0, last_bin);
+        ((x.floor() + 8_388_608.0).to_bits() - 0x4B00_0000) as u8
+    };
+    let mut partial = [[0u32; N_BINS]; 4];
+    let mut bins = [0u8; 64];
+    let chunks = values.chunks_exact(bins.len());
+    for &value in chunks.remainder() {
+        partial[0][usize::from(bin(value))] += 1;
+    }
+    for chunk in chunks {
+        for (out, &value) in bins.iter_mut().zip(chunk) {
+            *out = bin(value);
+        }
+        for quad in bins.chunks_exact(4) {
+            for (histogram, &bin) in partial.iter_mut().zip(quad) {
+                histogram[usize::from(bin)] += 1;
+            }
+        }
+    }
     let mut histogram = [0u64; N_BINS];
-    for &value in values {
-        let bin = (((value.min(clip) - min) * bins_per_unit) as usize).min(N_BINS - 1);
-        histogram[bin] += 1;
+    for (bin, count) in histogram.iter_mut().enumerate() {
+        *count = partial.iter().map(|h| u64::from(h[bin])).sum();
     }
     let centre = |bin: usize| f64::from(min) + (bin as f64 + 0.5) * f64::from(bin_width);
     let total: u64 = histogram.iter().sum();
@@ -451,42 +550,44 @@ fn otsu_threshold_clipped(values: &[f32], clip: f32) -> f32 {
     centre(best_bin) as f32
 }
 
-/// Running maximum over windows of `2 * radius + 1` samples (edges clamped), in O(1) per
-/// sample (van Herk / Gil-Werman: block-wise prefix and suffix maxima).
+/// Running maximum over windows of `2 * radius + 1` samples (edges clamped), by doubling: after
+/// k passes each sample holds the maximum of the 2^k samples starting there, and two
+/// overlapping such spans cover a window. Each pass is element-wise over the row, so it
+/// vectorises (a prefix/suffix scan is a chain of dependent scalar maxima). The input is padded
+/// with -inf, which a maximum ignores: the same as clamping the window at the edges.
 fn running_max(
     input: &[f32],
     radius: usize,
-    prefix: &mut Vec<f32>,
-    suffix: &mut Vec<f32>,
+    front: &mut Vec<f32>,
+    back: &mut Vec<f32>,
     output: &mut [f32],
 ) {
     let n = input.len();
     let window = 2 * radius + 1;
-    set_len_for_overwrite(prefix, n);
-    set_len_for_overwrite(suffix, n);
-    for start in (0..n).step_by(window) {
-        let end = (start + window).min(n);
-        let mut running = f32::NEG_INFINITY;
-        for i in start..end {
-            running = running.max(input[i]);
-            prefix[i] = running;
-        }
-        running = f32::NEG_INFINITY;
-        for i in (start..end).rev() {
-            running = running.max(input[i]);
-            suffix[i] = running;
-        }
+    front.clear();
+    front.resize(radius, f32::NEG_INFINITY);
+    front.extend_from_slice(input);
+    front.resize(n + 2 * radius, f32::NEG_INFINITY);
+    let mut span = 1;
+    while 2 * span <= window {
+        back.clear();
+        back.extend(
+            front[..front.len() - span]
+                .iter()
+                .zip(&front[span..])
+                .map(|(&a, &b)| if b > a { b } else { a }),
+        );
+        std::mem::swap(front, back);
+        span *= 2;
     }
-    for (i, out) in output.iter_mut().enumerate() {
-        let low = i.saturating_sub(radius);
-        let high = (i + radius).min(n - 1);
-        // [low, high] spans at most two blocks: the suffix of the first and the prefix of the
-        // last. Clamped at the start, it lies within the first block and starts at its start.
-        *out = if i < radius {
-            prefix[high]
-        } else {
-            suffix[low].max(prefix[high])
-        };
+    // [i, i + window) = [i, i + span) ∪ [i + window - span, i + window).
+    let shift = window - span;
+    for ((out, &a), &b) in output
+        .iter_mut()
+        .zip(&front[..n])
+        .zip(&front[shift..shift + n])
+    {
+        *out = if b > a { b } else { a };
     }
 }
 
@@ -635,11 +736,7 @@ fn watershed_from_maxima(ws: &mut Workspace, width: usize, height: usize) {
         grow_region(labels, queue, width, height, start, n_labels, is_seed);
     }
     // Priority flood: brightest pixels first, first come first served among equals.
-    let (low, high) = intensity
-        .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
-            (lo.min(v), hi.max(v))
-        });
+    let (low, high) = min_max(intensity);
     let scale = if high > low {
         65535.0 / (high - low)
     } else {
