@@ -24,7 +24,9 @@ pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
 pub use error::{exit_code, InputError, SchemaError};
 pub use keys::{batch_of_plate, concentration_key, parse_shard, shard_plates};
 pub use model_card::{ModelCard, ModelKind, Normalization};
-pub use parquet_io::{read_provenance, read_table, ParquetTableReader, ParquetTableWriter};
+pub use parquet_io::{
+    read_provenance, read_table, ParallelTableWriter, ParquetTableReader, ParquetTableWriter,
+};
 pub use provenance::{hash_file, hash_files, hash_params, Provenance};
 pub use tables::{ColumnSpec, ColumnType, TableKind};
 pub use tensor::{TensorShape, PIXELS_COLUMN};

@@ -382,8 +382,20 @@ fn subtract_background(
         let bottom = &along_x[y1 * width..(y1 + 1) * width];
         for (((out, &value), &top), &bottom) in row_out.iter_mut().zip(row_in).zip(top).zip(bottom)
         {
-            *out = (value - (top * (1.0 - fy) + bottom * fy)).max(0.0);
+            *out = larger(0.0, value - (top * (1.0 - fy) + bottom * fy));
         }
+    }
+}
+
+/// The larger of two NaN-free values, `a` on ties: one `vmaxps`, where `f32::max` adds the NaN
+/// checks (three instructions). `larger(0.0, x)` is +0.0 for x = -0.0, which the percentile's
+/// bit-pattern ordering relies on.
+#[inline]
+fn larger(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
     }
 }
 
@@ -575,7 +587,7 @@ fn running_max(
             front[..front.len() - span]
                 .iter()
                 .zip(&front[span..])
-                .map(|(&a, &b)| if b > a { b } else { a }),
+                .map(|(&a, &b)| larger(a, b)),
         );
         std::mem::swap(front, back);
         span *= 2;
@@ -587,7 +599,7 @@ fn running_max(
         .zip(&front[..n])
         .zip(&front[shift..shift + n])
     {
-        *out = if b > a { b } else { a };
+        *out = larger(a, b);
     }
 }
 
@@ -616,7 +628,7 @@ fn max_filter_into(ws: &mut Workspace, width: usize, height: usize, radius: usiz
             let previous = &done[(y - 1) * width..];
             for ((out, &above), &value) in rest[..width].iter_mut().zip(previous).zip(&rows[row(y)])
             {
-                *out = above.max(value);
+                *out = larger(above, value);
             }
         }
         ws.plane_suffix[row(end - 1)].copy_from_slice(&rows[row(end - 1)]);
@@ -626,7 +638,7 @@ fn max_filter_into(ws: &mut Workspace, width: usize, height: usize, radius: usiz
             for ((out, &under), &value) in
                 head[y * width..].iter_mut().zip(below).zip(&rows[row(y)])
             {
-                *out = under.max(value);
+                *out = larger(under, value);
             }
         }
     }
@@ -641,7 +653,7 @@ fn max_filter_into(ws: &mut Workspace, width: usize, height: usize, radius: usiz
         }
         let suffix = &ws.plane_suffix[row(low)];
         for ((out, &a), &b) in ws.local_max[row(y)].iter_mut().zip(suffix).zip(prefix) {
-            *out = a.max(b);
+            *out = larger(a, b);
         }
     }
 }

@@ -8,20 +8,20 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 
-use arrow_array::RecordBatch;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use phenoflow_schemas::{
-    CellKeys, CellsBatchBuilder, ParquetTableWriter, Provenance, TableKind, TensorShape,
+    CellKeys, CellsBatchBuilder, ParallelTableWriter, Provenance, TableKind, TensorShape,
 };
 
 use crate::error::PreprocessError;
 
-/// Rows per Parquet row group of a `cells` table: ~55 MB of raw pixels at 3×68×68.
-const ROWS_PER_GROUP: usize = 2048;
+/// Rows per Parquet row group of a `cells` table: ~28 MB of raw pixels at 3×68×68. Up to
+/// `threads + 2` row groups are in flight in the writer.
+const ROWS_PER_GROUP: usize = 1024;
 
-/// Rows per batch handed to the writer. The Parquet writer makes several transient copies of a
-/// batch (uint16 widened to int32, repetition and definition levels); at 256 rows they stay
-/// small enough for the allocator to reuse, where whole row groups cost fresh, zeroed pages.
+/// Rows per batch handed to the writer. The Parquet encoder makes several transient copies of a
+/// batch (uint16 widened to int32, repetition and definition levels) and encodes a row group
+/// batch by batch; at 256 rows the copies stay small enough for the allocator to reuse.
 const ROWS_PER_BATCH: usize = 256;
 
 /// The cells produced from one input item (a field, or one pre-cropped cell).
@@ -43,53 +43,17 @@ pub struct RunCounts {
     pub n_edge_skipped: usize,
 }
 
-/// Writes `cells` batches for a stream of items processed in parallel. Encoding and compressing
-/// a batch happens on a writer thread of its own, so it overlaps the next chunk's work.
+/// Writes `cells` batches for a stream of items processed in parallel. Row groups are encoded
+/// and compressed on the writer's own threads (as many as the pool has), so the encoding
+/// overlaps the next items' work and never leaves a core idle at the end.
 #[derive(Debug)]
 pub struct CellsSink {
-    writer: Option<BatchWriterThread>,
+    writer: Option<ParallelTableWriter>,
     builder: CellsBatchBuilder,
     pub counts: RunCounts,
     skip_bad: bool,
     progress: ProgressBar,
     shape: TensorShape,
-}
-
-/// The thread that owns the Parquet writer, fed through a channel of one batch.
-#[derive(Debug)]
-struct BatchWriterThread {
-    sender: std::sync::mpsc::SyncSender<RecordBatch>,
-    handle: std::thread::JoinHandle<Result<ParquetTableWriter, phenoflow_schemas::SchemaError>>,
-}
-
-impl BatchWriterThread {
-    fn start(mut writer: ParquetTableWriter) -> Self {
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<RecordBatch>(1);
-        let handle = std::thread::spawn(move || {
-            for batch in receiver {
-                writer.write(&batch)?;
-            }
-            Ok(writer)
-        });
-        Self { sender, handle }
-    }
-
-    fn send(&self, batch: RecordBatch) -> anyhow::Result<()> {
-        // A send fails only when the thread has stopped on an error, which `join` reports.
-        if self.sender.send(batch).is_err() {
-            anyhow::bail!("the writer thread stopped early");
-        }
-        Ok(())
-    }
-
-    /// Waits for every batch to be written; returns the writer (or the first write error).
-    fn join(self) -> anyhow::Result<ParquetTableWriter> {
-        drop(self.sender);
-        match self.handle.join() {
-            Ok(result) => Ok(result?),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    }
 }
 
 impl CellsSink {
@@ -248,21 +212,22 @@ impl CellsSink {
             return Ok(());
         }
         if self.writer.is_none() {
-            let writer = ParquetTableWriter::create(
+            self.writer = Some(ParallelTableWriter::create(
                 output,
                 TableKind::Cells,
                 self.builder.schema(),
                 provenance,
                 ROWS_PER_GROUP,
-            )?;
-            self.writer = Some(BatchWriterThread::start(writer));
+                rayon::current_num_threads(),
+            )?);
         }
         let batch = self.builder.finish();
         self.builder.reserve(ROWS_PER_BATCH);
         self.writer
-            .as_ref()
+            .as_mut()
             .expect("writer started above")
-            .send(batch)
+            .write(&batch)?;
+        Ok(())
     }
 
     /// Writes what is left, records the run's counts in the file's metadata and renames the
@@ -281,11 +246,7 @@ impl CellsSink {
             .into());
         }
         self.flush(output, provenance)?;
-        let mut writer = self
-            .writer
-            .take()
-            .expect("at least one batch was flushed")
-            .join()?;
+        let mut writer = self.writer.take().expect("at least one batch was flushed");
         writer.append_extra("n_items", &counts.n_items.to_string());
         writer.append_extra("n_skipped", &counts.n_skipped_items.to_string());
         writer.append_extra("n_edge_skipped", &counts.n_edge_skipped.to_string());
