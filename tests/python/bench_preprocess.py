@@ -1,6 +1,6 @@
 """`make bench-preprocess`: pf-preprocess against the numpy + tifffile + scikit-image reference
 (`ref_preprocess.py`, same algorithm, a process per core) on the same BBBC021-layout fields, in
-one run. Each side runs --repeat times (default 3), interleaved, and the median times are
+one run. Each side runs --repeat times (default 5), interleaved, and the median times are
 compared. Prints cells/s of both, the ratio, and the peak resident memory of each (summed over
 the process tree), plus pf-preprocess's peak on half the fields, to show that memory does not
 grow with the number of fields.
@@ -34,7 +34,7 @@ def main():
     parser.add_argument("--n-fields", type=int, default=120)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     p = parser.parse_args()
 
     full = os.path.join(p.workdir, "fields")

@@ -57,15 +57,18 @@ def run_measured(command, anonymous=None):
     return elapsed, peak[0]
 
 
-def run_repeated(commands, repeat):
+def run_repeated(commands, repeat, settle=2.0):
     """Runs each group of commands `repeat` times, the groups interleaved (so a slow spell of the
     machine hits both sides), and returns per group (median seconds of the group's summed
     times, the list of those sums, peak RSS, peak anonymous RSS) over all runs. A group is a
-    list of commands that make one side (e.g. two stages run one after the other)."""
+    list of commands that make one side (e.g. two stages run one after the other). Each run
+    starts `settle` seconds after the previous one ended: the kernel is still reclaiming the
+    previous process's memory for a moment, which slowed whichever side ran next by up to 10 %."""
     results = [([], 0, 0) for _ in commands]
     for _ in range(repeat):
         for index, group in enumerate(commands):
             seconds, peak, anonymous = 0.0, 0, []
+            time.sleep(settle)
             for command in group:
                 elapsed, resident = run_measured(command, anonymous)
                 seconds += elapsed
