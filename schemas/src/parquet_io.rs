@@ -159,15 +159,20 @@ impl ParquetTableWriter {
             path: self.final_path.clone(),
             source,
         })?;
-        let io_error = |source| SchemaError::Io {
-            path: self.final_path.clone(),
-            source,
-        };
-        file.sync_all().map_err(io_error)?;
-        drop(file);
-        std::fs::rename(&self.temp_path, &self.final_path).map_err(io_error)?;
+        put_in_place(file, &self.temp_path, &self.final_path)?;
         Ok(self.n_rows)
     }
+}
+
+/// Flushes a complete temporary file to disk and renames it to its final path.
+fn put_in_place(file: File, temp_path: &Path, final_path: &Path) -> Result<(), SchemaError> {
+    let io_error = |source| SchemaError::Io {
+        path: final_path.to_path_buf(),
+        source,
+    };
+    file.sync_all().map_err(io_error)?;
+    drop(file);
+    std::fs::rename(temp_path, final_path).map_err(io_error)
 }
 
 impl Drop for ParquetTableWriter {
@@ -510,18 +515,13 @@ impl ParallelTableWriter {
         for key_value in std::mem::take(&mut self.extras) {
             file_writer.append_key_value_metadata(key_value);
         }
-        let parquet_error = |source| SchemaError::Parquet {
-            path: self.final_path.clone(),
-            source,
-        };
-        let file = file_writer.into_inner().map_err(parquet_error)?;
-        let io_error = |source| SchemaError::Io {
-            path: self.final_path.clone(),
-            source,
-        };
-        file.sync_all().map_err(io_error)?;
-        drop(file);
-        std::fs::rename(&self.temp_path, &self.final_path).map_err(io_error)?;
+        let file = file_writer
+            .into_inner()
+            .map_err(|source| SchemaError::Parquet {
+                path: self.final_path.clone(),
+                source,
+            })?;
+        put_in_place(file, &self.temp_path, &self.final_path)?;
         Ok(self.n_rows)
     }
 }

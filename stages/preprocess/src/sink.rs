@@ -306,41 +306,45 @@ mod tests {
         Provenance::new(TableKind::Cells, "test", "0", serde_json::json!({}))
     }
 
-    #[test]
-    fn results_are_written_in_item_order_whatever_order_they_finish_in() {
-        let temp = tempfile::tempdir().unwrap();
-        let output = temp.path().join("cells.parquet");
+    /// Runs `work` over items 0..12 through a sink on a pool of `threads`.
+    fn run(
+        threads: usize,
+        skip_bad: bool,
+        work: impl Fn(&usize) -> Result<ItemCells, PreprocessError> + Sync + Send,
+        output: &Path,
+    ) -> anyhow::Result<RunCounts> {
         let items: Vec<usize> = (0..12).collect();
         let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(3)
+            .num_threads(threads)
             .build()
             .unwrap();
-        let counts = pool.install(|| {
-            let mut sink = CellsSink::new(shape(), items.len(), false, false, "items");
+        pool.install(|| {
+            let mut sink = CellsSink::new(shape(), items.len(), skip_bad, false, "items");
             sink.process(
                 &items,
                 2,
                 |i| format!("item {i}"),
-                slow_first,
-                &output,
+                work,
+                output,
                 &provenance(),
-            )
-            .unwrap();
-            sink.finish(&output, &provenance()).unwrap()
-        });
-        assert_eq!(counts.n_items, 12);
-        assert_eq!(counts.n_cells, 12);
-        assert_eq!(
-            object_numbers(&output),
-            items.iter().map(|&i| i as i32).collect::<Vec<_>>()
-        );
+            )?;
+            sink.finish(output, &provenance())
+        })
+    }
+
+    #[test]
+    fn results_are_written_in_item_order_whatever_order_they_finish_in() {
+        let temp = tempfile::tempdir().unwrap();
+        let output = temp.path().join("cells.parquet");
+        let counts = run(3, false, slow_first, &output).unwrap();
+        assert_eq!((counts.n_items, counts.n_cells), (12, 12));
+        assert_eq!(object_numbers(&output), (0..12).collect::<Vec<_>>());
     }
 
     #[test]
     fn a_bad_item_stops_the_run_with_its_name_or_is_skipped_and_counted() {
         let temp = tempfile::tempdir().unwrap();
         let output = temp.path().join("cells.parquet");
-        let items: Vec<usize> = (0..12).collect();
         let work = |index: &usize| {
             if *index == 5 {
                 Err(PreprocessError::Invalid("broken on purpose".into()))
@@ -348,22 +352,7 @@ mod tests {
                 slow_first(index)
             }
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(2)
-            .build()
-            .unwrap();
-        let error = pool.install(|| {
-            let mut sink = CellsSink::new(shape(), items.len(), false, false, "items");
-            sink.process(
-                &items,
-                2,
-                |i| format!("item {i}"),
-                work,
-                &output,
-                &provenance(),
-            )
-            .unwrap_err()
-        });
+        let error = run(2, false, work, &output).unwrap_err();
         let message = format!("{error:#}");
         assert!(
             message.contains("processing item 5: broken on purpose"),
@@ -371,19 +360,7 @@ mod tests {
         );
         assert!(!output.exists());
 
-        let counts = pool.install(|| {
-            let mut sink = CellsSink::new(shape(), items.len(), true, false, "items");
-            sink.process(
-                &items,
-                2,
-                |i| format!("item {i}"),
-                work,
-                &output,
-                &provenance(),
-            )
-            .unwrap();
-            sink.finish(&output, &provenance()).unwrap()
-        });
+        let counts = run(2, true, work, &output).unwrap();
         assert_eq!(
             (counts.n_items, counts.n_skipped_items, counts.n_cells),
             (12, 1, 11)
