@@ -203,6 +203,7 @@ pub struct ParallelTableWriter {
     encoders: Vec<JoinHandle<()>>,
     appender: Option<JoinHandle<Result<SerializedFileWriter<File>, ParquetError>>>,
     extras: Vec<KeyValue>,
+    finished: bool,
 }
 
 impl std::fmt::Debug for ParallelTableWriter {
@@ -434,6 +435,7 @@ impl ParallelTableWriter {
             encoders,
             appender: Some(appender),
             extras: Vec::new(),
+            finished: false,
         })
     }
 
@@ -522,14 +524,16 @@ impl ParallelTableWriter {
                 source,
             })?;
         put_in_place(file, &self.temp_path, &self.final_path)?;
+        self.finished = true;
         Ok(self.n_rows)
     }
 }
 
 impl Drop for ParallelTableWriter {
     fn drop(&mut self) {
-        if self.appender.is_some() {
-            // Not finished: stop the threads and leave no half-written output.
+        if !self.finished {
+            // Not finished (dropped, or failed): stop the threads that still run and leave no
+            // half-written output.
             drop(self.jobs.take());
             for encoder in self.encoders.drain(..) {
                 let _ = encoder.join();
