@@ -28,6 +28,7 @@ use parquet::file::writer::SerializedFileWriter;
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::{ColumnDescPtr, SchemaDescPtr};
 
+use crate::provenance::extra_key_value;
 use crate::{Provenance, SchemaError, TableKind, PIXELS_COLUMN};
 
 /// zstd level of every table: level 1 compresses pixel data nearly as well as 3 at twice the
@@ -141,10 +142,7 @@ impl ParquetTableWriter {
     /// inputs, say) to the file's metadata; it is written by [`finish`](Self::finish).
     pub fn append_extra(&mut self, key: &str, value: &str) {
         let writer = self.writer.as_mut().expect("writer used after finish");
-        writer.append_key_value_metadata(KeyValue::new(
-            format!("phenoflow.{key}"),
-            value.to_string(),
-        ));
+        writer.append_key_value_metadata(extra_key_value(key, value));
     }
 
     /// Rows written so far.
@@ -280,12 +278,12 @@ impl RowGroupEncoder {
                 .map(|batch| batch.column(column_index))
                 .collect();
             let descr = self.parquet_schema.column(leaf);
-            let fast = descr.max_rep_level() == 1
-                && columns
-                    .iter()
-                    .all(|column| dense_u16_lists(column).is_some());
-            if fast {
-                raw[leaf] = Some(self.encode_dense_u16(descr, &columns)?);
+            let dense: Option<Vec<(&[u16], usize)>> = columns
+                .iter()
+                .map(|column| dense_u16_lists(column))
+                .collect();
+            if let (1, Some(dense)) = (descr.max_rep_level(), dense) {
+                raw[leaf] = Some(self.encode_dense_u16(descr, &dense)?);
                 continue;
             }
             for column in columns {
@@ -307,10 +305,12 @@ impl RowGroupEncoder {
             .collect()
     }
 
+    /// Encodes one pixel-tensor column: each batch's (pixels, pixels per row), as
+    /// [`dense_u16_lists`] found them.
     fn encode_dense_u16(
         &self,
         descr: ColumnDescPtr,
-        columns: &[&ArrayRef],
+        columns: &[(&[u16], usize)],
     ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
         let (max_def, max_rep) = (descr.max_def_level(), descr.max_rep_level());
         let mut sink = TrackedWrite::new(Vec::new());
@@ -324,8 +324,7 @@ impl RowGroupEncoder {
                 ));
             };
             let (mut values, mut definition, mut repetition) = (Vec::new(), Vec::new(), Vec::new());
-            for column in columns {
-                let (pixels, size) = dense_u16_lists(column).expect("checked by the caller");
+            for &(pixels, size) in columns {
                 values.clear();
                 values.extend(pixels.iter().map(|&value| i32::from(value)));
                 definition.resize(values.len(), max_def);
@@ -500,8 +499,7 @@ impl ParallelTableWriter {
     /// Adds a `phenoflow.<key>` fact known only at the end of the run, as
     /// [`ParquetTableWriter::append_extra`].
     pub fn append_extra(&mut self, key: &str, value: &str) {
-        self.extras
-            .push(KeyValue::new(format!("phenoflow.{key}"), value.to_string()));
+        self.extras.push(extra_key_value(key, value));
     }
 
     /// Rows written so far.

@@ -13,6 +13,12 @@ use crate::{SchemaError, TableKind};
 
 const KEY_PREFIX: &str = "phenoflow.";
 
+/// The Parquet key-value pair of a stage-specific fact (`phenoflow.<key>`), as provenance's
+/// `extra` entries are stored; for facts known only when a writer finishes.
+pub(crate) fn extra_key_value(key: &str, value: &str) -> parquet::file::metadata::KeyValue {
+    parquet::file::metadata::KeyValue::new(format!("{KEY_PREFIX}{key}"), value.to_string())
+}
+
 /// What a stage records about how it produced a table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Provenance {
