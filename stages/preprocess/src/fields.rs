@@ -1,7 +1,7 @@
 //! The layouts driven by an image table: `bbbc021` (detect nuclei on the first channel, or take
 //! centres from a CellProfiler object table, and crop every channel around them) and `whole`
-//! (resize each field to N×N). Fields are processed in parallel, in chunks, and written in
-//! table order.
+//! (resize each field to N×N). Fields are processed in parallel, a bounded number in flight, and
+//! written in table order.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -189,8 +189,8 @@ fn cell_keys(field: &FieldRecord, object_number: i32, center: Option<(f64, f64)>
     }
 }
 
-/// Processes every field of `table` with `work` (in parallel, a bounded number in flight) and writes the
-/// cells to the output of `common`.
+/// Processes every field of `table` with `work` (in parallel, a bounded number in flight) and
+/// writes the cells to the output of `common`.
 fn write_cells(
     table: &ImageTable,
     csv: &Path,
