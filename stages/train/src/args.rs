@@ -31,7 +31,8 @@ use crate::error::TrainError;
         pf-train --cells out/cells.parquet --model sparsevae --alpha 0.1 --sampler balanced --out out/svae\n  \
         pf-train --cells out/cells.parquet --model cytovae --epochs 80 --out out/cytovae --resume\n  \
         pf-train --cells out/whole.parquet --model resnet18 --label treatment --epochs 20 --out out/resnet18\n  \
-        pf-train --cells out/cells.parquet --model cnn --label Metadata_MoA --hold-out compound --class-weights balanced --out out/cnn"
+        pf-train --cells out/cells.parquet --model cnn --label Metadata_MoA --hold-out compound --class-weights balanced --out out/cnn\n  \
+        pf-train --list-devices                          # what libtorch sees: CUDA, devices, cuDNN"
 )]
 pub struct Cli {
     /// The `cells` table to train on (from pf-preprocess); repeat for per-plate shards.
@@ -165,13 +166,23 @@ pub struct Cli {
     #[arg(long, default_value = "auto")]
     pub device: String,
 
-    /// Intra-op CPU threads (0 = libtorch's default, all cores).
-    #[arg(long, default_value_t = 0)]
+    /// Intra-op CPU threads (0 = libtorch's default, all cores; at most 1024).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=1024))]
     pub threads: i32,
 
     /// Allow TF32 matrix multiplies on Ampere or newer GPUs.
     #[arg(long)]
     pub tf32: bool,
+
+    /// Let cuDNN time its convolution algorithms on the first batches and keep the fastest
+    /// (faster on a GPU; the chosen algorithms, and so the last bits of the results, may differ
+    /// from run to run).
+    #[arg(long)]
+    pub cudnn_benchmark: bool,
+
+    /// Print what libtorch sees (CUDA, its devices, cuDNN) and exit; needs no other argument.
+    #[arg(long)]
+    pub list_devices: bool,
 
     /// Keep the whole dataset on the host and copy each batch to the device (for data sets that
     /// do not fit in GPU memory; by default it is moved to the device when it fits).

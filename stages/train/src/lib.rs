@@ -73,11 +73,20 @@ pub struct LogRow {
     pub value: f64,
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if let Some(architecture) = cli.model.supervised() {
-        return supervised::run(&cli, architecture);
-    }
-    let settings = cli.settings()?;
+/// What libtorch sees: CUDA and its devices, cuDNN, and where `--device auto` trains.
+pub fn describe_devices() -> String {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    format!(
+        "pf-train: libtorch sees CUDA available: {}, CUDA devices: {}, cuDNN available: {}; --device auto trains on {:?}",
+        yes(tch::Cuda::is_available()),
+        tch::Cuda::device_count(),
+        yes(tch::Cuda::cudnn_is_available()),
+        tch::Device::cuda_if_available()
+    )
+}
+
+/// Thread count, TF32 and cuDNN autotuning, for both tracks; before any CUDA context exists.
+fn configure_backend(cli: &Cli) {
     if cli.threads > 0 {
         tch::set_num_threads(cli.threads);
     }
@@ -86,6 +95,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         // multiplies (cuDNN convolutions allow TF32 by default).
         std::env::set_var("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE", "1");
     }
+    if cli.cudnn_benchmark {
+        tch::Cuda::cudnn_set_benchmark(true);
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.list_devices {
+        println!("{}", describe_devices());
+        return Ok(());
+    }
+    configure_backend(&cli);
+    if let Some(architecture) = cli.model.supervised() {
+        return supervised::run(&cli, architecture);
+    }
+    let settings = cli.settings()?;
     let device = settings.device;
     let kind = settings.cli_model;
     let hyperparameters = Hyperparameters {

@@ -4,6 +4,11 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
+    // `--list-devices` alone needs none of the training arguments clap would otherwise require.
+    if std::env::args_os().skip(1).eq(["--list-devices"]) {
+        println!("{}", pf_train::describe_devices());
+        return std::process::ExitCode::SUCCESS;
+    }
     let cli = pf_train::args::Cli::parse();
     match pf_train::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

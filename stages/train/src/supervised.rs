@@ -77,9 +77,6 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
     if !(0.0..1.0).contains(&cli.dropout) {
         return bad(format!("--dropout must be in [0, 1), got {}", cli.dropout));
     }
-    if cli.threads > 0 {
-        tch::set_num_threads(cli.threads);
-    }
     let device = parse_device(&cli.device)?;
     let started = Instant::now();
     let first = cli.cells[0].clone();
@@ -168,7 +165,8 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         }
     };
 
-    let mut store = nn::VarStore::new(device);
+    // Drawn on the CPU and then moved: the same initial weights on every device.
+    let mut store = nn::VarStore::new(Device::Cpu);
     tch::manual_seed(derive_seed(cli.seed, INIT_STREAM) as i64);
     let model = Classifier::new(
         &store.root(),
@@ -180,6 +178,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         cli.dropout,
     );
     store.set_kind(Kind::Float);
+    store.set_device(device);
     let parameter_count = crate::model::parameter_count(&store);
     let mut optimizer = Adam::new(&store, cli.learning_rate, weight_decay);
     let pixels = place_pixels(data.pixels.shallow_clone(), device, cli.data_on_host);

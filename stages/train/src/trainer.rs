@@ -63,13 +63,17 @@ impl Trainer {
         log_sigma_limit: f64,
         init_seed: u64,
     ) -> Self {
+        // The weights are drawn on the CPU and then moved, so a seed gives the same initial
+        // model on every device (CUDA's generator is another stream than the CPU's).
         tch::manual_seed(init_seed as i64);
-        let vae_store = nn::VarStore::new(device);
+        let mut vae_store = nn::VarStore::new(Device::Cpu);
         let vae = Vae::new(vae_store.root(), kind, geometry, log_sigma_limit);
-        let discriminator_store = nn::VarStore::new(device);
+        let mut discriminator_store = nn::VarStore::new(Device::Cpu);
         let discriminator = kind
             .has_discriminator()
             .then(|| Discriminator::new(discriminator_store.root(), geometry));
+        vae_store.set_device(device);
+        discriminator_store.set_device(device);
         let vae_optimizer = Adam::new(&vae_store, learning_rate, weight_decay);
         let discriminator_optimizer = Adam::new(&discriminator_store, learning_rate, weight_decay);
         Self {
