@@ -20,10 +20,11 @@ WITH_ENV := source $(ENV_FILE) &&
 BENCH_TRAIN_CELLS ?= 4096
 BENCH_EMBED_CELLS ?= 20480
 BENCH_FIELDS ?= 120
+GPU_BUNDLE := $(ROOT)/gpu-bundle
 
 JOBS ?= 2
 
-.PHONY: help setup bins build test lint demo pipeline pipelines-generated bench-preprocess bench-profiles bench-train bench-embed synth-baseline clean
+.PHONY: help setup bins build test lint demo pipeline pipelines-generated bench-preprocess bench-profiles bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -105,6 +106,15 @@ synth-baseline: build ## The demo synthetic screen → cells → hand-crafted-fe
 	    --moa-csv $(ROOT)/out/synthetic/BBBC021_v1_moa.csv --output $(ROOT)/out/synthetic-cells.parquet
 	@$(WITH_ENV) $(PYTHON) tests/python/handcrafted_baseline.py $(ROOT)/out/synthetic-cells.parquet
 
+gpu-bundle: bins ## What a GPU machine without Rust needs for the GPU check, in gpu-bundle/ (< 60 MiB; docs/gpu.md)
+	@tests/gpu/bundle.sh $(BIN) $(GPU_BUNDLE) 60
+
+gpu-check: gpu-bundle ## The GPU check on this machine's GPU: every figure of docs/gpu.md into gpu-check-out/
+	@$(WITH_ENV) $(GPU_BUNDLE)/run.sh --out $(ROOT)/gpu-check-out
+
+gpu-check-cpu: gpu-bundle ## The GPU check's dry run on the CPU (tiny data; make test runs it too)
+	@$(WITH_ENV) $(GPU_BUNDLE)/run.sh --cpu --out $(ROOT)/gpu-check-out/cpu --work $(ROOT)/gpu-check-out/cpu-work
+
 clean: ## Remove build outputs and bench/demo outputs (keeps the venv)
 	cargo clean
-	rm -rf out bench-out
+	rm -rf out bench-out gpu-bundle gpu-check-out
