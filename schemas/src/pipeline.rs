@@ -124,6 +124,103 @@ pub struct StepSpec {
     pub fan_out: Option<String>,
 }
 
+/// The most per-plate shards a pipeline may fan out to.
+pub const MAX_SHARDS: usize = 1024;
+
+/// Whether a name can stand unquoted in a shell command, a make target, a Snakemake rule and a
+/// Nextflow process name: an ASCII letter, then letters, digits, `-` and `_`.
+pub fn is_identifier(text: &str) -> bool {
+    text.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Names must be identifiers (they are spliced into commands and the emitted make, Snakemake and
+/// Nextflow files); free text may hold no control character (a newline would end the comment
+/// it is emitted in); outputs stay inside the workdir. Checked after `${var}` substitution, so
+/// `--set` values are checked too.
+fn check_text_fields(file: &PipelineFile) -> Result<(), String> {
+    let identifier = |what: String, text: &str| {
+        if is_identifier(text) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what} `{}`: use an ASCII letter, then letters, digits, - and _",
+                text.escape_debug()
+            ))
+        }
+    };
+    let text = |what: String, text: &str| match text.chars().find(|c| c.is_control()) {
+        Some(c) => Err(format!(
+            "{what} \"{}\" holds the control character {:?}",
+            text.escape_debug(),
+            c
+        )),
+        None => Ok(()),
+    };
+    // Outputs live under the workdir: no absolute path, no `..`.
+    let inside_workdir = |what: String, path: &str| {
+        let path = Path::new(path);
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            Err(format!(
+                "{what} = \"{}\": must be a relative path inside the workdir (no leading /, no ..)",
+                path.display()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    identifier("[pipeline] name".into(), &file.pipeline.name)?;
+    text("[pipeline] description".into(), &file.pipeline.description)?;
+    text("[pipeline] workdir".into(), &file.pipeline.workdir)?;
+    for (name, value) in &file.vars {
+        identifier("[vars] name".into(), name)?;
+        text(format!("[vars] {name}"), value)?;
+    }
+    for spec in &file.steps {
+        identifier("step name".into(), &spec.name)?;
+        let step = &spec.name;
+        identifier(format!("step `{step}`: stage"), &spec.stage)?;
+        if let Some(command) = &spec.command {
+            identifier(format!("step `{step}`: command"), command)?;
+        }
+        for (flag, value) in &spec.inputs {
+            identifier(format!("step `{step}`: input flag"), flag)?;
+            for reference in value.references() {
+                text(format!("step `{step}`: input {flag}"), reference)?;
+                // Inside a step's output, a sub-path stays inside it.
+                if let Some((_, sub_path)) =
+                    reference.strip_prefix('@').and_then(|r| r.split_once('/'))
+                {
+                    inside_workdir(format!("step `{step}`: input {flag}"), sub_path)?;
+                }
+            }
+        }
+        for (flag, value) in &spec.outputs {
+            identifier(format!("step `{step}`: output flag"), flag)?;
+            text(format!("step `{step}`: output {flag}"), value)?;
+            inside_workdir(format!("step `{step}`: output {flag}"), value)?;
+        }
+        for (flag, value) in &spec.params {
+            identifier(format!("step `{step}`: param"), flag)?;
+            let mut stack = vec![value];
+            while let Some(value) = stack.pop() {
+                match value {
+                    ParamValue::Text(value) => text(format!("step `{step}`: param {flag}"), value)?,
+                    ParamValue::List(values) => stack.extend(values),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A pipeline file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,21 +389,27 @@ impl Pipeline {
             }
             file.vars.insert(name.clone(), value.clone());
         }
+        // One pass, left to right: a var's value is inserted as it is, never expanded again, so
+        // a var that names itself (`a = "${a}x"`) cannot loop.
         let substitute = |text: &str| -> Result<String, PipelineError> {
-            let mut result = text.to_string();
-            while let Some(start) = result.find("${") {
-                let end = result[start..]
+            let mut result = String::with_capacity(text.len());
+            let mut rest = text;
+            while let Some(start) = rest.find("${") {
+                let end = rest[start..]
                     .find('}')
                     .map(|end| start + end)
                     .ok_or_else(|| bad(format!("unclosed `${{` in \"{text}\"")))?;
-                let name = &result[start + 2..end];
+                let name = &rest[start + 2..end];
                 let value = file.vars.get(name).ok_or_else(|| {
                     bad(format!(
                         "\"{text}\" uses ${{{name}}}, which [vars] does not define"
                     ))
                 })?;
-                result = format!("{}{value}{}", &result[..start], &result[end + 1..]);
+                result.push_str(&rest[..start]);
+                result.push_str(value);
+                rest = &rest[end + 1..];
             }
+            result.push_str(rest);
             Ok(result)
         };
         for spec in &mut file.steps {
@@ -324,18 +427,16 @@ impl Pipeline {
                 }
             }
         }
+        check_text_fields(&file).map_err(bad)?;
         let header = file.pipeline.clone();
-        if header.shards == 0 {
-            return Err(bad("[pipeline] shards must be at least 1".into()));
+        if header.shards == 0 || header.shards > MAX_SHARDS {
+            return Err(bad(format!(
+                "[pipeline] shards = {}: must be between 1 and {MAX_SHARDS} (shards are per plate; BBBC021 has 55 plates)",
+                header.shards
+            )));
         }
         let mut specs_by_name: BTreeMap<&str, &StepSpec> = BTreeMap::new();
         for spec in &file.steps {
-            if spec.name.is_empty() || spec.name.contains(['[', ']', '.', '/', '@', ' ']) {
-                return Err(bad(format!(
-                    "step name `{}`: use letters, digits, - and _",
-                    spec.name
-                )));
-            }
             if specs_by_name.insert(&spec.name, spec).is_some() {
                 return Err(bad(format!("two steps are named `{}`", spec.name)));
             }

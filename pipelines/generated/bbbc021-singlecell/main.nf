@@ -16,8 +16,8 @@ process preprocess {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
     """
 }
 
@@ -30,8 +30,8 @@ process train {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-train --cells out/bbbc021-singlecell/cells.shard0.parquet --cells out/bbbc021-singlecell/cells.shard1.parquet --cells out/bbbc021-singlecell/cells.shard2.parquet --cells out/bbbc021-singlecell/cells.shard3.parquet --out out/bbbc021-singlecell/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-train --cells out/bbbc021-singlecell/cells.shard0.parquet --cells out/bbbc021-singlecell/cells.shard1.parquet --cells out/bbbc021-singlecell/cells.shard2.parquet --cells out/bbbc021-singlecell/cells.shard3.parquet --out out/bbbc021-singlecell/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
@@ -44,8 +44,8 @@ process export {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-export --model-card out/bbbc021-singlecell/cytovae/model_card.json --decoder out/bbbc021-singlecell/decoder.onnx --encoder out/bbbc021-singlecell/encoder.onnx
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-export --model-card out/bbbc021-singlecell/cytovae/model_card.json --decoder out/bbbc021-singlecell/decoder.onnx --encoder out/bbbc021-singlecell/encoder.onnx
     """
 }
 
@@ -58,8 +58,8 @@ process embed {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-embed --cells out/bbbc021-singlecell/cells.shard${shard}.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard${shard}.parquet --no-progress
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-embed --cells out/bbbc021-singlecell/cells.shard${shard}.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard${shard}.parquet --no-progress
     """
 }
 
@@ -72,8 +72,8 @@ process aggregate {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-aggregate --input out/bbbc021-singlecell/embeddings.shard0.parquet --input out/bbbc021-singlecell/embeddings.shard1.parquet --input out/bbbc021-singlecell/embeddings.shard2.parquet --input out/bbbc021-singlecell/embeddings.shard3.parquet --treatments out/bbbc021-singlecell/treatments.parquet --wells out/bbbc021-singlecell/wells.parquet
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-aggregate --input out/bbbc021-singlecell/embeddings.shard0.parquet --input out/bbbc021-singlecell/embeddings.shard1.parquet --input out/bbbc021-singlecell/embeddings.shard2.parquet --input out/bbbc021-singlecell/embeddings.shard3.parquet --treatments out/bbbc021-singlecell/treatments.parquet --wells out/bbbc021-singlecell/wells.parquet
     """
 }
 
@@ -86,8 +86,8 @@ process classify {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-classify --treatments out/bbbc021-singlecell/treatments.parquet --metrics out/bbbc021-singlecell/metrics.parquet --predictions out/bbbc021-singlecell/predictions.parquet
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/bbbc021-singlecell/treatments.parquet --metrics out/bbbc021-singlecell/metrics.parquet --predictions out/bbbc021-singlecell/predictions.parquet
     """
 }
 
@@ -100,8 +100,8 @@ process classify_seed {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-classify --treatments out/bbbc021-singlecell/treatments.parquet --metrics out/bbbc021-singlecell/seed-metrics.parquet --predictions out/bbbc021-singlecell/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/bbbc021-singlecell/treatments.parquet --metrics out/bbbc021-singlecell/seed-metrics.parquet --predictions out/bbbc021-singlecell/seed-predictions.parquet --metric euclidean --protocol seed-compatible
     """
 }
 

@@ -8,69 +8,69 @@ pipeline-bbbc021-singlecell: out/bbbc021-singlecell/metrics.parquet out/bbbc021-
 # step preprocess[0]
 out/bbbc021-singlecell/cells.shard0.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard0.parquet --no-progress --shard 0/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard0.parquet --no-progress --shard 0/4
 
 # step preprocess[1]
 out/bbbc021-singlecell/cells.shard1.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard1.parquet --no-progress --shard 1/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard1.parquet --no-progress --shard 1/4
 
 # step preprocess[2]
 out/bbbc021-singlecell/cells.shard2.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard2.parquet --no-progress --shard 2/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard2.parquet --no-progress --shard 2/4
 
 # step preprocess[3]
 out/bbbc021-singlecell/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard3.parquet --no-progress --shard 3/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard3.parquet --no-progress --shard 3/4
 
 # step train
 out/bbbc021-singlecell/cytovae &: out/bbbc021-singlecell/cells.shard0.parquet out/bbbc021-singlecell/cells.shard1.parquet out/bbbc021-singlecell/cells.shard2.parquet out/bbbc021-singlecell/cells.shard3.parquet
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-train --cells out/bbbc021-singlecell/cells.shard0.parquet --cells out/bbbc021-singlecell/cells.shard1.parquet --cells out/bbbc021-singlecell/cells.shard2.parquet --cells out/bbbc021-singlecell/cells.shard3.parquet --out out/bbbc021-singlecell/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train --cells out/bbbc021-singlecell/cells.shard0.parquet --cells out/bbbc021-singlecell/cells.shard1.parquet --cells out/bbbc021-singlecell/cells.shard2.parquet --cells out/bbbc021-singlecell/cells.shard3.parquet --out out/bbbc021-singlecell/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
 # step export
 out/bbbc021-singlecell/decoder.onnx out/bbbc021-singlecell/encoder.onnx &: out/bbbc021-singlecell/cytovae
 	@mkdir -p out/bbbc021-singlecell
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-export --model-card out/bbbc021-singlecell/cytovae/model_card.json --decoder out/bbbc021-singlecell/decoder.onnx --encoder out/bbbc021-singlecell/encoder.onnx
+	"$(PF_BIN)"/pf-export --model-card out/bbbc021-singlecell/cytovae/model_card.json --decoder out/bbbc021-singlecell/decoder.onnx --encoder out/bbbc021-singlecell/encoder.onnx
 
 # step embed[0]
 out/bbbc021-singlecell/embeddings.shard0.parquet &: out/bbbc021-singlecell/cells.shard0.parquet out/bbbc021-singlecell/encoder.onnx
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-embed --cells out/bbbc021-singlecell/cells.shard0.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard0.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021-singlecell/cells.shard0.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard0.parquet --no-progress
 
 # step embed[1]
 out/bbbc021-singlecell/embeddings.shard1.parquet &: out/bbbc021-singlecell/cells.shard1.parquet out/bbbc021-singlecell/encoder.onnx
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-embed --cells out/bbbc021-singlecell/cells.shard1.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard1.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021-singlecell/cells.shard1.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard1.parquet --no-progress
 
 # step embed[2]
 out/bbbc021-singlecell/embeddings.shard2.parquet &: out/bbbc021-singlecell/cells.shard2.parquet out/bbbc021-singlecell/encoder.onnx
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-embed --cells out/bbbc021-singlecell/cells.shard2.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard2.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021-singlecell/cells.shard2.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard2.parquet --no-progress
 
 # step embed[3]
 out/bbbc021-singlecell/embeddings.shard3.parquet &: out/bbbc021-singlecell/cells.shard3.parquet out/bbbc021-singlecell/encoder.onnx
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-embed --cells out/bbbc021-singlecell/cells.shard3.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard3.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021-singlecell/cells.shard3.parquet --encoder out/bbbc021-singlecell/encoder.onnx --output out/bbbc021-singlecell/embeddings.shard3.parquet --no-progress
 
 # step aggregate
 out/bbbc021-singlecell/treatments.parquet out/bbbc021-singlecell/wells.parquet &: out/bbbc021-singlecell/embeddings.shard0.parquet out/bbbc021-singlecell/embeddings.shard1.parquet out/bbbc021-singlecell/embeddings.shard2.parquet out/bbbc021-singlecell/embeddings.shard3.parquet
 	@mkdir -p out/bbbc021-singlecell
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-aggregate --input out/bbbc021-singlecell/embeddings.shard0.parquet --input out/bbbc021-singlecell/embeddings.shard1.parquet --input out/bbbc021-singlecell/embeddings.shard2.parquet --input out/bbbc021-singlecell/embeddings.shard3.parquet --treatments out/bbbc021-singlecell/treatments.parquet --wells out/bbbc021-singlecell/wells.parquet
+	"$(PF_BIN)"/pf-aggregate --input out/bbbc021-singlecell/embeddings.shard0.parquet --input out/bbbc021-singlecell/embeddings.shard1.parquet --input out/bbbc021-singlecell/embeddings.shard2.parquet --input out/bbbc021-singlecell/embeddings.shard3.parquet --treatments out/bbbc021-singlecell/treatments.parquet --wells out/bbbc021-singlecell/wells.parquet
 
 # step classify
 out/bbbc021-singlecell/metrics.parquet out/bbbc021-singlecell/predictions.parquet &: out/bbbc021-singlecell/treatments.parquet
 	@mkdir -p out/bbbc021-singlecell
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-classify --treatments out/bbbc021-singlecell/treatments.parquet --metrics out/bbbc021-singlecell/metrics.parquet --predictions out/bbbc021-singlecell/predictions.parquet
+	"$(PF_BIN)"/pf-classify --treatments out/bbbc021-singlecell/treatments.parquet --metrics out/bbbc021-singlecell/metrics.parquet --predictions out/bbbc021-singlecell/predictions.parquet
 
 # step classify-seed
 out/bbbc021-singlecell/seed-metrics.parquet out/bbbc021-singlecell/seed-predictions.parquet &: out/bbbc021-singlecell/treatments.parquet
 	@mkdir -p out/bbbc021-singlecell
 	@mkdir -p out/bbbc021-singlecell
-	$(PF_BIN)/pf-classify --treatments out/bbbc021-singlecell/treatments.parquet --metrics out/bbbc021-singlecell/seed-metrics.parquet --predictions out/bbbc021-singlecell/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify --treatments out/bbbc021-singlecell/treatments.parquet --metrics out/bbbc021-singlecell/seed-metrics.parquet --predictions out/bbbc021-singlecell/seed-predictions.parquet --metric euclidean --protocol seed-compatible
 

@@ -16,8 +16,8 @@ process preprocess {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
     """
 }
 
@@ -30,8 +30,8 @@ process train {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-train --cells out/bbbc021/cells.shard0.parquet --cells out/bbbc021/cells.shard1.parquet --cells out/bbbc021/cells.shard2.parquet --cells out/bbbc021/cells.shard3.parquet --out out/bbbc021/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --weight-decay 0.001
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-train --cells out/bbbc021/cells.shard0.parquet --cells out/bbbc021/cells.shard1.parquet --cells out/bbbc021/cells.shard2.parquet --cells out/bbbc021/cells.shard3.parquet --out out/bbbc021/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --weight-decay 0.001
     """
 }
 
@@ -44,8 +44,8 @@ process export {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-export --model-card out/bbbc021/cytovae/model_card.json --decoder out/bbbc021/decoder.onnx --encoder out/bbbc021/encoder.onnx
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-export --model-card out/bbbc021/cytovae/model_card.json --decoder out/bbbc021/decoder.onnx --encoder out/bbbc021/encoder.onnx
     """
 }
 
@@ -58,8 +58,8 @@ process embed {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-embed --cells out/bbbc021/cells.shard${shard}.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard${shard}.parquet --no-progress
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-embed --cells out/bbbc021/cells.shard${shard}.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard${shard}.parquet --no-progress
     """
 }
 
@@ -72,8 +72,8 @@ process aggregate {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-aggregate --input out/bbbc021/embeddings.shard0.parquet --input out/bbbc021/embeddings.shard1.parquet --input out/bbbc021/embeddings.shard2.parquet --input out/bbbc021/embeddings.shard3.parquet --treatments out/bbbc021/treatments.parquet --wells out/bbbc021/wells.parquet --normalize tvn
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-aggregate --input out/bbbc021/embeddings.shard0.parquet --input out/bbbc021/embeddings.shard1.parquet --input out/bbbc021/embeddings.shard2.parquet --input out/bbbc021/embeddings.shard3.parquet --treatments out/bbbc021/treatments.parquet --wells out/bbbc021/wells.parquet --normalize tvn
     """
 }
 
@@ -86,8 +86,8 @@ process classify {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-classify --treatments out/bbbc021/treatments.parquet --metrics out/bbbc021/metrics.parquet --predictions out/bbbc021/predictions.parquet
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/bbbc021/treatments.parquet --metrics out/bbbc021/metrics.parquet --predictions out/bbbc021/predictions.parquet
     """
 }
 

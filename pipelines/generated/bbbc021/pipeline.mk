@@ -8,63 +8,63 @@ pipeline-bbbc021: out/bbbc021/metrics.parquet out/bbbc021/predictions.parquet
 # step preprocess[0]
 out/bbbc021/cells.shard0.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard0.parquet --no-progress --shard 0/4
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard0.parquet --no-progress --shard 0/4
 
 # step preprocess[1]
 out/bbbc021/cells.shard1.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard1.parquet --no-progress --shard 1/4
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard1.parquet --no-progress --shard 1/4
 
 # step preprocess[2]
 out/bbbc021/cells.shard2.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard2.parquet --no-progress --shard 2/4
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard2.parquet --no-progress --shard 2/4
 
 # step preprocess[3]
 out/bbbc021/cells.shard3.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard3.parquet --no-progress --shard 3/4
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard3.parquet --no-progress --shard 3/4
 
 # step train
 out/bbbc021/cytovae &: out/bbbc021/cells.shard0.parquet out/bbbc021/cells.shard1.parquet out/bbbc021/cells.shard2.parquet out/bbbc021/cells.shard3.parquet
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-train --cells out/bbbc021/cells.shard0.parquet --cells out/bbbc021/cells.shard1.parquet --cells out/bbbc021/cells.shard2.parquet --cells out/bbbc021/cells.shard3.parquet --out out/bbbc021/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train --cells out/bbbc021/cells.shard0.parquet --cells out/bbbc021/cells.shard1.parquet --cells out/bbbc021/cells.shard2.parquet --cells out/bbbc021/cells.shard3.parquet --out out/bbbc021/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --weight-decay 0.001
 
 # step export
 out/bbbc021/decoder.onnx out/bbbc021/encoder.onnx &: out/bbbc021/cytovae
 	@mkdir -p out/bbbc021
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-export --model-card out/bbbc021/cytovae/model_card.json --decoder out/bbbc021/decoder.onnx --encoder out/bbbc021/encoder.onnx
+	"$(PF_BIN)"/pf-export --model-card out/bbbc021/cytovae/model_card.json --decoder out/bbbc021/decoder.onnx --encoder out/bbbc021/encoder.onnx
 
 # step embed[0]
 out/bbbc021/embeddings.shard0.parquet &: out/bbbc021/cells.shard0.parquet out/bbbc021/encoder.onnx
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-embed --cells out/bbbc021/cells.shard0.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard0.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard0.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard0.parquet --no-progress
 
 # step embed[1]
 out/bbbc021/embeddings.shard1.parquet &: out/bbbc021/cells.shard1.parquet out/bbbc021/encoder.onnx
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-embed --cells out/bbbc021/cells.shard1.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard1.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard1.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard1.parquet --no-progress
 
 # step embed[2]
 out/bbbc021/embeddings.shard2.parquet &: out/bbbc021/cells.shard2.parquet out/bbbc021/encoder.onnx
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-embed --cells out/bbbc021/cells.shard2.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard2.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard2.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard2.parquet --no-progress
 
 # step embed[3]
 out/bbbc021/embeddings.shard3.parquet &: out/bbbc021/cells.shard3.parquet out/bbbc021/encoder.onnx
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-embed --cells out/bbbc021/cells.shard3.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard3.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard3.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard3.parquet --no-progress
 
 # step aggregate
 out/bbbc021/treatments.parquet out/bbbc021/wells.parquet &: out/bbbc021/embeddings.shard0.parquet out/bbbc021/embeddings.shard1.parquet out/bbbc021/embeddings.shard2.parquet out/bbbc021/embeddings.shard3.parquet
 	@mkdir -p out/bbbc021
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-aggregate --input out/bbbc021/embeddings.shard0.parquet --input out/bbbc021/embeddings.shard1.parquet --input out/bbbc021/embeddings.shard2.parquet --input out/bbbc021/embeddings.shard3.parquet --treatments out/bbbc021/treatments.parquet --wells out/bbbc021/wells.parquet --normalize tvn
+	"$(PF_BIN)"/pf-aggregate --input out/bbbc021/embeddings.shard0.parquet --input out/bbbc021/embeddings.shard1.parquet --input out/bbbc021/embeddings.shard2.parquet --input out/bbbc021/embeddings.shard3.parquet --treatments out/bbbc021/treatments.parquet --wells out/bbbc021/wells.parquet --normalize tvn
 
 # step classify
 out/bbbc021/metrics.parquet out/bbbc021/predictions.parquet &: out/bbbc021/treatments.parquet
 	@mkdir -p out/bbbc021
 	@mkdir -p out/bbbc021
-	$(PF_BIN)/pf-classify --treatments out/bbbc021/treatments.parquet --metrics out/bbbc021/metrics.parquet --predictions out/bbbc021/predictions.parquet
+	"$(PF_BIN)"/pf-classify --treatments out/bbbc021/treatments.parquet --metrics out/bbbc021/metrics.parquet --predictions out/bbbc021/predictions.parquet
 

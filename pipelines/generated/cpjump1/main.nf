@@ -16,8 +16,8 @@ process synth {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-synth --output out/cpjump1/screen --force --no-progress --plates 8 --preset cpjump1 --seed 1 --sites 4
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-synth --output out/cpjump1/screen --force --no-progress --plates 8 --preset cpjump1 --seed 1 --sites 4
     """
 }
 
@@ -30,8 +30,8 @@ process preprocess {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-preprocess whole --image-csv out/cpjump1/screen/cpjump1_images.csv --moa-csv out/cpjump1/screen/cpjump1_moa.csv --output out/cpjump1/whole.parquet --channels DNA,RNA,ER,AGP,Mito --grey --no-progress --size 128
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-preprocess whole --image-csv out/cpjump1/screen/cpjump1_images.csv --moa-csv out/cpjump1/screen/cpjump1_moa.csv --output out/cpjump1/whole.parquet --channels DNA,RNA,ER,AGP,Mito --grey --no-progress --size 128
     """
 }
 
@@ -44,8 +44,8 @@ process cnn {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/cnn --batch-size 32 --epochs 15 --label treatment --model cnn --quiet --seed 0
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/cnn --batch-size 32 --epochs 15 --label treatment --model cnn --quiet --seed 0
     """
 }
 
@@ -58,8 +58,8 @@ process resnet18 {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label treatment --model resnet18 --quiet --seed 0
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label treatment --model resnet18 --quiet --seed 0
     """
 }
 
@@ -72,8 +72,8 @@ process random_forest {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/random-forest --classifier random-forest --label treatment --seed 0
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/random-forest --classifier random-forest --label treatment --seed 0
     """
 }
 
@@ -86,8 +86,8 @@ process svm {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/svm --classifier svm --label treatment --seed 0
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/svm --classifier svm --label treatment --seed 0
     """
 }
 
@@ -100,8 +100,8 @@ process report {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-report --classifier-metrics out/cpjump1/cnn/metrics.parquet --classifier-metrics out/cpjump1/resnet18/metrics.parquet --classifier-metrics out/cpjump1/random-forest/metrics.parquet --classifier-metrics out/cpjump1/svm/metrics.parquet --pipeline pipelines/cpjump1.toml --output out/cpjump1/report
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-report --classifier-metrics out/cpjump1/cnn/metrics.parquet --classifier-metrics out/cpjump1/resnet18/metrics.parquet --classifier-metrics out/cpjump1/random-forest/metrics.parquet --classifier-metrics out/cpjump1/svm/metrics.parquet --pipeline pipelines/cpjump1.toml --output out/cpjump1/report
     """
 }
 

@@ -8,35 +8,35 @@ pipeline-cpjump1: out/cpjump1/report
 # step synth
 out/cpjump1/screen &: 
 	@mkdir -p out/cpjump1
-	$(PF_BIN)/pf-synth --output out/cpjump1/screen --force --no-progress --plates 8 --preset cpjump1 --seed 1 --sites 4
+	"$(PF_BIN)"/pf-synth --output out/cpjump1/screen --force --no-progress --plates 8 --preset cpjump1 --seed 1 --sites 4
 
 # step preprocess
 out/cpjump1/whole.parquet &: out/cpjump1/screen
 	@mkdir -p out/cpjump1
-	$(PF_BIN)/pf-preprocess whole --image-csv out/cpjump1/screen/cpjump1_images.csv --moa-csv out/cpjump1/screen/cpjump1_moa.csv --output out/cpjump1/whole.parquet --channels DNA,RNA,ER,AGP,Mito --grey --no-progress --size 128
+	"$(PF_BIN)"/pf-preprocess whole --image-csv out/cpjump1/screen/cpjump1_images.csv --moa-csv out/cpjump1/screen/cpjump1_moa.csv --output out/cpjump1/whole.parquet --channels DNA,RNA,ER,AGP,Mito --grey --no-progress --size 128
 
 # step cnn
 out/cpjump1/cnn &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	$(PF_BIN)/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/cnn --batch-size 32 --epochs 15 --label treatment --model cnn --quiet --seed 0
+	"$(PF_BIN)"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/cnn --batch-size 32 --epochs 15 --label treatment --model cnn --quiet --seed 0
 
 # step resnet18
 out/cpjump1/resnet18 &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	$(PF_BIN)/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label treatment --model resnet18 --quiet --seed 0
+	"$(PF_BIN)"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label treatment --model resnet18 --quiet --seed 0
 
 # step random_forest
 out/cpjump1/random-forest &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	$(PF_BIN)/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/random-forest --classifier random-forest --label treatment --seed 0
+	"$(PF_BIN)"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/random-forest --classifier random-forest --label treatment --seed 0
 
 # step svm
 out/cpjump1/svm &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	$(PF_BIN)/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/svm --classifier svm --label treatment --seed 0
+	"$(PF_BIN)"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/svm --classifier svm --label treatment --seed 0
 
 # step report
 out/cpjump1/report &: out/cpjump1/cnn out/cpjump1/resnet18 out/cpjump1/random-forest out/cpjump1/svm pipelines/cpjump1.toml
 	@mkdir -p out/cpjump1
-	$(PF_BIN)/pf-report --classifier-metrics out/cpjump1/cnn/metrics.parquet --classifier-metrics out/cpjump1/resnet18/metrics.parquet --classifier-metrics out/cpjump1/random-forest/metrics.parquet --classifier-metrics out/cpjump1/svm/metrics.parquet --pipeline pipelines/cpjump1.toml --output out/cpjump1/report
+	"$(PF_BIN)"/pf-report --classifier-metrics out/cpjump1/cnn/metrics.parquet --classifier-metrics out/cpjump1/resnet18/metrics.parquet --classifier-metrics out/cpjump1/random-forest/metrics.parquet --classifier-metrics out/cpjump1/svm/metrics.parquet --pipeline pipelines/cpjump1.toml --output out/cpjump1/report
 

@@ -16,8 +16,8 @@ process synth {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-synth --output out/demo/synthetic --force --no-progress --preset demo --seed 1
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-synth --output out/demo/synthetic --force --no-progress --preset demo --seed 1
     """
 }
 
@@ -30,8 +30,8 @@ process preprocess {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-preprocess bbbc021 --image-csv out/demo/synthetic/BBBC021_v1_image.csv --moa-csv out/demo/synthetic/BBBC021_v1_moa.csv --output out/demo/cells.shard${shard}.parquet --no-progress --shard ${shard}/2
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-preprocess bbbc021 --image-csv out/demo/synthetic/BBBC021_v1_image.csv --moa-csv out/demo/synthetic/BBBC021_v1_moa.csv --output out/demo/cells.shard${shard}.parquet --no-progress --shard ${shard}/2
     """
 }
 
@@ -44,8 +44,8 @@ process train {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --out out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 2 --latent-dim 64 --model cytovae --seed 0
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --out out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 2 --latent-dim 64 --model cytovae --seed 0
     """
 }
 
@@ -58,8 +58,8 @@ process export {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-export --model-card out/demo/cytovae/model_card.json --decoder out/demo/decoder.onnx --encoder out/demo/encoder.onnx
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-export --model-card out/demo/cytovae/model_card.json --decoder out/demo/decoder.onnx --encoder out/demo/encoder.onnx
     """
 }
 
@@ -72,8 +72,8 @@ process embed {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-embed --cells out/demo/cells.shard${shard}.parquet --encoder out/demo/encoder.onnx --output out/demo/embeddings.shard${shard}.parquet --no-progress
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-embed --cells out/demo/cells.shard${shard}.parquet --encoder out/demo/encoder.onnx --output out/demo/embeddings.shard${shard}.parquet --no-progress
     """
 }
 
@@ -86,8 +86,8 @@ process aggregate {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-aggregate --input out/demo/embeddings.shard0.parquet --input out/demo/embeddings.shard1.parquet --treatments out/demo/treatments.parquet --wells out/demo/wells.parquet --normalize tvn
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-aggregate --input out/demo/embeddings.shard0.parquet --input out/demo/embeddings.shard1.parquet --treatments out/demo/treatments.parquet --wells out/demo/wells.parquet --normalize tvn
     """
 }
 
@@ -100,8 +100,8 @@ process classify {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-classify --treatments out/demo/treatments.parquet --metrics out/demo/metrics.parquet --predictions out/demo/predictions.parquet
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/demo/treatments.parquet --metrics out/demo/metrics.parquet --predictions out/demo/predictions.parquet
     """
 }
 
@@ -114,8 +114,8 @@ process report {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-report --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-report --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
     """
 }
 

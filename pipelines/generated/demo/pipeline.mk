@@ -8,53 +8,53 @@ pipeline-demo: out/demo/report
 # step synth
 out/demo/synthetic &: 
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-synth --output out/demo/synthetic --force --no-progress --preset demo --seed 1
+	"$(PF_BIN)"/pf-synth --output out/demo/synthetic --force --no-progress --preset demo --seed 1
 
 # step preprocess[0]
 out/demo/cells.shard0.parquet &: out/demo/synthetic
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-preprocess bbbc021 --image-csv out/demo/synthetic/BBBC021_v1_image.csv --moa-csv out/demo/synthetic/BBBC021_v1_moa.csv --output out/demo/cells.shard0.parquet --no-progress --shard 0/2
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv out/demo/synthetic/BBBC021_v1_image.csv --moa-csv out/demo/synthetic/BBBC021_v1_moa.csv --output out/demo/cells.shard0.parquet --no-progress --shard 0/2
 
 # step preprocess[1]
 out/demo/cells.shard1.parquet &: out/demo/synthetic
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-preprocess bbbc021 --image-csv out/demo/synthetic/BBBC021_v1_image.csv --moa-csv out/demo/synthetic/BBBC021_v1_moa.csv --output out/demo/cells.shard1.parquet --no-progress --shard 1/2
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv out/demo/synthetic/BBBC021_v1_image.csv --moa-csv out/demo/synthetic/BBBC021_v1_moa.csv --output out/demo/cells.shard1.parquet --no-progress --shard 1/2
 
 # step train
 out/demo/cytovae &: out/demo/cells.shard0.parquet out/demo/cells.shard1.parquet
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --out out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 2 --latent-dim 64 --model cytovae --seed 0
+	"$(PF_BIN)"/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --out out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 2 --latent-dim 64 --model cytovae --seed 0
 
 # step export
 out/demo/decoder.onnx out/demo/encoder.onnx &: out/demo/cytovae
 	@mkdir -p out/demo
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-export --model-card out/demo/cytovae/model_card.json --decoder out/demo/decoder.onnx --encoder out/demo/encoder.onnx
+	"$(PF_BIN)"/pf-export --model-card out/demo/cytovae/model_card.json --decoder out/demo/decoder.onnx --encoder out/demo/encoder.onnx
 
 # step embed[0]
 out/demo/embeddings.shard0.parquet &: out/demo/cells.shard0.parquet out/demo/encoder.onnx
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-embed --cells out/demo/cells.shard0.parquet --encoder out/demo/encoder.onnx --output out/demo/embeddings.shard0.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/demo/cells.shard0.parquet --encoder out/demo/encoder.onnx --output out/demo/embeddings.shard0.parquet --no-progress
 
 # step embed[1]
 out/demo/embeddings.shard1.parquet &: out/demo/cells.shard1.parquet out/demo/encoder.onnx
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-embed --cells out/demo/cells.shard1.parquet --encoder out/demo/encoder.onnx --output out/demo/embeddings.shard1.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/demo/cells.shard1.parquet --encoder out/demo/encoder.onnx --output out/demo/embeddings.shard1.parquet --no-progress
 
 # step aggregate
 out/demo/treatments.parquet out/demo/wells.parquet &: out/demo/embeddings.shard0.parquet out/demo/embeddings.shard1.parquet
 	@mkdir -p out/demo
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-aggregate --input out/demo/embeddings.shard0.parquet --input out/demo/embeddings.shard1.parquet --treatments out/demo/treatments.parquet --wells out/demo/wells.parquet --normalize tvn
+	"$(PF_BIN)"/pf-aggregate --input out/demo/embeddings.shard0.parquet --input out/demo/embeddings.shard1.parquet --treatments out/demo/treatments.parquet --wells out/demo/wells.parquet --normalize tvn
 
 # step classify
 out/demo/metrics.parquet out/demo/predictions.parquet &: out/demo/treatments.parquet
 	@mkdir -p out/demo
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-classify --treatments out/demo/treatments.parquet --metrics out/demo/metrics.parquet --predictions out/demo/predictions.parquet
+	"$(PF_BIN)"/pf-classify --treatments out/demo/treatments.parquet --metrics out/demo/metrics.parquet --predictions out/demo/predictions.parquet
 
 # step report
 out/demo/report &: out/demo/cells.shard0.parquet out/demo/cells.shard1.parquet out/demo/decoder.onnx out/demo/embeddings.shard0.parquet out/demo/embeddings.shard1.parquet out/demo/metrics.parquet out/demo/cytovae pipelines/demo.toml out/demo/predictions.parquet out/demo/treatments.parquet
 	@mkdir -p out/demo
-	$(PF_BIN)/pf-report --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
+	"$(PF_BIN)"/pf-report --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
 

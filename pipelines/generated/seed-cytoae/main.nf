@@ -16,8 +16,8 @@ process preprocess {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
     """
 }
 
@@ -30,8 +30,8 @@ process train {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
@@ -44,8 +44,8 @@ process export {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-export --model-card out/seed-cytoae/cytoae/model_card.json --decoder out/seed-cytoae/decoder.onnx --encoder out/seed-cytoae/encoder.onnx
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-export --model-card out/seed-cytoae/cytoae/model_card.json --decoder out/seed-cytoae/decoder.onnx --encoder out/seed-cytoae/encoder.onnx
     """
 }
 
@@ -58,8 +58,8 @@ process embed {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-embed --cells out/seed-cytoae/cells.shard${shard}.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard${shard}.parquet --no-progress
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-embed --cells out/seed-cytoae/cells.shard${shard}.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard${shard}.parquet --no-progress
     """
 }
 
@@ -72,8 +72,8 @@ process aggregate {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-aggregate --input out/seed-cytoae/embeddings.shard0.parquet --input out/seed-cytoae/embeddings.shard1.parquet --input out/seed-cytoae/embeddings.shard2.parquet --input out/seed-cytoae/embeddings.shard3.parquet --treatments out/seed-cytoae/treatments.parquet --wells out/seed-cytoae/wells.parquet
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-aggregate --input out/seed-cytoae/embeddings.shard0.parquet --input out/seed-cytoae/embeddings.shard1.parquet --input out/seed-cytoae/embeddings.shard2.parquet --input out/seed-cytoae/embeddings.shard3.parquet --treatments out/seed-cytoae/treatments.parquet --wells out/seed-cytoae/wells.parquet
     """
 }
 
@@ -86,8 +86,8 @@ process classify {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/metrics.parquet --predictions out/seed-cytoae/predictions.parquet
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/metrics.parquet --predictions out/seed-cytoae/predictions.parquet
     """
 }
 
@@ -100,8 +100,8 @@ process classify_seed {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/seed-metrics.parquet --predictions out/seed-cytoae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/seed-metrics.parquet --predictions out/seed-cytoae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
     """
 }
 

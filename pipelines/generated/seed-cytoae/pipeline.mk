@@ -8,69 +8,69 @@ pipeline-seed-cytoae: out/seed-cytoae/metrics.parquet out/seed-cytoae/prediction
 # step preprocess[0]
 out/seed-cytoae/cells.shard0.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard0.parquet --no-progress --shard 0/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard0.parquet --no-progress --shard 0/4
 
 # step preprocess[1]
 out/seed-cytoae/cells.shard1.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard1.parquet --no-progress --shard 1/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard1.parquet --no-progress --shard 1/4
 
 # step preprocess[2]
 out/seed-cytoae/cells.shard2.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard2.parquet --no-progress --shard 2/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard2.parquet --no-progress --shard 2/4
 
 # step preprocess[3]
 out/seed-cytoae/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard3.parquet --no-progress --shard 3/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard3.parquet --no-progress --shard 3/4
 
 # step train
 out/seed-cytoae/cytoae &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
 # step export
 out/seed-cytoae/decoder.onnx out/seed-cytoae/encoder.onnx &: out/seed-cytoae/cytoae
 	@mkdir -p out/seed-cytoae
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-export --model-card out/seed-cytoae/cytoae/model_card.json --decoder out/seed-cytoae/decoder.onnx --encoder out/seed-cytoae/encoder.onnx
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytoae/cytoae/model_card.json --decoder out/seed-cytoae/decoder.onnx --encoder out/seed-cytoae/encoder.onnx
 
 # step embed[0]
 out/seed-cytoae/embeddings.shard0.parquet &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/encoder.onnx
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-embed --cells out/seed-cytoae/cells.shard0.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard0.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard0.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard0.parquet --no-progress
 
 # step embed[1]
 out/seed-cytoae/embeddings.shard1.parquet &: out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/encoder.onnx
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-embed --cells out/seed-cytoae/cells.shard1.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard1.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard1.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard1.parquet --no-progress
 
 # step embed[2]
 out/seed-cytoae/embeddings.shard2.parquet &: out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/encoder.onnx
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-embed --cells out/seed-cytoae/cells.shard2.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard2.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard2.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard2.parquet --no-progress
 
 # step embed[3]
 out/seed-cytoae/embeddings.shard3.parquet &: out/seed-cytoae/cells.shard3.parquet out/seed-cytoae/encoder.onnx
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-embed --cells out/seed-cytoae/cells.shard3.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard3.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard3.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard3.parquet --no-progress
 
 # step aggregate
 out/seed-cytoae/treatments.parquet out/seed-cytoae/wells.parquet &: out/seed-cytoae/embeddings.shard0.parquet out/seed-cytoae/embeddings.shard1.parquet out/seed-cytoae/embeddings.shard2.parquet out/seed-cytoae/embeddings.shard3.parquet
 	@mkdir -p out/seed-cytoae
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-aggregate --input out/seed-cytoae/embeddings.shard0.parquet --input out/seed-cytoae/embeddings.shard1.parquet --input out/seed-cytoae/embeddings.shard2.parquet --input out/seed-cytoae/embeddings.shard3.parquet --treatments out/seed-cytoae/treatments.parquet --wells out/seed-cytoae/wells.parquet
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytoae/embeddings.shard0.parquet --input out/seed-cytoae/embeddings.shard1.parquet --input out/seed-cytoae/embeddings.shard2.parquet --input out/seed-cytoae/embeddings.shard3.parquet --treatments out/seed-cytoae/treatments.parquet --wells out/seed-cytoae/wells.parquet
 
 # step classify
 out/seed-cytoae/metrics.parquet out/seed-cytoae/predictions.parquet &: out/seed-cytoae/treatments.parquet
 	@mkdir -p out/seed-cytoae
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/metrics.parquet --predictions out/seed-cytoae/predictions.parquet
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/metrics.parquet --predictions out/seed-cytoae/predictions.parquet
 
 # step classify-seed
 out/seed-cytoae/seed-metrics.parquet out/seed-cytoae/seed-predictions.parquet &: out/seed-cytoae/treatments.parquet
 	@mkdir -p out/seed-cytoae
 	@mkdir -p out/seed-cytoae
-	$(PF_BIN)/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/seed-metrics.parquet --predictions out/seed-cytoae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/seed-metrics.parquet --predictions out/seed-cytoae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
 

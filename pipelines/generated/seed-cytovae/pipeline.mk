@@ -8,69 +8,69 @@ pipeline-seed-cytovae: out/seed-cytovae/metrics.parquet out/seed-cytovae/predict
 # step preprocess[0]
 out/seed-cytovae/cells.shard0.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovae/cells.shard0.parquet --no-progress --shard 0/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovae/cells.shard0.parquet --no-progress --shard 0/4
 
 # step preprocess[1]
 out/seed-cytovae/cells.shard1.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovae/cells.shard1.parquet --no-progress --shard 1/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovae/cells.shard1.parquet --no-progress --shard 1/4
 
 # step preprocess[2]
 out/seed-cytovae/cells.shard2.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovae/cells.shard2.parquet --no-progress --shard 2/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovae/cells.shard2.parquet --no-progress --shard 2/4
 
 # step preprocess[3]
 out/seed-cytovae/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovae/cells.shard3.parquet --no-progress --shard 3/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovae/cells.shard3.parquet --no-progress --shard 3/4
 
 # step train
 out/seed-cytovae/cytovae &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-train --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --out out/seed-cytovae/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --out out/seed-cytovae/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
 # step export
 out/seed-cytovae/decoder.onnx out/seed-cytovae/encoder.onnx &: out/seed-cytovae/cytovae
 	@mkdir -p out/seed-cytovae
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-export --model-card out/seed-cytovae/cytovae/model_card.json --decoder out/seed-cytovae/decoder.onnx --encoder out/seed-cytovae/encoder.onnx
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytovae/cytovae/model_card.json --decoder out/seed-cytovae/decoder.onnx --encoder out/seed-cytovae/encoder.onnx
 
 # step embed[0]
 out/seed-cytovae/embeddings.shard0.parquet &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/encoder.onnx
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-embed --cells out/seed-cytovae/cells.shard0.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard0.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard0.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard0.parquet --no-progress
 
 # step embed[1]
 out/seed-cytovae/embeddings.shard1.parquet &: out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/encoder.onnx
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-embed --cells out/seed-cytovae/cells.shard1.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard1.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard1.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard1.parquet --no-progress
 
 # step embed[2]
 out/seed-cytovae/embeddings.shard2.parquet &: out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/encoder.onnx
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-embed --cells out/seed-cytovae/cells.shard2.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard2.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard2.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard2.parquet --no-progress
 
 # step embed[3]
 out/seed-cytovae/embeddings.shard3.parquet &: out/seed-cytovae/cells.shard3.parquet out/seed-cytovae/encoder.onnx
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-embed --cells out/seed-cytovae/cells.shard3.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard3.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard3.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard3.parquet --no-progress
 
 # step aggregate
 out/seed-cytovae/treatments.parquet out/seed-cytovae/wells.parquet &: out/seed-cytovae/embeddings.shard0.parquet out/seed-cytovae/embeddings.shard1.parquet out/seed-cytovae/embeddings.shard2.parquet out/seed-cytovae/embeddings.shard3.parquet
 	@mkdir -p out/seed-cytovae
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-aggregate --input out/seed-cytovae/embeddings.shard0.parquet --input out/seed-cytovae/embeddings.shard1.parquet --input out/seed-cytovae/embeddings.shard2.parquet --input out/seed-cytovae/embeddings.shard3.parquet --treatments out/seed-cytovae/treatments.parquet --wells out/seed-cytovae/wells.parquet
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovae/embeddings.shard0.parquet --input out/seed-cytovae/embeddings.shard1.parquet --input out/seed-cytovae/embeddings.shard2.parquet --input out/seed-cytovae/embeddings.shard3.parquet --treatments out/seed-cytovae/treatments.parquet --wells out/seed-cytovae/wells.parquet
 
 # step classify
 out/seed-cytovae/metrics.parquet out/seed-cytovae/predictions.parquet &: out/seed-cytovae/treatments.parquet
 	@mkdir -p out/seed-cytovae
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-classify --treatments out/seed-cytovae/treatments.parquet --metrics out/seed-cytovae/metrics.parquet --predictions out/seed-cytovae/predictions.parquet
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/treatments.parquet --metrics out/seed-cytovae/metrics.parquet --predictions out/seed-cytovae/predictions.parquet
 
 # step classify-seed
 out/seed-cytovae/seed-metrics.parquet out/seed-cytovae/seed-predictions.parquet &: out/seed-cytovae/treatments.parquet
 	@mkdir -p out/seed-cytovae
 	@mkdir -p out/seed-cytovae
-	$(PF_BIN)/pf-classify --treatments out/seed-cytovae/treatments.parquet --metrics out/seed-cytovae/seed-metrics.parquet --predictions out/seed-cytovae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/treatments.parquet --metrics out/seed-cytovae/seed-metrics.parquet --predictions out/seed-cytovae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
 

@@ -8,69 +8,69 @@ pipeline-seed-cytovaegan: out/seed-cytovaegan/metrics.parquet out/seed-cytovaega
 # step preprocess[0]
 out/seed-cytovaegan/cells.shard0.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovaegan/cells.shard0.parquet --no-progress --shard 0/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovaegan/cells.shard0.parquet --no-progress --shard 0/4
 
 # step preprocess[1]
 out/seed-cytovaegan/cells.shard1.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovaegan/cells.shard1.parquet --no-progress --shard 1/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovaegan/cells.shard1.parquet --no-progress --shard 1/4
 
 # step preprocess[2]
 out/seed-cytovaegan/cells.shard2.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovaegan/cells.shard2.parquet --no-progress --shard 2/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovaegan/cells.shard2.parquet --no-progress --shard 2/4
 
 # step preprocess[3]
 out/seed-cytovaegan/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovaegan/cells.shard3.parquet --no-progress --shard 3/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovaegan/cells.shard3.parquet --no-progress --shard 3/4
 
 # step train
 out/seed-cytovaegan/cytovaegan &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --out out/seed-cytovaegan/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --out out/seed-cytovaegan/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
 # step export
 out/seed-cytovaegan/decoder.onnx out/seed-cytovaegan/encoder.onnx &: out/seed-cytovaegan/cytovaegan
 	@mkdir -p out/seed-cytovaegan
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-export --model-card out/seed-cytovaegan/cytovaegan/model_card.json --decoder out/seed-cytovaegan/decoder.onnx --encoder out/seed-cytovaegan/encoder.onnx
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytovaegan/cytovaegan/model_card.json --decoder out/seed-cytovaegan/decoder.onnx --encoder out/seed-cytovaegan/encoder.onnx
 
 # step embed[0]
 out/seed-cytovaegan/embeddings.shard0.parquet &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/encoder.onnx
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-embed --cells out/seed-cytovaegan/cells.shard0.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard0.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard0.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard0.parquet --no-progress
 
 # step embed[1]
 out/seed-cytovaegan/embeddings.shard1.parquet &: out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/encoder.onnx
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-embed --cells out/seed-cytovaegan/cells.shard1.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard1.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard1.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard1.parquet --no-progress
 
 # step embed[2]
 out/seed-cytovaegan/embeddings.shard2.parquet &: out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/encoder.onnx
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-embed --cells out/seed-cytovaegan/cells.shard2.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard2.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard2.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard2.parquet --no-progress
 
 # step embed[3]
 out/seed-cytovaegan/embeddings.shard3.parquet &: out/seed-cytovaegan/cells.shard3.parquet out/seed-cytovaegan/encoder.onnx
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-embed --cells out/seed-cytovaegan/cells.shard3.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard3.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard3.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard3.parquet --no-progress
 
 # step aggregate
 out/seed-cytovaegan/treatments.parquet out/seed-cytovaegan/wells.parquet &: out/seed-cytovaegan/embeddings.shard0.parquet out/seed-cytovaegan/embeddings.shard1.parquet out/seed-cytovaegan/embeddings.shard2.parquet out/seed-cytovaegan/embeddings.shard3.parquet
 	@mkdir -p out/seed-cytovaegan
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-aggregate --input out/seed-cytovaegan/embeddings.shard0.parquet --input out/seed-cytovaegan/embeddings.shard1.parquet --input out/seed-cytovaegan/embeddings.shard2.parquet --input out/seed-cytovaegan/embeddings.shard3.parquet --treatments out/seed-cytovaegan/treatments.parquet --wells out/seed-cytovaegan/wells.parquet
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovaegan/embeddings.shard0.parquet --input out/seed-cytovaegan/embeddings.shard1.parquet --input out/seed-cytovaegan/embeddings.shard2.parquet --input out/seed-cytovaegan/embeddings.shard3.parquet --treatments out/seed-cytovaegan/treatments.parquet --wells out/seed-cytovaegan/wells.parquet
 
 # step classify
 out/seed-cytovaegan/metrics.parquet out/seed-cytovaegan/predictions.parquet &: out/seed-cytovaegan/treatments.parquet
 	@mkdir -p out/seed-cytovaegan
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-classify --treatments out/seed-cytovaegan/treatments.parquet --metrics out/seed-cytovaegan/metrics.parquet --predictions out/seed-cytovaegan/predictions.parquet
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/treatments.parquet --metrics out/seed-cytovaegan/metrics.parquet --predictions out/seed-cytovaegan/predictions.parquet
 
 # step classify-seed
 out/seed-cytovaegan/seed-metrics.parquet out/seed-cytovaegan/seed-predictions.parquet &: out/seed-cytovaegan/treatments.parquet
 	@mkdir -p out/seed-cytovaegan
 	@mkdir -p out/seed-cytovaegan
-	$(PF_BIN)/pf-classify --treatments out/seed-cytovaegan/treatments.parquet --metrics out/seed-cytovaegan/seed-metrics.parquet --predictions out/seed-cytovaegan/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/treatments.parquet --metrics out/seed-cytovaegan/seed-metrics.parquet --predictions out/seed-cytovaegan/seed-predictions.parquet --metric euclidean --protocol seed-compatible
 

@@ -16,8 +16,8 @@ process preprocess {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
     """
 }
 
@@ -30,8 +30,8 @@ process train {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --out out/seed-sparsevae/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --out out/seed-sparsevae/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
@@ -44,8 +44,8 @@ process export {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-export --model-card out/seed-sparsevae/sparsevae/model_card.json --decoder out/seed-sparsevae/decoder.onnx --encoder out/seed-sparsevae/encoder.onnx
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-export --model-card out/seed-sparsevae/sparsevae/model_card.json --decoder out/seed-sparsevae/decoder.onnx --encoder out/seed-sparsevae/encoder.onnx
     """
 }
 
@@ -58,8 +58,8 @@ process embed {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-embed --cells out/seed-sparsevae/cells.shard${shard}.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard${shard}.parquet --no-progress
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-embed --cells out/seed-sparsevae/cells.shard${shard}.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard${shard}.parquet --no-progress
     """
 }
 
@@ -72,8 +72,8 @@ process aggregate {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-aggregate --input out/seed-sparsevae/embeddings.shard0.parquet --input out/seed-sparsevae/embeddings.shard1.parquet --input out/seed-sparsevae/embeddings.shard2.parquet --input out/seed-sparsevae/embeddings.shard3.parquet --treatments out/seed-sparsevae/treatments.parquet --wells out/seed-sparsevae/wells.parquet
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-aggregate --input out/seed-sparsevae/embeddings.shard0.parquet --input out/seed-sparsevae/embeddings.shard1.parquet --input out/seed-sparsevae/embeddings.shard2.parquet --input out/seed-sparsevae/embeddings.shard3.parquet --treatments out/seed-sparsevae/treatments.parquet --wells out/seed-sparsevae/wells.parquet
     """
 }
 
@@ -86,8 +86,8 @@ process classify {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/metrics.parquet --predictions out/seed-sparsevae/predictions.parquet
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/metrics.parquet --predictions out/seed-sparsevae/predictions.parquet
     """
 }
 
@@ -100,8 +100,8 @@ process classify_seed {
 
     script:
     """
-    cd ${params.root}
-    ${params.bin_dir}/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/seed-metrics.parquet --predictions out/seed-sparsevae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/seed-metrics.parquet --predictions out/seed-sparsevae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
     """
 }
 

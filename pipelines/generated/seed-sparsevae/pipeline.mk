@@ -8,69 +8,69 @@ pipeline-seed-sparsevae: out/seed-sparsevae/metrics.parquet out/seed-sparsevae/p
 # step preprocess[0]
 out/seed-sparsevae/cells.shard0.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard0.parquet --no-progress --shard 0/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard0.parquet --no-progress --shard 0/4
 
 # step preprocess[1]
 out/seed-sparsevae/cells.shard1.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard1.parquet --no-progress --shard 1/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard1.parquet --no-progress --shard 1/4
 
 # step preprocess[2]
 out/seed-sparsevae/cells.shard2.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard2.parquet --no-progress --shard 2/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard2.parquet --no-progress --shard 2/4
 
 # step preprocess[3]
 out/seed-sparsevae/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard3.parquet --no-progress --shard 3/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard3.parquet --no-progress --shard 3/4
 
 # step train
 out/seed-sparsevae/sparsevae &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --out out/seed-sparsevae/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --out out/seed-sparsevae/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
 # step export
 out/seed-sparsevae/decoder.onnx out/seed-sparsevae/encoder.onnx &: out/seed-sparsevae/sparsevae
 	@mkdir -p out/seed-sparsevae
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-export --model-card out/seed-sparsevae/sparsevae/model_card.json --decoder out/seed-sparsevae/decoder.onnx --encoder out/seed-sparsevae/encoder.onnx
+	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevae/sparsevae/model_card.json --decoder out/seed-sparsevae/decoder.onnx --encoder out/seed-sparsevae/encoder.onnx
 
 # step embed[0]
 out/seed-sparsevae/embeddings.shard0.parquet &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/encoder.onnx
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-embed --cells out/seed-sparsevae/cells.shard0.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard0.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard0.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard0.parquet --no-progress
 
 # step embed[1]
 out/seed-sparsevae/embeddings.shard1.parquet &: out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/encoder.onnx
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-embed --cells out/seed-sparsevae/cells.shard1.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard1.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard1.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard1.parquet --no-progress
 
 # step embed[2]
 out/seed-sparsevae/embeddings.shard2.parquet &: out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/encoder.onnx
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-embed --cells out/seed-sparsevae/cells.shard2.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard2.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard2.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard2.parquet --no-progress
 
 # step embed[3]
 out/seed-sparsevae/embeddings.shard3.parquet &: out/seed-sparsevae/cells.shard3.parquet out/seed-sparsevae/encoder.onnx
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-embed --cells out/seed-sparsevae/cells.shard3.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard3.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard3.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard3.parquet --no-progress
 
 # step aggregate
 out/seed-sparsevae/treatments.parquet out/seed-sparsevae/wells.parquet &: out/seed-sparsevae/embeddings.shard0.parquet out/seed-sparsevae/embeddings.shard1.parquet out/seed-sparsevae/embeddings.shard2.parquet out/seed-sparsevae/embeddings.shard3.parquet
 	@mkdir -p out/seed-sparsevae
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-aggregate --input out/seed-sparsevae/embeddings.shard0.parquet --input out/seed-sparsevae/embeddings.shard1.parquet --input out/seed-sparsevae/embeddings.shard2.parquet --input out/seed-sparsevae/embeddings.shard3.parquet --treatments out/seed-sparsevae/treatments.parquet --wells out/seed-sparsevae/wells.parquet
+	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevae/embeddings.shard0.parquet --input out/seed-sparsevae/embeddings.shard1.parquet --input out/seed-sparsevae/embeddings.shard2.parquet --input out/seed-sparsevae/embeddings.shard3.parquet --treatments out/seed-sparsevae/treatments.parquet --wells out/seed-sparsevae/wells.parquet
 
 # step classify
 out/seed-sparsevae/metrics.parquet out/seed-sparsevae/predictions.parquet &: out/seed-sparsevae/treatments.parquet
 	@mkdir -p out/seed-sparsevae
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/metrics.parquet --predictions out/seed-sparsevae/predictions.parquet
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/metrics.parquet --predictions out/seed-sparsevae/predictions.parquet
 
 # step classify-seed
 out/seed-sparsevae/seed-metrics.parquet out/seed-sparsevae/seed-predictions.parquet &: out/seed-sparsevae/treatments.parquet
 	@mkdir -p out/seed-sparsevae
 	@mkdir -p out/seed-sparsevae
-	$(PF_BIN)/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/seed-metrics.parquet --predictions out/seed-sparsevae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/seed-metrics.parquet --predictions out/seed-sparsevae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
 

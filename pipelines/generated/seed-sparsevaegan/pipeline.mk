@@ -8,69 +8,69 @@ pipeline-seed-sparsevaegan: out/seed-sparsevaegan/metrics.parquet out/seed-spars
 # step preprocess[0]
 out/seed-sparsevaegan/cells.shard0.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard0.parquet --no-progress --shard 0/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard0.parquet --no-progress --shard 0/4
 
 # step preprocess[1]
 out/seed-sparsevaegan/cells.shard1.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard1.parquet --no-progress --shard 1/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard1.parquet --no-progress --shard 1/4
 
 # step preprocess[2]
 out/seed-sparsevaegan/cells.shard2.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard2.parquet --no-progress --shard 2/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard2.parquet --no-progress --shard 2/4
 
 # step preprocess[3]
 out/seed-sparsevaegan/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard3.parquet --no-progress --shard 3/4
+	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard3.parquet --no-progress --shard 3/4
 
 # step train
 out/seed-sparsevaegan/sparsevaegan &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --out out/seed-sparsevaegan/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --out out/seed-sparsevaegan/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
 # step export
 out/seed-sparsevaegan/decoder.onnx out/seed-sparsevaegan/encoder.onnx &: out/seed-sparsevaegan/sparsevaegan
 	@mkdir -p out/seed-sparsevaegan
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-export --model-card out/seed-sparsevaegan/sparsevaegan/model_card.json --decoder out/seed-sparsevaegan/decoder.onnx --encoder out/seed-sparsevaegan/encoder.onnx
+	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevaegan/sparsevaegan/model_card.json --decoder out/seed-sparsevaegan/decoder.onnx --encoder out/seed-sparsevaegan/encoder.onnx
 
 # step embed[0]
 out/seed-sparsevaegan/embeddings.shard0.parquet &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/encoder.onnx
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-embed --cells out/seed-sparsevaegan/cells.shard0.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard0.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard0.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard0.parquet --no-progress
 
 # step embed[1]
 out/seed-sparsevaegan/embeddings.shard1.parquet &: out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/encoder.onnx
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-embed --cells out/seed-sparsevaegan/cells.shard1.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard1.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard1.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard1.parquet --no-progress
 
 # step embed[2]
 out/seed-sparsevaegan/embeddings.shard2.parquet &: out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/encoder.onnx
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-embed --cells out/seed-sparsevaegan/cells.shard2.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard2.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard2.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard2.parquet --no-progress
 
 # step embed[3]
 out/seed-sparsevaegan/embeddings.shard3.parquet &: out/seed-sparsevaegan/cells.shard3.parquet out/seed-sparsevaegan/encoder.onnx
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-embed --cells out/seed-sparsevaegan/cells.shard3.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard3.parquet --no-progress
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard3.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard3.parquet --no-progress
 
 # step aggregate
 out/seed-sparsevaegan/treatments.parquet out/seed-sparsevaegan/wells.parquet &: out/seed-sparsevaegan/embeddings.shard0.parquet out/seed-sparsevaegan/embeddings.shard1.parquet out/seed-sparsevaegan/embeddings.shard2.parquet out/seed-sparsevaegan/embeddings.shard3.parquet
 	@mkdir -p out/seed-sparsevaegan
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-aggregate --input out/seed-sparsevaegan/embeddings.shard0.parquet --input out/seed-sparsevaegan/embeddings.shard1.parquet --input out/seed-sparsevaegan/embeddings.shard2.parquet --input out/seed-sparsevaegan/embeddings.shard3.parquet --treatments out/seed-sparsevaegan/treatments.parquet --wells out/seed-sparsevaegan/wells.parquet
+	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevaegan/embeddings.shard0.parquet --input out/seed-sparsevaegan/embeddings.shard1.parquet --input out/seed-sparsevaegan/embeddings.shard2.parquet --input out/seed-sparsevaegan/embeddings.shard3.parquet --treatments out/seed-sparsevaegan/treatments.parquet --wells out/seed-sparsevaegan/wells.parquet
 
 # step classify
 out/seed-sparsevaegan/metrics.parquet out/seed-sparsevaegan/predictions.parquet &: out/seed-sparsevaegan/treatments.parquet
 	@mkdir -p out/seed-sparsevaegan
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-classify --treatments out/seed-sparsevaegan/treatments.parquet --metrics out/seed-sparsevaegan/metrics.parquet --predictions out/seed-sparsevaegan/predictions.parquet
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/treatments.parquet --metrics out/seed-sparsevaegan/metrics.parquet --predictions out/seed-sparsevaegan/predictions.parquet
 
 # step classify-seed
 out/seed-sparsevaegan/seed-metrics.parquet out/seed-sparsevaegan/seed-predictions.parquet &: out/seed-sparsevaegan/treatments.parquet
 	@mkdir -p out/seed-sparsevaegan
 	@mkdir -p out/seed-sparsevaegan
-	$(PF_BIN)/pf-classify --treatments out/seed-sparsevaegan/treatments.parquet --metrics out/seed-sparsevaegan/seed-metrics.parquet --predictions out/seed-sparsevaegan/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/treatments.parquet --metrics out/seed-sparsevaegan/seed-metrics.parquet --predictions out/seed-sparsevaegan/seed-predictions.parquet --metric euclidean --protocol seed-compatible
 

@@ -15,7 +15,8 @@ pub mod hashing;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
@@ -25,6 +26,149 @@ use serde::{Deserialize, Serialize};
 
 use crate::args::{Cli, Command as CliCommand, RunArgs};
 use crate::hashing::HashCache;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+
+/// The hidden first argument under which pf-run runs a stage for itself (see [`exec_stage`]).
+pub const STAGE_WRAPPER: &str = "__stage";
+
+/// `pf-run __stage PARENT BINARY ARGS...`: asks the kernel for SIGKILL when the parent (the
+/// pf-run that started it) dies, checks the parent is still there, and becomes the stage. So a
+/// killed pf-run, even by SIGKILL, leaves no stage writing on alone.
+pub fn exec_stage(arguments: &[std::ffi::OsString]) -> std::process::ExitCode {
+    use std::os::unix::process::CommandExt;
+    let [parent, binary, rest @ ..] = arguments else {
+        eprintln!("pf-run: {STAGE_WRAPPER} needs a parent pid and a binary");
+        return std::process::ExitCode::from(2);
+    };
+    let parent: i32 = parent.to_string_lossy().parse().unwrap_or(-1);
+    if let Err(error) =
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    {
+        eprintln!("pf-run: cannot tie the stage to pf-run's life: {error}");
+        return std::process::ExitCode::from(1);
+    }
+    if rustix::process::getppid().map(|pid| pid.as_raw_nonzero().get()) != Some(parent) {
+        // pf-run died before the death signal was armed.
+        return std::process::ExitCode::from(1);
+    }
+    let error = Command::new(binary).args(rest).exec();
+    eprintln!(
+        "pf-run: cannot start {}: {error}",
+        Path::new(binary).display()
+    );
+    std::process::ExitCode::from(1)
+}
+
+/// One pf-run per workdir at a time: `.pfrun/lock` holds the pid of the run that owns it. A lock
+/// left by a process that is gone is taken over.
+#[derive(Debug)]
+struct WorkdirLock {
+    path: PathBuf,
+}
+
+impl WorkdirLock {
+    fn take(state_dir: &Path) -> anyhow::Result<Self> {
+        let path = state_dir.join("lock");
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    use std::io::Write;
+                    write!(file, "{}", std::process::id())
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    return Ok(Self { path });
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                    let owner = owner.trim();
+                    if owner.parse::<u32>().is_ok_and(process_is_alive) {
+                        return Err(InputError(format!(
+                            "{} is in use by another pf-run (pid {owner}); wait for it, or stop it",
+                            state_dir.parent().unwrap_or(state_dir).display()
+                        ))
+                        .into());
+                    }
+                    eprintln!(
+                        "pf-run: taking over {} from pid {owner}, which is gone",
+                        path.display()
+                    );
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(error) => {
+                    return Err(error).with_context(|| format!("creating {}", path.display()))
+                }
+            }
+        }
+        Err(anyhow!("could not take {}", path.display()))
+    }
+}
+
+impl Drop for WorkdirLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn process_is_alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Removes the temporary files (`.<name>.<pid>.tmp`, and folders of that form) that a stage
+/// killed by a signal left in the step output folders, when their pid is gone.
+fn remove_stale_temporaries(pipeline: &Pipeline) {
+    let mut folders: BTreeSet<PathBuf> = BTreeSet::new();
+    for step in &pipeline.steps {
+        for output in &step.outputs {
+            folders.insert(
+                output
+                    .path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .to_path_buf(),
+            );
+            if output.path.is_dir() {
+                folders.insert(output.path.clone());
+            }
+        }
+    }
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(pid) = stale_temporary_pid(&name) else {
+                continue;
+            };
+            if process_is_alive(pid) {
+                continue;
+            }
+            let path = entry.path();
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if removed.is_ok() {
+                eprintln!(
+                    "pf-run: removed {}, left by process {pid}, which is gone",
+                    path.display()
+                );
+            }
+        }
+    }
+}
+
+/// The pid in a temporary name `.<name>.<pid>.tmp`.
+fn stale_temporary_pid(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, pid) = inner.rsplit_once('.')?;
+    pid.parse().ok()
+}
 
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     phenoflow_schemas::exit_code(error.chain(), |cause| {
@@ -44,6 +188,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 struct StageInfo {
     binary: PathBuf,
     version: String,
+    /// The binary's content hash: an edited stage of the same version re-runs its steps.
+    binary_hash: String,
 }
 
 /// What a step saw and wrote the last time it succeeded.
@@ -52,6 +198,8 @@ struct Manifest {
     step: String,
     stage: String,
     stage_version: String,
+    #[serde(default)]
+    binary_hash: String,
     definition_hash: String,
     inputs: BTreeMap<String, String>,
     outputs: BTreeMap<String, String>,
@@ -97,6 +245,7 @@ fn check_stages(
                 StageInfo {
                     binary: binary.clone(),
                     version,
+                    binary_hash: String::new(),
                 },
             );
         }
@@ -176,8 +325,14 @@ fn state_dir(pipeline: &Pipeline) -> PathBuf {
     PathBuf::from(&pipeline.header.workdir).join(".pfrun")
 }
 
+/// `<step>.json`, or `<step>.shard<i>.json` for shard i of a fan-out step: step names hold no
+/// `.`, so no two steps share a record.
 fn manifest_path(pipeline: &Pipeline, step: &ConcreteStep) -> PathBuf {
-    state_dir(pipeline).join(format!("{}.json", step.name.replace(['[', ']'], "_")))
+    let name = match step.shard {
+        Some((index, _)) => format!("{}.shard{index}.json", step.spec_name),
+        None => format!("{}.json", step.name),
+    };
+    state_dir(pipeline).join(name)
 }
 
 fn read_manifest(path: &Path) -> Option<Manifest> {
@@ -242,6 +397,15 @@ fn reason_to_run(
             }
             Some(_) => {}
         }
+    }
+    if manifest.binary_hash != stage.binary_hash {
+        return Ok((
+            Some(format!(
+                "the binary {} changed since the step ran",
+                stage.binary.display()
+            )),
+            inputs,
+        ));
     }
     if manifest.stage_version != stage.version {
         return Ok((
@@ -325,7 +489,17 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(state_dir(&pipeline))
         .with_context(|| format!("creating {}", state_dir(&pipeline).display()))?;
+    let _lock = WorkdirLock::take(&state_dir(&pipeline))?;
+    remove_stale_temporaries(&pipeline);
     let mut cache = HashCache::load(&state_dir(&pipeline).join("hash-cache.json"));
+    let mut stages = stages;
+    for stage in stages.values_mut() {
+        stage.binary_hash = cache
+            .hash(&stage.binary)
+            .with_context(|| format!("hashing {}", stage.binary.display()))?
+            .unwrap_or_default();
+    }
+    let stages = stages;
     let mut states: BTreeMap<String, State> = pipeline
         .steps
         .iter()
@@ -376,6 +550,16 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let (sender, receiver) = mpsc::channel::<(String, anyhow::Result<f64>)>();
+    // SIGINT / SIGTERM / SIGHUP: pass it on to the running stages, wait for them, stop.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register(signal, interrupted.clone())
+            .context("installing the signal handlers")?;
+    }
+    let children: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
+    let self_binary = std::env::current_exe().context("finding pf-run's own binary")?;
+    let parent = std::process::id();
+    let mut forwarded = false;
     let mut running = 0usize;
     let mut n_ran = 0usize;
     let mut input_hashes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -383,7 +567,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         // Start every step whose producers are finished, up to --jobs at a time.
         let mut progressed = false;
         for step in &pipeline.steps {
-            if running >= args.jobs {
+            if running >= args.jobs || interrupted.load(Ordering::Relaxed) {
                 break;
             }
             if states[&step.name] != State::Pending {
@@ -432,13 +616,28 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
             let arguments = step.arguments();
             let name = step.name.clone();
             let sender = sender.clone();
+            let (children, self_binary) = (children.clone(), self_binary.clone());
+            // The stage runs under `pf-run __stage`, which asks the kernel to kill it when this
+            // thread (and so pf-run) dies, even by SIGKILL, and then becomes the stage.
             std::thread::spawn(move || {
                 let step_started = Instant::now();
-                let result = Command::new(&binary)
+                let result = Command::new(&self_binary)
+                    .arg(STAGE_WRAPPER)
+                    .arg(parent.to_string())
+                    .arg(&binary)
                     .args(&arguments)
-                    .status()
+                    .spawn()
                     .map_err(|error| anyhow!("cannot start {}: {error}", binary.display()))
-                    .and_then(|status| {
+                    .and_then(|mut child| {
+                        children
+                            .lock()
+                            .expect("children")
+                            .insert(name.clone(), child.id());
+                        let status = child.wait();
+                        children.lock().expect("children").remove(&name);
+                        let status = status.map_err(|error| {
+                            anyhow!("waiting for {}: {error}", binary.display())
+                        })?;
                         if status.success() {
                             Ok(step_started.elapsed().as_secs_f64())
                         } else {
@@ -449,12 +648,27 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
             });
         }
         if running == 0 {
-            if progressed {
+            if progressed && !interrupted.load(Ordering::Relaxed) {
                 continue;
             }
             break;
         }
-        let (name, result) = receiver.recv().expect("a running step reports");
+        let (name, result) = loop {
+            if interrupted.load(Ordering::Relaxed) && !forwarded {
+                forwarded = true;
+                for (step, pid) in children.lock().expect("children").iter() {
+                    eprintln!("pf-run: interrupted: stopping {step} (pid {pid})");
+                    if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                    }
+                }
+            }
+            match receiver.recv_timeout(std::time::Duration::from_millis(100)) {
+                Ok(report) => break report,
+                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("a running step reports"),
+            }
+        };
         running -= 1;
         let step = pipeline.step(&name).expect("a known step");
         match result {
@@ -473,6 +687,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
                     step: name.clone(),
                     stage: step.stage.clone(),
                     stage_version: stages[&step.stage].version.clone(),
+                    binary_hash: stages[&step.stage].binary_hash.clone(),
                     definition_hash: phenoflow_schemas::hash_params(&step.definition()),
                     inputs: input_hashes.remove(&name).unwrap_or_default(),
                     outputs,
@@ -491,6 +706,11 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         }
     }
     cache.save().ok();
+    if interrupted.load(Ordering::Relaxed) {
+        return Err(anyhow!(
+            "interrupted: the running steps were stopped; the finished steps' outputs are intact and the rest runs next time"
+        ));
+    }
     let failed: Vec<&String> = states
         .iter()
         .filter(|(_, state)| **state == State::Failed)
