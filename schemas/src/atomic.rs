@@ -28,3 +28,43 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
     result
 }
+
+/// Opens a file for reading only if it is a regular file (after following links): a FIFO or a
+/// device given as an input would block or never end. The error's kind is `InvalidInput`.
+pub fn open_regular_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let metadata = std::fs::metadata(path)?;
+    if !metadata.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            if metadata.is_dir() {
+                "is a folder, not a file"
+            } else {
+                "is not a regular file (a FIFO, socket or device?)"
+            },
+        ));
+    }
+    std::fs::File::open(path)
+}
+
+#[cfg(test)]
+mod regular_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("field.tif");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let error = open_regular_file(&fifo).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("not a regular file"));
+        let error = open_regular_file(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("folder"));
+        std::fs::write(dir.path().join("ok"), b"x").unwrap();
+        assert!(open_regular_file(&dir.path().join("ok")).is_ok());
+    }
+}

@@ -18,6 +18,13 @@ pub enum SchemaError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// Writing failed (a full disk, a lost file system): the machine's fault, not the input's.
+    #[error("{path}: could not write the Parquet file: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
     #[error("{path}: {source}")]
     Arrow {
         path: PathBuf,
@@ -92,9 +99,9 @@ pub fn exit_code<'a>(
 ) -> u8 {
     let bad_input = chain.into_iter().any(|cause| {
         cause.downcast_ref::<InputError>().is_some()
-            || cause
-                .downcast_ref::<SchemaError>()
-                .is_some_and(|error| !matches!(error, SchemaError::Io { .. }))
+            || cause.downcast_ref::<SchemaError>().is_some_and(|error| {
+                !matches!(error, SchemaError::Io { .. } | SchemaError::Write { .. })
+            })
             || is_stage_input_error(cause)
     });
     if bad_input {

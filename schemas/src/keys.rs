@@ -26,6 +26,20 @@ pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
     }
 }
 
+/// The most worker threads any stage starts (a typo such as `--threads 100000` would otherwise
+/// spawn that many).
+pub const MAX_THREADS: usize = 1024;
+
+/// Parses `--threads`: 0 (where a stage accepts it: all cores) up to [`MAX_THREADS`].
+pub fn parse_threads(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(threads) if threads <= MAX_THREADS => Ok(threads),
+        _ => Err(format!(
+            "`{text}`: expected a number of threads from 0 to {MAX_THREADS}"
+        )),
+    }
+}
+
 /// Shard `index` of `count` of a set of plates: the plates whose position in sorted order is
 /// `index` modulo `count`. Whole plates, so every stage shards a screen the same way and
 /// per-well work never spans shards.

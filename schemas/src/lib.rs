@@ -19,10 +19,12 @@ pub mod seeded;
 pub mod tables;
 pub mod tensor;
 
-pub use atomic::{atomic_write, temp_path_for};
+pub use atomic::{atomic_write, open_regular_file, temp_path_for};
 pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
 pub use error::{exit_code, InputError, SchemaError};
-pub use keys::{batch_of_plate, concentration_key, parse_shard, shard_plates};
+pub use keys::{
+    batch_of_plate, concentration_key, parse_shard, parse_threads, shard_plates, MAX_THREADS,
+};
 pub use model_card::{ModelCard, ModelKind, Normalization};
 pub use parquet_io::{
     read_provenance, read_table, ParallelTableWriter, ParquetTableReader, ParquetTableWriter,

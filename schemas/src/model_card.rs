@@ -205,6 +205,17 @@ impl ModelCard {
                 card.format_version
             )));
         }
+        // The checkpoint sits beside the card: a file name, never a path to elsewhere.
+        if card.checkpoint.is_empty()
+            || card.checkpoint.contains(['/', '\\'])
+            || card.checkpoint == ".."
+            || card.checkpoint == "."
+        {
+            return Err(bad(format!(
+                "checkpoint `{}` must be a file name beside the card (no `/`, `\\` or `..`)",
+                card.checkpoint
+            )));
+        }
         if card.input_shape.iter().any(|&dim| dim <= 0) || card.hyperparameters.latent_dim <= 0 {
             return Err(bad("input_shape and latent_dim must be positive".into()));
         }

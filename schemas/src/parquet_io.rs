@@ -111,7 +111,8 @@ impl ParquetTableWriter {
         }
         let properties = properties.build();
         let writer = ArrowWriter::try_new(file, schema, Some(properties)).map_err(|source| {
-            SchemaError::Parquet {
+            let _ = std::fs::remove_file(&temp_path);
+            SchemaError::Write {
                 path: path.to_path_buf(),
                 source,
             }
@@ -130,7 +131,7 @@ impl ParquetTableWriter {
         self.kind
             .validate_batch(batch, &self.final_path, self.n_rows)?;
         let writer = self.writer.as_mut().expect("writer used after finish");
-        writer.write(batch).map_err(|source| SchemaError::Parquet {
+        writer.write(batch).map_err(|source| SchemaError::Write {
             path: self.final_path.clone(),
             source,
         })?;
@@ -153,9 +154,12 @@ impl ParquetTableWriter {
     /// Closes the file, flushes it to disk and renames it into place. Returns the row count.
     pub fn finish(mut self) -> Result<usize, SchemaError> {
         let writer = self.writer.take().expect("finish called once");
-        let file = writer.into_inner().map_err(|source| SchemaError::Parquet {
-            path: self.final_path.clone(),
-            source,
+        let file = writer.into_inner().map_err(|source| {
+            let _ = std::fs::remove_file(&self.temp_path);
+            SchemaError::Write {
+                path: self.final_path.clone(),
+                source,
+            }
         })?;
         put_in_place(file, &self.temp_path, &self.final_path)?;
         Ok(self.n_rows)
@@ -168,9 +172,17 @@ fn put_in_place(file: File, temp_path: &Path, final_path: &Path) -> Result<(), S
         path: final_path.to_path_buf(),
         source,
     };
-    file.sync_all().map_err(io_error)?;
-    drop(file);
-    std::fs::rename(temp_path, final_path).map_err(io_error)
+    let placed = file
+        .sync_all()
+        .and_then(|()| {
+            drop(file);
+            std::fs::rename(temp_path, final_path)
+        })
+        .map_err(io_error);
+    if placed.is_err() {
+        let _ = std::fs::remove_file(temp_path);
+    }
+    placed
 }
 
 impl Drop for ParquetTableWriter {
@@ -359,16 +371,18 @@ impl ParallelTableWriter {
     ) -> Result<Self, SchemaError> {
         let mut single =
             ParquetTableWriter::create(path, kind, schema.clone(), provenance, rows_per_group)?;
-        let parquet_error = |source| SchemaError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        };
         let (mut file_writer, factory) = single
             .writer
             .take()
             .expect("a fresh writer")
             .into_serialized_writer()
-            .map_err(parquet_error)?;
+            .map_err(|source| {
+                let _ = std::fs::remove_file(&single.temp_path);
+                SchemaError::Write {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
         // The temporary file now belongs to this writer (and is removed by its `Drop`).
         let temp_path = single.temp_path.clone();
         drop(single);
@@ -471,7 +485,7 @@ impl ParallelTableWriter {
         if sent.is_err() {
             // The encoders stopped: the appender holds the reason.
             self.join()?;
-            return Err(SchemaError::Parquet {
+            return Err(SchemaError::Write {
                 path: self.final_path.clone(),
                 source: ParquetError::General("the encoding threads stopped early".into()),
             });
@@ -488,7 +502,7 @@ impl ParallelTableWriter {
             }
         }
         match self.appender.take().expect("joined once").join() {
-            Ok(result) => result.map_err(|source| SchemaError::Parquet {
+            Ok(result) => result.map_err(|source| SchemaError::Write {
                 path: self.final_path.clone(),
                 source,
             }),
@@ -517,7 +531,7 @@ impl ParallelTableWriter {
         }
         let file = file_writer
             .into_inner()
-            .map_err(|source| SchemaError::Parquet {
+            .map_err(|source| SchemaError::Write {
                 path: self.final_path.clone(),
                 source,
             })?;
@@ -697,6 +711,28 @@ pub fn read_provenance(path: &Path) -> Result<Option<Provenance>, SchemaError> {
         return Ok(None);
     }
     Provenance::from_key_values(&key_values, path).map(Some)
+}
+
+/// Nulls per top-level column of a Parquet file, from the footer's statistics (no rows are
+/// read): `None` for a column some row group has no null count for.
+pub fn column_null_counts(path: &Path) -> Result<BTreeMap<String, Option<u64>>, SchemaError> {
+    let builder = footer(path)?;
+    let metadata = builder.metadata();
+    let mut counts: BTreeMap<String, Option<u64>> = BTreeMap::new();
+    for row_group in metadata.row_groups() {
+        for column in row_group.columns() {
+            let Some(name) = column.column_path().parts().first() else {
+                continue;
+            };
+            let nulls = column.statistics().and_then(|s| s.null_count_opt());
+            let entry = counts.entry(name.clone()).or_insert(Some(0));
+            *entry = match (*entry, nulls) {
+                (Some(sum), Some(n)) => Some(sum + n),
+                _ => None,
+            };
+        }
+    }
+    Ok(counts)
 }
 
 /// The Arrow schema of a Parquet file (all columns), without reading any rows.
@@ -952,6 +988,59 @@ mod tests {
         drop(writer);
         let leftovers: Vec<_> = std::fs::read_dir(directory.path()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    /// A full disk, injected: the temporary file is a link to /dev/full, where every write
+    /// fails with ENOSPC.
+    #[test]
+    fn a_full_disk_is_a_write_error_that_leaves_nothing() {
+        let batch = training_log_batch((0..100_000).map(f64::from).collect());
+        for parallel in [false, true] {
+            let directory = tempfile::tempdir().unwrap();
+            let path = directory.path().join("log.parquet");
+            std::os::unix::fs::symlink("/dev/full", crate::atomic::temp_path_for(&path)).unwrap();
+            let result = if parallel {
+                ParallelTableWriter::create(
+                    &path,
+                    TableKind::TrainingLog,
+                    batch.schema(),
+                    &provenance(),
+                    1000,
+                    2,
+                )
+                .and_then(|mut writer| {
+                    writer.write(&batch)?;
+                    writer.finish()
+                })
+            } else {
+                ParquetTableWriter::create(
+                    &path,
+                    TableKind::TrainingLog,
+                    batch.schema(),
+                    &provenance(),
+                    1000,
+                )
+                .and_then(|mut writer| {
+                    writer.write(&batch)?;
+                    writer.finish()
+                })
+            };
+            let error = result.unwrap_err();
+            assert!(
+                matches!(error, SchemaError::Write { .. } | SchemaError::Io { .. }),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            assert!(!message.contains("not a readable"), "{message}");
+            assert!(message.contains("log.parquet"), "{message}");
+            // A machine failure, not bad input: exit code 1.
+            assert_eq!(
+                crate::exit_code([&error as &dyn std::error::Error], |_| false),
+                1
+            );
+            let leftovers: Vec<_> = std::fs::read_dir(directory.path()).unwrap().collect();
+            assert!(leftovers.is_empty(), "parallel {parallel}: {leftovers:?}");
+        }
     }
 
     #[test]

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use anyhow::Context;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
+use phenoflow_schemas::parquet_io::column_null_counts;
 use phenoflow_schemas::{
     batch_of_plate, concentration_key, hash_file, read_provenance, InputError, ParquetTableReader,
     ParquetTableWriter, Provenance, TableKind,
 };
 use polars::prelude::{
-    col, concat, len, DataFrame, Engine, Expr, LazyCsvReader, LazyFileListReader, LazyFrame,
-    PlRefPath, ScanArgsParquet, SortMultipleOptions, UnionArgs,
+    col, concat, len, DataFrame, DataType as PlDataType, Engine, Expr, LazyCsvReader,
+    LazyFileListReader, LazyFrame, PlRefPath, ScanArgsParquet, SortMultipleOptions, UnionArgs,
 };
 
 use crate::args::{Aggregation, Cli, InputLevel};
@@ -57,31 +58,108 @@ pub struct Wells {
     pub features: Vec<Vec<f64>>,
 }
 
+fn is_csv(path: &Path) -> bool {
+    let text = path.to_string_lossy();
+    text.ends_with(".csv") || text.ends_with(".csv.gz")
+}
+
+/// One input as a lazy frame.
+fn scan_one(path: &Path) -> anyhow::Result<LazyFrame> {
+    let text = path.to_string_lossy().to_string();
+    if is_csv(path) {
+        LazyCsvReader::new(PlRefPath::new(text.as_str()))
+            .with_has_header(true)
+            .with_infer_schema_length(Some(10_000))
+            .finish()
+            .with_context(|| format!("reading {}", path.display()))
+    } else {
+        LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default())
+            .with_context(|| format!("reading {}", path.display()))
+    }
+}
+
 /// Opens the inputs (Parquet or CSV, several are concatenated: per-plate shards) as one lazy frame.
 fn scan_inputs(cli: &Cli) -> anyhow::Result<LazyFrame> {
     let mut frames = Vec::new();
+    let mut seen: BTreeMap<std::path::PathBuf, &Path> = BTreeMap::new();
     for path in &cli.input {
         if !path.exists() {
             return Err(input_error(format!("{}: no such file", path.display())));
         }
-        let text = path.to_string_lossy().to_string();
-        let frame = if text.ends_with(".csv") || text.ends_with(".csv.gz") {
-            LazyCsvReader::new(PlRefPath::new(text.as_str()))
-                .with_has_header(true)
-                .with_infer_schema_length(Some(10_000))
-                .finish()
-                .with_context(|| format!("reading {}", path.display()))?
-        } else {
+        // The same file twice would count every cell twice.
+        let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
+        if let Some(first) = seen.insert(canonical, path) {
+            return Err(input_error(format!(
+                "{} is given twice (also as {}): every cell would count twice",
+                path.display(),
+                first.display()
+            )));
+        }
+        if !is_csv(path) {
             check_phenoflow_parquet(path, cli.level)?;
-            LazyFrame::scan_parquet(PlRefPath::new(text.as_str()), ScanArgsParquet::default())
-                .with_context(|| format!("reading {}", path.display()))?
-        };
-        frames.push(frame);
+        }
+        frames.push(scan_one(path)?);
     }
     if frames.len() == 1 {
         return Ok(frames.pop().expect("one frame"));
     }
     concat(frames, UnionArgs::default()).context("concatenating the inputs")
+}
+
+/// A null feature value would make a well's mean cover fewer cells than its count says, without
+/// a word: every feature column of every input must be null-free. Parquet footers answer from
+/// their statistics; CSV files (and Parquet files without null counts) are scanned.
+fn check_no_null_features(cli: &Cli, features: &[String]) -> anyhow::Result<()> {
+    for path in &cli.input {
+        let footer = if is_csv(path) {
+            None
+        } else {
+            Some(column_null_counts(path)?)
+        };
+        let mut unknown: Vec<&str> = Vec::new();
+        for feature in features {
+            let known = footer
+                .as_ref()
+                .map(|counts| counts.get(feature).copied().unwrap_or(Some(0)));
+            match known {
+                Some(Some(0)) => {}
+                Some(Some(nulls)) => return Err(null_feature(path, feature, nulls)),
+                _ => unknown.push(feature),
+            }
+        }
+        if unknown.is_empty() {
+            continue;
+        }
+        let counts = scan_one(path)?
+            .select(
+                unknown
+                    .iter()
+                    .map(|name| col(*name).null_count().alias(*name))
+                    .collect::<Vec<_>>(),
+            )
+            .collect()
+            .with_context(|| format!("counting missing values in {}", path.display()))?;
+        for name in unknown {
+            let nulls = counts
+                .column(name)?
+                .cast(&PlDataType::UInt64)?
+                .u64()?
+                .get(0)
+                .unwrap_or(0);
+            if nulls > 0 {
+                return Err(null_feature(path, name, nulls));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn null_feature(path: &Path, feature: &str, nulls: u64) -> anyhow::Error {
+    input_error(format!(
+        "{}: feature column `{feature}` holds {nulls} missing value(s) (null, or an empty CSV field); \
+         a well's mean would cover fewer cells than its count. Drop or impute them first",
+        path.display()
+    ))
 }
 
 /// A Parquet file written by phenoflow is checked against its table's contract (footer only);
@@ -163,18 +241,31 @@ fn resolve_columns(
         .chain(map.moa.as_deref())
         .chain(map.batch.as_deref())
         .collect();
-    let features: Vec<String> = schema
+    let candidates: Vec<(&str, &PlDataType)> = schema
         .iter()
-        .filter(|(name, dtype)| {
-            let name = name.as_str();
+        .map(|(name, dtype)| (name.as_str(), dtype))
+        .filter(|(name, _)| {
             !keys.contains(name)
                 && !name.starts_with("Metadata_")
-                && dtype.is_primitive_numeric()
                 && cli
                     .feature_prefix
                     .iter()
                     .any(|prefix| name.starts_with(prefix.as_str()))
         })
+        .collect();
+    // A feature column read as text (one `NA` in a CSV makes the whole column text) would
+    // otherwise be dropped without a word.
+    if let Some((name, dtype)) = candidates
+        .iter()
+        .find(|(_, dtype)| !dtype.is_primitive_numeric())
+    {
+        return Err(input_error(format!(
+            "{inputs}: feature column `{name}` is {dtype}, not numeric (a value such as `NA` or `#DIV/0!` in a CSV?); \
+             fix or drop it, or narrow --feature-prefix"
+        )));
+    }
+    let features: Vec<String> = candidates
+        .iter()
         .map(|(name, _)| name.to_string())
         .collect();
     if features.is_empty() {
@@ -408,6 +499,7 @@ impl MoaTable {
         let header: Vec<String> = lines
             .next()
             .unwrap_or("")
+            .trim_start_matches('\u{feff}')
             .split(',')
             .map(|h| h.trim().trim_matches('"').to_lowercase())
             .collect();
@@ -431,10 +523,20 @@ impl MoaTable {
                     get(concentration)
                 ))
             })?;
-            table.insert(
-                (get(compound).to_string(), concentration_key(value)),
-                get(moa).to_string(),
-            );
+            let key = (get(compound).to_string(), concentration_key(value));
+            if let Some(other) = table.get(&key) {
+                if other != get(moa) {
+                    return Err(input_error(format!(
+                        "{}: line {}: ({}, {}) is `{}` here but `{other}` on an earlier line",
+                        path.display(),
+                        line_number + 2,
+                        get(compound),
+                        get(concentration),
+                        get(moa)
+                    )));
+                }
+            }
+            table.insert(key, get(moa).to_string());
         }
         Ok(Self { moa: table })
     }
@@ -630,6 +732,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     });
     let schema = frame.collect_schema().context("reading the input schema")?;
     let (map, features) = resolve_columns(&cli, &schema)?;
+    check_no_null_features(&cli, &features)?;
     let well_frame = well_frame(&cli, frame, &map, &features)?;
     let mut wells = collect_wells(&cli, &well_frame, &map, &features, moa_table.as_ref())?;
     drop(well_frame);
@@ -689,6 +792,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let hashes = hasher
         .join()
         .map_err(|_| anyhow::anyhow!("the input-hashing thread panicked"))??;
+    // Two inputs with the same content (a shard copied under another name) count every cell
+    // twice.
+    let inputs = &hashes[..cli.input.len()];
+    for (index, (path, hash)) in inputs.iter().enumerate() {
+        if let Some((other, _)) = inputs[..index].iter().find(|(_, other)| other == hash) {
+            return Err(input_error(format!(
+                "{path} and {other} have the same content: every cell would count twice"
+            )));
+        }
+    }
     provenance.inputs.extend(hashes);
     let wells_columns: Vec<ArrayRef> = vec![
         string_array(&wells.plate),

@@ -234,6 +234,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     );
     for run in &scored {
         let evaluation = &run.evaluation;
+        if evaluation.predictions.is_empty() {
+            println!(
+                "  {:<9} accuracy n/a (no scorable query: no MoA has treatments of two compounds{})",
+                run.name,
+                if run.name == "NSC" { "" } else { " in different batches" }
+            );
+            continue;
+        }
         println!(
             "  {:<9} accuracy {:.3} ({}/{})",
             run.name,
@@ -252,7 +260,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
-    println!("  mAP (MoA retrieval, NSC candidates) {map:.3} over {map_queries} queries");
+    if map_queries == 0 {
+        println!("  mAP (MoA retrieval, NSC candidates) n/a (no query has a same-MoA candidate)");
+    } else {
+        println!("  mAP (MoA retrieval, NSC candidates) {map:.3} over {map_queries} queries");
+    }
     Ok(())
 }
 
@@ -311,7 +323,11 @@ fn write_metrics(
     provenance: &Provenance,
 ) -> anyhow::Result<()> {
     let mut rows: Vec<(String, String, String, f64, Option<i64>)> = Vec::new();
-    for run in scored {
+    // A protocol with no scorable query has no accuracy: its rows are left out (never 0.000).
+    for run in scored
+        .iter()
+        .filter(|run| !run.evaluation.predictions.is_empty())
+    {
         let evaluation = &run.evaluation;
         let n = evaluation.predictions.len();
         rows.push((
@@ -361,13 +377,15 @@ fn write_metrics(
         }
     }
     let (map_all, map_per_moa, map_queries) = map;
-    rows.push((
-        "mean_average_precision".into(),
-        "NSC".into(),
-        "all".into(),
-        map_all,
-        Some(map_queries as i64),
-    ));
+    if map_queries > 0 {
+        rows.push((
+            "mean_average_precision".into(),
+            "NSC".into(),
+            "all".into(),
+            map_all,
+            Some(map_queries as i64),
+        ));
+    }
     for (moa, value) in map_per_moa {
         rows.push((
             "mean_average_precision".into(),

@@ -63,8 +63,8 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
 
-    /// ONNX Runtime intra-op threads (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    /// ONNX Runtime intra-op threads (0 = all cores; at most 1024).
+    #[arg(long, default_value_t = 0, value_parser = phenoflow_schemas::parse_threads)]
     pub threads: usize,
 
     /// Hide the progress bar.

@@ -486,8 +486,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         progress.inc(n_rows as u64);
     }
     progress.finish_and_clear();
-    if n_cells == 0 {
+    if n_cells == 0 && (total_rows > 0 || !cli.plate.is_empty()) {
         return Err(InputError(format!("{}: no cells selected", cli.cells.display())).into());
+    }
+    if total_rows == 0 {
+        // An empty shard of a screen with fewer plates than shards: an empty table.
+        eprintln!(
+            "pf-embed: {} holds no cells; writing an empty embeddings table",
+            cli.cells.display()
+        );
     }
     writer.finish()?;
     let seconds = started.elapsed().as_secs_f64();

@@ -29,4 +29,9 @@ pub struct Cli {
     /// Where to write the decoder.
     #[arg(long)]
     pub decoder: PathBuf,
+
+    /// Export a model whose training stopped before its last epoch (by default refused: a
+    /// killed or still running pf-train leaves such a card).
+    #[arg(long)]
+    pub allow_unfinished: bool,
 }

@@ -335,6 +335,16 @@ pub fn decoder_model(card: &ModelCard, weights: &Weights) -> anyhow::Result<onnx
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let card = ModelCard::read(&cli.model_card)?;
+    if card.epochs_completed < card.hyperparameters.epochs && !cli.allow_unfinished {
+        return Err(InputError(format!(
+            "{}: training stopped after epoch {} of {} (killed, failed or still running); finish it with \
+             pf-train --resume, or export it as it is with --allow-unfinished",
+            cli.model_card.display(),
+            card.epochs_completed,
+            card.hyperparameters.epochs
+        ))
+        .into());
+    }
     let checkpoint = card.checkpoint_path(&cli.model_card);
     let weights = Weights::read(&checkpoint)?;
     let [_, height, width] = card.input_shape;

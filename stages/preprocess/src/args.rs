@@ -7,6 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::geometry::EdgePolicy;
 use crate::layout::Unannotated;
 
+/// The largest `--crop-size`: a cell crop, not a field (BBBC021's cells fit in 68 px).
+pub const MAX_CROP_SIZE: i64 = 1024;
+/// The largest `whole --size` (the seeds use 128; BBBC021's fields are 1280×1024).
+pub const MAX_WHOLE_SIZE: i64 = 4096;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pf-preprocess",
@@ -53,8 +58,8 @@ pub struct CommonArgs {
     #[arg(long)]
     pub skip_bad: bool,
 
-    /// Worker threads (default: all cores).
-    #[arg(long)]
+    /// Worker threads (default: all cores; at most 1024).
+    #[arg(long, value_parser = phenoflow_schemas::parse_threads)]
     pub threads: Option<usize>,
 
     /// Do not draw a progress bar.
@@ -73,6 +78,11 @@ pub struct ImageTableArgs {
     /// Folder the `Image_PathName_*` values are relative to [default: the image table's folder].
     #[arg(long)]
     pub images_root: Option<PathBuf>,
+
+    /// Also read images outside --images-root (absolute `Image_PathName_*` values or `..`, as
+    /// CellProfiler LoadData tables often hold); by default such a row is an error.
+    #[arg(long)]
+    pub allow_outside_root: bool,
 
     /// Channel names (as in `Image_FileName_<name>`), in tensor order.
     #[arg(long, value_delimiter = ',', default_value = "DAPI,Actin,Tubulin")]
@@ -106,9 +116,9 @@ pub struct Bbbc021Args {
     #[arg(long)]
     pub moa_csv: PathBuf,
 
-    /// Crop size in pixels (square).
-    #[arg(long, default_value_t = 68)]
-    pub crop_size: usize,
+    /// Crop size in pixels (square; 1 to 1024, and no larger than the field).
+    #[arg(long, default_value_t = 68, value_parser = clap::value_parser!(u16).range(1..=MAX_CROP_SIZE))]
+    pub crop_size: u16,
 
     /// Cells whose crop reaches outside the field: skip them or pad with zeros.
     #[arg(long, value_enum, default_value_t = EdgePolicy::Skip)]
@@ -120,7 +130,7 @@ pub struct Bbbc021Args {
     pub centers: Option<PathBuf>,
 
     /// Gaussian smoothing of the DNA channel before thresholding (pixels).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, value_parser = non_negative)]
     pub smoothing_sigma: f32,
 
     /// Tile size of the background estimate (pixels, larger than a nucleus); 0 disables it.
@@ -128,11 +138,11 @@ pub struct Bbbc021Args {
     pub background_block: usize,
 
     /// Multiplies Otsu's threshold (above 1: stricter).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_parser = positive)]
     pub threshold_scale: f32,
 
     /// Smoothing used to find one intensity peak per nucleus when splitting touching nuclei.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 4.0, value_parser = non_negative)]
     pub declump_sigma: f32,
 
     /// Minimum distance between two nucleus centres (pixels).
@@ -187,9 +197,9 @@ pub struct WholeArgs {
     #[arg(long)]
     pub moa_csv: Option<PathBuf>,
 
-    /// Output size N (the field is resized to N×N by area averaging).
-    #[arg(long, default_value_t = 128)]
-    pub size: usize,
+    /// Output size N (the field is resized to N×N by area averaging; 1 to 4096).
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u16).range(1..=MAX_WHOLE_SIZE))]
+    pub size: u16,
 
     /// Average the channels into one grey channel (the CPJUMP1 seed's input).
     #[arg(long)]
@@ -197,4 +207,20 @@ pub struct WholeArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// A finite number ≥ 0 (a NaN sigma would blur every field to NaN without a word).
+fn non_negative(text: &str) -> Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
+        _ => Err(format!("`{text}`: expected a finite number ≥ 0")),
+    }
+}
+
+/// A finite number > 0.
+fn positive(text: &str) -> Result<f32, String> {
+    match text.trim().parse::<f32>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
+        _ => Err(format!("`{text}`: expected a finite number > 0")),
+    }
 }

@@ -21,10 +21,11 @@ impl CsvTable {
             path: path.to_path_buf(),
             source,
         };
-        let file = std::fs::File::open(path).map_err(|source| PreprocessError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let file =
+            phenoflow_schemas::open_regular_file(path).map_err(|source| PreprocessError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
         let mut reader = csv::ReaderBuilder::new()
             .terminator(csv::Terminator::CRLF)
             .from_reader(std::io::BufReader::new(file));

@@ -54,7 +54,21 @@ impl Centers {
                 Some(number) => number as i32,
                 None => objects.len() as i32 + 1,
             };
-            objects.push((number, row.number(&center_x)?, row.number(&center_y)?));
+            let (x, y) = (row.number(&center_x)?, row.number(&center_y)?);
+            // A repeated row would crop the same cell twice.
+            if let Some(&(other, _, _)) = objects
+                .iter()
+                .find(|(other, ox, oy)| *other == number || (*ox == x && *oy == y))
+            {
+                return Err(row.error(
+                    &image_number,
+                    format!(
+                        "image {} lists object {number} at ({x}, {y}) twice (or at the centre of object {other}): duplicate rows would crop the same cell twice",
+                        key.1
+                    ),
+                ));
+            }
+            objects.push((number, x, y));
         }
         Ok(Self {
             path: path.to_path_buf(),
@@ -90,8 +104,12 @@ fn images_root(args: &ImageTableArgs) -> PathBuf {
 /// Reads the image table (and MoA table), checks the selection is not empty and that every
 /// requested plate exists.
 fn read_fields(args: &ImageTableArgs, moa: Option<&MoaTable>) -> anyhow::Result<ImageTable> {
-    if args.channels.is_empty() {
-        anyhow::bail!("--channels must name at least one channel");
+    if args.channels.is_empty() || args.channels.iter().any(|c| c.trim().is_empty()) {
+        return Err(PreprocessError::Invalid(format!(
+            "--channels {:?}: name at least one channel, and no empty one",
+            args.channels.join(",")
+        ))
+        .into());
     }
     let root = images_root(args);
     let table = ImageTable::read(
@@ -99,6 +117,7 @@ fn read_fields(args: &ImageTableArgs, moa: Option<&MoaTable>) -> anyhow::Result<
         &ImageTableOptions {
             channels: &args.channels,
             images_root: &root,
+            allow_outside_root: args.allow_outside_root,
             moa,
             unannotated: args.unannotated,
             plates: &args.plates,
@@ -220,9 +239,6 @@ fn write_cells(
 
 /// `pf-preprocess bbbc021`.
 pub fn run_bbbc021(args: &Bbbc021Args) -> anyhow::Result<RunCounts> {
-    if args.crop_size == 0 {
-        anyhow::bail!("--crop-size must be positive");
-    }
     let moa = MoaTable::read(&args.moa_csv)?;
     let table = read_fields(&args.table, Some(&moa))?;
     let centers = args.centers.as_deref().map(Centers::read).transpose()?;
@@ -260,7 +276,8 @@ pub fn run_bbbc021(args: &Bbbc021Args) -> anyhow::Result<RunCounts> {
         write_manifest(manifest, &table, &args.table.channels, params, &inputs)?;
     }
 
-    let shape = TensorShape::new(args.table.channels.len(), args.crop_size, args.crop_size);
+    let crop_size = usize::from(args.crop_size);
+    let shape = TensorShape::new(args.table.channels.len(), crop_size, crop_size);
     let csv = args.table.image_csv.as_path();
     write_cells(&table, csv, shape, &args.common, &provenance, |field| {
         crop_field(
@@ -268,7 +285,7 @@ pub fn run_bbbc021(args: &Bbbc021Args) -> anyhow::Result<RunCounts> {
             csv,
             centers.as_ref(),
             &nucleus_params,
-            args.crop_size,
+            crop_size,
             args.edge,
         )
     })
@@ -283,8 +300,33 @@ fn crop_field(
     edge: EdgePolicy,
 ) -> Result<ItemCells> {
     let channels = load_channels(field, csv)?;
+    if crop_size > channels[0].width || crop_size > channels[0].height {
+        return Err(PreprocessError::Invalid(format!(
+            "--crop-size {crop_size} is larger than the {}×{} field at line {} of {}",
+            channels[0].width,
+            channels[0].height,
+            field.line,
+            csv.display()
+        )));
+    }
     let objects: Vec<Object> = match centers {
-        Some(centers) => centers.for_field(field)?.to_vec(),
+        Some(centers) => {
+            let objects = centers.for_field(field)?.to_vec();
+            let (width, height) = (channels[0].width as f64, channels[0].height as f64);
+            if let Some((number, x, y)) = objects
+                .iter()
+                .find(|(_, x, y)| !(0.0..=width).contains(x) || !(0.0..=height).contains(y))
+            {
+                return Err(PreprocessError::Invalid(format!(
+                    "--centers {}: object {number} of image {} (line {} of {}) has its centre at ({x}, {y}), outside the {width}×{height} field",
+                    centers.path.display(),
+                    field.image_number.unwrap_or_default(),
+                    field.line,
+                    csv.display()
+                )));
+            }
+            objects
+        }
         None => detect_nuclei(&channels[0], nucleus_params)
             .iter()
             .enumerate()
@@ -318,9 +360,6 @@ fn crop_field(
 
 /// `pf-preprocess whole`.
 pub fn run_whole(args: &WholeArgs) -> anyhow::Result<RunCounts> {
-    if args.size == 0 {
-        anyhow::bail!("--size must be positive");
-    }
     let moa = args.moa_csv.as_deref().map(MoaTable::read).transpose()?;
     let table = read_fields(&args.table, moa.as_ref())?;
     let params = serde_json::json!({
@@ -349,10 +388,11 @@ pub fn run_whole(args: &WholeArgs) -> anyhow::Result<RunCounts> {
     } else {
         args.table.channels.len()
     };
-    let shape = TensorShape::new(n_out_channels, args.size, args.size);
+    let size = usize::from(args.size);
+    let shape = TensorShape::new(n_out_channels, size, size);
     let csv = args.table.image_csv.as_path();
     write_cells(&table, csv, shape, &args.common, &provenance, |field| {
-        resize_field(field, csv, args.size, args.grey)
+        resize_field(field, csv, size, args.grey)
     })
 }
 

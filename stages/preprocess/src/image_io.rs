@@ -2,7 +2,6 @@
 //! CellProfiler's examples 8-bit PackBits) and numpy `.npy` arrays (the pre-cropped DTU layout:
 //! `<u2`, HWC). Pixels are returned as `u16` without any rescaling, so raw intensities survive.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
@@ -31,10 +30,11 @@ pub fn read_tiff(path: &Path) -> Result<GrayImage> {
         path: path.to_path_buf(),
         reason,
     };
-    let file = File::open(path).map_err(|source| PreprocessError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let file =
+        phenoflow_schemas::open_regular_file(path).map_err(|source| PreprocessError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
     let mut decoder =
         Decoder::new(BufReader::new(file)).map_err(|error| tiff_error(error.to_string()))?;
     let (width, height) = decoder
@@ -91,7 +91,7 @@ pub fn read_npy_u16(path: &Path) -> Result<NpyArray> {
         reason,
     };
     let mut bytes = Vec::new();
-    File::open(path)
+    phenoflow_schemas::open_regular_file(path)
         .and_then(|mut file| file.read_to_end(&mut bytes))
         .map_err(|source| PreprocessError::Io {
             path: path.to_path_buf(),
@@ -139,14 +139,18 @@ pub fn read_npy_u16(path: &Path) -> Result<NpyArray> {
                 .map_err(|_| npy_error(format!("bad shape `{shape_text}`")))
         })
         .collect::<Result<_>>()?;
-    let n_values: usize = shape.iter().product();
     let data = &bytes[data_start..];
-    if data.len() != n_values * 2 {
-        return Err(npy_error(format!(
-            "shape {shape:?} needs {} data bytes but the file has {} (truncated?)",
-            n_values * 2,
-            data.len()
-        )));
+    let n_bytes = shape
+        .iter()
+        .try_fold(2usize, |bytes, &extent| bytes.checked_mul(extent));
+    if n_bytes != Some(data.len()) {
+        return Err(npy_error(match n_bytes {
+            Some(n_bytes) => format!(
+                "shape {shape:?} needs {n_bytes} data bytes but the file has {} (truncated?)",
+                data.len()
+            ),
+            None => format!("shape {shape:?} is larger than any file can hold"),
+        }));
     }
     let values = data
         .chunks_exact(2)

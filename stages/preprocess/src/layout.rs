@@ -154,6 +154,8 @@ pub struct ImageTableOptions<'a> {
     pub channels: &'a [String],
     /// Folder the `Image_PathName_*` values are relative to.
     pub images_root: &'a Path,
+    /// Accept absolute `Image_PathName_*` values and `..` (by default refused).
+    pub allow_outside_root: bool,
     pub moa: Option<&'a MoaTable>,
     pub unannotated: Unannotated,
     /// Keep only these plates (all when empty).
@@ -199,6 +201,7 @@ impl ImageTable {
         let mut n_unannotated_dropped = 0;
         let mut n_other_plates = 0;
         let mut sites_seen: HashMap<(String, String), i32> = HashMap::new();
+        let mut paths_seen: HashMap<Vec<PathBuf>, u64> = HashMap::new();
         let shard_plates = match options.shard {
             None => None,
             Some(shard) => {
@@ -251,7 +254,37 @@ impl ImageTable {
             for (file_column, folder_column) in &channel_columns {
                 let file_name = row.text(file_column)?;
                 let folder = row.text(folder_column)?;
+                // Images are read from inside --images-root: no absolute folder, no `..`
+                // (unless --allow-outside-root, for LoadData tables with absolute paths).
+                if !options.allow_outside_root {
+                    for (column, part) in [(folder_column, folder), (file_column, file_name)] {
+                        let part_path = Path::new(part);
+                        if part_path.is_absolute()
+                            || part_path
+                                .components()
+                                .any(|c| matches!(c, std::path::Component::ParentDir))
+                        {
+                            return Err(row.error(
+                                column,
+                                format!(
+                                    "`{part}` leads outside --images-root {} (an absolute path or `..`); \
+                                     pass --allow-outside-root to read it anyway",
+                                    options.images_root.display()
+                                ),
+                            ));
+                        }
+                    }
+                }
                 channel_paths.push(options.images_root.join(folder).join(file_name));
+            }
+            // The same images twice would give every cell twice.
+            if let Some(first_line) = paths_seen.insert(channel_paths.clone(), row.line) {
+                return Err(row.error(
+                    &channel_columns[0].0,
+                    format!(
+                        "the same images as line {first_line}: duplicate rows would give duplicate cells"
+                    ),
+                ));
             }
             let well_name = row.text(&well)?.to_string();
             // BBBC021 has no site column: the site is written in the file name (`_s1_`). Failing
@@ -340,6 +373,7 @@ mod tests {
         let mut options = ImageTableOptions {
             channels: &channels,
             images_root: &data,
+            allow_outside_root: false,
             moa: None,
             unannotated: Unannotated::Keep,
             plates: &[],

@@ -72,6 +72,13 @@ fn read_metadata(
             continue;
         }
         let field_name = row.text(&image_name)?;
+        // A folder name under the images folder, never a path out of it.
+        if field_name.contains(['/', '\\']) || field_name == ".." || field_name == "." {
+            return Err(row.error(
+                &image_name,
+                format!("`{field_name}` is not a folder name (no `/`, `\\` or `..`): cells are read only from inside the images folder"),
+            ));
+        }
         let id = row.integer(&cell_id)?;
         if id < 0 {
             return Err(row.error(&cell_id, format!("negative cell id {id}")));
@@ -98,7 +105,19 @@ fn read_metadata(
             },
         });
     }
-    if cells.is_empty() {
+    let mut seen = std::collections::HashMap::with_capacity(cells.len());
+    for cell in &cells {
+        if let Some(line) = seen.insert(&cell.path, cell.line) {
+            return Err(PreprocessError::Invalid(format!(
+                "{}: lines {line} and {} name the same cell {}: duplicate rows would give duplicate cells",
+                metadata.display(),
+                cell.line,
+                cell.path.display()
+            )));
+        }
+    }
+    // A shard may hold no plate (4 shards of a 1-plate screen): an empty table, not an error.
+    if cells.is_empty() && (!plates.is_empty() || shard.is_none()) {
         return Err(PreprocessError::Invalid(format!(
             "{}: no cell selected ({} rows)",
             metadata.display(),
@@ -146,15 +165,45 @@ pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
         .clone()
         .unwrap_or_else(|| args.root.join(DTU_IMAGES_DIR));
     let cells = read_metadata(&metadata, &images_dir, &args.plates, args.shard)?;
-    // The first cell fixes the tensor shape; every other cell must match it.
-    let first = read_npy_u16(&cells[0].path)?;
+    // The first cell fixes the tensor shape; every other cell must match it. A shard without
+    // cells takes the shape of the table's first cell, so that its empty table fits the others.
+    let first_path = match cells.first() {
+        Some(cell) => cell.path.clone(),
+        None => {
+            let all = read_metadata(&metadata, &images_dir, &[], None)?;
+            let (index, count) = args.shard.expect("only a shard may select no cell");
+            eprintln!(
+                "pf-preprocess: shard {index}/{count} holds no plate of {} (it has fewer plates than shards); writing an empty table",
+                metadata.display()
+            );
+            all[0].path.clone()
+        }
+    };
+    let first = read_npy_u16(&first_path)?;
     let [height, width, channels] = first.shape[..] else {
         return Err(PreprocessError::Npy {
-            path: cells[0].path.clone(),
+            path: first_path.clone(),
             reason: format!("shape {:?} is not HWC (rank 3)", first.shape),
         }
         .into());
     };
+    // The DTU layout is HWC with three channels (DNA, F-actin, β-tubulin): a CHW file
+    // (3, 68, 68) would otherwise become 68 "channels" of 3×68 pixels under three names.
+    if channels != 3 {
+        let hint = if first.shape[0] == 3 {
+            "; it looks channel-first (CHW): store cells as (height, width, 3), e.g. np.moveaxis(cell, 0, -1)"
+        } else {
+            ""
+        };
+        return Err(PreprocessError::Npy {
+            path: first_path.clone(),
+            reason: format!(
+                "shape {:?} is not (height, width, 3): the pre-cropped layout holds DNA, F-actin and β-tubulin as the last axis{hint}",
+                first.shape
+            ),
+        }
+        .into());
+    }
     let shape = TensorShape::new(channels, height, width);
     let params = serde_json::json!({
         "mode": "singlecell",
@@ -173,7 +222,8 @@ pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
         args.common.skip_bad,
         !args.common.no_progress,
         "cells",
-    );
+    )
+    .allow_empty();
     sink.process(
         &cells,
         CELLS_IN_FLIGHT,

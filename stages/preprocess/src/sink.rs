@@ -54,6 +54,7 @@ pub struct CellsSink {
     skip_bad: bool,
     progress: ProgressBar,
     shape: TensorShape,
+    allow_empty: bool,
 }
 
 impl CellsSink {
@@ -82,7 +83,15 @@ impl CellsSink {
             skip_bad,
             progress,
             shape,
+            allow_empty: false,
         }
+    }
+
+    /// With no item at all to process, `finish` writes an empty table instead of failing (a
+    /// shard of a screen with fewer plates than shards).
+    pub fn allow_empty(mut self) -> Self {
+        self.allow_empty = true;
+        self
     }
 
     /// Processes `items` with `work` on every thread of the rayon pool and appends the results
@@ -235,6 +244,20 @@ impl CellsSink {
     pub fn finish(mut self, output: &Path, provenance: &Provenance) -> anyhow::Result<RunCounts> {
         self.progress.finish_and_clear();
         let counts = self.counts.clone();
+        // Nothing to do (a shard that holds no plate): a valid table with no rows.
+        if counts.n_items == 0 && self.allow_empty {
+            let mut writer = ParallelTableWriter::create(
+                output,
+                TableKind::Cells,
+                self.builder.schema(),
+                provenance,
+                ROWS_PER_GROUP,
+                1,
+            )?;
+            writer.append_extra("n_items", "0");
+            writer.finish()?;
+            return Ok(counts);
+        }
         if counts.n_cells == 0 {
             return Err(phenoflow_schemas::InputError(format!(
                 "no cells were produced from {} input item(s) ({} skipped as bad, {} cells at the edge): nothing written to {}",

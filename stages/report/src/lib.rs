@@ -378,6 +378,16 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut supervised = Vec::new();
     for path in &cli.classifier_metrics {
         let result = read_classifier_metrics(path)?;
+        // pf-classify's MoA metrics share the table kind; their protocols are NSC / NSCB.
+        if result.classifier.is_empty() || result.protocol.starts_with("NSC") {
+            return Err(InputError(format!(
+                "{}: the metrics of pf-classify's 1-NN MoA protocol ({}), not of a supervised classifier \
+                 (pf-train --model cnn|resnet18, pf-baseline); give it as --metrics",
+                path.display(),
+                if result.protocol.is_empty() { "no classifier recorded" } else { &result.protocol }
+            ))
+            .into());
+        }
         if result.evaluation.classes.is_empty() {
             return Err(InputError(format!(
                 "{}: no per-class rows; not the metrics of a supervised classifier (pf-train --model cnn|resnet18, pf-baseline)",

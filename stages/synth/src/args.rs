@@ -86,9 +86,9 @@ pub struct Cli {
     #[arg(long)]
     pub force: bool,
 
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    /// Worker threads (default: all cores; at most 1024).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=1024))]
+    pub threads: Option<u16>,
 
     /// Do not draw a progress bar.
     #[arg(long)]
@@ -229,7 +229,7 @@ impl Cli {
             size,
             panel: self.panel.clone(),
             force: self.force,
-            threads: self.threads,
+            threads: self.threads.map(usize::from),
             no_progress: self.no_progress,
         })
     }
