@@ -1800,11 +1800,30 @@ fn singlecell_shards_are_whole_plates() {
             "--no-progress",
         ])
     };
-    // The fixture's 259 cells are all on plate Week4_27861: shard 0 of 2 holds them, shard 1 none.
+    // The fixture's 259 cells are all on plate Week4_27861: shard 0 of 2 holds them, shard 1
+    // none, and writes an empty table of the same shape (so a pipeline with more shards than
+    // plates runs through), saying so.
     let first = temp.path().join("shard0.parquet");
     shard("0/2", &first).assert_success();
     assert!(shard("0/2", &first).stderr.contains("wrote 259 cells"));
-    shard("1/2", &temp.path().join("shard1.parquet")).assert_failure(2, &["no cell selected"]);
+    let empty = temp.path().join("shard1.parquet");
+    let outcome = shard("1/2", &empty);
+    outcome.assert_success();
+    assert!(
+        outcome.stderr.contains("holds no plate"),
+        "{}",
+        outcome.stderr
+    );
+    let rows = phenoflow_schemas::read_table(&empty, phenoflow_schemas::TableKind::Cells).unwrap();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+    assert_eq!(
+        phenoflow_schemas::parquet_io::file_schema(&empty)
+            .unwrap()
+            .fields(),
+        phenoflow_schemas::parquet_io::file_schema(&first)
+            .unwrap()
+            .fields()
+    );
     shard("2/2", &temp.path().join("bad.parquet"))
         .assert_failure(2, &["--shard 2/2: expected I/N with 0 ≤ I < N"]);
 }

@@ -1,0 +1,1270 @@
+//! The hostile-input catalogue: inputs a careless or hostile user gives, and what each stage
+//! must do with them: a clear error (exit 2 for bad input, 1 for a failing machine) that names the
+//! file and the row or column, nothing half-written, no code run, no path outside its root, no
+//! value that exhausts the machine or hangs a stage. One test per case or family of cases; each
+//! failed before its fix.
+//!
+//! | section | cases |
+//! |---|---|
+//! | code execution through `pf-run emit` | newline in name / description; `$(…)` in values and `--set`; `"`, `\` and braces in Snakemake strings; `$` in Nextflow scripts; `stage` with a path; paths with spaces still run |
+//! | paths that escape their roots | outputs absolute or `..`; `Image_PathName_*` absolute or `..`; `Multi_Cell_Image_Name` with `..`; a model card's checkpoint elsewhere |
+//! | panics | `.npy` shape overflow; `--centers` at 1e300 |
+//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `shards = 1000000`; a var naming itself; a FIFO as a TIFF |
+//! | silently wrong numbers | `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; NaN or negative sigmas and ridges |
+//! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
+//! | disk full | a write to a full file system is exit 1 and leaves nothing |
+//! | shipped pipelines on the project's data | more shards than plates |
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use phenoflow_e2e::{python, run, run_in, run_python, shared_data, stage, Outcome};
+
+fn arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+fn pf_run(folder: &Path, args: &[&str]) -> Outcome {
+    run_in(folder, &stage("pf-run"), args)
+}
+
+fn nothing_left(folder: &Path, prefix: &str) {
+    let left: Vec<_> = std::fs::read_dir(folder)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix) || name.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Code execution through `pf-run emit` (runs even under `make -n` / `snakemake -n`)
+
+/// A pipeline whose only step runs pf-preprocess with a value the test chooses.
+fn pipeline_with(param: &str, workdir: &str) -> String {
+    format!(
+        r#"[pipeline]
+name = "hostile"
+description = "values a user should not be able to turn into code"
+workdir = "{workdir}"
+
+[vars]
+data = "data"
+
+[[step]]
+name = "preprocess"
+stage = "pf-preprocess"
+command = "singlecell"
+inputs = {{ root = "${{data}}" }}
+outputs = {{ output = "cells.parquet" }}
+params = {{ plate = {param} }}
+"#
+    )
+}
+
+#[test]
+fn control_characters_and_non_identifier_names_are_refused_before_emitting() {
+    let temp = tempfile::tempdir().unwrap();
+    let base = pipeline_with("\"P1\"", "out");
+    let cases = [
+        (
+            base.replace("name = \"hostile\"", "name = \"x\\n$(shell touch pwned)\""),
+            "[pipeline] name",
+        ),
+        (
+            base.replace(
+                "description = \"values",
+                "description = \"line one\\nimport os; os.system('touch pwned')\\n",
+            ),
+            "control character",
+        ),
+        (
+            base.replace(
+                "stage = \"pf-preprocess\"",
+                "stage = \"../../usr/bin/touch\"",
+            ),
+            "stage `../../usr/bin/touch`",
+        ),
+        (
+            base.replace("name = \"preprocess\"", "name = \"a;touch pwned\""),
+            "step name `a;touch pwned`",
+        ),
+        (
+            base.replace("command = \"singlecell\"", "command = \"x y\""),
+            "command `x y`",
+        ),
+    ];
+    for (text, fragment) in cases {
+        std::fs::write(temp.path().join("p.toml"), &text).unwrap();
+        for engine in ["make", "snakemake", "nextflow"] {
+            pf_run(temp.path(), &["emit", engine, "p.toml"]).assert_failure(2, &[fragment]);
+        }
+        pf_run(temp.path(), &["run", "p.toml"]).assert_failure(2, &[fragment]);
+    }
+    assert!(!temp.path().join("pwned").exists());
+}
+
+/// Values that are code in make, Python or Groovy, in a param, a var given with `--set`, and a
+/// path: emitted, then dry-run by the engine, nothing runs.
+#[test]
+fn hostile_values_are_emitted_as_literals_and_dry_runs_execute_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let marker = temp.path().join("pwned");
+    let m = arg(&marker);
+    let values = [
+        format!("$(shell touch {m})"),
+        format!("`touch {m}`"),
+        format!("$$(touch {m})"),
+        format!("x\\\" + __import__('os').system('touch {m}') + \\\""),
+        format!("{{__import__('os').system('touch {m}')}}"),
+        format!("\"\"\" + 'touch {m}'.execute() + \"\"\""),
+        format!("$HOME/{m}"),
+        format!("'; touch {m}; echo '"),
+    ];
+    let snakemake = python().parent().unwrap().join("snakemake");
+    for (index, value) in values.iter().enumerate() {
+        let folder = temp.path().join(format!("case{index}"));
+        std::fs::create_dir_all(folder.join("data")).unwrap();
+        let toml_value = format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""));
+        std::fs::write(folder.join("p.toml"), pipeline_with(&toml_value, "out")).unwrap();
+        // In a param (the input folder exists, so the engines expand the whole rule).
+        pf_run(&folder, &["emit", "make", "p.toml", "--output", "p.mk"]).assert_success();
+        let dry = run_in(&folder, Path::new("make"), &["-n", "-f", "p.mk"]);
+        assert_eq!(dry.code, Some(0), "make -n: {}{}", dry.stdout, dry.stderr);
+        assert!(dry.stdout.contains("pf-preprocess"), "{}", dry.stdout);
+        pf_run(
+            &folder,
+            &["emit", "snakemake", "p.toml", "--output", "Snakefile"],
+        )
+        .assert_success();
+        let dry = run_in(&folder, &snakemake, &["-n", "-p", "--cores", "1"]);
+        assert_eq!(
+            dry.code,
+            Some(0),
+            "snakemake -n: {}{}",
+            dry.stdout,
+            dry.stderr
+        );
+        assert!(
+            dry.stdout.contains("pf-preprocess") || dry.stderr.contains("pf-preprocess"),
+            "{}{}",
+            dry.stdout,
+            dry.stderr
+        );
+        assert!(!marker.exists(), "case {index} ({value}) ran code");
+        // The same value as a var on the command line, where it becomes a path: make may refuse
+        // a path it cannot express (exit 2, saying so); whatever the engines do, nothing runs.
+        let set = format!("data={value}");
+        let made = pf_run(
+            &folder,
+            &["emit", "make", "p.toml", "--set", &set, "--output", "q.mk"],
+        );
+        if made.code == Some(0) {
+            let _ = run_in(&folder, Path::new("make"), &["-n", "-f", "q.mk"]);
+        } else {
+            made.assert_failure(2, &["which a make target or prerequisite cannot hold"]);
+        }
+        pf_run(
+            &folder,
+            &[
+                "emit",
+                "snakemake",
+                "p.toml",
+                "--set",
+                &set,
+                "--output",
+                "Snakefile",
+            ],
+        )
+        .assert_success();
+        let _ = run_in(&folder, &snakemake, &["-n", "--cores", "1"]);
+        for extra in [vec![], vec!["--set", set.as_str()]] {
+            let mut args = vec!["emit", "nextflow", "p.toml"];
+            args.extend(extra.iter().copied());
+            let nextflow = pf_run(&folder, &args);
+            nextflow.assert_success();
+            // Every `$` of a value is escaped; the only interpolations are pf-run's own.
+            let script = nextflow.stdout;
+            let unescaped: Vec<&str> = script
+                .match_indices('$')
+                .filter(|(at, _)| !script[..*at].ends_with('\\'))
+                .map(|(at, _)| &script[at..(at + 16).min(script.len())])
+                .filter(|text| {
+                    !text.starts_with("${params.")
+                        && !text.starts_with("${launchDir}")
+                        && !text.starts_with("${shard}")
+                })
+                .collect();
+            assert!(unescaped.is_empty(), "{unescaped:?} in\n{script}");
+        }
+        assert!(!marker.exists(), "case {index} ({value}) ran code");
+    }
+    // `${…}` in a file is a var reference (an undefined one is an error); from `--set` it is
+    // inserted once, literally, and reaches the emitters as text.
+    let folder = temp.path().join("case0");
+    let groovy = format!("data=${{'touch {m}'.execute()}}");
+    let nextflow = pf_run(&folder, &["emit", "nextflow", "p.toml", "--set", &groovy]);
+    nextflow.assert_success();
+    assert!(nextflow.stdout.contains("'\\${'"), "{}", nextflow.stdout);
+    pf_run(
+        &folder,
+        &[
+            "emit",
+            "snakemake",
+            "p.toml",
+            "--set",
+            &groovy,
+            "--output",
+            "Snakefile",
+        ],
+    )
+    .assert_success();
+    let _ = run_in(&folder, &snakemake, &["-n", "--cores", "1"]);
+    assert!(!marker.exists());
+    // The make recipe carries the value through to the shell unchanged: `make -n` prints it.
+    let printed = run_in(&folder, Path::new("make"), &["-n", "-f", "p.mk"]);
+    assert!(printed.stdout.contains(&values[0]), "{}", printed.stdout);
+    assert!(!marker.exists());
+}
+
+/// A workdir and a data folder with spaces: the emitted Makefile and Snakefile run the real
+/// stages and write the same table as pf-run.
+#[test]
+fn paths_with_spaces_run_under_make_snakemake_and_pf_run() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = temp.path().join("my data");
+    let tiny = shared_data().join("bbbc021/singlecell_tiny");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&tiny)
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bin_dir = stage("pf-preprocess").parent().unwrap().to_path_buf();
+    let text = pipeline_with("\"Week4_27861\"", "out dir/run 1")
+        .replace("data = \"data\"", &format!("data = \"{}\"", arg(&data)));
+    std::fs::write(temp.path().join("p.toml"), &text).unwrap();
+    let table = |path: &Path| {
+        let outcome = run_python(
+            "read_table.py",
+            &[
+                &arg(path),
+                "Metadata_Plate,Metadata_Well,Metadata_ObjectNumber",
+            ],
+        );
+        outcome.assert_success();
+        outcome.stdout
+    };
+    let output = temp.path().join("out dir/run 1/cells.parquet");
+    pf_run(temp.path(), &["run", "p.toml"]).assert_success();
+    let expected = table(&output);
+    assert!(expected.contains("Week4_27861"), "{expected}");
+
+    std::fs::remove_dir_all(temp.path().join("out dir")).unwrap();
+    pf_run(temp.path(), &["emit", "make", "p.toml", "--output", "p.mk"]).assert_success();
+    let made = run_in(
+        temp.path(),
+        Path::new("make"),
+        &["-f", "p.mk", &format!("PF_BIN={}", arg(&bin_dir))],
+    );
+    assert_eq!(made.code, Some(0), "{}{}", made.stdout, made.stderr);
+    assert_eq!(table(&output), expected);
+
+    std::fs::remove_dir_all(temp.path().join("out dir")).unwrap();
+    pf_run(
+        temp.path(),
+        &["emit", "snakemake", "p.toml", "--output", "Snakefile"],
+    )
+    .assert_success();
+    let snakemake = python().parent().unwrap().join("snakemake");
+    let ran = run_in(
+        temp.path(),
+        &snakemake,
+        &[
+            "--cores",
+            "1",
+            "--quiet",
+            "--config",
+            &format!("bin_dir={}", arg(&bin_dir)),
+        ],
+    );
+    assert_eq!(ran.code, Some(0), "{}{}", ran.stdout, ran.stderr);
+    assert_eq!(table(&output), expected);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Paths that escape their roots
+
+#[test]
+fn outputs_stay_inside_the_workdir() {
+    let temp = tempfile::tempdir().unwrap();
+    for output in [
+        "/tmp/evil.parquet",
+        "../evil.parquet",
+        "a/../../evil.parquet",
+    ] {
+        let text = pipeline_with("\"P1\"", "out").replace("cells.parquet", output);
+        std::fs::write(temp.path().join("p.toml"), text).unwrap();
+        pf_run(temp.path(), &["run", "p.toml"])
+            .assert_failure(2, &["must be a relative path inside the workdir"]);
+        pf_run(temp.path(), &["emit", "make", "p.toml"])
+            .assert_failure(2, &["must be a relative path inside the workdir"]);
+    }
+}
+
+/// The DTU layout as a folder the test can spoil.
+fn singlecell_copy(folder: &Path) -> PathBuf {
+    let root = folder.join("singlecell");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(shared_data().join("bbbc021/singlecell_tiny"))
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    root
+}
+
+fn rewrite_metadata(root: &Path, edit: impl Fn(&str) -> String) {
+    let path = root.join("metadata.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(&text)).unwrap();
+}
+
+fn preprocess_singlecell(root: &Path, output: &Path) -> Outcome {
+    run(
+        &stage("pf-preprocess"),
+        &[
+            "singlecell",
+            "--root",
+            &arg(root),
+            "--output",
+            &arg(output),
+            "--no-progress",
+        ],
+    )
+}
+
+#[test]
+fn a_cell_folder_name_cannot_leave_the_images_folder() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = singlecell_copy(temp.path());
+    // Point the first row's folder at ../../ (with the file it names made to exist there).
+    rewrite_metadata(&root, |text| {
+        let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+        let header: Vec<&str> = lines[0].split(',').collect();
+        let column = header
+            .iter()
+            .position(|h| *h == "Multi_Cell_Image_Name")
+            .unwrap();
+        let mut fields: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+        fields[column] = format!("../../{}", fields[column]);
+        lines[1] = fields.join(",");
+        lines.join("\n") + "\n"
+    });
+    let output = temp.path().join("cells.parquet");
+    preprocess_singlecell(&root, &output)
+        .assert_failure(2, &["metadata.csv", "line 2", "is not a folder name"]);
+    assert!(!output.exists());
+}
+
+/// Rewrites the first data row of a generated image table.
+fn edit_first_row(images: &Path, edit: impl Fn(&[&str], &mut Vec<String>)) {
+    let text = std::fs::read_to_string(images).unwrap();
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let mut fields: Vec<String> = lines[1].split(',').map(str::to_string).collect();
+    edit(&header, &mut fields);
+    lines[1] = fields.join(",");
+    std::fs::write(images, lines.join("\n") + "\n").unwrap();
+}
+
+#[test]
+fn image_paths_stay_inside_the_images_root_unless_allowed() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = temp.path().join("screen");
+    let (images, moa) = generated_field(&root);
+    let output = temp.path().join("cells.parquet");
+    let folder_column = |header: &[&str]| {
+        header
+            .iter()
+            .position(|h| h.starts_with("Image_PathName_"))
+            .unwrap()
+    };
+    // `..`: the same folder, reached from outside the root.
+    edit_first_row(&images, |header, fields| {
+        let at = folder_column(header);
+        fields[at] = format!("../screen/{}", fields[at]);
+    });
+    preprocess_fields(&images, &moa, &output, &[]).assert_failure(
+        2,
+        &[
+            "BBBC021_v1_image.csv",
+            "line 2",
+            "leads outside --images-root",
+        ],
+    );
+    assert!(!output.exists());
+    preprocess_fields(&images, &moa, &output, &["--allow-outside-root"]).assert_success();
+    // An absolute folder.
+    std::fs::remove_file(&output).unwrap();
+    let absolute = arg(&root);
+    edit_first_row(&images, |header, fields| {
+        let at = folder_column(header);
+        fields[at] = format!("{absolute}/{}", fields[at].trim_start_matches("../screen/"));
+    });
+    preprocess_fields(&images, &moa, &output, &[])
+        .assert_failure(2, &["leads outside --images-root"]);
+    preprocess_fields(&images, &moa, &output, &["--allow-outside-root"]).assert_success();
+}
+
+#[test]
+fn a_field_listed_twice_is_an_error_not_twice_the_cells() {
+    let temp = tempfile::tempdir().unwrap();
+    let (images, moa) = generated_field(temp.path());
+    let text = std::fs::read_to_string(&images).unwrap();
+    let second = text.lines().nth(1).unwrap().to_string();
+    std::fs::write(&images, format!("{text}{second}\n")).unwrap();
+    let output = temp.path().join("cells.parquet");
+    preprocess_fields(&images, &moa, &output, &[])
+        .assert_failure(2, &["line 3", "the same images as line 2"]);
+    assert!(!output.exists());
+}
+
+#[test]
+fn numbers_that_are_not_numbers_are_usage_errors() {
+    let temp = tempfile::tempdir().unwrap();
+    let (images, moa) = generated_field(temp.path());
+    let output = temp.path().join("cells.parquet");
+    for (flag, value) in [
+        ("--smoothing-sigma", "NaN"),
+        ("--smoothing-sigma", "-1"),
+        ("--declump-sigma", "inf"),
+        ("--threshold-scale", "0"),
+        ("--channels", ""),
+    ] {
+        preprocess_fields(&images, &moa, &output, &[flag, value]).assert_failure(2, &[flag]);
+        assert!(!output.exists());
+    }
+    let cells = temp.path().join("cells.csv");
+    std::fs::write(&cells, CELLS_CSV).unwrap();
+    aggregate(&[&cells], temp.path(), &["--tvn-ridge", "-1"])
+        .assert_failure(2, &["--tvn-ridge", "finite number ≥ 0"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Panics
+
+#[test]
+fn an_npy_header_whose_shape_overflows_is_an_error_not_a_panic() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = singlecell_copy(temp.path());
+    // The first cell's file: a valid header with an absurd shape.
+    let metadata = std::fs::read_to_string(root.join("metadata.csv")).unwrap();
+    let header: Vec<&str> = metadata.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = metadata.lines().nth(1).unwrap().split(',').collect();
+    let at = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+    let (field, id) = (at("Multi_Cell_Image_Name"), at("Single_Cell_Image_Id"));
+    let path = root
+        .join("singh_cp_pipeline_singlecell_images")
+        .join(field)
+        .join(format!("{field}_{id}.npy"));
+    let dict = "{'descr': '<u2', 'fortran_order': False, 'shape': (4294967296, 4294967296, 3), }";
+    let mut header_bytes = format!("{dict:<118}\n").into_bytes();
+    header_bytes.truncate(118);
+    header_bytes.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header_bytes.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&header_bytes);
+    bytes.extend_from_slice(&[0u8; 16]);
+    std::fs::write(&path, bytes).unwrap();
+    let output = temp.path().join("cells.parquet");
+    preprocess_singlecell(&root, &output).assert_failure(2, &["larger than any file can hold"]);
+    assert!(!output.exists());
+}
+
+/// A field of generated images in the BBBC021 layout, and a centres table for it.
+fn generated_field(folder: &Path) -> (PathBuf, PathBuf) {
+    run_python(
+        "make_fields.py",
+        &[
+            "--out",
+            &arg(folder),
+            "--n-fields",
+            "1",
+            "--height",
+            "200",
+            "--width",
+            "240",
+        ],
+    )
+    .assert_success();
+    (
+        folder.join("BBBC021_v1_image.csv"),
+        folder.join("BBBC021_v1_moa.csv"),
+    )
+}
+
+fn preprocess_fields(image_csv: &Path, moa_csv: &Path, output: &Path, extra: &[&str]) -> Outcome {
+    let mut args = vec![
+        "bbbc021".to_string(),
+        "--image-csv".into(),
+        arg(image_csv),
+        "--moa-csv".into(),
+        arg(moa_csv),
+        "--output".into(),
+        arg(output),
+        "--no-progress".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run(&stage("pf-preprocess"), &args)
+}
+
+#[test]
+fn centres_far_outside_the_field_and_duplicate_centres_are_errors() {
+    let temp = tempfile::tempdir().unwrap();
+    let (images, moa) = generated_field(temp.path());
+    let image_number = {
+        let text = std::fs::read_to_string(&images).unwrap();
+        let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+        let at = header.iter().position(|h| *h == "ImageNumber");
+        at.map(|at| {
+            text.lines()
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .nth(at)
+                .unwrap()
+                .to_string()
+        })
+    };
+    let Some(image_number) = image_number else {
+        panic!("make_fields.py writes no ImageNumber column");
+    };
+    let output = temp.path().join("cells.parquet");
+    for (rows, fragment) in [
+        (
+            format!("{image_number},1,1e300,50\n"),
+            "outside the 240×200 field",
+        ),
+        (
+            format!("{image_number},1,9223372036854775807,-9223372036854775808\n"),
+            "outside the 240×200 field",
+        ),
+        (
+            format!("{image_number},1,100,100\n{image_number},2,100,100\n"),
+            "twice",
+        ),
+    ] {
+        let centers = temp.path().join("centers.csv");
+        std::fs::write(
+            &centers,
+            format!("ImageNumber,ObjectNumber,Location_Center_X,Location_Center_Y\n{rows}"),
+        )
+        .unwrap();
+        preprocess_fields(&images, &moa, &output, &["--centers", &arg(&centers)])
+            .assert_failure(2, &["centers.csv", fragment]);
+        assert!(!output.exists());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values that exhaust the machine or hang a stage
+
+#[test]
+fn sizes_and_thread_counts_are_bounded_by_what_the_input_can_need() {
+    let temp = tempfile::tempdir().unwrap();
+    let (images, moa) = generated_field(temp.path());
+    let output = temp.path().join("cells.parquet");
+    preprocess_fields(
+        &images,
+        &moa,
+        &output,
+        &["--crop-size", "100000", "--edge", "zero"],
+    )
+    .assert_failure(2, &["--crop-size"]);
+    preprocess_fields(&images, &moa, &output, &["--crop-size", "0"])
+        .assert_failure(2, &["--crop-size"]);
+    preprocess_fields(
+        &images,
+        &moa,
+        &output,
+        &["--crop-size", "512", "--edge", "zero"],
+    )
+    .assert_failure(2, &["larger than the 240×200 field"]);
+    preprocess_fields(&images, &moa, &output, &["--threads", "100000"])
+        .assert_failure(2, &["--threads", "1024"]);
+    let whole = |size: &str| {
+        run(
+            &stage("pf-preprocess"),
+            &[
+                "whole",
+                "--image-csv",
+                &arg(&images),
+                "--size",
+                size,
+                "--output",
+                &arg(&output),
+            ],
+        )
+    };
+    whole("20000").assert_failure(2, &["--size"]);
+    whole("0").assert_failure(2, &["--size"]);
+    run(
+        &stage("pf-embed"),
+        &[
+            "--cells",
+            "c.parquet",
+            "--encoder",
+            "e.onnx",
+            "--output",
+            "o.parquet",
+            "--threads",
+            "100000",
+        ],
+    )
+    .assert_failure(2, &["--threads"]);
+    run(
+        &stage("pf-train"),
+        &[
+            "--cells",
+            "c",
+            "--out",
+            "o",
+            "--model",
+            "cytovae",
+            "--threads",
+            "100000",
+        ],
+    )
+    .assert_failure(2, &["--threads"]);
+    run(&stage("pf-synth"), &["--threads", "100000"]).assert_failure(2, &["--threads"]);
+    assert!(!output.exists());
+}
+
+#[test]
+fn a_huge_fan_out_and_a_var_that_names_itself_end_at_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let text = pipeline_with("\"P1\"", "out")
+        .replace("workdir = \"out\"", "workdir = \"out\"\nshards = 1000000");
+    std::fs::write(temp.path().join("p.toml"), text).unwrap();
+    pf_run(temp.path(), &["emit", "make", "p.toml"]).assert_failure(2, &["shards = 1000000"]);
+    // `data = "${data}x"` is taken literally, once: no endless expansion.
+    let text = pipeline_with("\"P1\"", "out").replace("data = \"data\"", "data = \"${data}x\"");
+    std::fs::write(temp.path().join("p.toml"), text).unwrap();
+    let started = Instant::now();
+    let emitted = pf_run(temp.path(), &["emit", "make", "p.toml"]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    emitted.assert_success();
+    assert!(emitted.stdout.contains("$${data}x"), "{}", emitted.stdout);
+}
+
+#[test]
+fn a_fifo_given_as_an_image_is_refused_without_blocking() {
+    let temp = tempfile::tempdir().unwrap();
+    let (images, moa) = generated_field(temp.path());
+    // Replace the first channel's TIFF by a FIFO nobody writes to.
+    let text = std::fs::read_to_string(&images).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    let file = header
+        .iter()
+        .position(|h| h.starts_with("Image_FileName_"))
+        .unwrap();
+    let folder = header
+        .iter()
+        .position(|h| h.starts_with("Image_PathName_"))
+        .unwrap();
+    let tiff = temp.path().join(row[folder]).join(row[file]);
+    std::fs::remove_file(&tiff).unwrap();
+    assert!(Command::new("mkfifo")
+        .arg(&tiff)
+        .status()
+        .unwrap()
+        .success());
+    let output = temp.path().join("cells.parquet");
+    let mut child = Command::new(stage("pf-preprocess"))
+        .args([
+            "bbbc021",
+            "--image-csv",
+            &arg(&images),
+            "--moa-csv",
+            &arg(&moa),
+            "--output",
+            &arg(&output),
+            "--no-progress",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("pf-preprocess blocked on a FIFO");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    assert!(!output.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Silently wrong numbers
+
+/// Writes a per-cell table with pyarrow / pandas from a few lines of Python.
+fn python_table(code: &str) -> Outcome {
+    run(&python(), &["-c", code])
+}
+
+fn aggregate(inputs: &[&Path], folder: &Path, extra: &[&str]) -> Outcome {
+    let mut args = Vec::new();
+    for input in inputs {
+        args.push("--input".to_string());
+        args.push(arg(input));
+    }
+    args.extend([
+        "--wells".into(),
+        arg(&folder.join("wells.parquet")),
+        "--treatments".into(),
+        arg(&folder.join("treatments.parquet")),
+    ]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run(&stage("pf-aggregate"), &args)
+}
+
+const CELLS_CSV: &str = "Metadata_Plate,Metadata_Well,Metadata_Compound,Metadata_Concentration,Metadata_MoA,Cells_a,Cells_b\n\
+P1,A01,DMSO,0,DMSO,1.0,2.0\nP1,A01,DMSO,0,DMSO,1.5,2.5\nP1,A02,taxol,1,Microtubule,3.0,4.0\nP1,A02,taxol,1,Microtubule,3.5,4.5\n";
+
+#[test]
+fn missing_feature_values_are_named_never_skipped() {
+    let temp = tempfile::tempdir().unwrap();
+    // One `NA` makes the CSV column text: it was dropped without a word.
+    let na = temp.path().join("na.csv");
+    std::fs::write(&na, CELLS_CSV.replace("3.5,4.5", "NA,4.5")).unwrap();
+    aggregate(&[&na], temp.path(), &[]).assert_failure(2, &["na.csv", "`Cells_a`", "not numeric"]);
+    // An empty field is a null: the well's mean would have covered 1 of its 2 cells.
+    let empty = temp.path().join("empty.csv");
+    std::fs::write(&empty, CELLS_CSV.replace("3.5,4.5", ",4.5")).unwrap();
+    aggregate(&[&empty], temp.path(), &[])
+        .assert_failure(2, &["empty.csv", "`Cells_a`", "1 missing value"]);
+    // A null in a Parquet file (a phenoflow-like embeddings table written by pyarrow).
+    let parquet = temp.path().join("null.parquet");
+    python_table(&format!(
+        "import pyarrow as pa, pyarrow.parquet as pq\n\
+         t = pa.table({{'Metadata_Plate': ['P1']*4, 'Metadata_Well': ['A01','A01','A02','A02'], \
+         'Metadata_Compound': ['DMSO','DMSO','taxol','taxol'], 'Metadata_Concentration': [0.0,0.0,1.0,1.0], \
+         'Metadata_MoA': ['DMSO','DMSO','Microtubule','Microtubule'], \
+         'Cells_a': pa.array([1.0, None, 3.0, 3.5], pa.float32())}})\n\
+         pq.write_table(t, '{}')",
+        arg(&parquet)
+    ))
+    .assert_success();
+    aggregate(&[&parquet], temp.path(), &[])
+        .assert_failure(2, &["null.parquet", "`Cells_a`", "1 missing value"]);
+    assert!(!temp.path().join("wells.parquet").exists());
+    // The clean table aggregates.
+    let clean = temp.path().join("clean.csv");
+    std::fs::write(&clean, CELLS_CSV).unwrap();
+    aggregate(&[&clean], temp.path(), &[]).assert_success();
+}
+
+#[test]
+fn the_same_cells_twice_and_conflicting_moa_rows_are_errors() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = temp.path().join("cells.csv");
+    std::fs::write(&cells, CELLS_CSV).unwrap();
+    let copy = temp.path().join("copy.csv");
+    std::fs::write(&copy, CELLS_CSV).unwrap();
+    let out = temp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    aggregate(&[&cells, &cells], &out, &[]).assert_failure(2, &["given twice"]);
+    aggregate(&[&cells, &copy], &out, &[]).assert_failure(2, &["the same content"]);
+    let moa = temp.path().join("moa.csv");
+    std::fs::write(
+        &moa,
+        "compound,concentration,moa\nDMSO,0,DMSO\ntaxol,1,Microtubule\ntaxol,1.0,Actin disruptors\n",
+    )
+    .unwrap();
+    aggregate(&[&cells], &out, &["--moa-csv", &arg(&moa)])
+        .assert_failure(2, &["moa.csv", "line 4", "Actin disruptors", "Microtubule"]);
+    // A byte-order mark before the header is not part of the first column's name.
+    std::fs::write(
+        &moa,
+        "\u{feff}compound,concentration,moa\nDMSO,0,DMSO\ntaxol,1,Microtubule\n",
+    )
+    .unwrap();
+    let no_moa = temp.path().join("no-moa.csv");
+    std::fs::write(
+        &no_moa,
+        CELLS_CSV
+            .replace(",Metadata_MoA", "")
+            .replace(",DMSO,1", ",1")
+            .replace(",DMSO,2", ",2")
+            .replace(",Microtubule", ""),
+    )
+    .unwrap();
+    aggregate(&[&no_moa], &out, &["--moa-csv", &arg(&moa)]).assert_success();
+    assert!(!out.join("wells.parquet").exists() || out.join("treatments.parquet").exists());
+}
+
+#[test]
+fn channel_first_npy_cells_and_duplicate_metadata_rows_are_errors() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = singlecell_copy(temp.path());
+    let duplicated = temp.path().join("dup");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(&root)
+        .arg(&duplicated)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Every cell stored CHW (3, 68, 68).
+    let outcome = run(
+        &python(),
+        &[
+            "-c",
+            &format!(
+                "import numpy as np, glob\n\
+                 for f in glob.glob('{}/**/*.npy', recursive=True):\n    \
+                 np.save(f, np.ascontiguousarray(np.moveaxis(np.load(f), -1, 0)))",
+                arg(&root)
+            ),
+        ],
+    );
+    outcome.assert_success();
+    let output = temp.path().join("cells.parquet");
+    preprocess_singlecell(&root, &output).assert_failure(2, &["[3, 68, 68]", "channel-first"]);
+    assert!(!output.exists());
+    // The same row twice.
+    rewrite_metadata(&duplicated, |text| {
+        let second = text.lines().nth(1).unwrap().to_string();
+        format!("{text}{second}\n")
+    });
+    preprocess_singlecell(&duplicated, &output).assert_failure(2, &["duplicate rows"]);
+    assert!(!output.exists());
+}
+
+/// Treatments whose every MoA has one compound: no NSC query can be scored.
+#[test]
+fn no_scorable_query_is_reported_as_n_a_never_as_zero() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = temp.path().join("cells.csv");
+    std::fs::write(&cells, CELLS_CSV).unwrap();
+    aggregate(&[&cells], temp.path(), &[]).assert_success();
+    let metrics = temp.path().join("metrics.parquet");
+    let outcome = run(
+        &stage("pf-classify"),
+        &[
+            "--treatments",
+            &arg(&temp.path().join("treatments.parquet")),
+            "--predictions",
+            &arg(&temp.path().join("predictions.parquet")),
+            "--metrics",
+            &arg(&metrics),
+        ],
+    );
+    outcome.assert_success();
+    assert!(
+        outcome.stdout.contains("accuracy n/a"),
+        "{}",
+        outcome.stdout
+    );
+    assert!(
+        !outcome.stdout.contains("accuracy 0.000"),
+        "{}",
+        outcome.stdout
+    );
+    let table = run_python("read_table.py", &[&arg(&metrics), "Metric,Protocol,Value"]);
+    table.assert_success();
+    assert!(!table.stdout.contains("accuracy"), "{}", table.stdout);
+}
+
+#[test]
+fn moa_metrics_are_not_taken_for_a_classifiers_metrics() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = temp.path().join("cells.parquet");
+    run_python(
+        "make_embeddings.py",
+        &["--out", &arg(&cells), "--cells", "6000", "--features", "8"],
+    )
+    .assert_success();
+    aggregate(&[&cells], temp.path(), &[]).assert_success();
+    let metrics = temp.path().join("metrics.parquet");
+    run(
+        &stage("pf-classify"),
+        &[
+            "--treatments",
+            &arg(&temp.path().join("treatments.parquet")),
+            "--predictions",
+            &arg(&temp.path().join("predictions.parquet")),
+            "--metrics",
+            &arg(&metrics),
+        ],
+    )
+    .assert_success();
+    let report = temp.path().join("report");
+    run(
+        &stage("pf-report"),
+        &[
+            "--classifier-metrics",
+            &arg(&metrics),
+            "--output",
+            &arg(&report),
+        ],
+    )
+    .assert_failure(
+        2,
+        &[
+            "metrics.parquet",
+            "1-NN MoA protocol",
+            "not of a supervised classifier",
+        ],
+    );
+    assert!(!report.exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes and state
+
+const SLEEPY: &str = r#"[pipeline]
+name = "sleepy"
+workdir = "out"
+
+[[step]]
+name = "synth"
+stage = "pf-synth"
+outputs = { output = "screen" }
+params = { preset = "demo", seed = 1, force = true, no-progress = true, threads = 1 }
+"#;
+
+fn pid_of_stage(name: &str, parent: u32) -> Option<u32> {
+    let entries = std::fs::read_dir("/proc").ok()?;
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |key: &str| {
+            status
+                .lines()
+                .find(|line| line.starts_with(key))
+                .map(|line| line[key.len()..].trim().to_string())
+        };
+        if field("Name:").as_deref() == Some(name)
+            && field("PPid:").and_then(|p| p.parse().ok()) == Some(parent)
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|status| !status.contains("State:\tZ"))
+        .unwrap_or(false)
+}
+
+fn wait_for<T>(seconds: u64, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(seconds) {
+        if let Some(value) = probe() {
+            return Some(value);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn a_killed_pf_run_takes_its_stage_with_it_and_a_second_one_waits_its_turn() {
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::write(temp.path().join("p.toml"), SLEEPY).unwrap();
+    for signal in ["-TERM", "-KILL"] {
+        let mut runner = Command::new(stage("pf-run"))
+            .args(["run", "p.toml"])
+            .current_dir(temp.path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let child = wait_for(30, || pid_of_stage("pf-synth", runner.id()))
+            .expect("pf-run started pf-synth");
+        if signal == "-TERM" {
+            // A second pf-run on the same workdir is refused while the first holds it.
+            pf_run(temp.path(), &["run", "p.toml"])
+                .assert_failure(2, &["in use by another pf-run"]);
+        }
+        let killed = Command::new("kill")
+            .args([signal, &runner.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let status = runner.wait().unwrap();
+        assert!(!status.success());
+        assert!(
+            wait_for(10, || (!alive(child)).then_some(())).is_some(),
+            "pf-synth (pid {child}) outlived pf-run killed with {signal}"
+        );
+    }
+    // The lock of the SIGKILLed run names a process that is gone: the next run takes it over.
+    let dry = pf_run(temp.path(), &["run", "p.toml", "--dry-run"]);
+    dry.assert_success();
+}
+
+#[test]
+fn shard_records_cannot_collide_with_a_step_named_like_them() {
+    let temp = tempfile::tempdir().unwrap();
+    let root = arg(&shared_data().join("bbbc021/singlecell_tiny"));
+    let text = format!(
+        r#"[pipeline]
+name = "collide"
+workdir = "out"
+shards = 2
+
+[[step]]
+name = "pp"
+stage = "pf-preprocess"
+command = "singlecell"
+fan_out = "shard"
+inputs = {{ root = "{root}" }}
+outputs = {{ output = "a.parquet" }}
+params = {{ no-progress = true }}
+
+[[step]]
+name = "pp_0_"
+stage = "pf-preprocess"
+command = "singlecell"
+inputs = {{ root = "{root}" }}
+outputs = {{ output = "b.parquet" }}
+params = {{ no-progress = true }}
+"#
+    );
+    std::fs::write(temp.path().join("p.toml"), text).unwrap();
+    pf_run(temp.path(), &["run", "p.toml"]).assert_success();
+    let again = pf_run(temp.path(), &["run", "p.toml"]);
+    again.assert_success();
+    assert!(again.stderr.contains("ran 0 of 3"), "{}", again.stderr);
+    let records: Vec<String> = std::fs::read_dir(temp.path().join("out/.pfrun"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".json") && name != "hash-cache.json")
+        .collect();
+    assert_eq!(records.len(), 3, "{records:?}");
+}
+
+#[test]
+fn stale_temporaries_of_dead_processes_are_removed_on_the_next_run() {
+    let temp = tempfile::tempdir().unwrap();
+    std::fs::write(temp.path().join("p.toml"), pipeline_with("\"P1\"", "out")).unwrap();
+    let out = temp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(temp.path().join("data")).unwrap();
+    // pid 4194304 is above Linux's pid_max: no process has it.
+    let stale = out.join(".cells.parquet.4194304.tmp");
+    std::fs::write(&stale, b"half").unwrap();
+    let live = out.join(format!(".cells.parquet.{}.tmp", std::process::id()));
+    std::fs::write(&live, b"mine").unwrap();
+    // The run fails (an empty data folder), after the clean-up.
+    let outcome = pf_run(temp.path(), &["run", "p.toml"]);
+    assert!(!stale.exists(), "{}", outcome.stderr);
+    assert!(live.exists());
+    std::fs::remove_file(&live).unwrap();
+    nothing_left(&out, ".cells");
+}
+
+#[test]
+fn an_unfinished_training_is_not_exported_and_a_card_cannot_point_elsewhere() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = temp.path().join("cells.parquet");
+    preprocess_singlecell(&shared_data().join("bbbc021/singlecell_tiny"), &cells).assert_success();
+    let model = temp.path().join("model");
+    run(
+        &stage("pf-train"),
+        &[
+            "--cells",
+            &arg(&cells),
+            "--out",
+            &arg(&model),
+            "--model",
+            "cytovae",
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "8",
+            "--batch-size",
+            "32",
+            "--quiet",
+            "--threads",
+            "2",
+        ],
+    )
+    .assert_success();
+    // As a killed `--epochs 5` run leaves it: the card of epoch 1 of 5.
+    let card_path = model.join("model_card.json");
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&card_path).unwrap()).unwrap();
+    card["hyperparameters"]["epochs"] = serde_json::json!(5);
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    let export = |extra: &[&str]| {
+        let mut args = vec![
+            "--model-card".to_string(),
+            arg(&card_path),
+            "--encoder".into(),
+            arg(&temp.path().join("e.onnx")),
+            "--decoder".into(),
+            arg(&temp.path().join("d.onnx")),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(&stage("pf-export"), &args)
+    };
+    export(&[]).assert_failure(2, &["stopped after epoch 1 of 5", "--allow-unfinished"]);
+    assert!(!temp.path().join("e.onnx").exists());
+    export(&["--allow-unfinished"]).assert_success();
+    // A card whose checkpoint points out of its folder (paths escape their roots).
+    card["checkpoint"] = serde_json::json!("../../../../etc/passwd");
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    std::fs::remove_file(temp.path().join("e.onnx")).unwrap();
+    export(&["--allow-unfinished"]).assert_failure(
+        2,
+        &["model_card.json", "must be a file name beside the card"],
+    );
+    assert!(!temp.path().join("e.onnx").exists());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disk full
+
+/// A 1 MiB tmpfs as the output folder (the tests run as root, as CI does).
+#[test]
+fn a_full_disk_is_a_machine_failure_and_leaves_nothing() {
+    let temp = tempfile::tempdir().unwrap();
+    let small = temp.path().join("small");
+    std::fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&small)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mounting a tmpfs needs root");
+    let cells = temp.path().join("cells.parquet");
+    preprocess_singlecell(&shared_data().join("bbbc021/singlecell_tiny"), &cells).assert_success();
+    // 259 cells × 3 × 68 × 68 uint16 ≈ 7 MB compressed to a few MB: more than 1 MiB.
+    let full = preprocess_singlecell(
+        &shared_data().join("bbbc021/singlecell_tiny"),
+        &small.join("cells.parquet"),
+    );
+    let left: Vec<_> = std::fs::read_dir(&small).unwrap().collect();
+    let _ = Command::new("umount").arg(&small).status();
+    assert_eq!(full.code, Some(1), "{}", full.stderr);
+    assert!(!full.stderr.contains("not a readable"), "{}", full.stderr);
+    assert!(
+        full.stderr.contains("No space left") || full.stderr.contains("could not write"),
+        "{}",
+        full.stderr
+    );
+    assert!(left.is_empty(), "{left:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shipped pipelines on the project's own data
+
+/// pipelines/bbbc021-singlecell.toml fans out to 4 shards; the project's fixture has 1 plate:
+/// the empty shards preprocess and embed to empty tables and the pipeline runs through.
+#[test]
+fn a_shard_without_plates_gives_empty_tables_down_the_pipeline() {
+    let temp = tempfile::tempdir().unwrap();
+    let empty = temp.path().join("shard3.parquet");
+    let outcome = run(
+        &stage("pf-preprocess"),
+        &[
+            "singlecell",
+            "--root",
+            &arg(&shared_data().join("bbbc021/singlecell_tiny")),
+            "--shard",
+            "3/4",
+            "--output",
+            &arg(&empty),
+            "--no-progress",
+        ],
+    );
+    outcome.assert_success();
+    assert!(
+        outcome.stderr.contains("writing an empty table"),
+        "{}",
+        outcome.stderr
+    );
+    let cells = temp.path().join("cells.parquet");
+    preprocess_singlecell(&shared_data().join("bbbc021/singlecell_tiny"), &cells).assert_success();
+    let model = temp.path().join("model");
+    run(
+        &stage("pf-train"),
+        &[
+            "--cells",
+            &arg(&cells),
+            "--cells",
+            &arg(&empty),
+            "--out",
+            &arg(&model),
+            "--model",
+            "cytovae",
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "8",
+            "--batch-size",
+            "32",
+            "--quiet",
+            "--threads",
+            "2",
+        ],
+    )
+    .assert_success();
+    let (encoder, decoder) = (temp.path().join("e.onnx"), temp.path().join("d.onnx"));
+    run(
+        &stage("pf-export"),
+        &[
+            "--model-card",
+            &arg(&model.join("model_card.json")),
+            "--encoder",
+            &arg(&encoder),
+            "--decoder",
+            &arg(&decoder),
+        ],
+    )
+    .assert_success();
+    let embeddings = temp.path().join("embeddings.shard3.parquet");
+    let embedded = run(
+        &stage("pf-embed"),
+        &[
+            "--cells",
+            &arg(&empty),
+            "--encoder",
+            &arg(&encoder),
+            "--output",
+            &arg(&embeddings),
+            "--no-progress",
+        ],
+    );
+    embedded.assert_success();
+    assert!(
+        embedded.stderr.contains("holds no cells"),
+        "{}",
+        embedded.stderr
+    );
+    let rows = phenoflow_schemas::read_table(&embeddings, phenoflow_schemas::TableKind::Embeddings)
+        .unwrap();
+    assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+}
