@@ -46,6 +46,36 @@ pub fn open_regular_file(path: &Path) -> std::io::Result<std::fs::File> {
     std::fs::File::open(path)
 }
 
+/// Refuses outputs that name one of the inputs, or each other: the input would be replaced while
+/// it is read. Paths are compared after resolving links (an output that does not exist yet
+/// cannot be an input, but two new outputs can still collide by name).
+pub fn check_outputs_are_not_inputs(
+    outputs: &[(&str, &Path)],
+    inputs: &[&Path],
+) -> Result<(), crate::InputError> {
+    let resolve = |path: &Path| std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    for (index, (flag, output)) in outputs.iter().enumerate() {
+        let resolved = resolve(output);
+        if let Some(input) = inputs.iter().find(|input| resolve(input) == resolved) {
+            return Err(crate::InputError(format!(
+                "{flag} {} is also an input ({}): it would be overwritten while it is read",
+                output.display(),
+                input.display()
+            )));
+        }
+        if let Some((other_flag, _)) = outputs[..index]
+            .iter()
+            .find(|(_, other)| resolve(other) == resolved)
+        {
+            return Err(crate::InputError(format!(
+                "{flag} and {other_flag} are the same file {}",
+                output.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod regular_file_tests {
     use super::*;

@@ -90,6 +90,15 @@ pub enum SchemaError {
 #[error("{0}")]
 pub struct InputError(pub String);
 
+/// I/O errors that say the user named something that is not there or not usable: a missing
+/// file, a folder or FIFO given as a file, a symbolic-link loop, a path through a file.
+pub fn io_is_bad_input(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind;
+    matches!(error.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput)
+        // ELOOP, ENOTDIR, EISDIR, ENAMETOOLONG
+        || matches!(error.raw_os_error(), Some(40 | 20 | 21 | 36))
+}
+
 /// The exit code for an error chain: 2 when any link is bad input (an [`InputError`], a
 /// [`SchemaError`] other than I/O, or whatever `is_stage_input_error` recognises), 1 otherwise
 /// (a failure of the machine: disk, memory, a bug).
@@ -99,9 +108,16 @@ pub fn exit_code<'a>(
 ) -> u8 {
     let bad_input = chain.into_iter().any(|cause| {
         cause.downcast_ref::<InputError>().is_some()
-            || cause.downcast_ref::<SchemaError>().is_some_and(|error| {
-                !matches!(error, SchemaError::Io { .. } | SchemaError::Write { .. })
-            })
+            || cause
+                .downcast_ref::<SchemaError>()
+                .is_some_and(|error| match error {
+                    SchemaError::Io { source, .. } => io_is_bad_input(source),
+                    SchemaError::Write { .. } => false,
+                    _ => true,
+                })
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(io_is_bad_input)
             || is_stage_input_error(cause)
     });
     if bad_input {

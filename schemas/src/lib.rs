@@ -19,7 +19,7 @@ pub mod seeded;
 pub mod tables;
 pub mod tensor;
 
-pub use atomic::{atomic_write, open_regular_file, temp_path_for};
+pub use atomic::{atomic_write, check_outputs_are_not_inputs, open_regular_file, temp_path_for};
 pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
 pub use error::{exit_code, InputError, SchemaError};
 pub use keys::{

@@ -10,7 +10,8 @@
 //! | paths that escape their roots | outputs absolute or `..`; `Image_PathName_*` absolute or `..`; `Multi_Cell_Image_Name` with `..`; a model card's checkpoint elsewhere |
 //! | panics | `.npy` shape overflow; `--centers` at 1e300 |
 //! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `shards = 1000000`; a var naming itself; a FIFO as a TIFF |
-//! | silently wrong numbers | `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; NaN or negative sigmas and ridges |
+//! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration |
+//! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; NaN or negative sigmas and ridges |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
 //! | disk full | a write to a full file system is exit 1 and leaves nothing |
 //! | shipped pipelines on the project's data | more shards than plates |
@@ -446,12 +447,13 @@ fn numbers_that_are_not_numbers_are_usage_errors() {
         ("--threshold-scale", "0"),
         ("--channels", ""),
     ] {
-        preprocess_fields(&images, &moa, &output, &[flag, value]).assert_failure(2, &[flag]);
+        let given = format!("{flag}={value}");
+        preprocess_fields(&images, &moa, &output, &[&given]).assert_failure(2, &[flag]);
         assert!(!output.exists());
     }
     let cells = temp.path().join("cells.csv");
     std::fs::write(&cells, CELLS_CSV).unwrap();
-    aggregate(&[&cells], temp.path(), &["--tvn-ridge", "-1"])
+    aggregate(&[&cells], temp.path(), &["--tvn-ridge=-1"])
         .assert_failure(2, &["--tvn-ridge", "finite number ≥ 0"]);
 }
 
@@ -815,6 +817,84 @@ fn the_same_cells_twice_and_conflicting_moa_rows_are_errors() {
     .unwrap();
     aggregate(&[&no_moa], &out, &["--moa-csv", &arg(&moa)]).assert_success();
     assert!(!out.join("wells.parquet").exists() || out.join("treatments.parquet").exists());
+}
+
+#[test]
+fn a_cell_listed_twice_in_one_table_is_an_error() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = temp.path().join("cells.csv");
+    let header = "Metadata_Plate,Metadata_Well,Metadata_Site,Metadata_ObjectNumber,Metadata_Compound,Metadata_Concentration,Metadata_MoA,Cells_a\n";
+    let rows = "P1,A01,1,1,DMSO,0,DMSO,1.0\nP1,A01,1,2,DMSO,0,DMSO,2.0\nP1,A02,1,1,taxol,1,Microtubule,3.0\n";
+    std::fs::write(
+        &cells,
+        format!("{header}{rows}P1,A01,1,2,DMSO,0,DMSO,2.0\n"),
+    )
+    .unwrap();
+    aggregate(&[&cells], temp.path(), &[]).assert_failure(
+        2,
+        &[
+            "a cell appears more than once",
+            "Metadata_Well = \"A01\"",
+            "Metadata_ObjectNumber = 2",
+        ],
+    );
+    std::fs::write(&cells, format!("{header}{rows}")).unwrap();
+    aggregate(&[&cells], temp.path(), &[]).assert_success();
+}
+
+#[test]
+fn outputs_that_are_inputs_and_unreadable_inputs_are_named() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = temp.path().join("cells.csv");
+    std::fs::write(&cells, CELLS_CSV).unwrap();
+    let wells = arg(&temp.path().join("wells.parquet"));
+    run(
+        &stage("pf-aggregate"),
+        &[
+            "--input",
+            &arg(&cells),
+            "--wells",
+            &arg(&cells),
+            "--treatments",
+            &wells,
+        ],
+    )
+    .assert_failure(2, &["--wells", "is also an input"]);
+    run(
+        &stage("pf-aggregate"),
+        &[
+            "--input",
+            &arg(&cells),
+            "--wells",
+            &wells,
+            "--treatments",
+            &wells,
+        ],
+    )
+    .assert_failure(2, &["--treatments and --wells are the same file"]);
+    assert_eq!(std::fs::read_to_string(&cells).unwrap(), CELLS_CSV);
+    let (images, moa) = generated_field(&temp.path().join("screen"));
+    preprocess_fields(&images, &moa, &images, &[])
+        .assert_failure(2, &["--output", "is also an input"]);
+    // An empty CSV, a symbolic-link loop, a text concentration: exit 2, the file named.
+    let empty = temp.path().join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    aggregate(&[&empty], temp.path(), &[]).assert_failure(2, &["empty.csv", "empty file"]);
+    let (a, b) = (temp.path().join("loop-a"), temp.path().join("loop-b"));
+    std::os::unix::fs::symlink(&a, &b).unwrap();
+    std::os::unix::fs::symlink(&b, &a).unwrap();
+    aggregate(&[&a], temp.path(), &[]).assert_failure(2, &["loop-a", "symbolic links"]);
+    preprocess_fields(&a, &moa, &temp.path().join("c.parquet"), &[]).assert_failure(2, &["loop-a"]);
+    let text = temp.path().join("text.csv");
+    std::fs::write(&text, CELLS_CSV.replace("taxol,1,", "taxol,1 uM,")).unwrap();
+    aggregate(&[&text], temp.path(), &[]).assert_failure(
+        2,
+        &[
+            "text.csv",
+            "concentration column `Metadata_Concentration`",
+            "not numbers",
+        ],
+    );
 }
 
 #[test]

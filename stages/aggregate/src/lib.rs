@@ -10,7 +10,7 @@ pub mod args;
 pub mod normalize;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -18,8 +18,8 @@ use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use phenoflow_schemas::parquet_io::column_null_counts;
 use phenoflow_schemas::{
-    batch_of_plate, concentration_key, hash_file, read_provenance, InputError, ParquetTableReader,
-    ParquetTableWriter, Provenance, TableKind,
+    batch_of_plate, check_outputs_are_not_inputs, concentration_key, hash_file, read_provenance,
+    InputError, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
 };
 use polars::prelude::{
     col, concat, len, DataFrame, DataType as PlDataType, Engine, Expr, LazyCsvReader,
@@ -83,8 +83,18 @@ fn scan_inputs(cli: &Cli) -> anyhow::Result<LazyFrame> {
     let mut frames = Vec::new();
     let mut seen: BTreeMap<std::path::PathBuf, &Path> = BTreeMap::new();
     for path in &cli.input {
-        if !path.exists() {
-            return Err(input_error(format!("{}: no such file", path.display())));
+        match std::fs::metadata(path) {
+            Err(error) => return Err(input_error(format!("{}: {error}", path.display()))),
+            Ok(metadata) if !metadata.is_file() => {
+                return Err(input_error(format!(
+                    "{}: not a regular file",
+                    path.display()
+                )))
+            }
+            Ok(metadata) if metadata.len() == 0 => {
+                return Err(input_error(format!("{}: empty file", path.display())))
+            }
+            Ok(_) => {}
         }
         // The same file twice would count every cell twice.
         let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
@@ -154,10 +164,61 @@ fn check_no_null_features(cli: &Cli, features: &[String]) -> anyhow::Result<()> 
     Ok(())
 }
 
+/// The columns that name one cell, where the input has them: phenoflow's (plate, well, site,
+/// object number), or CellProfiler's (plate, well, image number, object number).
+const CELL_IDENTITY: [&[&str]; 2] = [
+    &["Metadata_Site", "Metadata_ObjectNumber"],
+    &["ImageNumber", "ObjectNumber"],
+];
+
+/// A cell listed twice (a duplicated row, a shard appended to itself) would count twice in its
+/// well: where the input names its cells, every cell must appear once.
+fn check_no_duplicate_cells(
+    frame: &LazyFrame,
+    map: &ColumnMap,
+    schema: &polars::prelude::Schema,
+) -> anyhow::Result<()> {
+    let Some(identity) = CELL_IDENTITY
+        .iter()
+        .find(|columns| columns.iter().all(|c| schema.contains(c)))
+    else {
+        return Ok(());
+    };
+    let mut keys = vec![col(map.plate.as_str()), col(map.well.as_str())];
+    keys.extend(identity.iter().map(|c| col(*c)));
+    let duplicates = frame
+        .clone()
+        .group_by(keys)
+        .agg([len().alias("__copies")])
+        .filter(col("__copies").gt(polars::prelude::lit(1u32)))
+        .limit(1)
+        .collect_with_engine(Engine::Streaming)
+        .map(|result| result.unwrap_single())
+        .context("checking that every cell appears once")?;
+    if duplicates.height() > 0 {
+        let cell = duplicates
+            .columns()
+            .iter()
+            .map(|column| {
+                format!(
+                    "{} = {}",
+                    column.name(),
+                    column.get(0).map(|v| v.to_string()).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(input_error(format!(
+            "a cell appears more than once ({cell}): duplicate rows would count twice in their well"
+        )));
+    }
+    Ok(())
+}
+
 fn null_feature(path: &Path, feature: &str, nulls: u64) -> anyhow::Error {
     input_error(format!(
-        "{}: feature column `{feature}` holds {nulls} missing value(s) (null, or an empty CSV field); \
-         a well's mean would cover fewer cells than its count. Drop or impute them first",
+        "{}: feature column `{feature}` holds {nulls} missing value(s) (null, an empty CSV field, or a CSV row \
+         with too few fields); a well's mean would cover fewer cells than its count. Drop or impute them first",
         path.display()
     ))
 }
@@ -235,6 +296,14 @@ fn resolve_columns(
         moa,
         batch,
     };
+    if let Some(dtype) = schema.get(map.concentration.as_str()) {
+        if !dtype.is_primitive_numeric() {
+            return Err(input_error(format!(
+                "{inputs}: concentration column `{}` is {dtype}, not numbers (a value such as `abc` or `1 uM`?)",
+                map.concentration
+            )));
+        }
+    }
     let keys: BTreeSet<&str> = [&map.plate, &map.well, &map.compound, &map.concentration]
         .into_iter()
         .map(String::as_str)
@@ -714,6 +783,16 @@ fn string_array<T: AsRef<str>>(values: &[T]) -> ArrayRef {
 /// Runs the stage.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
+    let inputs: Vec<&Path> = cli
+        .input
+        .iter()
+        .chain(cli.moa_csv.iter())
+        .map(PathBuf::as_path)
+        .collect();
+    check_outputs_are_not_inputs(
+        &[("--wells", &cli.wells), ("--treatments", &cli.treatments)],
+        &inputs,
+    )?;
     let moa_table = cli.moa_csv.as_deref().map(MoaTable::read).transpose()?;
     let mut frame = scan_inputs(&cli)?;
     // Content hashes for the provenance are computed while Polars aggregates: hashing a large
@@ -730,9 +809,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .map(|path| Ok((path.display().to_string(), hash_file(&path)?)))
             .collect::<Result<Vec<(String, String)>, phenoflow_schemas::SchemaError>>()
     });
-    let schema = frame.collect_schema().context("reading the input schema")?;
+    let schema = frame.collect_schema().map_err(|error| {
+        input_error(format!(
+            "{}: cannot read the columns: {error}",
+            cli.input
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
     let (map, features) = resolve_columns(&cli, &schema)?;
     check_no_null_features(&cli, &features)?;
+    if cli.level == InputLevel::Cells {
+        check_no_duplicate_cells(&frame, &map, &schema)?;
+    }
     let well_frame = well_frame(&cli, frame, &map, &features)?;
     let mut wells = collect_wells(&cli, &well_frame, &map, &features, moa_table.as_ref())?;
     drop(well_frame);

@@ -157,6 +157,13 @@ struct Scored {
 
 /// Runs the stage.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    phenoflow_schemas::check_outputs_are_not_inputs(
+        &[
+            ("--predictions", &cli.predictions),
+            ("--metrics", &cli.metrics),
+        ],
+        &[&cli.treatments],
+    )?;
     let treatments = read_treatments(&cli.treatments, &cli.batch_column)?;
     let distances = distance_matrix(&treatments, cli.metric);
     let (members, runs): (Vec<usize>, Vec<(&'static str, HoldOut)>) = match cli.protocol {

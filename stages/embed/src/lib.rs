@@ -254,6 +254,10 @@ fn columns_of(values: &[f32], n_rows: usize, latent_dim: usize) -> Vec<ArrayRef>
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    phenoflow_schemas::check_outputs_are_not_inputs(
+        &[("--output", &cli.output)],
+        &[&cli.cells, &cli.encoder],
+    )?;
     if cli.batch_size == 0 {
         return Err(InputError("--batch-size must be at least 1".into()).into());
     }

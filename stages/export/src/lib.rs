@@ -334,6 +334,10 @@ pub fn decoder_model(card: &ModelCard, weights: &Weights) -> anyhow::Result<onnx
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    phenoflow_schemas::check_outputs_are_not_inputs(
+        &[("--encoder", &cli.encoder), ("--decoder", &cli.decoder)],
+        &[&cli.model_card],
+    )?;
     let card = ModelCard::read(&cli.model_card)?;
     if card.epochs_completed < card.hyperparameters.epochs && !cli.allow_unfinished {
         return Err(InputError(format!(

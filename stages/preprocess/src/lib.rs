@@ -40,6 +40,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .build_global()
             .map_err(|error| anyhow::anyhow!("setting up {threads} threads: {error}"))?;
     }
+    let mut inputs: Vec<&Path> = Vec::new();
+    let mut outputs: Vec<(&str, &Path)> = vec![("--output", &common.output)];
+    let metadata;
+    match &cli.mode {
+        Mode::Bbbc021(args) => {
+            inputs.extend([args.table.image_csv.as_path(), args.moa_csv.as_path()]);
+            inputs.extend(args.centers.as_deref());
+            outputs.extend(args.table.manifest.as_deref().map(|m| ("--manifest", m)));
+        }
+        Mode::Whole(args) => {
+            inputs.push(&args.table.image_csv);
+            inputs.extend(args.moa_csv.as_deref());
+            outputs.extend(args.table.manifest.as_deref().map(|m| ("--manifest", m)));
+        }
+        Mode::Singlecell(args) => {
+            metadata = args
+                .metadata
+                .clone()
+                .unwrap_or_else(|| args.root.join("metadata.csv"));
+            inputs.push(&metadata);
+        }
+    }
+    phenoflow_schemas::check_outputs_are_not_inputs(&outputs, &inputs)?;
     let started = std::time::Instant::now();
     let counts = match &cli.mode {
         Mode::Bbbc021(args) => fields::run_bbbc021(args)?,

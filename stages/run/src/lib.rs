@@ -693,7 +693,9 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
                     outputs,
                 };
                 let text = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
-                phenoflow_schemas::atomic_write(&manifest_path(&pipeline, step), text.as_bytes())?;
+                let record = manifest_path(&pipeline, step);
+                phenoflow_schemas::atomic_write(&record, text.as_bytes())
+                    .with_context(|| format!("recording step `{name}` in {}", record.display()))?;
                 cache.save().ok();
                 eprintln!("pf-run: done  {name} in {seconds:.1} s");
                 states.insert(name, State::Done);
