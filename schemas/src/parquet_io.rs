@@ -735,6 +735,19 @@ pub fn column_null_counts(path: &Path) -> Result<BTreeMap<String, Option<u64>>, 
     Ok(counts)
 }
 
+/// The uncompressed size in bytes of a Parquet file's largest row group (from the footer), and
+/// that row group's index: readers that load a row group at a time need this much memory.
+pub fn largest_row_group(path: &Path) -> Result<Option<(usize, u64)>, SchemaError> {
+    let builder = footer(path)?;
+    Ok(builder
+        .metadata()
+        .row_groups()
+        .iter()
+        .enumerate()
+        .map(|(index, group)| (index, group.total_byte_size().max(0) as u64))
+        .max_by_key(|(_, bytes)| *bytes))
+}
+
 /// The Arrow schema of a Parquet file (all columns), without reading any rows.
 pub fn file_schema(path: &Path) -> Result<SchemaRef, SchemaError> {
     Ok(footer(path)?.schema().clone())
@@ -988,6 +1001,30 @@ mod tests {
         drop(writer);
         let leftovers: Vec<_> = std::fs::read_dir(directory.path()).unwrap().collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn footers_give_null_counts_and_the_largest_row_group_without_reading_rows() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("log.parquet");
+        let batch = training_log_batch((0..1000).map(f64::from).collect());
+        let mut writer = ParquetTableWriter::create(
+            &path,
+            TableKind::TrainingLog,
+            batch.schema(),
+            &provenance(),
+            100,
+        )
+        .unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let (index, bytes) = largest_row_group(&path).unwrap().unwrap();
+        assert!(index < 10, "{index}");
+        // 100 rows of an int32, two short strings and a float64, uncompressed.
+        assert!((1_000..100_000).contains(&bytes), "{bytes}");
+        let nulls = column_null_counts(&path).unwrap();
+        assert_eq!(nulls.get("Value"), Some(&Some(0)));
+        assert_eq!(nulls.len(), 4, "{nulls:?}");
     }
 
     /// A full disk, injected: the temporary file is a link to /dev/full, where every write

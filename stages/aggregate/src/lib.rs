@@ -16,7 +16,10 @@ use std::sync::Arc;
 use anyhow::Context;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use phenoflow_schemas::parquet_io::column_null_counts;
+use phenoflow_schemas::parquet_io::{column_null_counts, largest_row_group};
+
+/// The largest uncompressed row group of a Parquet input (Polars reads one at a time).
+const MAX_ROW_GROUP_BYTES: u64 = 4 << 30;
 use phenoflow_schemas::{
     batch_of_plate, check_outputs_are_not_inputs, concentration_key, hash_file, read_provenance,
     InputError, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
@@ -107,6 +110,19 @@ fn scan_inputs(cli: &Cli) -> anyhow::Result<LazyFrame> {
         }
         if !is_csv(path) {
             check_phenoflow_parquet(path, cli.level)?;
+            // Polars decodes a row group at a time: one huge row group (a foreign writer's
+            // choice) would need that much memory at once.
+            if let Some((index, bytes)) = largest_row_group(path)? {
+                if bytes > MAX_ROW_GROUP_BYTES {
+                    return Err(input_error(format!(
+                        "{}: row group {index} holds {:.1} GiB uncompressed (at most {} GiB are read at once); \
+                         rewrite it with smaller row groups, e.g. pyarrow.parquet.write_table(..., row_group_size=65536)",
+                        path.display(),
+                        bytes as f64 / (1u64 << 30) as f64,
+                        MAX_ROW_GROUP_BYTES >> 30
+                    )));
+                }
+            }
         }
         frames.push(scan_one(path)?);
     }

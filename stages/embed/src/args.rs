@@ -55,8 +55,8 @@ pub struct Cli {
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
 
-    /// Cells per inference batch.
-    #[arg(long, default_value_t = 256)]
+    /// Cells per inference batch (1 to 65,536).
+    #[arg(long, default_value_t = 256, value_parser = batch_size)]
     pub batch_size: usize,
 
     /// auto (CUDA execution provider when this ONNX Runtime has it, else CPU), cpu or cuda.
@@ -84,4 +84,14 @@ pub enum DeviceArg {
     Auto,
     Cpu,
     Cuda,
+}
+
+/// `--batch-size`: 1 to 65,536 cells (one batch of 3×68×68 float cells is then at most 3.6 GB).
+fn batch_size(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(size) if (1..=65_536).contains(&size) => Ok(size),
+        _ => Err(format!(
+            "`{text}`: expected a number of cells from 1 to 65536"
+        )),
+    }
 }

@@ -8,6 +8,11 @@ use clap::{Parser, ValueEnum};
 use crate::layout::Selection;
 use crate::FieldSize;
 
+/// The largest field side `--field-size` takes (BBBC021's fields are 1280×1024).
+pub const MAX_FIELD_SIDE: usize = 8192;
+/// The most cells per field `--cells-per-field` takes (BBBC021's fields hold about 40).
+pub const MAX_CELLS_PER_FIELD: f32 = 2000.0;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "pf-synth",
@@ -154,6 +159,11 @@ impl Cli {
             }
             selection.sites = sites;
         }
+        if let Some(dmso) = self.dmso_wells_per_plate.filter(|&dmso| dmso > 384) {
+            return Err(UsageError(format!(
+                "--dmso-wells-per-plate {dmso}: a plate has at most 384 wells"
+            )));
+        }
         if let Some(dmso) = self.dmso_wells_per_plate {
             selection.dmso_wells_per_plate = dmso;
         }
@@ -168,21 +178,24 @@ impl Cli {
                 ))
             });
             match parsed {
-                Some((width, height)) if width >= 96 && height >= 96 => {
+                Some((width, height))
+                    if (96..=MAX_FIELD_SIDE).contains(&width)
+                        && (96..=MAX_FIELD_SIDE).contains(&height) =>
+                {
                     size.width = width;
                     size.height = height;
                 }
                 _ => {
                     return Err(UsageError(format!(
-                        "--field-size `{text}`: expected WIDTHxHEIGHT, each at least 96"
+                        "--field-size `{text}`: expected WIDTHxHEIGHT, each from 96 to {MAX_FIELD_SIDE}"
                     )))
                 }
             }
         }
         if let Some(cells) = self.cells_per_field {
-            if !(cells.is_finite() && cells > 0.0) {
+            if !(cells.is_finite() && cells > 0.0 && cells <= MAX_CELLS_PER_FIELD) {
                 return Err(UsageError(format!(
-                    "--cells-per-field must be positive, not {cells}"
+                    "--cells-per-field must be positive and at most {MAX_CELLS_PER_FIELD}, not {cells}"
                 )));
             }
             size.mean_cells = cells;
