@@ -3,7 +3,7 @@
 //! that is renamed into place only when the table is complete, so a crash or an error never leaves
 //! a file that looks finished.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
@@ -735,16 +735,36 @@ pub fn column_null_counts(path: &Path) -> Result<BTreeMap<String, Option<u64>>, 
     Ok(counts)
 }
 
-/// The uncompressed size in bytes of a Parquet file's largest row group (from the footer), and
-/// that row group's index: readers that load a row group at a time need this much memory.
-pub fn largest_row_group(path: &Path) -> Result<Option<(usize, u64)>, SchemaError> {
+/// The uncompressed size in bytes of a Parquet file's largest row group (from the footer),
+/// counting only the top-level `columns` given (all when `None`), and that row group's index:
+/// readers that load a row group's columns at a time need this much memory.
+pub fn largest_row_group(
+    path: &Path,
+    columns: Option<&BTreeSet<String>>,
+) -> Result<Option<(usize, u64)>, SchemaError> {
     let builder = footer(path)?;
     Ok(builder
         .metadata()
         .row_groups()
         .iter()
         .enumerate()
-        .map(|(index, group)| (index, group.total_byte_size().max(0) as u64))
+        .map(|(index, group)| {
+            let bytes: i64 = group
+                .columns()
+                .iter()
+                .filter(|column| {
+                    columns.is_none_or(|wanted| {
+                        column
+                            .column_path()
+                            .parts()
+                            .first()
+                            .is_some_and(|name| wanted.contains(name))
+                    })
+                })
+                .map(|column| column.uncompressed_size().max(0))
+                .sum();
+            (index, bytes as u64)
+        })
         .max_by_key(|(_, bytes)| *bytes))
 }
 
@@ -1018,10 +1038,17 @@ mod tests {
         .unwrap();
         writer.write(&batch).unwrap();
         writer.finish().unwrap();
-        let (index, bytes) = largest_row_group(&path).unwrap().unwrap();
+        let (index, bytes) = largest_row_group(&path, None).unwrap().unwrap();
         assert!(index < 10, "{index}");
         // 100 rows of an int32, two short strings and a float64, uncompressed.
         assert!((1_000..100_000).contains(&bytes), "{bytes}");
+        let value: BTreeSet<String> = ["Value".to_string()].into();
+        let (_, value_bytes) = largest_row_group(&path, Some(&value)).unwrap().unwrap();
+        // 100 float64 values and their page header.
+        assert!(
+            (800..bytes).contains(&value_bytes),
+            "{value_bytes} of {bytes}"
+        );
         let nulls = column_null_counts(&path).unwrap();
         assert_eq!(nulls.get("Value"), Some(&Some(0)));
         assert_eq!(nulls.len(), 4, "{nulls:?}");

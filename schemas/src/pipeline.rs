@@ -124,6 +124,99 @@ pub struct StepSpec {
     pub fan_out: Option<String>,
 }
 
+/// Step names that cannot be a Snakemake rule, a Nextflow process or a pf-run record: Python's
+/// and Groovy's keywords, the names the emitted files define, and pf-run's own files.
+const RESERVED_STEP_NAMES: &[&str] = &[
+    "all",
+    "workflow",
+    "process",
+    "params",
+    "channel",
+    "Channel",
+    "include",
+    "hash_cache",
+    "lock",
+    "False",
+    "None",
+    "True",
+    "and",
+    "as",
+    "assert",
+    "async",
+    "await",
+    "break",
+    "class",
+    "continue",
+    "def",
+    "del",
+    "elif",
+    "else",
+    "except",
+    "finally",
+    "for",
+    "from",
+    "global",
+    "if",
+    "import",
+    "in",
+    "is",
+    "lambda",
+    "nonlocal",
+    "not",
+    "or",
+    "pass",
+    "raise",
+    "return",
+    "try",
+    "while",
+    "with",
+    "yield",
+    "abstract",
+    "boolean",
+    "byte",
+    "case",
+    "catch",
+    "char",
+    "const",
+    "default",
+    "do",
+    "double",
+    "enum",
+    "extends",
+    "final",
+    "float",
+    "goto",
+    "implements",
+    "instanceof",
+    "int",
+    "interface",
+    "long",
+    "native",
+    "new",
+    "null",
+    "package",
+    "private",
+    "protected",
+    "public",
+    "short",
+    "static",
+    "strictfp",
+    "super",
+    "switch",
+    "synchronized",
+    "this",
+    "throw",
+    "throws",
+    "transient",
+    "true",
+    "false",
+    "var",
+    "void",
+    "volatile",
+    "trait",
+    "it",
+];
+
 /// The most per-plate shards a pipeline may fan out to.
 pub const MAX_SHARDS: usize = 1024;
 
@@ -182,8 +275,26 @@ fn check_text_fields(file: &PipelineFile) -> Result<(), String> {
         identifier("[vars] name".into(), name)?;
         text(format!("[vars] {name}"), value)?;
     }
+    // Step names become Snakemake rules and Nextflow processes (with `-` as `_`) and record files.
+    let mut emitted_names: BTreeMap<String, &str> = BTreeMap::new();
     for spec in &file.steps {
         identifier("step name".into(), &spec.name)?;
+        let emitted = spec.name.replace('-', "_");
+        if RESERVED_STEP_NAMES.contains(&emitted.as_str()) {
+            return Err(format!(
+                "step name `{}` is reserved (a word of Snakemake, Python, Groovy or Nextflow, or a file of pf-run's); rename the step",
+                spec.name
+            ));
+        }
+        if let Some(other) = emitted_names.insert(emitted, &spec.name) {
+            if other != spec.name {
+                return Err(format!(
+                    "steps `{other}` and `{}` would both be the rule `{}` in Snakemake and Nextflow; rename one",
+                    spec.name,
+                    spec.name.replace('-', "_")
+                ));
+            }
+        }
         let step = &spec.name;
         identifier(format!("step `{step}`: stage"), &spec.stage)?;
         if let Some(command) = &spec.command {

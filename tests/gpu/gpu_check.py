@@ -41,6 +41,12 @@ HERE = pathlib.Path(__file__).resolve().parent
 # Extrapolation target: one epoch over the full BBBC021 screen's cells.
 FULL_SCREEN_CELLS = 488_000
 AGREEMENT_TOLERANCE = 0.05
+# The scratch folder holds this file, so that a rerun may empty it (and nothing else).
+WORK_MARKER = ".phenoflow-gpu-check"
+
+
+class DeadlineReached(Exception):
+    """A command was stopped by the check's deadline, not by its own failure."""
 
 
 def library_paths() -> tuple[dict, dict]:
@@ -89,6 +95,8 @@ class GpuMemory:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled and shutil.which("nvidia-smi") is not None
         self.peak_mib = None
+        self.baseline = None
+        self.peak = None
 
     @staticmethod
     def used() -> float | None:
@@ -101,15 +109,14 @@ class GpuMemory:
 
     def __enter__(self):
         if self.enabled:
-            self.baseline = self.used() or 0.0
-            self.peak = self.baseline
+            self.baseline = self.used()
             self.stop = threading.Event()
 
             def sample():
                 while not self.stop.wait(0.2):
                     value = self.used()
                     if value is not None:
-                        self.peak = max(self.peak, value)
+                        self.peak = value if self.peak is None else max(self.peak, value)
 
             self.thread = threading.Thread(target=sample, daemon=True)
             self.thread.start()
@@ -119,7 +126,9 @@ class GpuMemory:
         if self.enabled:
             self.stop.set()
             self.thread.join()
-            self.peak_mib = self.peak - self.baseline
+            # None when nvidia-smi gave no number (MIG, say), never a made-up 0.
+            if self.baseline is not None and self.peak is not None:
+                self.peak_mib = max(self.peak - self.baseline, 0.0)
 
 
 class Check:
@@ -133,7 +142,13 @@ class Check:
         self.out = args.out.resolve()
         self.work = args.work.resolve()
         self.out.mkdir(parents=True, exist_ok=True)
+        # A fresh scratch folder: nothing of an earlier run (an old model, say) can stand in.
+        if self.work.exists() and any(self.work.iterdir()):
+            if not (self.work / WORK_MARKER).exists():
+                raise SystemExit(f"gpu-check: {self.work} is not empty and not a GPU-check folder; give another --work")
+            shutil.rmtree(self.work)
         self.work.mkdir(parents=True, exist_ok=True)
+        (self.work / WORK_MARKER).write_text("scratch of tests/gpu/gpu_check.py; emptied by every run\n")
         self.log_path = self.out / "gpu_check.log"
         self.log_path.write_text("")
         self.started = time.monotonic()
@@ -162,7 +177,9 @@ class Check:
         argv = [str(a) for a in argv]
         command = shlex.join(argv)
         self.report["commands"].append(command)
-        limit = max(1.0, min(timeout, self.remaining()))
+        if self.remaining() < 2:
+            raise DeadlineReached(f"the deadline came before `{command}`")
+        limit = min(timeout, self.remaining())
         self.log(f"\n$ {command}")
         print(f"gpu-check: $ {command}", flush=True)
         start = time.perf_counter()
@@ -176,6 +193,8 @@ class Check:
                 stderr = expired.stderr.decode() if isinstance(expired.stderr, bytes) else (expired.stderr or "")
         seconds = time.perf_counter() - start
         self.log(stdout + stderr + f"[exit {code}, {seconds:.1f} s]")
+        if code == "timeout" and limit < timeout:
+            raise DeadlineReached(f"the deadline stopped `{command}` after {seconds:.0f} s")
         if code != 0:
             tail = (stderr or stdout).strip().splitlines()[-5:]
             raise RuntimeError(f"`{command}` {'timed out' if code == 'timeout' else f'exited {code}'} after {seconds:.0f} s: "
@@ -195,6 +214,8 @@ class Check:
             try:
                 result = function()
                 self.report["steps"][name] = {"status": "ok", **result}
+            except DeadlineReached as reached:
+                self.report["steps"][name] = {"status": "cut short", "why": str(reached)}
             except Exception as error:  # noqa: BLE001 - every failure is recorded, the next step runs
                 self.report["steps"][name] = {"status": "failed", "why": str(error)}
             self.report["steps"][name]["step_seconds"] = round(time.perf_counter() - start, 1)
@@ -216,17 +237,23 @@ class Check:
 
     def environment(self) -> dict:
         result = {}
+        result["gpu"] = None
         if shutil.which("nvidia-smi"):
-            smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True)
-            self.log("$ nvidia-smi\n" + smi.stdout + smi.stderr)
-            query = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                                    "--format=csv,noheader"], capture_output=True, text=True)
-            result["gpu"] = query.stdout.strip()
+            try:
+                smi = subprocess.run(["nvidia-smi"], capture_output=True, text=True, timeout=30)
+                self.log("$ nvidia-smi\n" + smi.stdout + smi.stderr)
+                query = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
+                                        "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+                result["gpu"] = query.stdout.strip()
+            except subprocess.TimeoutExpired:
+                self.log("nvidia-smi did not answer within 30 s")
+        result["missing_libraries"] = []
+        if shutil.which("ldd"):
+            ldd = subprocess.run(["ldd", self.stage("pf-train")], capture_output=True, text=True, env=self.env)
+            self.log(f"$ ldd {self.stage('pf-train')}\n{ldd.stdout}{ldd.stderr}")
+            result["missing_libraries"] = [line.split()[0] for line in ldd.stdout.splitlines() if "not found" in line]
         else:
-            result["gpu"] = None
-        ldd = subprocess.run(["ldd", self.stage("pf-train")], capture_output=True, text=True, env=self.env)
-        self.log(f"$ ldd {self.stage('pf-train')}\n{ldd.stdout}{ldd.stderr}")
-        result["missing_libraries"] = [line.split()[0] for line in ldd.stdout.splitlines() if "not found" in line]
+            self.log("no ldd on this machine: the libraries are checked by running pf-train")
         if result["missing_libraries"]:
             raise RuntimeError(f"pf-train cannot find {', '.join(result['missing_libraries'])} (see gpu_check.log)")
         result["libtorch"] = self.run([self.stage("pf-train"), "--list-devices"], 60)["stdout"].strip()
@@ -336,6 +363,14 @@ class Check:
         theirs = self.run([sys.executable, self.reference, "embed", "--cells", cells, "--checkpoint", model / "checkpoint.safetensors",
                            "--output", their_out, "--device", self.device], 900, memory=True)
         reference = self.last_json(theirs["stdout"])
+        # Like for like too: ONNX Runtime here may have only its CPU provider, so PyTorch eager on
+        # the same CPU cores is measured beside PyTorch on CUDA.
+        cpu_reference = reference
+        if self.device != "cpu":
+            cpu_run = self.run([sys.executable, self.reference, "embed", "--cells", cells, "--checkpoint",
+                                model / "checkpoint.safetensors", "--output", self.work / "embed-ref-cpu.parquet",
+                                "--device", "cpu"], 900)
+            cpu_reference = self.last_json(cpu_run["stdout"])
         import numpy as np
         import pyarrow.parquet as pq
 
@@ -351,6 +386,9 @@ class Check:
             "pf_embed_cells_per_second": round(n / ours["seconds"]),
             "pytorch_seconds": round(reference["seconds"], 2), "pytorch_cells_per_second": round(reference["cells_per_second"]),
             "pytorch_device": reference["device"], "ratio": round(reference["seconds"] / ours["seconds"], 3),
+            "pytorch_cpu_cells_per_second": round(cpu_reference["cells_per_second"]),
+            "pytorch_cpu_device": cpu_reference["device"],
+            "ratio_same_cpu": round(cpu_reference["seconds"] / ours["seconds"], 3),
             "max_abs_difference": difference,
         }
 
@@ -432,7 +470,9 @@ def summary(report: dict) -> str:
         elif name == "embed":
             lines.append(f"embed: pf-embed ({step['pf_embed_provider']} EP) {step['pf_embed_cells_per_second']} cells/s vs "
                          f"PyTorch eager ({step['pytorch_device']}) {step['pytorch_cells_per_second']} cells/s = "
-                         f"{step['ratio']:.2f}x (target >= 1.5x); max |difference| {step['max_abs_difference']:.2g}")
+                         f"{step['ratio']:.2f}x (target >= 1.5x); PyTorch eager on the same CPU "
+                         f"({step['pytorch_cpu_device']}) {step['pytorch_cpu_cells_per_second']} cells/s = "
+                         f"{step['ratio_same_cpu']:.2f}x; max |difference| {step['max_abs_difference']:.2g}")
         elif name == "resnet18":
             lines.append(f"resnet18: {step['n_images']} images {step['shape']}, {step['n_classes']} classes: pf-train "
                          f"{step['pf_train_images_per_second'][-1]:.0f} img/s vs torchvision "

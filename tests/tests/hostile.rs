@@ -96,6 +96,19 @@ fn control_characters_and_non_identifier_names_are_refused_before_emitting() {
             base.replace("command = \"singlecell\"", "command = \"x y\""),
             "command `x y`",
         ),
+        (
+            base.replace("name = \"preprocess\"", "name = \"all\""),
+            "step name `all` is reserved",
+        ),
+        (
+            base.replace("name = \"preprocess\"", "name = \"hash-cache\""),
+            "step name `hash-cache` is reserved",
+        ),
+        (
+            format!("{base}\n[[step]]\nname = \"pre_process\"\nstage = \"pf-preprocess\"\n")
+                .replace("name = \"preprocess\"", "name = \"pre-process\""),
+            "would both be the rule `pre_process`",
+        ),
     ];
     for (text, fragment) in cases {
         std::fs::write(temp.path().join("p.toml"), &text).unwrap();
@@ -167,7 +180,7 @@ fn hostile_values_are_emitted_as_literals_and_dry_runs_execute_nothing() {
         } else {
             made.assert_failure(2, &["which a make target or prerequisite cannot hold"]);
         }
-        pf_run(
+        let emitted = pf_run(
             &folder,
             &[
                 "emit",
@@ -178,9 +191,13 @@ fn hostile_values_are_emitted_as_literals_and_dry_runs_execute_nothing() {
                 "--output",
                 "Snakefile",
             ],
-        )
-        .assert_success();
-        let _ = run_in(&folder, &snakemake, &["-n", "--cores", "1"]);
+        );
+        if emitted.code == Some(0) {
+            let _ = run_in(&folder, &snakemake, &["-n", "--cores", "1"]);
+        } else {
+            // Snakemake has no escape for a brace in a file pattern.
+            emitted.assert_failure(2, &["which Snakemake reads as a wildcard"]);
+        }
         for extra in [vec![], vec!["--set", set.as_str()]] {
             let mut args = vec!["emit", "nextflow", "p.toml"];
             args.extend(extra.iter().copied());
@@ -221,9 +238,26 @@ fn hostile_values_are_emitted_as_literals_and_dry_runs_execute_nothing() {
             "Snakefile",
         ],
     )
-    .assert_success();
-    let _ = run_in(&folder, &snakemake, &["-n", "--cores", "1"]);
+    .assert_failure(2, &["which Snakemake reads as a wildcard"]);
     assert!(!marker.exists());
+    // Braces and brackets in a value are quoted for the shell: bash's brace expansion cannot
+    // split `{x,--allow-outside-root}` into an extra flag.
+    let braces = temp.path().join("braces");
+    std::fs::create_dir_all(braces.join("data")).unwrap();
+    std::fs::write(
+        braces.join("p.toml"),
+        pipeline_with("\"{x,--allow-outside-root}\"", "out"),
+    )
+    .unwrap();
+    let emitted = pf_run(&braces, &["emit", "snakemake", "p.toml"]);
+    emitted.assert_success();
+    assert!(
+        emitted
+            .stdout
+            .contains("--plate '{{x,--allow-outside-root}}'"),
+        "{}",
+        emitted.stdout
+    );
     // The make recipe carries the value through to the shell unchanged: `make -n` prints it.
     let printed = run_in(&folder, Path::new("make"), &["-n", "-f", "p.mk"]);
     assert!(printed.stdout.contains(&values[0]), "{}", printed.stdout);
@@ -863,6 +897,17 @@ fn a_cell_listed_twice_in_one_table_is_an_error() {
     );
     std::fs::write(&cells, format!("{header}{rows}")).unwrap();
     aggregate(&[&cells], temp.path(), &[]).assert_success();
+    // Distributed CellProfiler: every job's images start at ImageNumber 1; TableNumber tells
+    // the jobs apart, so these are four cells, not duplicates.
+    let cellprofiler = temp.path().join("cp.csv");
+    std::fs::write(
+        &cellprofiler,
+        "Metadata_Plate,Metadata_Well,TableNumber,ImageNumber,ObjectNumber,Metadata_Compound,Metadata_Concentration,Metadata_MoA,Cells_a\n\
+         P1,A01,1,1,1,DMSO,0,DMSO,1.0\nP1,A01,2,1,1,DMSO,0,DMSO,2.0\n\
+         P1,A02,1,1,1,taxol,1,Microtubule,3.0\nP1,A02,2,1,1,taxol,1,Microtubule,3.5\n",
+    )
+    .unwrap();
+    aggregate(&[&cellprofiler], temp.path(), &[]).assert_success();
 }
 
 #[test]

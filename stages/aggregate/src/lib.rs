@@ -17,9 +17,6 @@ use anyhow::Context;
 use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use phenoflow_schemas::parquet_io::{column_null_counts, largest_row_group};
-
-/// The largest uncompressed row group of a Parquet input (Polars reads one at a time).
-const MAX_ROW_GROUP_BYTES: u64 = 4 << 30;
 use phenoflow_schemas::{
     batch_of_plate, check_outputs_are_not_inputs, concentration_key, hash_file, read_provenance,
     InputError, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
@@ -110,19 +107,6 @@ fn scan_inputs(cli: &Cli) -> anyhow::Result<LazyFrame> {
         }
         if !is_csv(path) {
             check_phenoflow_parquet(path, cli.level)?;
-            // Polars decodes a row group at a time: one huge row group (a foreign writer's
-            // choice) would need that much memory at once.
-            if let Some((index, bytes)) = largest_row_group(path)? {
-                if bytes > MAX_ROW_GROUP_BYTES {
-                    return Err(input_error(format!(
-                        "{}: row group {index} holds {:.1} GiB uncompressed (at most {} GiB are read at once); \
-                         rewrite it with smaller row groups, e.g. pyarrow.parquet.write_table(..., row_group_size=65536)",
-                        path.display(),
-                        bytes as f64 / (1u64 << 30) as f64,
-                        MAX_ROW_GROUP_BYTES >> 30
-                    )));
-                }
-            }
         }
         frames.push(scan_one(path)?);
     }
@@ -130,6 +114,54 @@ fn scan_inputs(cli: &Cli) -> anyhow::Result<LazyFrame> {
         return Ok(frames.pop().expect("one frame"));
     }
     concat(frames, UnionArgs::default()).context("concatenating the inputs")
+}
+
+/// Polars decodes a Parquet input a row group at a time: one row group whose columns we read
+/// would not fit in half of this machine's memory (a foreign writer's choice) is refused before
+/// it is read, with how to rewrite it.
+fn check_row_groups(cli: &Cli, map: &ColumnMap, features: &[String]) -> anyhow::Result<()> {
+    let mut read: BTreeSet<String> = features.iter().cloned().collect();
+    read.extend(
+        [&map.plate, &map.well, &map.compound, &map.concentration]
+            .into_iter()
+            .chain(map.moa.as_ref())
+            .chain(map.batch.as_ref())
+            .cloned(),
+    );
+    let limit = machine_memory_bytes() / 2;
+    for path in cli.input.iter().filter(|path| !is_csv(path)) {
+        if let Some((index, bytes)) = largest_row_group(path, Some(&read))? {
+            if bytes > limit {
+                return Err(input_error(format!(
+                    "{}: row group {index} holds {:.1} GiB of the columns read, uncompressed, more than half of this \
+                     machine's memory ({:.1} GiB), and Polars reads a row group at once; rewrite it with smaller row \
+                     groups, e.g. pyarrow.parquet.write_table(..., row_group_size=65536)",
+                    path.display(),
+                    bytes as f64 / (1u64 << 30) as f64,
+                    limit as f64 / (1u64 << 30) as f64
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Physical memory (`MemTotal`), or 8 GiB where /proc/meminfo cannot say.
+fn machine_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|line| line.strip_prefix("MemTotal:"))
+                .and_then(|rest| {
+                    rest.trim()
+                        .trim_end_matches("kB")
+                        .trim()
+                        .parse::<u64>()
+                        .ok()
+                })
+        })
+        .map_or(8 << 30, |kib| kib * 1024)
 }
 
 /// A null feature value would make a well's mean cover fewer cells than its count says, without
@@ -180,10 +212,14 @@ fn check_no_null_features(cli: &Cli, features: &[String]) -> anyhow::Result<()> 
     Ok(())
 }
 
-/// The columns that name one cell, where the input has them: phenoflow's (plate, well, site,
-/// object number), or CellProfiler's (plate, well, image number, object number).
-const CELL_IDENTITY: [&[&str]; 2] = [
+/// The columns that name one cell within a well, where the input has them (the first set found):
+/// phenoflow's (site, object number), or CellProfiler's ([table number,] image number, object
+/// number).
+const CELL_IDENTITY: [&[&str]; 4] = [
     &["Metadata_Site", "Metadata_ObjectNumber"],
+    // Distributed CellProfiler numbers images from 1 in every job: TableNumber tells them apart.
+    &["TableNumber", "ImageNumber", "ObjectNumber"],
+    &["Metadata_TableNumber", "ImageNumber", "ObjectNumber"],
     &["ImageNumber", "ObjectNumber"],
 ];
 
@@ -836,6 +872,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         ))
     })?;
     let (map, features) = resolve_columns(&cli, &schema)?;
+    check_row_groups(&cli, &map, &features)?;
     check_no_null_features(&cli, &features)?;
     if cli.level == InputLevel::Cells {
         check_no_duplicate_cells(&frame, &map, &schema)?;

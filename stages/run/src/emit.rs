@@ -19,7 +19,7 @@ pub fn emit(args: &EmitArgs) -> anyhow::Result<()> {
     let pipeline = Pipeline::read_with(&args.pipeline, &args.vars.iter().cloned().collect())?;
     let text = match args.format {
         EmitFormat::Make => make(&pipeline)?,
-        EmitFormat::Snakemake => snakemake(&pipeline),
+        EmitFormat::Snakemake => snakemake(&pipeline)?,
         EmitFormat::Nextflow => nextflow(&pipeline),
     };
     match &args.output {
@@ -77,8 +77,8 @@ fn python_str(text: &str) -> String {
     serde_json::to_string(text).expect("a string serialises")
 }
 
-/// Text for a Snakemake pattern or `shell:` string, which Snakemake formats with `str.format`:
-/// literal braces are doubled.
+/// Text for a Snakemake `shell:` string, which Snakemake formats with `str.format`: literal
+/// braces are doubled. (File patterns have no such escape; paths with braces are refused.)
 fn snakemake_literal(text: &str) -> String {
     text.replace('{', "{{").replace('}', "}}")
 }
@@ -139,7 +139,7 @@ fn final_outputs(pipeline: &Pipeline) -> Vec<PathBuf> {
 fn quoted_list(paths: &[PathBuf]) -> String {
     paths
         .iter()
-        .map(|path| python_str(&snakemake_literal(&path.display().to_string())))
+        .map(|path| python_str(&path.display().to_string()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -218,7 +218,23 @@ fn step_groups(pipeline: &Pipeline) -> Vec<(String, Vec<&ConcreteStep>)> {
 }
 
 /// A Snakefile: one rule per step, with a `{shard}` wildcard for fan-out steps.
-pub fn snakemake(pipeline: &Pipeline) -> String {
+pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
+    // Snakemake reads `{…}` in a file pattern as a wildcard and has no escape for it.
+    for path in pipeline
+        .steps
+        .iter()
+        .flat_map(|step| step.inputs.iter().chain(&step.outputs))
+        .map(|arg| &arg.path)
+    {
+        let text = path.display().to_string();
+        if text.contains(['{', '}']) {
+            return Err(phenoflow_schemas::InputError(format!(
+                "pf-run emit snakemake: the path `{text}` holds a brace, which Snakemake reads as a wildcard; \
+                 rename it, or use pf-run run or the make / Nextflow emitters"
+            ))
+            .into());
+        }
+    }
     let shards = pipeline.header.shards;
     let mut out = header(pipeline, "#", "snakemake");
     let _ = writeln!(
@@ -245,7 +261,7 @@ pub fn snakemake(pipeline: &Pipeline) -> String {
         let _ = writeln!(out, "rule {rule}:");
         let inputs: Vec<String> = prerequisites(pipeline, step)
             .iter()
-            .map(|path| rewrite(python_str(&snakemake_literal(&path.display().to_string()))))
+            .map(|path| rewrite(python_str(&path.display().to_string())))
             .collect();
         if !inputs.is_empty() {
             let _ = writeln!(out, "    input: [{}]", inputs.join(", "));
@@ -254,9 +270,7 @@ pub fn snakemake(pipeline: &Pipeline) -> String {
             .outputs
             .iter()
             .map(|output| {
-                let path = rewrite(python_str(&snakemake_literal(
-                    &output.path.display().to_string(),
-                )));
+                let path = rewrite(python_str(&output.path.display().to_string()));
                 if is_folder(&output.path) {
                     format!("directory({path})")
                 } else {
@@ -277,7 +291,7 @@ pub fn snakemake(pipeline: &Pipeline) -> String {
         };
         let _ = writeln!(out, "    shell: {}\n", python_str(&command));
     }
-    out
+    Ok(out)
 }
 
 /// A Nextflow DSL2 script: one process per step (fan-out steps once per shard), run in the

@@ -59,56 +59,47 @@ pub fn exec_stage(arguments: &[std::ffi::OsString]) -> std::process::ExitCode {
     std::process::ExitCode::from(1)
 }
 
-/// One pf-run per workdir at a time: `.pfrun/lock` holds the pid of the run that owns it. A lock
-/// left by a process that is gone is taken over.
+/// One pf-run per workdir at a time: an exclusive `flock` on `.pfrun/lock`, held for the whole
+/// run and released by the kernel however the run ends (a SIGKILL included). The file names the
+/// owner (pid and host) for the message a second run prints.
 #[derive(Debug)]
 struct WorkdirLock {
-    path: PathBuf,
+    _file: std::fs::File,
 }
 
 impl WorkdirLock {
     fn take(state_dir: &Path) -> anyhow::Result<Self> {
+        use std::io::{Read, Seek, Write};
         let path = state_dir.join("lock");
-        for _ in 0..2 {
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    use std::io::Write;
-                    write!(file, "{}", std::process::id())
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    return Ok(Self { path });
-                }
-                Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let owner = std::fs::read_to_string(&path).unwrap_or_default();
-                    let owner = owner.trim();
-                    if owner.parse::<u32>().is_ok_and(process_is_alive) {
-                        return Err(InputError(format!(
-                            "{} is in use by another pf-run (pid {owner}); wait for it, or stop it",
-                            state_dir.parent().unwrap_or(state_dir).display()
-                        ))
-                        .into());
-                    }
-                    eprintln!(
-                        "pf-run: taking over {} from pid {owner}, which is gone",
-                        path.display()
-                    );
-                    let _ = std::fs::remove_file(&path);
-                }
-                Err(error) => {
-                    return Err(error).with_context(|| format!("creating {}", path.display()))
-                }
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if let Err(error) =
+            rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        {
+            if error == rustix::io::Errno::WOULDBLOCK {
+                let mut owner = String::new();
+                let _ = file.read_to_string(&mut owner);
+                return Err(InputError(format!(
+                    "{} is in use by another pf-run ({}); wait for it, or stop it",
+                    state_dir.parent().unwrap_or(state_dir).display(),
+                    owner.trim()
+                ))
+                .into());
             }
+            return Err(std::io::Error::from(error))
+                .with_context(|| format!("locking {}", path.display()));
         }
-        Err(anyhow!("could not take {}", path.display()))
-    }
-}
-
-impl Drop for WorkdirLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| write!(file, "pid {} on {}", std::process::id(), host.trim()))
+            .with_context(|| format!("writing {}", path.display()))?;
+        Ok(Self { _file: file })
     }
 }
 
@@ -489,6 +480,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(state_dir(&pipeline))
         .with_context(|| format!("creating {}", state_dir(&pipeline).display()))?;
+    // The lock is held before anything is cleaned up or run.
     let _lock = WorkdirLock::take(&state_dir(&pipeline))?;
     remove_stale_temporaries(&pipeline);
     let mut cache = HashCache::load(&state_dir(&pipeline).join("hash-cache.json"));
@@ -557,9 +549,15 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
             .context("installing the signal handlers")?;
     }
     let children: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
-    let self_binary = std::env::current_exe().context("finding pf-run's own binary")?;
+    // This very binary, even if a rebuild replaces the file while the pipeline runs.
+    let self_binary = if Path::new("/proc/self/exe").exists() {
+        PathBuf::from("/proc/self/exe")
+    } else {
+        std::env::current_exe().context("finding pf-run's own binary")?
+    };
     let parent = std::process::id();
-    let mut forwarded = false;
+    let mut signalled: BTreeSet<u32> = BTreeSet::new();
+    let mut interrupted_at: Option<Instant> = None;
     let mut running = 0usize;
     let mut n_ran = 0usize;
     let mut input_hashes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
@@ -654,12 +652,22 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
             break;
         }
         let (name, result) = loop {
-            if interrupted.load(Ordering::Relaxed) && !forwarded {
-                forwarded = true;
+            if interrupted.load(Ordering::Relaxed) {
+                // SIGTERM to every running stage (also one that started a moment ago), and
+                // SIGKILL to what still runs 10 s later.
+                let since = *interrupted_at.get_or_insert_with(Instant::now);
+                let kill = since.elapsed() > std::time::Duration::from_secs(10);
                 for (step, pid) in children.lock().expect("children").iter() {
-                    eprintln!("pf-run: interrupted: stopping {step} (pid {pid})");
-                    if let Some(pid) = rustix::process::Pid::from_raw(*pid as i32) {
-                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                    let Some(process) = rustix::process::Pid::from_raw(*pid as i32) else {
+                        continue;
+                    };
+                    if kill {
+                        let _ =
+                            rustix::process::kill_process(process, rustix::process::Signal::KILL);
+                    } else if signalled.insert(*pid) {
+                        eprintln!("pf-run: interrupted: stopping {step} (pid {pid})");
+                        let _ =
+                            rustix::process::kill_process(process, rustix::process::Signal::TERM);
                     }
                 }
             }
@@ -750,7 +758,7 @@ pub fn shell_words(arguments: &[String]) -> String {
             let plain = !argument.is_empty()
                 && argument
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "_-./,:=@%+{}[]".contains(c));
+                    .all(|c| c.is_ascii_alphanumeric() || "_-./,:=@%+".contains(c));
             if plain {
                 argument.clone()
             } else {
