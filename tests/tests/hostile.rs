@@ -9,7 +9,7 @@
 //! | code execution through `pf-run emit` | newline in name / description; `$(…)` in values and `--set`; `"`, `\` and braces in Snakemake strings; `$` in Nextflow scripts; `stage` with a path; paths with spaces still run |
 //! | paths that escape their roots | outputs absolute or `..`; `Image_PathName_*` absolute or `..`; `Multi_Cell_Image_Name` with `..`; a model card's checkpoint elsewhere |
 //! | panics | `.npy` shape overflow; `--centers` at 1e300 |
-//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (capped at 4 GiB, unit-tested on the footer) |
+//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
 //! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration |
 //! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; NaN or negative sigmas and ridges |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
