@@ -10,7 +10,7 @@
 //! | paths that escape their roots | outputs absolute or `..`; `Image_PathName_*` absolute or `..`; `Multi_Cell_Image_Name` with `..`; a model card's checkpoint elsewhere |
 //! | panics | `.npy` shape overflow; `--centers` at 1e300 |
 //! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
-//! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration |
+//! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
 //! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; NaN or negative sigmas and ridges |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
 //! | disk full | a write to a full file system is exit 1 and leaves nothing |
@@ -777,6 +777,48 @@ fn a_fifo_given_as_an_image_is_refused_without_blocking() {
     assert!(!output.exists());
 }
 
+#[test]
+fn missing_things_are_named_with_exit_2() {
+    let temp = tempfile::tempdir().unwrap();
+    // An empty image table.
+    let empty = temp.path().join("empty.csv");
+    std::fs::write(&empty, "").unwrap();
+    preprocess_fields(&empty, &empty, &temp.path().join("c.parquet"), &[])
+        .assert_failure(2, &["empty.csv", "empty file"]);
+    // --resume where nothing was trained.
+    let model = temp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    run(
+        &stage("pf-train"),
+        &[
+            "--cells",
+            &arg(&empty),
+            "--out",
+            &arg(&model),
+            "--model",
+            "cytovae",
+            "--resume",
+        ],
+    )
+    .assert_failure(2, &["--resume", "model_card.json", "No such file"]);
+    // A ragged CSV row is named as what it is.
+    let ragged = temp.path().join("ragged.csv");
+    std::fs::write(&ragged, CELLS_CSV.replace("1.5,2.5", "1.5")).unwrap();
+    aggregate(&[&ragged], temp.path(), &[])
+        .assert_failure(2, &["ragged.csv", "a CSV row with too few fields"]);
+    // pf-run where its state folder cannot be made: the path is named.
+    let workdir = temp.path().join("run");
+    std::fs::create_dir_all(temp.path().join("run/out")).unwrap();
+    std::fs::create_dir_all(workdir.join("data")).unwrap();
+    std::fs::write(
+        workdir.join("out/.pfrun"),
+        "a file where a folder should be",
+    )
+    .unwrap();
+    std::fs::write(workdir.join("p.toml"), pipeline_with("\"P1\"", "out")).unwrap();
+    pf_run(&workdir, &["run", "p.toml"]).assert_failure(1, &["out/.pfrun"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Silently wrong numbers
 
@@ -1280,6 +1322,13 @@ fn an_unfinished_training_is_not_exported_and_a_card_cannot_point_elsewhere() {
     };
     export(&[]).assert_failure(2, &["stopped after epoch 1 of 5", "--allow-unfinished"]);
     assert!(!temp.path().join("e.onnx").exists());
+    export(&["--allow-unfinished"]).assert_success();
+    // A missing checkpoint is named, exit 2.
+    let checkpoint = model.join("checkpoint.safetensors");
+    std::fs::rename(&checkpoint, model.join("moved")).unwrap();
+    std::fs::remove_file(temp.path().join("e.onnx")).unwrap();
+    export(&["--allow-unfinished"]).assert_failure(2, &["checkpoint.safetensors", "No such file"]);
+    std::fs::rename(model.join("moved"), &checkpoint).unwrap();
     export(&["--allow-unfinished"]).assert_success();
     // A card whose checkpoint points out of its folder (paths escape their roots).
     card["checkpoint"] = serde_json::json!("../../../../etc/passwd");

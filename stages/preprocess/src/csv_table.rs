@@ -29,12 +29,18 @@ impl CsvTable {
         let mut reader = csv::ReaderBuilder::new()
             .terminator(csv::Terminator::CRLF)
             .from_reader(std::io::BufReader::new(file));
-        let headers = reader
+        let headers: Vec<String> = reader
             .headers()
             .map_err(csv_error)?
             .iter()
             .map(|name| name.trim().trim_start_matches('\u{feff}').to_string())
             .collect();
+        if headers.iter().all(String::is_empty) {
+            return Err(PreprocessError::Invalid(format!(
+                "{}: empty file (no header row)",
+                path.display()
+            )));
+        }
         // Line numbers are counted by record (the header is line 1), not by `\n`, so that they
         // are right for CR-terminated files too; none of the supported tables has line breaks
         // inside quoted values.
