@@ -1078,6 +1078,38 @@ fn no_scorable_query_is_reported_as_n_a_never_as_zero() {
     let table = run_python("read_table.py", &[&arg(&metrics), "Metric,Protocol,Value"]);
     table.assert_success();
     assert!(!table.stdout.contains("accuracy"), "{}", table.stdout);
+    // A screen of controls only (the project's one-well fixture): nothing to score, n/a too.
+    let controls: String = CELLS_CSV
+        .lines()
+        .filter(|line| !line.contains("taxol"))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(&cells, controls).unwrap();
+    std::fs::remove_file(temp.path().join("wells.parquet")).unwrap();
+    std::fs::remove_file(temp.path().join("treatments.parquet")).unwrap();
+    aggregate(&[&cells], temp.path(), &[]).assert_success();
+    let outcome = run(
+        &stage("pf-classify"),
+        &[
+            "--treatments",
+            &arg(&temp.path().join("treatments.parquet")),
+            "--predictions",
+            &arg(&temp.path().join("predictions.parquet")),
+            "--metrics",
+            &arg(&metrics),
+        ],
+    );
+    outcome.assert_success();
+    assert!(
+        outcome.stderr.contains("nothing to score"),
+        "{}",
+        outcome.stderr
+    );
+    assert!(
+        outcome.stdout.contains("NSC       accuracy n/a"),
+        "{}",
+        outcome.stdout
+    );
 }
 
 #[test]

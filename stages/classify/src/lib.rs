@@ -184,12 +184,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         ),
     };
     if members.is_empty() {
-        return Err(InputError(format!(
-            "{}: no treatment other than the control `{}`",
+        // A screen of controls only (the project's one-well fixture, say): nothing to score,
+        // which every protocol reports as n/a, as it does when no query is scorable.
+        eprintln!(
+            "pf-classify: {}: no treatment other than the control `{}`: nothing to score",
             cli.treatments.display(),
             cli.control
-        ))
-        .into());
+        );
     }
     let scored: Vec<Scored> = runs
         .into_iter()
@@ -245,7 +246,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "  {:<9} accuracy n/a (no scorable query: no MoA has treatments of two compounds{})",
                 run.name,
-                if run.name == "NSC" { "" } else { " in different batches" }
+                if run.name.starts_with("NSCB") {
+                    " in different batches"
+                } else {
+                    ""
+                }
             );
             continue;
         }
