@@ -819,6 +819,48 @@ fn missing_things_are_named_with_exit_2() {
     pf_run(&workdir, &["run", "p.toml"]).assert_failure(1, &["out/.pfrun"]);
 }
 
+fn classify(treatments: &Path, predictions: &Path, metrics: &Path) -> Outcome {
+    run(
+        &stage("pf-classify"),
+        &[
+            "--treatments",
+            &arg(treatments),
+            "--predictions",
+            &arg(predictions),
+            "--metrics",
+            &arg(metrics),
+        ],
+    )
+}
+
+/// A one-epoch CytoVAE of latent 8 on the given cells tables.
+fn train_tiny(cells: &[&Path], model: &Path) -> Outcome {
+    let mut args = Vec::new();
+    for table in cells {
+        args.push("--cells".to_string());
+        args.push(arg(table));
+    }
+    args.extend(
+        [
+            "--out",
+            &arg(model),
+            "--model",
+            "cytovae",
+            "--epochs",
+            "1",
+            "--latent-dim",
+            "8",
+            "--batch-size",
+            "32",
+            "--quiet",
+            "--threads",
+            "2",
+        ]
+        .map(str::to_string),
+    );
+    run(&stage("pf-train"), &args)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Silently wrong numbers
 
@@ -1053,16 +1095,10 @@ fn no_scorable_query_is_reported_as_n_a_never_as_zero() {
     std::fs::write(&cells, CELLS_CSV).unwrap();
     aggregate(&[&cells], temp.path(), &[]).assert_success();
     let metrics = temp.path().join("metrics.parquet");
-    let outcome = run(
-        &stage("pf-classify"),
-        &[
-            "--treatments",
-            &arg(&temp.path().join("treatments.parquet")),
-            "--predictions",
-            &arg(&temp.path().join("predictions.parquet")),
-            "--metrics",
-            &arg(&metrics),
-        ],
+    let outcome = classify(
+        &temp.path().join("treatments.parquet"),
+        &temp.path().join("predictions.parquet"),
+        &metrics,
     );
     outcome.assert_success();
     assert!(
@@ -1088,16 +1124,10 @@ fn no_scorable_query_is_reported_as_n_a_never_as_zero() {
     std::fs::remove_file(temp.path().join("wells.parquet")).unwrap();
     std::fs::remove_file(temp.path().join("treatments.parquet")).unwrap();
     aggregate(&[&cells], temp.path(), &[]).assert_success();
-    let outcome = run(
-        &stage("pf-classify"),
-        &[
-            "--treatments",
-            &arg(&temp.path().join("treatments.parquet")),
-            "--predictions",
-            &arg(&temp.path().join("predictions.parquet")),
-            "--metrics",
-            &arg(&metrics),
-        ],
+    let outcome = classify(
+        &temp.path().join("treatments.parquet"),
+        &temp.path().join("predictions.parquet"),
+        &metrics,
     );
     outcome.assert_success();
     assert!(
@@ -1123,16 +1153,10 @@ fn moa_metrics_are_not_taken_for_a_classifiers_metrics() {
     .assert_success();
     aggregate(&[&cells], temp.path(), &[]).assert_success();
     let metrics = temp.path().join("metrics.parquet");
-    run(
-        &stage("pf-classify"),
-        &[
-            "--treatments",
-            &arg(&temp.path().join("treatments.parquet")),
-            "--predictions",
-            &arg(&temp.path().join("predictions.parquet")),
-            "--metrics",
-            &arg(&metrics),
-        ],
+    classify(
+        &temp.path().join("treatments.parquet"),
+        &temp.path().join("predictions.parquet"),
+        &metrics,
     )
     .assert_success();
     let report = temp.path().join("report");
@@ -1313,27 +1337,7 @@ fn an_unfinished_training_is_not_exported_and_a_card_cannot_point_elsewhere() {
     let cells = temp.path().join("cells.parquet");
     preprocess_singlecell(&shared_data().join("bbbc021/singlecell_tiny"), &cells).assert_success();
     let model = temp.path().join("model");
-    run(
-        &stage("pf-train"),
-        &[
-            "--cells",
-            &arg(&cells),
-            "--out",
-            &arg(&model),
-            "--model",
-            "cytovae",
-            "--epochs",
-            "1",
-            "--latent-dim",
-            "8",
-            "--batch-size",
-            "32",
-            "--quiet",
-            "--threads",
-            "2",
-        ],
-    )
-    .assert_success();
+    train_tiny(&[&cells], &model).assert_success();
     // As a killed `--epochs 5` run leaves it: the card of epoch 1 of 5.
     let card_path = model.join("model_card.json");
     let mut card: serde_json::Value =
@@ -1438,29 +1442,7 @@ fn a_shard_without_plates_gives_empty_tables_down_the_pipeline() {
     let cells = temp.path().join("cells.parquet");
     preprocess_singlecell(&shared_data().join("bbbc021/singlecell_tiny"), &cells).assert_success();
     let model = temp.path().join("model");
-    run(
-        &stage("pf-train"),
-        &[
-            "--cells",
-            &arg(&cells),
-            "--cells",
-            &arg(&empty),
-            "--out",
-            &arg(&model),
-            "--model",
-            "cytovae",
-            "--epochs",
-            "1",
-            "--latent-dim",
-            "8",
-            "--batch-size",
-            "32",
-            "--quiet",
-            "--threads",
-            "2",
-        ],
-    )
-    .assert_success();
+    train_tiny(&[&cells, &empty], &model).assert_success();
     let (encoder, decoder) = (temp.path().join("e.onnx"), temp.path().join("d.onnx"));
     run(
         &stage("pf-export"),
