@@ -245,6 +245,8 @@ class Check:
                 query = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
                                         "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
                 result["gpu"] = query.stdout.strip()
+                # Kept in the report even if a later check of this step fails.
+                self.report["gpu"] = result["gpu"]
             except subprocess.TimeoutExpired:
                 self.log("nvidia-smi did not answer within 30 s")
         result["missing_libraries"] = []
@@ -445,7 +447,7 @@ def summary(report: dict) -> str:
                  f"(CUDA {libraries['torch_cuda']}), onnxruntime {libraries.get('onnxruntime')} "
                  f"{libraries.get('onnxruntime_providers', '')}")
     env = steps.get("environment", {})
-    lines.append(f"GPU: {env.get('gpu')}")
+    lines.append(f"GPU: {env.get('gpu', report.get('gpu'))}")
     lines.append(f"{env.get('libtorch', '')}")
     lines.append("")
     for name, step in steps.items():
