@@ -100,18 +100,34 @@ pub fn run<S: AsRef<std::ffi::OsStr>>(program: &Path, args: &[S]) -> Outcome {
     run_in(Path::new("."), program, args)
 }
 
+impl From<std::process::Output> for Outcome {
+    fn from(output: std::process::Output) -> Self {
+        Outcome {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 /// Runs a program in a folder with arguments and collects its output.
 pub fn run_in<S: AsRef<std::ffi::OsStr>>(folder: &Path, program: &Path, args: &[S]) -> Outcome {
-    let output = Command::new(program)
+    Command::new(program)
         .args(args)
         .current_dir(folder)
         .output()
-        .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()));
-    Outcome {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+        .unwrap_or_else(|error| panic!("cannot start {}: {error}", program.display()))
+        .into()
+}
+
+/// `pf-run` in a folder (pipelines name their files relative to where they run).
+pub fn pf_run(folder: &Path, args: &[&str]) -> Outcome {
+    run_in(folder, &stage("pf-run"), args)
+}
+
+/// A path as a command-line argument.
+pub fn arg(path: &Path) -> String {
+    path.display().to_string()
 }
 
 /// Runs one of the project's Python scripts with the project's Python.

@@ -6,25 +6,18 @@
 use std::path::Path;
 use std::process::Command;
 
-use phenoflow_e2e::{python, root, stage, Outcome};
+use phenoflow_e2e::{python, root, run, stage, Outcome};
 
 fn bundle(dest: &Path, limit_mib: &str) -> Outcome {
     let bin_dir = stage("pf-train").parent().unwrap().to_path_buf();
-    let output = Command::new(root().join("tests/gpu/bundle.sh"))
-        .arg(&bin_dir)
-        .arg(dest)
-        .arg(limit_mib)
-        .output()
-        .expect("bundle.sh runs");
-    Outcome {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    run(
+        &root().join("tests/gpu/bundle.sh"),
+        &[bin_dir.as_os_str(), dest.as_os_str(), limit_mib.as_ref()],
+    )
 }
 
 fn run_check(bundle: &Path, out: &Path, work: &Path) -> Outcome {
-    let output = Command::new(bundle.join("run.sh"))
+    Command::new(bundle.join("run.sh"))
         .args(["--cpu", "--deadline", "900", "--out"])
         .arg(out)
         .arg("--work")
@@ -32,12 +25,8 @@ fn run_check(bundle: &Path, out: &Path, work: &Path) -> Outcome {
         .env("PHENOFLOW_GPU_PYTHON", python())
         .env_remove("PHENOFLOW_GPU_BIN")
         .output()
-        .expect("run.sh runs");
-    Outcome {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+        .expect("run.sh runs")
+        .into()
 }
 
 #[test]

@@ -20,15 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use phenoflow_e2e::{python, run, run_in, run_python, shared_data, stage, Outcome};
-
-fn arg(path: &Path) -> String {
-    path.display().to_string()
-}
-
-fn pf_run(folder: &Path, args: &[&str]) -> Outcome {
-    run_in(folder, &stage("pf-run"), args)
-}
+use phenoflow_e2e::{arg, pf_run, python, run, run_in, run_python, shared_data, stage, Outcome};
 
 fn nothing_left(folder: &Path, prefix: &str) {
     let left: Vec<_> = std::fs::read_dir(folder)

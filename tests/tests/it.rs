@@ -5,15 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use phenoflow_e2e::{
-    python, root, run, run_in, run_python, shared_data, stage, temp_files, Outcome,
+    arg, pf_run, python, root, run, run_in, run_python, shared_data, stage, temp_files, Outcome,
 };
 
 fn preprocess<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
     run(&stage("pf-preprocess"), args)
-}
-
-fn arg(path: &Path) -> String {
-    path.display().to_string()
 }
 
 /// ExampleHuman's three channels as a BBBC021-style image table (DAPI = DNA, Tubulin = PH3,
@@ -1380,10 +1376,6 @@ stage = "pf-report"
 inputs = { model-card = "@train.out/model_card.json", decoder = "@export.decoder", cells = "@preprocess.output", embeddings = "@embed.output", treatments = "@aggregate.treatments", predictions = "@classify.predictions", metrics = "@classify.metrics", pipeline = "tiny.toml" }
 outputs = { output = "report" }
 "#;
-
-fn pf_run(folder: &Path, args: &[&str]) -> Outcome {
-    run_in(folder, &stage("pf-run"), args)
-}
 
 /// How many steps a run executed, from its closing line.
 fn n_ran(outcome: &Outcome) -> usize {
