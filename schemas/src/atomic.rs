@@ -29,6 +29,21 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Whether a relative path from a file would lead outside the folder it is relative to: an
+/// absolute path, or one with a `..` component (checked on the text, before any link).
+pub fn leaves_its_root(path: &Path) -> bool {
+    path.is_absolute()
+        || path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
+/// Whether a name from a file is one plain file or folder name: not empty, no `/` or `\`, not
+/// `.` or `..` (so that joining it to a folder stays in that folder).
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\\']) && name != "." && name != ".."
+}
+
 /// Opens a file for reading only if it is a regular file (after following links): a FIFO or a
 /// device given as an input would block or never end. The error's kind is `InvalidInput`.
 pub fn open_regular_file(path: &Path) -> std::io::Result<std::fs::File> {

@@ -40,6 +40,29 @@ pub fn parse_threads(text: &str) -> Result<usize, String> {
     }
 }
 
+/// Parses a finite number ≥ 0 (a sigma, a ridge: NaN or a negative would give NaN or nonsense
+/// without a word).
+pub fn parse_non_negative<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + Into<f64> + Copy,
+{
+    match text.trim().parse::<T>() {
+        Ok(value) if value.into().is_finite() && value.into() >= 0.0 => Ok(value),
+        _ => Err(format!("`{text}`: expected a finite number ≥ 0")),
+    }
+}
+
+/// Parses a finite number > 0.
+pub fn parse_positive<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr + Into<f64> + Copy,
+{
+    match text.trim().parse::<T>() {
+        Ok(value) if value.into().is_finite() && value.into() > 0.0 => Ok(value),
+        _ => Err(format!("`{text}`: expected a finite number > 0")),
+    }
+}
+
 /// Shard `index` of `count` of a set of plates: the plates whose position in sorted order is
 /// `index` modulo `count`. Whole plates, so every stage shards a screen the same way and
 /// per-well work never spans shards.

@@ -19,11 +19,15 @@ pub mod seeded;
 pub mod tables;
 pub mod tensor;
 
-pub use atomic::{atomic_write, check_outputs_are_not_inputs, open_regular_file, temp_path_for};
+pub use atomic::{
+    atomic_write, check_outputs_are_not_inputs, is_plain_file_name, leaves_its_root,
+    open_regular_file, temp_path_for,
+};
 pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
-pub use error::{exit_code, InputError, SchemaError};
+pub use error::{exit_code, io_is_bad_input, InputError, SchemaError};
 pub use keys::{
-    batch_of_plate, concentration_key, parse_shard, parse_threads, shard_plates, MAX_THREADS,
+    batch_of_plate, concentration_key, parse_non_negative, parse_positive, parse_shard,
+    parse_threads, shard_plates, MAX_THREADS,
 };
 pub use model_card::{ModelCard, ModelKind, Normalization};
 pub use parquet_io::{

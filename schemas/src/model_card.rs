@@ -206,11 +206,7 @@ impl ModelCard {
             )));
         }
         // The checkpoint sits beside the card: a file name, never a path to elsewhere.
-        if card.checkpoint.is_empty()
-            || card.checkpoint.contains(['/', '\\'])
-            || card.checkpoint == ".."
-            || card.checkpoint == "."
-        {
+        if !crate::is_plain_file_name(&card.checkpoint) {
             return Err(bad(format!(
                 "checkpoint `{}` must be a file name beside the card (no `/`, `\\` or `..`)",
                 card.checkpoint

@@ -35,8 +35,8 @@ use crate::{Provenance, SchemaError, TableKind, PIXELS_COLUMN};
 /// speed, and the writer sits on the critical path of `pf-preprocess`.
 const ZSTD_LEVEL: i32 = 1;
 
-/// Writes one table atomically. Dropping the writer without calling [`finish`](Self::finish)
-/// deletes the temporary file.
+/// Writes one table atomically. A writer dropped before [`finish`](Self::finish) has put the
+/// file in place (never finished, or finishing failed) deletes the temporary file.
 #[derive(Debug)]
 pub struct ParquetTableWriter {
     kind: TableKind,
@@ -44,6 +44,8 @@ pub struct ParquetTableWriter {
     temp_path: PathBuf,
     writer: Option<ArrowWriter<File>>,
     n_rows: usize,
+    /// The temporary file was renamed into place, or handed to a [`ParallelTableWriter`].
+    done_with_temp: bool,
 }
 
 impl ParquetTableWriter {
@@ -123,6 +125,7 @@ impl ParquetTableWriter {
             temp_path,
             writer: Some(writer),
             n_rows: 0,
+            done_with_temp: false,
         })
     }
 
@@ -154,14 +157,12 @@ impl ParquetTableWriter {
     /// Closes the file, flushes it to disk and renames it into place. Returns the row count.
     pub fn finish(mut self) -> Result<usize, SchemaError> {
         let writer = self.writer.take().expect("finish called once");
-        let file = writer.into_inner().map_err(|source| {
-            let _ = std::fs::remove_file(&self.temp_path);
-            SchemaError::Write {
-                path: self.final_path.clone(),
-                source,
-            }
+        let file = writer.into_inner().map_err(|source| SchemaError::Write {
+            path: self.final_path.clone(),
+            source,
         })?;
         put_in_place(file, &self.temp_path, &self.final_path)?;
+        self.done_with_temp = true;
         Ok(self.n_rows)
     }
 }
@@ -172,22 +173,14 @@ fn put_in_place(file: File, temp_path: &Path, final_path: &Path) -> Result<(), S
         path: final_path.to_path_buf(),
         source,
     };
-    let placed = file
-        .sync_all()
-        .and_then(|()| {
-            drop(file);
-            std::fs::rename(temp_path, final_path)
-        })
-        .map_err(io_error);
-    if placed.is_err() {
-        let _ = std::fs::remove_file(temp_path);
-    }
-    placed
+    file.sync_all().map_err(io_error)?;
+    drop(file);
+    std::fs::rename(temp_path, final_path).map_err(io_error)
 }
 
 impl Drop for ParquetTableWriter {
     fn drop(&mut self) {
-        if self.writer.is_some() {
+        if !self.done_with_temp {
             // Not finished: the output must not exist in a half-written state.
             let _ = std::fs::remove_file(&self.temp_path);
         }
@@ -376,15 +369,13 @@ impl ParallelTableWriter {
             .take()
             .expect("a fresh writer")
             .into_serialized_writer()
-            .map_err(|source| {
-                let _ = std::fs::remove_file(&single.temp_path);
-                SchemaError::Write {
-                    path: path.to_path_buf(),
-                    source,
-                }
+            .map_err(|source| SchemaError::Write {
+                path: path.to_path_buf(),
+                source,
             })?;
         // The temporary file now belongs to this writer (and is removed by its `Drop`).
         let temp_path = single.temp_path.clone();
+        single.done_with_temp = true;
         drop(single);
         let encoder = Arc::new(RowGroupEncoder {
             factory,

@@ -255,11 +255,7 @@ fn check_text_fields(file: &PipelineFile) -> Result<(), String> {
     // Outputs live under the workdir: no absolute path, no `..`.
     let inside_workdir = |what: String, path: &str| {
         let path = Path::new(path);
-        if path.is_absolute()
-            || path
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+        if crate::leaves_its_root(path) {
             Err(format!(
                 "{what} = \"{}\": must be a relative path inside the workdir (no leading /, no ..)",
                 path.display()

@@ -61,7 +61,7 @@ pub struct Cli {
     pub control: String,
 
     /// TVN ridge, relative to the largest eigenvalue of the controls' covariance.
-    #[arg(long, default_value_t = 1e-6, value_parser = non_negative)]
+    #[arg(long, default_value_t = 1e-6, value_parser = phenoflow_schemas::parse_non_negative::<f64>)]
     pub tvn_ridge: f64,
 
     /// Feature columns are the numeric columns starting with one of these prefixes
@@ -128,12 +128,4 @@ impl InputLevel {
 pub enum Aggregation {
     Mean,
     Median,
-}
-
-/// A finite number ≥ 0.
-fn non_negative(text: &str) -> Result<f64, String> {
-    match text.trim().parse::<f64>() {
-        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
-        _ => Err(format!("`{text}`: expected a finite number ≥ 0")),
-    }
 }

@@ -130,7 +130,7 @@ pub struct Bbbc021Args {
     pub centers: Option<PathBuf>,
 
     /// Gaussian smoothing of the DNA channel before thresholding (pixels).
-    #[arg(long, default_value_t = 2.0, value_parser = non_negative)]
+    #[arg(long, default_value_t = 2.0, value_parser = phenoflow_schemas::parse_non_negative::<f32>)]
     pub smoothing_sigma: f32,
 
     /// Tile size of the background estimate (pixels, larger than a nucleus); 0 disables it.
@@ -138,11 +138,11 @@ pub struct Bbbc021Args {
     pub background_block: usize,
 
     /// Multiplies Otsu's threshold (above 1: stricter).
-    #[arg(long, default_value_t = 1.0, value_parser = positive)]
+    #[arg(long, default_value_t = 1.0, value_parser = phenoflow_schemas::parse_positive::<f32>)]
     pub threshold_scale: f32,
 
     /// Smoothing used to find one intensity peak per nucleus when splitting touching nuclei.
-    #[arg(long, default_value_t = 4.0, value_parser = non_negative)]
+    #[arg(long, default_value_t = 4.0, value_parser = phenoflow_schemas::parse_non_negative::<f32>)]
     pub declump_sigma: f32,
 
     /// Minimum distance between two nucleus centres (pixels).
@@ -188,6 +188,15 @@ pub struct SinglecellArgs {
     pub common: CommonArgs,
 }
 
+impl SinglecellArgs {
+    /// `--metadata`, or `<root>/metadata.csv`.
+    pub fn metadata_path(&self) -> PathBuf {
+        self.metadata
+            .clone()
+            .unwrap_or_else(|| self.root.join("metadata.csv"))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct WholeArgs {
     #[command(flatten)]
@@ -207,20 +216,4 @@ pub struct WholeArgs {
 
     #[command(flatten)]
     pub common: CommonArgs,
-}
-
-/// A finite number ≥ 0 (a NaN sigma would blur every field to NaN without a word).
-fn non_negative(text: &str) -> Result<f32, String> {
-    match text.trim().parse::<f32>() {
-        Ok(value) if value.is_finite() && value >= 0.0 => Ok(value),
-        _ => Err(format!("`{text}`: expected a finite number ≥ 0")),
-    }
-}
-
-/// A finite number > 0.
-fn positive(text: &str) -> Result<f32, String> {
-    match text.trim().parse::<f32>() {
-        Ok(value) if value.is_finite() && value > 0.0 => Ok(value),
-        _ => Err(format!("`{text}`: expected a finite number > 0")),
-    }
 }

@@ -58,8 +58,10 @@ pub enum PreprocessError {
 impl PreprocessError {
     /// Bad input (exit code 2) as opposed to a failure of the machine (exit code 1).
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, PreprocessError::Io { source, .. }
-            if !matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::InvalidInput))
+        match self {
+            PreprocessError::Io { source, .. } => phenoflow_schemas::io_is_bad_input(source),
+            _ => true,
+        }
     }
 }
 

@@ -258,12 +258,7 @@ impl ImageTable {
                 // (unless --allow-outside-root, for LoadData tables with absolute paths).
                 if !options.allow_outside_root {
                     for (column, part) in [(folder_column, folder), (file_column, file_name)] {
-                        let part_path = Path::new(part);
-                        if part_path.is_absolute()
-                            || part_path
-                                .components()
-                                .any(|c| matches!(c, std::path::Component::ParentDir))
-                        {
+                        if phenoflow_schemas::leaves_its_root(Path::new(part)) {
                             return Err(row.error(
                                 column,
                                 format!(

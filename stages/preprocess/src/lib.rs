@@ -55,10 +55,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             outputs.extend(args.table.manifest.as_deref().map(|m| ("--manifest", m)));
         }
         Mode::Singlecell(args) => {
-            metadata = args
-                .metadata
-                .clone()
-                .unwrap_or_else(|| args.root.join("metadata.csv"));
+            metadata = args.metadata_path();
             inputs.push(&metadata);
         }
     }

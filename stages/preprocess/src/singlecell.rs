@@ -73,7 +73,7 @@ fn read_metadata(
         }
         let field_name = row.text(&image_name)?;
         // A folder name under the images folder, never a path out of it.
-        if field_name.contains(['/', '\\']) || field_name == ".." || field_name == "." {
+        if !phenoflow_schemas::is_plain_file_name(field_name) {
             return Err(row.error(
                 &image_name,
                 format!("`{field_name}` is not a folder name (no `/`, `\\` or `..`): cells are read only from inside the images folder"),
@@ -156,10 +156,7 @@ fn read_cell(cell: &CellRecord, shape: TensorShape) -> Result<ItemCells> {
 
 /// `pf-preprocess singlecell`.
 pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
-    let metadata = args
-        .metadata
-        .clone()
-        .unwrap_or_else(|| args.root.join("metadata.csv"));
+    let metadata = args.metadata_path();
     let images_dir = args
         .images_dir
         .clone()

@@ -216,10 +216,8 @@ impl CellsSink {
         Ok(())
     }
 
-    fn flush(&mut self, output: &Path, provenance: &Provenance) -> anyhow::Result<()> {
-        if self.builder.is_empty() {
-            return Ok(());
-        }
+    /// Opens the output on the first batch (or at the end, for an empty table).
+    fn start_writer(&mut self, output: &Path, provenance: &Provenance) -> anyhow::Result<()> {
         if self.writer.is_none() {
             self.writer = Some(ParallelTableWriter::create(
                 output,
@@ -230,6 +228,14 @@ impl CellsSink {
                 rayon::current_num_threads(),
             )?);
         }
+        Ok(())
+    }
+
+    fn flush(&mut self, output: &Path, provenance: &Provenance) -> anyhow::Result<()> {
+        if self.builder.is_empty() {
+            return Ok(());
+        }
+        self.start_writer(output, provenance)?;
         let batch = self.builder.finish();
         self.builder.reserve(ROWS_PER_BATCH);
         self.writer
@@ -244,21 +250,8 @@ impl CellsSink {
     pub fn finish(mut self, output: &Path, provenance: &Provenance) -> anyhow::Result<RunCounts> {
         self.progress.finish_and_clear();
         let counts = self.counts.clone();
-        // Nothing to do (a shard that holds no plate): a valid table with no rows.
-        if counts.n_items == 0 && self.allow_empty {
-            let mut writer = ParallelTableWriter::create(
-                output,
-                TableKind::Cells,
-                self.builder.schema(),
-                provenance,
-                ROWS_PER_GROUP,
-                1,
-            )?;
-            writer.append_extra("n_items", "0");
-            writer.finish()?;
-            return Ok(counts);
-        }
-        if counts.n_cells == 0 {
+        // Nothing to do (a shard that holds no plate) is a valid table with no rows.
+        if counts.n_cells == 0 && !(counts.n_items == 0 && self.allow_empty) {
             return Err(phenoflow_schemas::InputError(format!(
                 "no cells were produced from {} input item(s) ({} skipped as bad, {} cells at the edge): nothing written to {}",
                 counts.n_items,
@@ -269,7 +262,8 @@ impl CellsSink {
             .into());
         }
         self.flush(output, provenance)?;
-        let mut writer = self.writer.take().expect("at least one batch was flushed");
+        self.start_writer(output, provenance)?;
+        let mut writer = self.writer.take().expect("started above");
         writer.append_extra("n_items", &counts.n_items.to_string());
         writer.append_extra("n_skipped", &counts.n_skipped_items.to_string());
         writer.append_extra("n_edge_skipped", &counts.n_edge_skipped.to_string());

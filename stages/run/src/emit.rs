@@ -49,16 +49,28 @@ fn comment_text(text: &str) -> String {
         .collect()
 }
 
-/// Why a path cannot be a make target or prerequisite, if it cannot.
-fn make_path(path: &Path) -> anyhow::Result<String> {
+/// Refuses a path holding a character the engine cannot express in a file name (`what` says
+/// why), naming the path and the way out.
+fn expressible(path: &Path, engine: &str, refused: &str, what: &str) -> anyhow::Result<String> {
     let text = path.display().to_string();
-    if let Some(c) = text.chars().find(|c| "%:;*?[]\\\"'`|&<>()=".contains(*c)) {
-        return Err(phenoflow_schemas::InputError(format!(
-            "pf-run emit make: the path `{text}` holds `{c}`, which a make target or prerequisite cannot hold; \
-             rename it, or use pf-run run or the Snakemake / Nextflow emitters"
+    match text.chars().find(|c| refused.contains(*c)) {
+        Some(c) => Err(phenoflow_schemas::InputError(format!(
+            "pf-run emit {engine}: the path `{text}` holds `{c}`, which {what}; \
+             rename it, or use pf-run run or another emitter"
         ))
-        .into());
+        .into()),
+        None => Ok(text),
     }
+}
+
+/// A path as a make target or prerequisite, or why it cannot be one.
+fn make_path(path: &Path) -> anyhow::Result<String> {
+    let text = expressible(
+        path,
+        "make",
+        "%:;*?[]\\\"'`|&<>()=",
+        "a make target or prerequisite cannot hold",
+    )?;
     // Spaces are escaped; `$` is make's expansion character and `#` starts a comment.
     Ok(text
         .replace('$', "$$")
@@ -220,20 +232,17 @@ fn step_groups(pipeline: &Pipeline) -> Vec<(String, Vec<&ConcreteStep>)> {
 /// A Snakefile: one rule per step, with a `{shard}` wildcard for fan-out steps.
 pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
     // Snakemake reads `{…}` in a file pattern as a wildcard and has no escape for it.
-    for path in pipeline
+    for arg in pipeline
         .steps
         .iter()
         .flat_map(|step| step.inputs.iter().chain(&step.outputs))
-        .map(|arg| &arg.path)
     {
-        let text = path.display().to_string();
-        if text.contains(['{', '}']) {
-            return Err(phenoflow_schemas::InputError(format!(
-                "pf-run emit snakemake: the path `{text}` holds a brace, which Snakemake reads as a wildcard; \
-                 rename it, or use pf-run run or the make / Nextflow emitters"
-            ))
-            .into());
-        }
+        expressible(
+            &arg.path,
+            "snakemake",
+            "{}",
+            "Snakemake reads as a wildcard",
+        )?;
     }
     let shards = pipeline.header.shards;
     let mut out = header(pipeline, "#", "snakemake");

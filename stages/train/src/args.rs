@@ -180,8 +180,8 @@ pub struct Cli {
     #[arg(long)]
     pub cudnn_benchmark: bool,
 
-    /// Print what libtorch sees (CUDA, its devices, cuDNN) and exit; needs no other argument.
-    #[arg(long)]
+    /// Print what libtorch sees (CUDA, its devices, cuDNN) and exit; takes no other argument.
+    #[arg(long, exclusive = true)]
     pub list_devices: bool,
 
     /// Keep the whole dataset on the host and copy each batch to the device (for data sets that

@@ -101,10 +101,6 @@ fn configure_backend(cli: &Cli) {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if cli.list_devices {
-        println!("{}", describe_devices());
-        return Ok(());
-    }
     configure_backend(&cli);
     if let Some(architecture) = cli.model.supervised() {
         return supervised::run(&cli, architecture);

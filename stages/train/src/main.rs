@@ -4,7 +4,8 @@
 use clap::Parser;
 
 fn main() -> std::process::ExitCode {
-    // `--list-devices` alone needs none of the training arguments clap would otherwise require.
+    // `--list-devices` takes no other argument (clap refuses it with any), so it is answered
+    // before clap asks for the training arguments it otherwise requires.
     if std::env::args_os().skip(1).eq(["--list-devices"]) {
         println!("{}", pf_train::describe_devices());
         return std::process::ExitCode::SUCCESS;
