@@ -812,6 +812,105 @@ fn cellprofiler_per_well_csv_with_a_moa_table() {
     );
 }
 
+/// Every annotated well of the real BBBC021 image table (the taxol positive controls included)
+/// as a per-well table with random features, aggregated and scored: the benchmark's 103
+/// treatments in 12 MoAs (NSC) and 92 in 10 (NSCB), and 91 when the positive controls are kept.
+#[test]
+fn real_bbbc021_layout_gives_103_nsc_and_92_nscb_queries() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = shared_data().join("bbbc021");
+    let (image_csv, moa_csv) = (
+        data.join("BBBC021_v1_image.csv"),
+        data.join("BBBC021_v1_moa.csv"),
+    );
+    let per_well = temp.path().join("per_well.csv");
+    run_python(
+        "make_bbbc021_wells.py",
+        &[
+            "--image-csv",
+            &arg(&image_csv),
+            "--moa-csv",
+            &arg(&moa_csv),
+            "--out",
+            &arg(&per_well),
+        ],
+    )
+    .assert_success();
+    let queries = |positive_controls: &str| {
+        let (wells, treatments, metrics) = (
+            temp.path()
+                .join(format!("wells-{positive_controls}.parquet")),
+            temp.path()
+                .join(format!("treatments-{positive_controls}.parquet")),
+            temp.path()
+                .join(format!("metrics-{positive_controls}.parquet")),
+        );
+        let outcome = aggregate(&[
+            "--level",
+            "wells",
+            "--input",
+            &arg(&per_well),
+            "--plate-column",
+            "Image_Metadata_Plate_DAPI",
+            "--well-column",
+            "Image_Metadata_Well_DAPI",
+            "--compound-column",
+            "Image_Metadata_Compound",
+            "--concentration-column",
+            "Image_Metadata_Concentration",
+            "--moa-csv",
+            &arg(&moa_csv),
+            "--positive-controls",
+            positive_controls,
+            "--wells",
+            &arg(&wells),
+            "--treatments",
+            &arg(&treatments),
+        ]);
+        outcome.assert_success();
+        assert!(
+            outcome.stderr.contains("330 positive-control well(s) ")
+                && outcome
+                    .stderr
+                    .contains("taxol @ 0.3 (B11, C11, D11, E02, F02, G02)"),
+            "{}",
+            outcome.stderr
+        );
+        classify(&[
+            "--treatments",
+            &arg(&treatments),
+            "--predictions",
+            &arg(&temp.path().join("predictions.parquet")),
+            "--metrics",
+            &arg(&metrics),
+        ])
+        .assert_success();
+        let rows = run_python(
+            "read_table.py",
+            &[&arg(&metrics), "Protocol,Metric,Scope,Count"],
+        );
+        rows.assert_success();
+        let count = |protocol: &str, what: &str| -> (usize, usize) {
+            let lines: Vec<Vec<&str>> = rows
+                .stdout
+                .lines()
+                .map(|line| line.split('\t').collect::<Vec<_>>())
+                .filter(|fields| fields[0] == protocol)
+                .collect();
+            let queries = lines
+                .iter()
+                .find(|f| f[1] == "accuracy" && f[2] == "all")
+                .map(|f| f[3].parse().unwrap())
+                .unwrap_or(0);
+            let moas = lines.iter().filter(|f| f[1] == what).count();
+            (queries, moas)
+        };
+        (count("NSC", "recall"), count("NSCB", "recall"))
+    };
+    assert_eq!(queries("drop"), ((103, 12), (92, 10)));
+    assert_eq!(queries("keep"), ((103, 12), (91, 10)));
+}
+
 #[test]
 fn aggregate_and_classify_reject_bad_input_clearly() {
     let temp = tempfile::tempdir().unwrap();

@@ -60,6 +60,13 @@ pub struct Cli {
     #[arg(long, default_value = "DMSO")]
     pub control: String,
 
+    /// Positive-control wells (a treatment at the same well positions on every plate, as taxol
+    /// at 0.3 µM on BBBC021): `drop` leaves them out of both tables, as the published per-well
+    /// BBBC021 profiles do (the treatment keeps its other wells); `keep` treats them as treatment
+    /// wells.
+    #[arg(long, value_enum, default_value_t = PositiveControls::Drop)]
+    pub positive_controls: PositiveControls,
+
     /// TVN ridge, relative to the largest eigenvalue of the controls' covariance.
     #[arg(long, default_value_t = 1e-6, value_parser = phenoflow_schemas::parse_non_negative::<f64>)]
     pub tvn_ridge: f64,
@@ -121,6 +128,13 @@ impl InputLevel {
             InputLevel::Wells => "wells",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PositiveControls {
+    Drop,
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]

@@ -7,6 +7,7 @@
 //! every other table.
 
 pub mod args;
+pub mod controls;
 pub mod normalize;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +27,7 @@ use polars::prelude::{
     LazyFileListReader, LazyFrame, PlRefPath, ScanArgsParquet, SortMultipleOptions, UnionArgs,
 };
 
-use crate::args::{Aggregation, Cli, InputLevel};
+use crate::args::{Aggregation, Cli, InputLevel, PositiveControls};
 use crate::normalize::Normalization;
 
 fn input_error(message: String) -> anyhow::Error {
@@ -735,6 +736,30 @@ fn normalize_wells(
     Ok(())
 }
 
+impl Wells {
+    /// Removes the rows at `rows` (ascending indices).
+    pub fn remove(&mut self, rows: &[usize]) {
+        let drop: BTreeSet<usize> = rows.iter().copied().collect();
+        let keep = |index: &usize| !drop.contains(index);
+        fn retain<T>(values: &mut Vec<T>, keep: impl Fn(&usize) -> bool) {
+            let mut index = 0;
+            values.retain(|_| {
+                let kept = keep(&index);
+                index += 1;
+                kept
+            });
+        }
+        retain(&mut self.plate, keep);
+        retain(&mut self.well, keep);
+        retain(&mut self.compound, keep);
+        retain(&mut self.concentration, keep);
+        retain(&mut self.moa, keep);
+        retain(&mut self.batch, keep);
+        retain(&mut self.count, keep);
+        retain(&mut self.features, keep);
+    }
+}
+
 /// Treatment profiles: the median (or mean) of each treatment's wells.
 #[derive(Debug, Clone, Default)]
 pub struct Treatments {
@@ -894,6 +919,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         )));
     }
+    let plate_controls = controls::find(&wells, &cli.control);
+    if !plate_controls.wells.is_empty() {
+        match cli.positive_controls {
+            PositiveControls::Drop => {
+                wells.remove(&plate_controls.wells);
+                eprintln!(
+                    "pf-aggregate: {} positive-control well(s) left out (--positive-controls keep to keep them): {}",
+                    plate_controls.wells.len(),
+                    plate_controls.describe().join("; ")
+                );
+            }
+            PositiveControls::Keep => eprintln!(
+                "pf-aggregate: {} positive-control well(s) kept as treatment wells: {}",
+                plate_controls.wells.len(),
+                plate_controls.describe().join("; ")
+            ),
+        }
+    }
     if let Some(table) = &moa_table {
         let present: BTreeSet<(String, i64)> = wells
             .compound
@@ -908,9 +951,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .collect();
         if !missing.is_empty() && !cli.allow_missing_treatments {
             return Err(input_error(format!(
-                "{} treatment(s) of the MoA table have no wells: {} (pass --allow-missing-treatments for a partial screen)",
+                "{} treatment(s) of the MoA table have no wells: {} (pass --allow-missing-treatments for a partial screen){}",
                 missing.len(),
-                missing.iter().take(10).cloned().collect::<Vec<_>>().join(", ")
+                missing.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+                if cli.positive_controls == PositiveControls::Drop && !plate_controls.wells.is_empty() {
+                    "; positive-control wells were left out (--positive-controls keep counts them)"
+                } else {
+                    ""
+                }
             )));
         }
     }
@@ -924,6 +972,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         "normalize": cli.normalize,
         "control": cli.control,
         "tvn_ridge": cli.tvn_ridge,
+        "positive_controls": cli.positive_controls,
+        "positive_control_wells": if cli.positive_controls == PositiveControls::Drop {
+            plate_controls.wells.len()
+        } else {
+            0
+        },
+        "positive_control_treatments": plate_controls.describe(),
         "feature_prefix": cli.feature_prefix,
         "columns": [map.plate, map.well, map.compound, map.concentration, map.moa, map.batch],
     });
