@@ -4,6 +4,8 @@
 //! at least 32 px and end in logits over the classes.
 
 use tch::nn::{self, Module, ModuleT};
+
+use crate::init;
 use tch::Tensor;
 
 /// Which supervised architecture.
@@ -85,26 +87,27 @@ impl Cnn {
         dropout: f64,
     ) -> Self {
         let filters = [32i64, 64, 128];
-        let config = nn::ConvConfig {
-            padding: 1,
-            ..Default::default()
-        };
         let mut convs = Vec::new();
         let mut input = channels;
         for (index, &output) in filters.iter().enumerate() {
-            convs.push(nn::conv2d(
+            convs.push(init::conv2d(
                 root / format!("conv{}", index + 1),
-                input,
-                output,
-                3,
-                config,
+                init::ConvShape {
+                    input,
+                    output,
+                    kernel: [3, 3],
+                    stride: 1,
+                    padding: 1,
+                    bias: true,
+                },
+                init::ConvInit::Pytorch,
             ));
             input = output;
         }
         let flat = input * (height / 8) * (width / 8);
         Self {
             convs,
-            fc: nn::linear(root / "fc", flat, n_classes, Default::default()),
+            fc: init::linear(root / "fc", flat, n_classes),
             dropout,
         }
     }
@@ -133,13 +136,18 @@ fn conv(
     stride: i64,
     padding: i64,
 ) -> nn::Conv2D {
-    let config = nn::ConvConfig {
-        stride,
-        padding,
-        bias: false,
-        ..Default::default()
-    };
-    nn::conv2d(root, input, output, kernel, config)
+    init::conv2d(
+        root,
+        init::ConvShape {
+            input,
+            output,
+            kernel: [kernel, kernel],
+            stride,
+            padding,
+            bias: false,
+        },
+        init::ConvInit::ResnetFanOut,
+    )
 }
 
 /// Two 3×3 convolutions with batch normalisation and an identity (or 1×1/stride projection)
@@ -158,14 +166,14 @@ impl BasicBlock {
         let downsample = (stride != 1 || input != output).then(|| {
             (
                 conv(root / "downsample" / "0", input, output, 1, stride, 0),
-                nn::batch_norm2d(root / "downsample" / "1", output, Default::default()),
+                init::batch_norm2d(root / "downsample" / "1", output),
             )
         });
         Self {
             conv1: conv(root / "conv1", input, output, 3, stride, 1),
-            bn1: nn::batch_norm2d(root / "bn1", output, Default::default()),
+            bn1: init::batch_norm2d(root / "bn1", output),
             conv2: conv(root / "conv2", output, output, 3, 1, 1),
-            bn2: nn::batch_norm2d(root / "bn2", output, Default::default()),
+            bn2: init::batch_norm2d(root / "bn2", output),
             downsample,
         }
     }
@@ -210,9 +218,9 @@ impl ResNet18 {
         }
         Self {
             conv1: conv(root / "conv1", channels, 64, 7, 2, 3),
-            bn1: nn::batch_norm2d(root / "bn1", 64, Default::default()),
+            bn1: init::batch_norm2d(root / "bn1", 64),
             layers,
-            fc: nn::linear(root / "fc", 512, n_classes, Default::default()),
+            fc: init::linear(root / "fc", 512, n_classes),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod classifier;
 pub mod data;
 pub mod error;
 pub mod figures;
+pub mod init;
 pub mod loss;
 pub mod model;
 pub mod supervised;

@@ -53,16 +53,23 @@ fn conv(
     kernel: [i64; 2],
     padding: i64,
 ) -> nn::Conv2D {
-    let config = nn::ConvConfigND::<[i64; 2]> {
-        padding: [padding, padding],
-        ..Default::default()
-    };
-    nn::conv(path, in_channels, out_channels, kernel, config)
+    crate::init::conv2d(
+        path,
+        crate::init::ConvShape {
+            input: in_channels,
+            output: out_channels,
+            kernel,
+            stride: 1,
+            padding,
+            bias: true,
+        },
+        crate::init::ConvInit::Pytorch,
+    )
 }
 
 fn batch_norm(path: nn::Path, channels: i64) -> nn::BatchNorm {
-    // PyTorch's defaults (eps 1e-5, momentum 0.1), as the seed code used.
-    nn::batch_norm2d(path, channels, Default::default())
+    // PyTorch's defaults (scale 1, shift 0, eps 1e-5, momentum 0.1), as the seed code used.
+    crate::init::batch_norm2d(path, channels)
 }
 
 /// The encoder; its output is `[B, n_heads·L]`.
