@@ -6,6 +6,12 @@
     check_profiles.py nsc     --treatments treatments.parquet --metrics metrics.parquet
         NSC and NSCB accuracy recomputed with scikit-learn's NearestNeighbors (cosine) on the
         same treatment profiles equal the ones pf-classify reported
+    check_profiles.py tvn     --wells raw-wells.parquet --normalized tvn-wells.parquet
+        TVN with Ledoit-Wolf shrinkage recomputed with scikit-learn's LedoitWolf and numpy's eigh
+        on the DMSO wells of the unnormalised table equals ours (each component up to its sign)
+    check_profiles.py coral   --wells tvn-wells.parquet --normalized coral-wells.parquet
+        CORAL per batch (np.cov + I, scipy's matrix square roots) applied to our TVN output equals
+        ours
 
 Prints `OK: ...` and exits 0, or prints the mismatch and exits 1.
 """
@@ -93,15 +99,58 @@ def check_nsc(args):
         print(f"OK: {protocol} accuracy {accuracy:.4f} over {n} treatments, as scikit-learn computes it")
 
 
+def well_matrix(path):
+    frame = pq.read_table(path).to_pandas().sort_values(["Metadata_Plate", "Metadata_Well"]).reset_index(drop=True)
+    features = [c for c in frame.columns if not c.startswith("Metadata_")]
+    return frame, frame[features].to_numpy(float)
+
+
+def check_tvn(args):
+    from sklearn.covariance import LedoitWolf
+
+    frame, raw = well_matrix(args.wells)
+    _, ours = well_matrix(args.normalized)
+    controls = raw[(frame.Metadata_Compound == "DMSO").to_numpy()]
+    fit = LedoitWolf().fit(controls)
+    values, vectors = np.linalg.eigh(fit.covariance_)
+    order = np.argsort(values)[::-1]
+    expected = (raw - controls.mean(axis=0)) @ vectors[:, order] / np.sqrt(values[order])
+    signs = np.sign(np.sum(expected * ours, axis=0))
+    worst = np.abs(expected * signs - ours).max()
+    if worst > 1e-6 * max(1.0, np.abs(expected).max()):
+        fail(f"TVN differs from scikit-learn's Ledoit-Wolf whitening by up to {worst:.3g}")
+    print(f"OK: TVN (Ledoit-Wolf shrinkage {fit.shrinkage_:.4f}) equals scikit-learn + numpy (max |diff| {worst:.2g})")
+
+
+def check_coral(args):
+    from scipy.linalg import fractional_matrix_power, sqrtm
+
+    frame, before = well_matrix(args.wells)
+    _, ours = well_matrix(args.normalized)
+    dmso = (frame.Metadata_Compound == "DMSO").to_numpy()
+    eye = np.eye(before.shape[1])
+    target = np.real(sqrtm(np.cov(before[dmso], rowvar=False) + eye))
+    expected = before.copy()
+    for batch in frame.Metadata_Batch.unique():
+        rows = (frame.Metadata_Batch == batch).to_numpy()
+        source = np.real(fractional_matrix_power(np.cov(before[rows & dmso], rowvar=False) + eye, -0.5))
+        expected[rows] = before[rows] @ source @ target
+    worst = np.abs(expected - ours).max()
+    if worst > 1e-6 * max(1.0, np.abs(expected).max()):
+        fail(f"CORAL differs from the numpy/scipy reference by up to {worst:.3g}")
+    print(f"OK: CORAL over {frame.Metadata_Batch.nunique()} batches equals numpy + scipy (max |diff| {worst:.2g})")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["wells", "nsc"])
+    parser.add_argument("mode", choices=["wells", "nsc", "tvn", "coral"])
     parser.add_argument("--cells")
     parser.add_argument("--wells")
     parser.add_argument("--treatments")
     parser.add_argument("--metrics")
+    parser.add_argument("--normalized")
     args = parser.parse_args()
-    {"wells": check_wells, "nsc": check_nsc}[args.mode](args)
+    {"wells": check_wells, "nsc": check_nsc, "tvn": check_tvn, "coral": check_coral}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -705,23 +705,38 @@ fn wells_match_pycytominer_and_nsc_matches_scikit_learn() {
 }
 
 #[test]
-fn dmso_zscore_centres_each_plates_controls_and_other_normalisations_run() {
+fn normalisations_equal_their_references_and_zscore_centres_each_plates_controls() {
     use arrow_array::{Array, Float64Array, StringArray};
     let temp = tempfile::tempdir().unwrap();
     let cells = embeddings(temp.path(), "cells.parquet", &[]);
-    for method in ["dmso-zscore", "mad-robustize", "tvn"] {
-        let wells = temp.path().join(format!("wells-{method}.parquet"));
-        aggregate(&[
-            "--input",
-            &arg(&cells),
-            "--normalize",
-            method,
-            "--wells",
-            &arg(&wells),
-            "--treatments",
-            &arg(&temp.path().join(format!("treatments-{method}.parquet"))),
-        ])
-        .assert_success();
+    let wells_of = |name: &str, args: &[&str]| {
+        let wells = temp.path().join(format!("wells-{name}.parquet"));
+        let mut all = vec![
+            "--input".to_string(),
+            arg(&cells),
+            "--wells".into(),
+            arg(&wells),
+            "--treatments".into(),
+            arg(&temp.path().join(format!("treatments-{name}.parquet"))),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        aggregate(&all).assert_success();
+        wells
+    };
+    // TVN (Ledoit-Wolf) against scikit-learn, CORAL after it against numpy + scipy.
+    let raw = wells_of("none", &[]);
+    let tvn = wells_of("tvn", &["--normalize", "tvn"]);
+    let coral = wells_of("tvn-coral", &["--normalize", "tvn", "--coral"]);
+    for (mode, before, after) in [("tvn", &raw, &tvn), ("coral", &tvn, &coral)] {
+        let check = run_python(
+            "check_profiles.py",
+            &[mode, "--wells", &arg(before), "--normalized", &arg(after)],
+        );
+        check.assert_success();
+        assert!(check.stdout.contains("OK: "), "{}", check.stdout);
+    }
+    for method in ["dmso-zscore", "mad-robustize"] {
+        let wells = wells_of(method, &["--normalize", method]);
         if method != "dmso-zscore" {
             continue;
         }

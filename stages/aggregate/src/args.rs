@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
 
-use crate::normalize::Normalization;
+use crate::normalize::{Normalization, TvnRegularization};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -67,9 +67,24 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = PositiveControls::Drop)]
     pub positive_controls: PositiveControls,
 
-    /// TVN ridge, relative to the largest eigenvalue of the controls' covariance.
-    #[arg(long, default_value_t = 1e-6, value_parser = phenoflow_schemas::parse_non_negative::<f64>)]
+    /// How TVN regularises the controls' covariance: Ledoit–Wolf shrinkage towards the mean
+    /// eigenvalue (scikit-learn's coefficient), or a ridge of --tvn-ridge × the mean eigenvalue.
+    #[arg(long, value_enum, default_value_t = TvnRegularization::LedoitWolf)]
+    pub tvn_regularization: TvnRegularization,
+
+    /// TVN ridge for `--tvn-regularization ridge`, relative to the mean eigenvalue of the
+    /// controls' covariance.
+    #[arg(long, default_value_t = 0.01, value_parser = phenoflow_schemas::parse_non_negative::<f64>)]
     pub tvn_ridge: f64,
+
+    /// After the normalisation, align each batch's control covariance to that of all control
+    /// wells (CORAL, as the DeepProfiler BBBC021 evaluation does after TVN).
+    #[arg(long)]
+    pub coral: bool,
+
+    /// CORAL's regulariser λ (added to both covariances as λ·I; 1 in the CORAL paper).
+    #[arg(long, default_value_t = 1.0, value_parser = phenoflow_schemas::parse_non_negative::<f64>)]
+    pub coral_lambda: f64,
 
     /// Feature columns are the numeric columns starting with one of these prefixes
     /// (pycytominer's compartments by default).

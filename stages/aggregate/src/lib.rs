@@ -688,52 +688,106 @@ fn split_csv_line(line: &str) -> Vec<String> {
     fields.into_iter().map(|f| f.trim().to_string()).collect()
 }
 
-/// Applies the well-level normalisation.
-fn normalize_wells(
-    wells: &mut Wells,
-    normalization: Normalization,
+/// What the normalisation did, for the provenance.
+#[derive(Debug, Clone, Default)]
+pub struct NormalizationReport {
+    pub tvn: Option<normalize::TvnFit>,
+    pub floored_plates: Vec<String>,
+    pub coral_batches: usize,
+}
+
+/// Rows and control rows of each group (plate or batch) of the well table.
+fn groups_of(
+    wells: &Wells,
+    key: &[String],
     control: &str,
-    ridge: f64,
-) -> anyhow::Result<()> {
-    if normalization == Normalization::None {
-        return Ok(());
+) -> Vec<(String, Vec<usize>, Vec<usize>)> {
+    let mut groups: BTreeMap<&str, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for (row, name) in key.iter().enumerate() {
+        let entry = groups.entry(name.as_str()).or_default();
+        entry.0.push(row);
+        if wells.compound[row] == control {
+            entry.1.push(row);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(name, (rows, controls))| (name.to_string(), rows, controls))
+        .collect()
+}
+
+/// Applies the well-level normalisation, then CORAL when asked.
+fn normalize_wells(wells: &mut Wells, cli: &Cli) -> anyhow::Result<NormalizationReport> {
+    let (normalization, control) = (cli.normalize, cli.control.as_str());
+    let mut report = NormalizationReport::default();
+    if normalization == Normalization::None && !cli.coral {
+        return Ok(report);
     }
     let controls: Vec<usize> = (0..wells.plate.len())
         .filter(|&i| wells.compound[i] == control)
         .collect();
     if controls.len() < 2 {
         return Err(input_error(format!(
-            "--normalize {normalization:?} needs control wells: found {} well(s) of `{control}`",
+            "--normalize {normalization:?}{} needs control wells: found {} well(s) of `{control}`",
+            if cli.coral { " --coral" } else { "" },
             controls.len()
         )));
     }
     match normalization {
-        Normalization::Tvn => normalize::tvn(&mut wells.features, &controls, ridge),
+        Normalization::None => {}
+        Normalization::Tvn => {
+            if controls.len() < normalize::FEW_CONTROLS {
+                eprintln!(
+                    "pf-aggregate: warning: TVN is fitted on only {} control well(s)",
+                    controls.len()
+                );
+            }
+            report.tvn = Some(normalize::tvn(
+                &mut wells.features,
+                &controls,
+                cli.tvn_regularization,
+                cli.tvn_ridge,
+            ));
+        }
         per_plate => {
-            let plates: BTreeSet<&String> = wells.plate.iter().collect();
-            for plate in plates {
-                let rows: Vec<usize> = (0..wells.plate.len())
-                    .filter(|&i| &wells.plate[i] == plate)
-                    .collect();
-                let plate_controls: Vec<usize> = rows
-                    .iter()
-                    .copied()
-                    .filter(|&i| wells.compound[i] == control)
-                    .collect();
-                if plate_controls.is_empty() {
-                    return Err(input_error(format!(
-                        "plate {plate} has no `{control}` wells to normalise against"
-                    )));
-                }
-                if per_plate == Normalization::DmsoZscore {
-                    normalize::zscore(&mut wells.features, &rows, &plate_controls);
-                } else {
-                    normalize::mad_robustize(&mut wells.features, &rows, &plate_controls);
+            let plates = groups_of(wells, &wells.plate.clone(), control);
+            if let Some((plate, _, _)) = plates.iter().find(|(_, _, c)| c.is_empty()) {
+                return Err(input_error(format!(
+                    "plate {plate} has no `{control}` wells to normalise against"
+                )));
+            }
+            for (plate, _, plate_controls) in &plates {
+                if plate_controls.len() < normalize::FEW_CONTROLS {
+                    eprintln!(
+                        "pf-aggregate: warning: plate {plate} has {} `{control}` well(s), fewer than {}: its scale is floored at the median over the other plates",
+                        plate_controls.len(),
+                        normalize::FEW_CONTROLS
+                    );
                 }
             }
+            report.floored_plates = normalize::per_plate(&mut wells.features, &plates, per_plate);
         }
     }
-    Ok(())
+    if cli.coral {
+        let batches = groups_of(wells, &wells.batch.clone(), control);
+        for (batch, _, batch_controls) in &batches {
+            if batch_controls.len() < 2 {
+                return Err(input_error(format!(
+                    "--coral: batch {batch} has {} `{control}` well(s); CORAL needs two per batch",
+                    batch_controls.len()
+                )));
+            }
+            if batch_controls.len() < normalize::FEW_CONTROLS {
+                eprintln!(
+                    "pf-aggregate: warning: batch {batch} has only {} `{control}` well(s) for CORAL",
+                    batch_controls.len()
+                );
+            }
+        }
+        normalize::coral(&mut wells.features, &batches, &controls, cli.coral_lambda);
+        report.coral_batches = batches.len();
+    }
+    Ok(report)
 }
 
 impl Wells {
@@ -962,7 +1016,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             )));
         }
     }
-    normalize_wells(&mut wells, cli.normalize, &cli.control, cli.tvn_ridge)?;
+    let normalization = normalize_wells(&mut wells, &cli)?;
     let treatments = aggregate_treatments(&wells, cli.well_aggregation)?;
 
     let params = serde_json::json!({
@@ -971,7 +1025,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         "well_aggregation": cli.well_aggregation,
         "normalize": cli.normalize,
         "control": cli.control,
+        "tvn_regularization": cli.tvn_regularization,
         "tvn_ridge": cli.tvn_ridge,
+        "tvn_shrinkage": normalization.tvn.map(|fit| fit.shrinkage),
+        "tvn_epsilon": normalization.tvn.map(|fit| fit.epsilon),
+        "coral": cli.coral,
+        "coral_lambda": cli.coral_lambda,
+        "floored_plates": normalization.floored_plates,
         "positive_controls": cli.positive_controls,
         "positive_control_wells": if cli.positive_controls == PositiveControls::Drop {
             plate_controls.wells.len()
