@@ -176,6 +176,24 @@ pub struct ModelCard {
 }
 
 impl ModelCard {
+    /// The spike selector's expectation a sparse model's profile is gated by: the sampler it
+    /// was trained with, at the temperature of its last epoch. `None` for Gaussian models.
+    pub fn spike_expectation(&self) -> Option<crate::architecture::SpikeExpectation> {
+        use crate::architecture::SpikeExpectation;
+        if !self.model.is_sparse() {
+            return None;
+        }
+        let h = &self.hyperparameters;
+        Some(if h.spike_sampler == "dtu" {
+            SpikeExpectation::Dtu
+        } else {
+            SpikeExpectation::Vsc {
+                temperature: h.spike_temperature
+                    + h.spike_temperature_step * self.epochs_completed.saturating_sub(1) as f64,
+            }
+        })
+    }
+
     /// Reads and checks a card; every failure names the file.
     pub fn read(path: &Path) -> Result<Self, SchemaError> {
         let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Io {

@@ -1,7 +1,7 @@
 """Checks an embeddings table against the cells table it came from and pf-train's libtorch outputs.
 
 Every Metadata_* column of the cells table must come through unchanged (same rows, same order,
-same dtypes); the Cells_* features must equal the libtorch profile vectors (mu·gamma for sparse
+same dtypes); the Cells_* features must equal the libtorch profile vectors (mu·spike_mean for sparse
 models) within --tolerance, and the Posterior_* columns, when present, log σ and γ.
 
 Usage: check_embeddings.py CELLS.parquet EMBEDDINGS.parquet REFERENCE.safetensors

@@ -1201,6 +1201,35 @@ fn embed_keeps_every_cell_and_its_metadata_and_matches_libtorch() {
     );
     check.assert_success();
     assert!(check.stdout.contains("OK: 259 rows"), "{}", check.stdout);
+    // Under the seed's spike sampler the profile gate is a Gauss-Hermite expectation in the ONNX
+    // graph; it too equals libtorch's.
+    let dtu = temp.path().join("svae-dtu");
+    let mut args = train_args(&cells, &dtu, "sparsevae", 1);
+    args.extend(["--spike-sampler".into(), "dtu".into()]);
+    train(&args).assert_success();
+    let dtu_encoder = dtu.join("encoder.onnx");
+    export(&dtu, &dtu_encoder, &dtu.join("decoder.onnx")).assert_success();
+    let dtu_output = temp.path().join("embeddings-dtu.parquet");
+    embed(&[
+        "--cells",
+        &arg(&cells),
+        "--encoder",
+        &arg(&dtu_encoder),
+        "--output",
+        &arg(&dtu_output),
+        "--no-progress",
+    ])
+    .assert_success();
+    let check = run_python(
+        "check_embeddings.py",
+        &[
+            arg(&cells),
+            arg(&dtu_output),
+            arg(&dtu.join("reference_outputs.safetensors")),
+        ],
+    );
+    check.assert_success();
+    assert!(check.stdout.contains("OK: 259 rows"), "{}", check.stdout);
     // Sharding by plate: the tiny set has one plate, so shard 0/2 holds every cell and 1/2 none.
     let shard = temp.path().join("shard.parquet");
     embed(&[

@@ -34,7 +34,9 @@ pub struct Cli {
     #[arg(long)]
     pub output: PathBuf,
 
-    /// Which vector is the profile: auto = mu for Gaussian models, mu·gamma for sparse ones.
+    /// Which vector is the profile: auto = mu for Gaussian models, mu·spike_mean for sparse ones
+    /// (E[z]: spike_mean is the spike selector's expectation under the model's sampler);
+    /// mu-gamma = mu·min(γ, 1), the earlier profile (E[z] only in the VSC sampler's limit).
     #[arg(long, value_enum, default_value_t = ProfileArg::Auto)]
     pub profile: ProfileArg,
 
@@ -76,6 +78,7 @@ pub struct Cli {
 pub enum ProfileArg {
     Auto,
     Mu,
+    MuSpikeMean,
     MuGamma,
 }
 

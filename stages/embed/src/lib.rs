@@ -28,6 +28,8 @@ use rayon::prelude::*;
 use crate::args::{Cli, DeviceArg, ProfileArg};
 
 const STAGE: &str = "pf-embed";
+/// The sparse encoders' output with E[s] (pf-export's `SPIKE_MEAN_OUTPUT`).
+const SPIKE_MEAN: &str = "spike_mean";
 /// Batches decoded ahead of the one being embedded.
 const PREFETCH: usize = 2;
 
@@ -271,17 +273,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let environment = init_onnx_runtime()?;
     let mut encoder = open_encoder(&environment, &cli.encoder, cli.device, cli.threads)?;
     let card = encoder.card.clone();
-    let gate_by_gamma = match cli.profile {
-        ProfileArg::Auto => card.model.is_sparse(),
-        ProfileArg::Mu => false,
-        ProfileArg::MuGamma if !card.model.is_sparse() => {
+    // The output μ is multiplied by (none for a plain μ profile).
+    let gate: Option<&str> = match cli.profile {
+        ProfileArg::Auto if card.model.is_sparse() => Some(SPIKE_MEAN),
+        ProfileArg::Auto | ProfileArg::Mu => None,
+        ProfileArg::MuSpikeMean | ProfileArg::MuGamma if !card.model.is_sparse() => {
             return Err(InputError(format!(
-                "--profile mu-gamma: {} is not a sparse model (it has no gamma)",
+                "--profile {}: {} is not a sparse model (it has no spike selector)",
+                if cli.profile == ProfileArg::MuGamma {
+                    "mu-gamma"
+                } else {
+                    "mu-spike-mean"
+                },
                 card.model.name()
             ))
             .into())
         }
-        ProfileArg::MuGamma => true,
+        ProfileArg::MuSpikeMean => Some(SPIKE_MEAN),
+        ProfileArg::MuGamma => Some("gamma"),
+    };
+    let profile_name = match gate {
+        None => "mu",
+        Some(SPIKE_MEAN) => "mu-spike-mean",
+        Some(_) => "mu-gamma",
     };
     if cli.with_gamma && !card.model.is_sparse() {
         return Err(InputError(format!("--with-gamma: {} has no gamma", card.model.name())).into());
@@ -368,7 +382,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
     let params = serde_json::json!({
         "model": card.model.name(),
-        "profile": if gate_by_gamma { "mu-gamma" } else { "mu" },
+        "profile": profile_name,
         "with_log_sigma": cli.with_log_sigma,
         "with_gamma": cli.with_gamma,
         "plates": keep.as_ref().map(|plates| plates.iter().cloned().collect::<Vec<_>>()),
@@ -454,16 +468,24 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(values.to_vec())
         };
         let mut profile = extract("mu")?;
-        let gamma = if gate_by_gamma || cli.with_gamma {
+        let gamma = if cli.with_gamma {
             Some(extract("gamma")?)
         } else {
             None
         };
-        if gate_by_gamma {
-            let gamma = gamma.as_ref().expect("extracted above");
+        if let Some(gate) = gate {
+            let gates = extract(gate).map_err(|error| {
+                if gate == SPIKE_MEAN {
+                    error.context(
+                        "a sparse encoder exported before encoders carried `spike_mean` lacks it: export the model again with pf-export (or pass --profile mu-gamma for the old profile)",
+                    )
+                } else {
+                    error
+                }
+            })?;
             profile
                 .iter_mut()
-                .zip(gamma)
+                .zip(&gates)
                 .for_each(|(value, gate)| *value *= gate);
         }
         if let Some(row) = profile
@@ -507,7 +529,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         n_cells,
         cli.output.display(),
         latent_dim,
-        if gate_by_gamma { "mu·gamma" } else { "mu" },
+        profile_name,
         encoder.execution_provider,
         n_cells as f64 / seconds
     );

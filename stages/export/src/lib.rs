@@ -11,7 +11,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use phenoflow_schemas::architecture::{self, BATCH_NORM_EPSILON, KERNEL, LEAKY_SLOPE};
+use phenoflow_schemas::architecture::{
+    self, SpikeExpectation, BATCH_NORM_EPSILON, KERNEL, LEAKY_SLOPE,
+};
 use phenoflow_schemas::{InputError, ModelCard};
 use prost::Message;
 
@@ -22,7 +24,53 @@ use crate::onnx::{
 
 /// Names of the graphs' inputs and outputs (pf-embed and pf-report rely on them).
 pub const ENCODER_INPUT: &str = "cells";
-pub const ENCODER_OUTPUTS: [&str; 3] = ["mu", "log_sigma", "gamma"];
+pub const ENCODER_OUTPUTS: [&str; 4] = ["mu", "log_sigma", "gamma", SPIKE_MEAN_OUTPUT];
+
+/// The encoder output of a sparse model holding E[s], the spike selector's expectation under
+/// the model card's sampler (`phenoflow_schemas::architecture::SpikeExpectation`).
+pub const SPIKE_MEAN_OUTPUT: &str = "spike_mean";
+
+/// Adds the nodes computing `spike_mean` from `log_gamma_raw` (uncapped) or `capped` (the VSC
+/// sampler's log γ ≤ 0), as pf-train's `SpikeSampler::expectation` does in libtorch.
+fn spike_mean(graph: &mut GraphBuilder, expectation: SpikeExpectation, capped: &str) {
+    match expectation {
+        SpikeExpectation::Vsc { temperature } => {
+            // (softplus(c·γ) − softplus(c·(γ − 1))) / c
+            let c = graph.float_initializer("spike_temperature", &[], &[temperature as f32]);
+            let one = graph.float_initializer("spike_one", &[], &[1.0]);
+            let gamma = graph.node("Exp", &[capped], vec![]);
+            let scaled = graph.node("Mul", &[&gamma, &c], vec![]);
+            let upper = graph.node("Softplus", &[&scaled], vec![]);
+            let shifted = graph.node("Sub", &[&gamma, &one], vec![]);
+            let shifted = graph.node("Mul", &[&shifted, &c], vec![]);
+            let lower = graph.node("Softplus", &[&shifted], vec![]);
+            let difference = graph.node("Sub", &[&upper, &lower], vec![]);
+            graph.node_with_outputs("Div", &[&difference, &c], &[SPIKE_MEAN_OUTPUT], vec![]);
+        }
+        SpikeExpectation::Dtu => {
+            // Σᵢ weightᵢ · sigmoid(exp(log γ) − 1 + nodeᵢ) over the Gauss–Hermite rule.
+            let (nodes, weights) = phenoflow_schemas::architecture::standard_normal_rule();
+            let k = nodes.len() as i64;
+            let as_f32 = |values: &[f64]| values.iter().map(|v| *v as f32).collect::<Vec<_>>();
+            let nodes = graph.float_initializer("spike_nodes", &[k], &as_f32(&nodes));
+            let weights = graph.float_initializer("spike_weights", &[k], &as_f32(&weights));
+            let one = graph.float_initializer("spike_one", &[], &[1.0]);
+            let last = graph.int64_initializer("spike_axis", &[1], &[2]);
+            let gamma = graph.node("Exp", &["log_gamma_raw"], vec![]);
+            let shifted = graph.node("Sub", &[&gamma, &one], vec![]);
+            let column = graph.node("Unsqueeze", &[&shifted, &last], vec![]);
+            let arguments = graph.node("Add", &[&column, &nodes], vec![]);
+            let selectors = graph.node("Sigmoid", &[&arguments], vec![]);
+            let weighted = graph.node("Mul", &[&selectors, &weights], vec![]);
+            graph.node_with_outputs(
+                "ReduceSum",
+                &[&weighted, &last],
+                &[SPIKE_MEAN_OUTPUT],
+                vec![attribute_int("keepdims", 0)],
+            );
+        }
+    }
+}
 pub const DECODER_INPUT: &str = "z";
 pub const DECODER_OUTPUT: &str = "reconstruction";
 
@@ -241,17 +289,24 @@ pub fn encoder_model(card: &ModelCard, weights: &Weights) -> anyhow::Result<onnx
         batched_value("mu", &[latent]),
         batched_value("log_sigma", &[latent]),
     ];
-    if card.model.is_sparse() {
+    if let Some(expectation) = card.spike_expectation() {
         let zero = graph.float_initializer("log_gamma_max", &[], &[0.0]);
         let capped = graph.node("Clip", &["log_gamma_raw", "", &zero], vec![]);
         graph.node_with_outputs("Exp", &[&capped], &["gamma"], vec![]);
         outputs.push(batched_value("gamma", &[latent]));
+        spike_mean(&mut graph, expectation, &capped);
+        outputs.push(batched_value(SPIKE_MEAN_OUTPUT, &[latent]));
     }
     let doc = format!(
         "{} encoder from pf-train: input `cells` [batch, {channels}, {height}, {width}] float32, normalised as the \
          model card's `normalization` says; outputs the posterior mean `mu`, `log_sigma`{}",
         card.model.name(),
-        if card.model.is_sparse() { " and the spike probabilities `gamma`" } else { "" }
+        if card.model.is_sparse() {
+            ", the spike probabilities `gamma` and `spike_mean`, the expectation of the spike selector under the \
+             model's sampler (the profile is mu · spike_mean)"
+        } else {
+            ""
+        }
     );
     Ok(graph.into_model(
         "encoder",
@@ -320,7 +375,7 @@ pub fn decoder_model(card: &ModelCard, weights: &Weights) -> anyhow::Result<onnx
         vec![attribute_float("alpha", LEAKY_SLOPE as f32)],
     );
     let doc = format!(
-        "{} decoder from pf-train: input `z` [batch, {latent}] float32 (a profile vector: mu, or mu·gamma for \
+        "{} decoder from pf-train: input `z` [batch, {latent}] float32 (a profile vector: mu, or mu·spike_mean for \
          sparse models); output `reconstruction` [batch, {channels}, {height}, {width}] in normalised intensities",
         card.model.name()
     );

@@ -390,7 +390,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     tch::no_grad(|| -> anyhow::Result<()> {
         let index = Tensor::from_slice(&shown).to_device(pixels.device());
         let images = trainer.normalize(&pixels.index_select(0, &index).to_device(device));
-        let profiles = trainer.vae.profile(&images);
+        let profiles = trainer.vae.profile(
+            &images,
+            trainer.spike_sampler(card.epochs_completed.saturating_sub(1)),
+        );
         let reconstructions = trainer.vae.decoder.forward_t(&profiles, false);
         let path = cli.out.join(RECONSTRUCTIONS_FILE);
         figures::write_reconstructions(&path, &images, &reconstructions)
@@ -405,6 +408,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .collect();
     write_reference_outputs(
         &trainer,
+        card.epochs_completed.saturating_sub(1),
         &pixels,
         &reference,
         &cli.out.join(REFERENCE_OUTPUTS_FILE),
@@ -425,6 +429,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 /// decoder applied to the profile), the reference an exported model must reproduce.
 fn write_reference_outputs(
     trainer: &Trainer,
+    last_epoch: usize,
     pixels: &Tensor,
     cells: &[i64],
     path: &Path,
@@ -438,10 +443,9 @@ fn write_reference_outputs(
         let input = trainer.normalize(&pixels.index_select(0, &index).to_device(device));
         let (mu, log_sigma, log_gamma) = trainer.vae.encode(&input, false, true);
         let gamma = log_gamma.map(|log_gamma| log_gamma.exp());
-        let profile = match &gamma {
-            Some(gamma) => &mu * gamma,
-            None => mu.shallow_clone(),
-        };
+        let profile = trainer
+            .vae
+            .profile(&input, trainer.spike_sampler(last_epoch));
         let reconstruction = trainer.vae.decoder.forward_t(&profile, false);
         let mut tensors = vec![
             ("cell_index".to_string(), Tensor::from_slice(cells)),
