@@ -223,9 +223,10 @@ fn control_moments(
             }
         }
     }
-    for i in 0..n_features {
-        for j in 0..i {
-            covariance[i][j] = covariance[j][i];
+    let upper = covariance.clone();
+    for (i, row) in covariance.iter_mut().enumerate() {
+        for (j, value) in row.iter_mut().enumerate().take(i) {
+            *value = upper[j][i];
         }
     }
     (mean, covariance, centred)

@@ -53,23 +53,17 @@ fn examples() -> Vec<(String, Well)> {
 /// Writes the panel to `path`.
 pub fn write_panel(path: &Path, seed: u64) -> anyhow::Result<()> {
     let rows = examples();
-    let all_wells = plate_map();
+    let effects = crate::compound_effects(seed);
     let width = FIELD_PX + GAP + 3 * CROP_PX + 2 * GAP;
     let row_height = FIELD_PX.max(2 * CROP_PX + GAP);
     let height = rows.len() * (row_height + GAP);
     // Channels in [0,1) after the contrast stretch; start as raw levels minus background.
     let mut image = vec![[0.0f32; 3]; width * height];
     for (row_index, (_moa, well)) in rows.iter().enumerate() {
-        let doses: Vec<f64> = all_wells
-            .iter()
-            .filter(|w| w.compound == well.compound)
-            .map(|w| w.concentration)
-            .collect();
-        let effect = match well.moa.as_deref() {
-            Some("DMSO") => CompoundEffect::control(),
-            Some(moa) => CompoundEffect::new(seed, &well.compound, moa, &doses),
-            None => CompoundEffect::control(),
-        };
+        let effect = effects
+            .get(&well.compound)
+            .cloned()
+            .unwrap_or_else(CompoundEffect::control);
         // The same acquisition for every row, so that rows compare.
         let reference_plate = Well {
             plate: "Week1_22123".into(),

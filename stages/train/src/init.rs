@@ -133,7 +133,8 @@ mod tests {
             width: 68,
             latent_dim: 256,
         };
-        let builds: Vec<(&str, Box<dyn Fn(&nn::Path)>, Vec<&str>)> = vec![
+        type Build = Box<dyn Fn(&nn::Path)>;
+        let builds: Vec<(&str, Build, Vec<&str>)> = vec![
             (
                 "sparsevaegan",
                 Box::new(move |root: &nn::Path| {
