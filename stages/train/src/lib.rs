@@ -425,7 +425,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// The model's evaluation-mode outputs on some cells, with their normalised inputs and row numbers
-/// in the cells table: `input`, `mu`, `log_sigma`, [`gamma`], `profile` and `reconstruction` (the
+/// in the cells table: `input`, `mu`, `log_sigma`, [`gamma`, `spike_mean`], `profile` and `reconstruction` (the
 /// decoder applied to the profile), the reference an exported model must reproduce.
 fn write_reference_outputs(
     trainer: &Trainer,
@@ -443,9 +443,13 @@ fn write_reference_outputs(
         let input = trainer.normalize(&pixels.index_select(0, &index).to_device(device));
         let (mu, log_sigma, log_gamma) = trainer.vae.encode(&input, false, true);
         let gamma = log_gamma.map(|log_gamma| log_gamma.exp());
-        let profile = trainer
+        let sampler = trainer.spike_sampler(last_epoch);
+        let spike_mean = trainer
             .vae
-            .profile(&input, trainer.spike_sampler(last_epoch));
+            .encode(&input, false, false)
+            .2
+            .map(|raw| sampler.expectation(&raw));
+        let profile = trainer.vae.profile(&input, sampler);
         let reconstruction = trainer.vae.decoder.forward_t(&profile, false);
         let mut tensors = vec![
             ("cell_index".to_string(), Tensor::from_slice(cells)),
@@ -456,6 +460,7 @@ fn write_reference_outputs(
             ("reconstruction".to_string(), reconstruction),
         ];
         tensors.extend(gamma.map(|gamma| ("gamma".to_string(), gamma)));
+        tensors.extend(spike_mean.map(|mean| ("spike_mean".to_string(), mean)));
         tensors
             .into_iter()
             .map(|(name, tensor)| (name, tensor.to_device(Device::Cpu).contiguous()))
