@@ -71,7 +71,8 @@ bins: setup ## Build only the stage binaries (release)
 
 demo: bins ## The whole pipeline on the synthetic screen; prints the NSC / NSCB accuracy and where the outputs are
 	@$(WITH_ENV) $(BIN)/pf-run run pipelines/demo.toml --jobs 2
-	@$(WITH_ENV) $(PYTHON) tests/python/print_metrics.py $(ROOT)/out/demo/metrics.parquet
+	@$(WITH_ENV) $(PYTHON) tests/python/print_metrics.py $(ROOT)/out/demo/metrics.parquet \
+	    handcrafted=$(ROOT)/out/demo/handcrafted-metrics.parquet oracle=$(ROOT)/out/demo/oracle-metrics.parquet
 	@echo "report:         $(ROOT)/out/demo/report/report.html (figures as PNGs beside it)"
 
 pipeline: bins ## Run a pipeline file: make pipeline PIPELINE=pipelines/bbbc021.toml [JOBS=2]

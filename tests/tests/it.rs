@@ -1270,6 +1270,40 @@ fn embed_keeps_every_cell_and_its_metadata_and_matches_libtorch() {
     .assert_failure(2, &["--plate Week9_1: no such plate", "Week4_27861"]);
 }
 
+/// `pf-embed --handcrafted` on the real tiny cells equals numpy's features of the Python
+/// baseline; it cannot be combined with an encoder.
+#[test]
+fn handcrafted_features_equal_numpy() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = tiny_cells(temp.path());
+    let output = temp.path().join("handcrafted.parquet");
+    embed(&[
+        "--cells",
+        &arg(&cells),
+        "--handcrafted",
+        "--output",
+        &arg(&output),
+        "--batch-size",
+        "100",
+        "--no-progress",
+    ])
+    .assert_success();
+    let check = run_python("check_handcrafted.py", &[arg(&cells), arg(&output)]);
+    check.assert_success();
+    assert!(check.stdout.contains("OK: 259 cells x 15"), "{}", check.stdout);
+    embed(&[
+        "--cells",
+        &arg(&cells),
+        "--handcrafted",
+        "--encoder",
+        &arg(&temp.path().join("encoder.onnx")),
+        "--output",
+        &arg(&temp.path().join("both.parquet")),
+    ])
+    .assert_failure(2, &["--handcrafted", "--encoder"]);
+    assert!(!temp.path().join("both.parquet").exists());
+}
+
 #[test]
 fn embed_rejects_bad_models_and_mismatched_cells() {
     let temp = tempfile::tempdir().unwrap();

@@ -105,6 +105,76 @@ process classify {
     """
 }
 
+process handcrafted {
+    input:
+    val shard
+
+    output:
+    val shard
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-embed --cells out/demo/cells.shard${shard}.parquet --output out/demo/handcrafted.shard${shard}.parquet --handcrafted --no-progress
+    """
+}
+
+process handcrafted_aggregate {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-aggregate --input out/demo/handcrafted.shard0.parquet --input out/demo/handcrafted.shard1.parquet --treatments out/demo/handcrafted-treatments.parquet --wells out/demo/handcrafted-wells.parquet --normalize tvn
+    """
+}
+
+process handcrafted_classify {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/demo/handcrafted-treatments.parquet --metrics out/demo/handcrafted-metrics.parquet --predictions out/demo/handcrafted-predictions.parquet
+    """
+}
+
+process oracle_aggregate {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-aggregate --input out/demo/synthetic/ground_truth_cells.csv --treatments out/demo/oracle-treatments.parquet --wells out/demo/oracle-wells.parquet --normalize tvn
+    """
+}
+
+process oracle_classify {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/demo/oracle-treatments.parquet --metrics out/demo/oracle-metrics.parquet --predictions out/demo/oracle-predictions.parquet
+    """
+}
+
 process report {
     input:
     val ready
@@ -115,7 +185,7 @@ process report {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-report --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
+    "${params.bin_dir}"/pf-report --baseline-metrics out/demo/handcrafted-metrics.parquet --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --oracle-metrics out/demo/oracle-metrics.parquet --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
     """
 }
 
@@ -127,5 +197,10 @@ workflow {
     embed_done = embed(preprocess_done.combine(Channel.of(true).concat(export_done).collect().map { true }).map { it[0] })
     aggregate_done = aggregate(Channel.of(true).concat(embed_done).collect().map { true })
     classify_done = classify(Channel.of(true).concat(aggregate_done).collect().map { true })
-    report_done = report(Channel.of(true).concat(aggregate_done, classify_done, embed_done, export_done, preprocess_done, train_done).collect().map { true })
+    handcrafted_done = handcrafted(preprocess_done)
+    handcrafted_aggregate_done = handcrafted_aggregate(Channel.of(true).concat(handcrafted_done).collect().map { true })
+    handcrafted_classify_done = handcrafted_classify(Channel.of(true).concat(handcrafted_aggregate_done).collect().map { true })
+    oracle_aggregate_done = oracle_aggregate(Channel.of(true).concat(synth_done).collect().map { true })
+    oracle_classify_done = oracle_classify(Channel.of(true).concat(oracle_aggregate_done).collect().map { true })
+    report_done = report(Channel.of(true).concat(aggregate_done, classify_done, embed_done, export_done, handcrafted_classify_done, oracle_classify_done, preprocess_done, train_done).collect().map { true })
 }

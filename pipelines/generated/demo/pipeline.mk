@@ -53,8 +53,42 @@ out/demo/metrics.parquet out/demo/predictions.parquet &: out/demo/treatments.par
 	@mkdir -p out/demo
 	"$(PF_BIN)"/pf-classify --treatments out/demo/treatments.parquet --metrics out/demo/metrics.parquet --predictions out/demo/predictions.parquet
 
-# step report
-out/demo/report &: out/demo/cells.shard0.parquet out/demo/cells.shard1.parquet out/demo/decoder.onnx out/demo/embeddings.shard0.parquet out/demo/embeddings.shard1.parquet out/demo/metrics.parquet out/demo/cytovae pipelines/demo.toml out/demo/predictions.parquet out/demo/treatments.parquet
+# step handcrafted[0]
+out/demo/handcrafted.shard0.parquet &: out/demo/cells.shard0.parquet
 	@mkdir -p out/demo
-	"$(PF_BIN)"/pf-report --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
+	"$(PF_BIN)"/pf-embed --cells out/demo/cells.shard0.parquet --output out/demo/handcrafted.shard0.parquet --handcrafted --no-progress
+
+# step handcrafted[1]
+out/demo/handcrafted.shard1.parquet &: out/demo/cells.shard1.parquet
+	@mkdir -p out/demo
+	"$(PF_BIN)"/pf-embed --cells out/demo/cells.shard1.parquet --output out/demo/handcrafted.shard1.parquet --handcrafted --no-progress
+
+# step handcrafted_aggregate
+out/demo/handcrafted-treatments.parquet out/demo/handcrafted-wells.parquet &: out/demo/handcrafted.shard0.parquet out/demo/handcrafted.shard1.parquet
+	@mkdir -p out/demo
+	@mkdir -p out/demo
+	"$(PF_BIN)"/pf-aggregate --input out/demo/handcrafted.shard0.parquet --input out/demo/handcrafted.shard1.parquet --treatments out/demo/handcrafted-treatments.parquet --wells out/demo/handcrafted-wells.parquet --normalize tvn
+
+# step handcrafted_classify
+out/demo/handcrafted-metrics.parquet out/demo/handcrafted-predictions.parquet &: out/demo/handcrafted-treatments.parquet
+	@mkdir -p out/demo
+	@mkdir -p out/demo
+	"$(PF_BIN)"/pf-classify --treatments out/demo/handcrafted-treatments.parquet --metrics out/demo/handcrafted-metrics.parquet --predictions out/demo/handcrafted-predictions.parquet
+
+# step oracle_aggregate
+out/demo/oracle-treatments.parquet out/demo/oracle-wells.parquet &: out/demo/synthetic
+	@mkdir -p out/demo
+	@mkdir -p out/demo
+	"$(PF_BIN)"/pf-aggregate --input out/demo/synthetic/ground_truth_cells.csv --treatments out/demo/oracle-treatments.parquet --wells out/demo/oracle-wells.parquet --normalize tvn
+
+# step oracle_classify
+out/demo/oracle-metrics.parquet out/demo/oracle-predictions.parquet &: out/demo/oracle-treatments.parquet
+	@mkdir -p out/demo
+	@mkdir -p out/demo
+	"$(PF_BIN)"/pf-classify --treatments out/demo/oracle-treatments.parquet --metrics out/demo/oracle-metrics.parquet --predictions out/demo/oracle-predictions.parquet
+
+# step report
+out/demo/report &: out/demo/handcrafted-metrics.parquet out/demo/cells.shard0.parquet out/demo/cells.shard1.parquet out/demo/decoder.onnx out/demo/embeddings.shard0.parquet out/demo/embeddings.shard1.parquet out/demo/metrics.parquet out/demo/cytovae out/demo/oracle-metrics.parquet pipelines/demo.toml out/demo/predictions.parquet out/demo/treatments.parquet
+	@mkdir -p out/demo
+	"$(PF_BIN)"/pf-report --baseline-metrics out/demo/handcrafted-metrics.parquet --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --decoder out/demo/decoder.onnx --embeddings out/demo/embeddings.shard0.parquet --embeddings out/demo/embeddings.shard1.parquet --metrics out/demo/metrics.parquet --model-card out/demo/cytovae/model_card.json --oracle-metrics out/demo/oracle-metrics.parquet --pipeline pipelines/demo.toml --predictions out/demo/predictions.parquet --treatments out/demo/treatments.parquet --output out/demo/report
 

@@ -756,16 +756,27 @@ fn normalize_wells(wells: &mut Wells, cli: &Cli) -> anyhow::Result<Normalization
                     "plate {plate} has no `{control}` wells to normalise against"
                 )));
             }
-            for (plate, _, plate_controls) in &plates {
-                if plate_controls.len() < normalize::FEW_CONTROLS {
-                    eprintln!(
-                        "pf-aggregate: warning: plate {plate} has {} `{control}` well(s), fewer than {}: its scale is floored at the median over the other plates",
-                        plate_controls.len(),
-                        normalize::FEW_CONTROLS
-                    );
-                }
-            }
+            let few: Vec<String> = plates
+                .iter()
+                .filter(|(_, _, c)| c.len() < normalize::FEW_CONTROLS)
+                .map(|(plate, _, c)| format!("{plate} ({})", c.len()))
+                .collect();
             report.floored_plates = normalize::per_plate(&mut wells.features, &plates, per_plate);
+            if !few.is_empty() {
+                eprintln!(
+                    "pf-aggregate: warning: {} of {} plates have fewer than {} `{control}` wells: {}{}; {}",
+                    few.len(),
+                    plates.len(),
+                    normalize::FEW_CONTROLS,
+                    few.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                    if few.len() > 5 { ", …" } else { "" },
+                    if report.floored_plates.is_empty() {
+                        "no plate has enough to floor their scale at, so their scales are as estimated"
+                    } else {
+                        "their scales are floored at the median over the other plates"
+                    }
+                );
+            }
         }
     }
     if cli.coral {

@@ -27,8 +27,17 @@ pub struct Cli {
     pub cells: PathBuf,
 
     /// The encoder from pf-export.
-    #[arg(long)]
-    pub encoder: PathBuf,
+    #[arg(long, required_unless_present = "handcrafted")]
+    pub encoder: Option<PathBuf>,
+
+    /// Instead of an encoder, compute hand-crafted features of every cell (per channel: mean,
+    /// standard deviation, 99th percentile, bright area and centre ratio of the background-
+    /// subtracted signal): the baseline a learned profile must beat, through the same path.
+    #[arg(
+        long,
+        conflicts_with_all = ["encoder", "with_gamma", "with_log_sigma"]
+    )]
+    pub handcrafted: bool,
 
     /// Where to write the `embeddings` table.
     #[arg(long)]

@@ -4,6 +4,7 @@
 //! comes from the model card embedded in the ONNX file, never from a flag.
 
 pub mod args;
+pub mod handcrafted;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ use rayon::prelude::*;
 
 use crate::args::{Cli, DeviceArg, ProfileArg};
 
-const STAGE: &str = "pf-embed";
+pub(crate) const STAGE: &str = "pf-embed";
 /// The sparse encoders' output with E[s] (pf-export's `SPIKE_MEAN_OUTPUT`).
 const SPIKE_MEAN: &str = "spike_mean";
 /// Batches decoded ahead of the one being embedded.
@@ -157,7 +158,7 @@ struct Prepared {
 }
 
 /// The `Metadata_*` columns of the cells table, in its order.
-fn metadata_indices(schema: &Schema) -> Vec<usize> {
+pub(crate) fn metadata_indices(schema: &Schema) -> Vec<usize> {
     schema
         .fields()
         .iter()
@@ -255,23 +256,53 @@ fn columns_of(values: &[f32], n_rows: usize, latent_dim: usize) -> Vec<ArrayRef>
         .collect()
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
-    phenoflow_schemas::check_outputs_are_not_inputs(
-        &[("--output", &cli.output)],
-        &[&cli.cells, &cli.encoder],
-    )?;
-    if cli.batch_size == 0 {
-        return Err(InputError("--batch-size must be at least 1".into()).into());
-    }
+/// The plates to keep: `--plate`, then `--shard` over the sorted plates (`None`: every cell).
+fn selected_plates(cli: &Cli) -> anyhow::Result<Option<BTreeSet<String>>> {
     let shard = cli
         .shard
         .as_deref()
         .map(parse_shard)
         .transpose()
         .map_err(InputError)?;
+    if cli.plate.is_empty() && shard.is_none() {
+        return Ok(None);
+    }
+    let plates = plates_of(&cli.cells)?;
+    let mut selected: BTreeSet<String> = plates.iter().cloned().collect();
+    if !cli.plate.is_empty() {
+        for plate in &cli.plate {
+            if !selected.contains(plate) {
+                return Err(InputError(format!(
+                    "{}: --plate {plate}: no such plate (the table has {})",
+                    cli.cells.display(),
+                    plates.join(", ")
+                ))
+                .into());
+            }
+        }
+        selected = cli.plate.iter().cloned().collect();
+    }
+    if let Some(shard) = shard {
+        let in_shard = shard_plates(plates.iter().map(String::as_str), shard);
+        selected.retain(|plate| in_shard.contains(plate));
+    }
+    Ok(Some(selected))
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut inputs: Vec<&Path> = vec![cli.cells.as_path()];
+    inputs.extend(cli.encoder.as_deref());
+    phenoflow_schemas::check_outputs_are_not_inputs(&[("--output", &cli.output)], &inputs)?;
+    if cli.batch_size == 0 {
+        return Err(InputError("--batch-size must be at least 1".into()).into());
+    }
+    let keep = selected_plates(&cli)?;
+    let Some(encoder_path) = cli.encoder.clone() else {
+        return handcrafted::run(&cli, keep);
+    };
     let started = Instant::now();
     let environment = init_onnx_runtime()?;
-    let mut encoder = open_encoder(&environment, &cli.encoder, cli.device, cli.threads)?;
+    let mut encoder = open_encoder(&environment, &encoder_path, cli.device, cli.threads)?;
     let card = encoder.card.clone();
     // The output μ is multiplied by (none for a plain μ profile).
     let gate: Option<&str> = match cli.profile {
@@ -302,9 +333,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
 
     let cells_path = cli.cells.clone();
-    let encoder_path = cli.encoder.clone();
+    let encoder_file = encoder_path.clone();
     let hasher = std::thread::spawn(move || -> anyhow::Result<(String, String)> {
-        Ok((hash_file(&cells_path)?, hash_file(&encoder_path)?))
+        Ok((hash_file(&cells_path)?, hash_file(&encoder_file)?))
     });
     let reader = ParquetTableReader::open(&cli.cells, TableKind::Cells, cli.batch_size, None)?;
     let schema = reader.schema().clone();
@@ -322,37 +353,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             "{}: cells are {:?} (C, H, W) but the encoder {} takes {:?}",
             cli.cells.display(),
             cells_shape,
-            cli.encoder.display(),
+            encoder_path.display(),
             card.input_shape
         ))
         .into());
     }
     let total_rows = reader.n_rows();
-
-    // Which plates to keep: --plate, then --shard over the sorted plates.
-    let mut keep: Option<BTreeSet<String>> = None;
-    if !cli.plate.is_empty() || shard.is_some() {
-        let plates = plates_of(&cli.cells)?;
-        let mut selected: BTreeSet<String> = plates.iter().cloned().collect();
-        if !cli.plate.is_empty() {
-            for plate in &cli.plate {
-                if !selected.contains(plate) {
-                    return Err(InputError(format!(
-                        "{}: --plate {plate}: no such plate (the table has {})",
-                        cli.cells.display(),
-                        plates.join(", ")
-                    ))
-                    .into());
-                }
-            }
-            selected = cli.plate.iter().cloned().collect();
-        }
-        if let Some(shard) = shard {
-            let in_shard = shard_plates(plates.iter().map(String::as_str), shard);
-            selected.retain(|plate| in_shard.contains(plate));
-        }
-        keep = Some(selected);
-    }
 
     let latent_dim = card.hyperparameters.latent_dim as usize;
     let model_name = card.model.display_name();
@@ -405,7 +411,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .insert(cli.cells.display().to_string(), cells_hash);
     provenance
         .inputs
-        .insert(cli.encoder.display().to_string(), encoder_hash);
+        .insert(encoder_path.display().to_string(), encoder_hash);
     let mut writer = ParquetTableWriter::create(
         &cli.output,
         TableKind::Embeddings,
@@ -446,12 +452,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         let outputs = encoder
             .session
             .run(ort::inputs!["cells" => input])
-            .map_err(|error| anyhow!("{}: ONNX Runtime: {error}", cli.encoder.display()))?;
+            .map_err(|error| anyhow!("{}: ONNX Runtime: {error}", encoder_path.display()))?;
         let extract = |name: &str| -> anyhow::Result<Vec<f32>> {
             let value = outputs.get(name).ok_or_else(|| {
                 InputError(format!(
                     "{}: the encoder has no output `{name}`",
-                    cli.encoder.display()
+                    encoder_path.display()
                 ))
             })?;
             let (_, values) = value
@@ -460,7 +466,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             if values.len() != n_rows * latent_dim {
                 return Err(InputError(format!(
                     "{}: output `{name}` has {} values for {n_rows} cells of latent size {latent_dim}",
-                    cli.encoder.display(),
+                    encoder_path.display(),
                     values.len()
                 ))
                 .into());
@@ -494,7 +500,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         {
             return Err(anyhow!(
                 "{}: the encoder gave a non-finite profile for cell {} of the selection",
-                cli.encoder.display(),
+                encoder_path.display(),
                 n_cells + row
             ));
         }

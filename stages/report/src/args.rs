@@ -56,6 +56,16 @@ pub struct Cli {
     #[arg(long)]
     pub metrics: Option<PathBuf>,
 
+    /// pf-classify's metrics of the screen's ground truth (pf-synth's `ground_truth_cells.csv`
+    /// through pf-aggregate): the ceiling the learned profile is shown against.
+    #[arg(long)]
+    pub oracle_metrics: Option<PathBuf>,
+
+    /// pf-classify's metrics of hand-crafted features of the same cells (pf-embed --handcrafted),
+    /// shown beside the learned profile's.
+    #[arg(long)]
+    pub baseline_metrics: Option<PathBuf>,
+
     /// The pipeline file that made the run (shown with the provenance).
     #[arg(long)]
     pub pipeline: Option<PathBuf>,

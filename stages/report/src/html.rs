@@ -21,11 +21,69 @@ pub struct Report<'a> {
     pub supervised: &'a [ClassifierResult],
     pub figures: &'a [Figure],
     pub metrics: &'a [crate::inputs::MetricRow],
+    /// Profiles of the same screen side by side (name, their pf-classify metrics); the oracle,
+    /// when present, last.
+    pub compared: &'a [(&'a str, Vec<crate::inputs::MetricRow>)],
     pub recall: &'a [Recall],
     pub active: Option<&'a Vec<(String, f64, usize)>>,
     pub provenance: &'a BTreeMap<String, String>,
     pub pipeline: Option<&'a str>,
     pub notes: &'a [String],
+}
+
+/// One row per profile: NSC, NSCB and mAP with their counts, and each as a share of the
+/// oracle's when an oracle is among them.
+fn compared_section(out: &mut String, compared: &[(&str, Vec<crate::inputs::MetricRow>)]) {
+    let value = |rows: &[crate::inputs::MetricRow], metric: &str, protocol: &str| {
+        rows.iter()
+            .find(|m| m.0 == metric && m.1 == protocol && m.2 == "all")
+            .map(|m| (m.3, m.4))
+    };
+    let columns = [
+        ("accuracy", "NSC"),
+        ("accuracy", "NSCB"),
+        ("mean_average_precision", "NSC"),
+    ];
+    let oracle = compared
+        .iter()
+        .find(|(name, _)| name.starts_with("oracle"))
+        .map(|(_, rows)| rows);
+    let _ = writeln!(
+        out,
+        "<h2>Profiles compared</h2><p>The same screen, the same pf-aggregate → pf-classify path; the oracle \
+         profiles the drawn phenotype parameters of every cell, the ceiling of that path on this screen.</p>\
+         <table><tr><th>profile</th><th>NSC</th><th>NSCB</th><th>mAP</th></tr>"
+    );
+    for (name, rows) in compared {
+        let _ = write!(out, "<tr><td>{}</td>", escape(name));
+        for (metric, protocol) in columns {
+            match value(rows, metric, protocol) {
+                Some((v, count)) => {
+                    let share = oracle
+                        .filter(|o| !std::ptr::eq(*o, rows))
+                        .and_then(|o| value(o, metric, protocol))
+                        .filter(|(o, _)| *o > 0.0)
+                        .map(|(o, _)| format!(" · {:.0} % of the oracle", 100.0 * v / o))
+                        .unwrap_or_default();
+                    let shown = if metric == "accuracy" {
+                        format!("{:.1} %", 100.0 * v)
+                    } else {
+                        format!("{v:.3}")
+                    };
+                    let _ = write!(
+                        out,
+                        "<td class=\"num\">{shown} (n {}){share}</td>",
+                        count.map(|c| c.to_string()).unwrap_or_default()
+                    );
+                }
+                None => {
+                    let _ = write!(out, "<td class=\"num\">–</td>");
+                }
+            }
+        }
+        let _ = writeln!(out, "</tr>");
+    }
+    let _ = writeln!(out, "</table>");
 }
 
 pub fn escape(text: &str) -> String {
@@ -103,6 +161,9 @@ pub fn page(report: &Report<'_>) -> String {
                 escape(metric), escape(protocol), escape(scope), count.map(|c| c.to_string()).unwrap_or_default());
         }
         let _ = writeln!(out, "</table>");
+    }
+    if report.compared.len() > 1 {
+        compared_section(&mut out, report.compared);
     }
     if !report.recall.is_empty() {
         let _ = writeln!(out, "<h2>Recall per MoA</h2><table><tr><th>MoA</th>");

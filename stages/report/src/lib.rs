@@ -431,6 +431,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => inputs::read_metrics(path)?,
         None => Vec::new(),
     };
+    let mut compared: Vec<(&str, Vec<inputs::MetricRow>)> = Vec::new();
+    if !metrics.is_empty() {
+        compared.push(("learned profile (this run)", metrics.clone()));
+    }
+    for (name, path) in [
+        ("hand-crafted features", &cli.baseline_metrics),
+        (
+            "oracle (the drawn phenotype parameters)",
+            &cli.oracle_metrics,
+        ),
+    ] {
+        if let Some(path) = path {
+            compared.push((name, inputs::read_metrics(path)?));
+        }
+    }
     let mut provenance: BTreeMap<String, String> = BTreeMap::new();
     for path in cli
         .cells
@@ -439,6 +454,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .chain(cli.treatments.iter())
         .chain(cli.predictions.iter())
         .chain(cli.metrics.iter())
+        .chain(cli.baseline_metrics.iter())
+        .chain(cli.oracle_metrics.iter())
         .chain(log_paths.iter())
     {
         if let Some(record) = phenoflow_schemas::read_provenance(path)? {
@@ -472,6 +489,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         supervised: &supervised,
         figures: &figures,
         metrics: &metrics,
+        compared: &compared,
         recall: &recall_tables,
         active: active_table.as_ref(),
         provenance: &provenance,

@@ -199,6 +199,15 @@ fn guid(rng: &mut Rng) -> String {
     )
 }
 
+/// A CSV field, quoted (with doubled quotes) when it holds a comma, a quote or a line break.
+pub fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}
+
 /// One row of the image table for `field`.
 pub fn image_table_row(field: &Field) -> String {
     let folder = field.folder();

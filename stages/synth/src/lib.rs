@@ -76,6 +76,7 @@ pub fn compound_effects(seed: u64) -> BTreeMap<String, CompoundEffect> {
                     for (value, base) in effect.target.iter_mut().zip(control) {
                         *value = base + 0.3 * (*value - base);
                     }
+                    effect.strength *= 0.3;
                     effect
                 }
             };
@@ -91,8 +92,90 @@ pub fn render_field(
     effect: &CompoundEffect,
     size: FieldSize,
 ) -> [Vec<u16>; 3] {
-    let (canvas, mut rng, acquisition) = draw_field(seed, field, effect, size);
-    acquire(canvas, &mut rng, &acquisition)
+    render_field_with_truth(seed, field, effect, size).0
+}
+
+/// One drawn cell: where its nucleus sits (px) and the look it was drawn with.
+pub type DrawnCell = ((f32, f32), Look);
+
+/// Renders one field and returns the cells it drew, in drawing order.
+pub fn render_field_with_truth(
+    seed: u64,
+    field: &Field,
+    effect: &CompoundEffect,
+    size: FieldSize,
+) -> ([Vec<u16>; 3], Vec<DrawnCell>) {
+    let mut cells = Vec::new();
+    let (canvas, mut rng, acquisition) =
+        draw_field_recording(seed, field, effect, size, Some(&mut cells));
+    (acquire(canvas, &mut rng, &acquisition), cells)
+}
+
+/// The header of `ground_truth_cells.csv`.
+pub fn ground_truth_cells_header() -> String {
+    let mut header = String::from(
+        "Metadata_Plate,Metadata_Well,Metadata_Site,Metadata_Compound,Metadata_Concentration,\
+         Metadata_MoA,Metadata_Batch,Metadata_CellNumber,Metadata_Location_Center_X,\
+         Metadata_Location_Center_Y",
+    );
+    for name in phenotype::PARAM_NAMES {
+        header.push_str(",Cells_Truth_");
+        header.push_str(name);
+    }
+    header
+}
+
+/// The rows of `ground_truth_cells.csv` for one field's drawn cells.
+pub fn ground_truth_rows(field: &Field, cells: &[DrawnCell]) -> String {
+    let well = &field.well;
+    let mut rows = String::with_capacity(cells.len() * 320);
+    for (number, ((x, y), look)) in cells.iter().enumerate() {
+        rows.push_str(&format!(
+            "{},{},{},{},{},{},{},{},{x},{y}",
+            layout::csv_field(&well.plate),
+            layout::csv_field(&well.well),
+            field.site,
+            layout::csv_field(&well.compound),
+            well.concentration,
+            layout::csv_field(well.moa.as_deref().unwrap_or("")),
+            layout::csv_field(well.week()),
+            number + 1,
+        ));
+        for value in look {
+            rows.push_str(&format!(",{value}"));
+        }
+        rows.push('\n');
+    }
+    rows
+}
+
+/// `ground_truth_treatments.csv`: every treatment of the screen with its compound's MoA (as
+/// drawn), strength and EC50, and the response at its concentration.
+pub fn ground_truth_treatments(
+    fields: &[Field],
+    effects: &BTreeMap<String, CompoundEffect>,
+) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut table = String::from(
+        "Metadata_Compound,Metadata_Concentration,Metadata_MoA,Truth_Strength,Truth_EC50_uM,Truth_Response\n",
+    );
+    for field in fields {
+        let well = &field.well;
+        if !seen.insert((well.compound.clone(), concentration_key(well.concentration))) {
+            continue;
+        }
+        let effect = &effects[&well.compound];
+        table.push_str(&format!(
+            "{},{},{},{},{},{}\n",
+            layout::csv_field(&well.compound),
+            well.concentration,
+            layout::csv_field(well.moa.as_deref().unwrap_or("")),
+            effect.strength,
+            effect.ec50_um,
+            effect.response(well.concentration),
+        ));
+    }
+    table
 }
 
 /// Draws one field's cells as fluorescence (before the camera), with the field's random stream
@@ -102,6 +185,17 @@ pub fn draw_field(
     field: &Field,
     effect: &CompoundEffect,
     size: FieldSize,
+) -> (Canvas, Rng, Acquisition) {
+    draw_field_recording(seed, field, effect, size, None)
+}
+
+/// [`draw_field`], also recording each cell's nucleus centre and look into `record`.
+fn draw_field_recording(
+    seed: u64,
+    field: &Field,
+    effect: &CompoundEffect,
+    size: FieldSize,
+    record: Option<&mut Vec<DrawnCell>>,
 ) -> (Canvas, Rng, Acquisition) {
     let well = &field.well;
     let mut rng = Rng::for_name(
@@ -122,6 +216,9 @@ pub fn draw_field(
     for ((x, y), look) in centres.iter().zip(&looks) {
         draw_cell(&mut canvas, &mut rng, *x, *y, look);
     }
+    if let Some(record) = record {
+        record.extend(centres.iter().copied().zip(looks.iter().copied()));
+    }
     (canvas, rng, acquisition)
 }
 
@@ -134,6 +231,42 @@ fn write_tiff(path: &Path, width: usize, height: usize, pixels: &[u16]) -> anyho
         .write_image::<tiff::encoder::colortype::Gray16>(width as u32, height as u32, pixels)
         .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// The per-cell ground truth pf-synth writes beside the image table.
+pub const GROUND_TRUTH_CELLS: &str = "ground_truth_cells.csv";
+/// The per-treatment ground truth.
+pub const GROUND_TRUTH_TREATMENTS: &str = "ground_truth_treatments.csv";
+
+/// Renders one field, writes its three TIFFs under `partial`, and returns its ground-truth rows.
+fn render_and_write(
+    settings: &args::Settings,
+    partial: &Path,
+    effects: &BTreeMap<String, CompoundEffect>,
+    field: &Field,
+    progress: &ProgressBar,
+) -> anyhow::Result<String> {
+    let (images, cells) = render_field_with_truth(
+        settings.seed,
+        field,
+        &effects[&field.well.compound],
+        settings.size,
+    );
+    for (file_name, pixels) in field
+        .file_names
+        .iter()
+        .zip([&images[0], &images[2], &images[1]])
+    {
+        // File order is DAPI (w1), tubulin (w2), actin (w4); images are DNA, actin, tubulin.
+        write_tiff(
+            &partial.join(field.folder()).join(file_name),
+            settings.size.width,
+            settings.size.height,
+            pixels,
+        )?;
+    }
+    progress.inc(1);
+    Ok(ground_truth_rows(field, &cells))
 }
 
 /// Runs the stage.
@@ -192,36 +325,36 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             .with_context(|| format!("creating {}", partial.join(folder).display()))?;
     }
     let progress = progress_bar(&settings, fields.len());
+    let truth_path = partial.join(GROUND_TRUTH_CELLS);
+    let mut truth = BufWriter::new(
+        std::fs::File::create(&truth_path)
+            .with_context(|| format!("creating {}", truth_path.display()))?,
+    );
+    writeln!(truth, "{}", ground_truth_cells_header())?;
+    // In chunks, so the ground truth is written in field order without holding all of it.
     let result = fields
-        .par_iter()
-        .try_for_each(|field| -> anyhow::Result<()> {
-            let images = render_field(
-                settings.seed,
-                field,
-                &effects[&field.well.compound],
-                settings.size,
-            );
-            for (file_name, pixels) in field
-                .file_names
-                .iter()
-                .zip([&images[0], &images[2], &images[1]])
-            {
-                // File order is DAPI (w1), tubulin (w2), actin (w4); images are DNA, actin, tubulin.
-                write_tiff(
-                    &partial.join(field.folder()).join(file_name),
-                    settings.size.width,
-                    settings.size.height,
-                    pixels,
-                )?;
+        .chunks(256)
+        .try_for_each(|chunk| -> anyhow::Result<()> {
+            let rows = chunk
+                .par_iter()
+                .map(|field| render_and_write(&settings, &partial, &effects, field, &progress))
+                .collect::<anyhow::Result<Vec<String>>>()?;
+            for row in rows {
+                truth.write_all(row.as_bytes())?;
             }
-            progress.inc(1);
             Ok(())
         });
+    let result = result.and_then(|()| truth.flush().map_err(anyhow::Error::from));
+    drop(truth);
     progress.finish_and_clear();
     if let Err(error) = result {
         let _ = std::fs::remove_dir_all(&partial);
         return Err(error);
     }
+    std::fs::write(
+        partial.join(GROUND_TRUTH_TREATMENTS),
+        ground_truth_treatments(&fields, &effects),
+    )?;
     let mut table = String::with_capacity(fields.len() * 300);
     table.push_str(IMAGE_TABLE_HEADER);
     for field in &fields {

@@ -58,6 +58,32 @@ pub enum P {
 
 pub const N_PARAMS: usize = P::Density as usize + 1;
 
+/// The entries of a [`Look`] in [`P`] order, as the ground-truth columns name them
+/// (`Cells_Truth_<name>`).
+pub const PARAM_NAMES: [&str; N_PARAMS] = [
+    "NucleusRadius",
+    "NucleusAspect",
+    "Dna",
+    "Texture",
+    "Condensation",
+    "ExtraNuclei",
+    "Micronuclei",
+    "CellRadius",
+    "CellAspect",
+    "ActinCortex",
+    "ActinInterior",
+    "ActinFibres",
+    "ActinAggregates",
+    "TubulinFilaments",
+    "TubulinDiffuse",
+    "FilamentWidth",
+    "Aster",
+    "Aggresome",
+    "Brightness",
+    "Clustering",
+    "Density",
+];
+
 /// An untreated (DMSO) MCF-7 cell at 20×, in the units of [`P`].
 pub fn control_look() -> Look {
     let mut look = [0.0; N_PARAMS];
@@ -193,6 +219,9 @@ const HILL: f32 = 1.5;
 pub struct CompoundEffect {
     pub target: Look,
     pub ec50_um: f32,
+    /// How far the compound goes towards its MoA's look (0.65–1.25; 0 for the control, 0.3 × the
+    /// draw for unannotated compounds).
+    pub strength: f32,
 }
 
 impl CompoundEffect {
@@ -227,6 +256,7 @@ impl CompoundEffect {
         Self {
             target,
             ec50_um: geometric_mean * 10f32.powf(rng.range(-0.6, 0.3)),
+            strength,
         }
     }
 
@@ -244,6 +274,7 @@ impl CompoundEffect {
         Self {
             target: control_look(),
             ec50_um: 1.0,
+            strength: 0.0,
         }
     }
 }
