@@ -16,6 +16,7 @@ SETUP_STAMP := $(VENV)/.phenoflow-setup
 REQUIREMENTS := tests/python/requirements.txt
 ORT_VERSION := 1.31.1
 BIN := $(ROOT)/target/release
+DEMO_MODEL_EPOCHS ?= 20
 WITH_ENV := source $(ENV_FILE) &&
 BENCH_TRAIN_CELLS ?= 4096
 BENCH_EMBED_CELLS ?= 20480
@@ -24,7 +25,7 @@ GPU_BUNDLE := $(ROOT)/gpu-bundle
 
 JOBS ?= 2
 
-.PHONY: help setup bins build test lint demo pipeline pipelines-generated bench-preprocess bench-profiles bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: help setup bins build test lint demo demo-model demo-epochs pipeline pipelines-generated bench-preprocess bench-profiles bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +75,21 @@ demo: bins ## The whole pipeline on the synthetic screen; prints the NSC / NSCB 
 	@$(WITH_ENV) $(PYTHON) tests/python/print_metrics.py $(ROOT)/out/demo/metrics.parquet \
 	    handcrafted=$(ROOT)/out/demo/handcrafted-metrics.parquet oracle=$(ROOT)/out/demo/oracle-metrics.parquet
 	@echo "report:         $(ROOT)/out/demo/report/report.html (figures as PNGs beside it)"
+
+demo-model: bins ## Train the model the demo starts from, models/demo-cytovae (DEMO_MODEL_EPOCHS=20 CPU epochs: about an hour on 2 cores)
+	@$(WITH_ENV) $(BIN)/pf-run run pipelines/demo.toml --only synth && $(BIN)/pf-run run pipelines/demo.toml --only preprocess
+	@rm -rf $(ROOT)/out/demo-model
+	@$(WITH_ENV) $(BIN)/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet \
+	    --out out/demo-model --model cytovae --epochs $(DEMO_MODEL_EPOCHS) --batch-size 64 --latent-dim 64 \
+	    --beta 1.0 --seed 0
+	@mkdir -p $(ROOT)/models/demo-cytovae
+	@cp $(ROOT)/out/demo-model/model_card.json $(ROOT)/out/demo-model/checkpoint.safetensors \
+	    $(ROOT)/out/demo-model/training_state.safetensors $(ROOT)/out/demo-model/training_log.parquet \
+	    $(ROOT)/models/demo-cytovae/
+	@echo "demo-model: wrote $(ROOT)/models/demo-cytovae (set epochs = $(DEMO_MODEL_EPOCHS) in pipelines/demo.toml's train step)"
+
+demo-epochs: bins ## NSC / NSCB of the demo's CytoVAE after 2, 5, 10 and 20 CPU epochs, beside hand-crafted and oracle (hours; after make demo)
+	@$(WITH_ENV) tests/demo_epochs.sh $(ROOT)/out/demo-epochs
 
 pipeline: bins ## Run a pipeline file: make pipeline PIPELINE=pipelines/bbbc021.toml [JOBS=2]
 	@test -n "$(PIPELINE)" || { echo "make pipeline: set PIPELINE=pipelines/<name>.toml" >&2; exit 2; }

@@ -1290,7 +1290,11 @@ fn handcrafted_features_equal_numpy() {
     .assert_success();
     let check = run_python("check_handcrafted.py", &[arg(&cells), arg(&output)]);
     check.assert_success();
-    assert!(check.stdout.contains("OK: 259 cells x 15"), "{}", check.stdout);
+    assert!(
+        check.stdout.contains("OK: 259 cells x 15"),
+        "{}",
+        check.stdout
+    );
     embed(&[
         "--cells",
         &arg(&cells),
@@ -1302,6 +1306,62 @@ fn handcrafted_features_equal_numpy() {
     ])
     .assert_failure(2, &["--handcrafted", "--encoder"]);
     assert!(!temp.path().join("both.parquet").exists());
+}
+
+/// The model the demo starts from (models/demo-cytovae, made by `make demo-model`) must have
+/// been trained on exactly the cells the demo pipeline makes: regenerate them as pf-run does
+/// (same relative paths, two plate shards) and compare the content hash its card records. When
+/// this fails, the screen or the cropping changed: run `make demo-model` again.
+#[test]
+fn shipped_demo_model_matches_the_demo_screen() {
+    let temp = tempfile::tempdir().unwrap();
+    let card: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root().join("models/demo-cytovae/model_card.json")).unwrap(),
+    )
+    .unwrap();
+    run_in(
+        temp.path(),
+        &stage("pf-synth"),
+        &[
+            "--preset",
+            "demo",
+            "--seed",
+            "1",
+            "--force",
+            "--no-progress",
+            "--output",
+            "out/demo/synthetic",
+        ],
+    )
+    .assert_success();
+    let mut shards = Vec::new();
+    for shard in 0..2 {
+        let output = format!("out/demo/cells.shard{shard}.parquet");
+        run_in(
+            temp.path(),
+            &stage("pf-preprocess"),
+            &[
+                "bbbc021",
+                "--image-csv",
+                "out/demo/synthetic/BBBC021_v1_image.csv",
+                "--moa-csv",
+                "out/demo/synthetic/BBBC021_v1_moa.csv",
+                "--no-progress",
+                "--output",
+                &output,
+                "--shard",
+                &format!("{shard}/2"),
+            ],
+        )
+        .assert_success();
+        shards.push(temp.path().join(output));
+    }
+    let hash = phenoflow_schemas::hash_files(&shards).unwrap();
+    assert_eq!(
+        card["data"]["content_hash"].as_str().unwrap(),
+        hash,
+        "the demo's cells changed since models/demo-cytovae was trained: run `make demo-model`"
+    );
 }
 
 #[test]
@@ -1413,6 +1473,54 @@ fn same_seed_gives_identical_weights_and_resume_equals_an_uninterrupted_run() {
                 .filter(|((_, _, term), _)| term != "images_per_second" && term != "seconds")
                 .collect::<Vec<_>>()
         );
+        // --start-from a finished run of the same cells: the same model, and from there on the
+        // same training as a resume; with other cells it is refused.
+        if model == "cytovae" {
+            let started = temp.path().join("started");
+            let mut start = train_args(&cells, &started, model, 2);
+            start.extend([
+                "--start-from".into(),
+                arg(&temp
+                    .path()
+                    .join(format!("{model}-resumed-at-2/model_card.json"))),
+            ]);
+            let at_two = temp.path().join(format!("{model}-resumed-at-2"));
+            train(&train_args(&cells, &at_two, model, 2)).assert_success();
+            train(&start).assert_success();
+            assert!(weights(&started) == weights(&at_two), "started as is");
+            let card = std::fs::read_to_string(started.join("model_card.json")).unwrap();
+            assert!(card.contains("\"started_from\""), "{card}");
+            start[7] = "3".into();
+            train(&start).assert_success();
+            assert!(
+                weights(&started) == weights(&straight),
+                "started, then trained"
+            );
+            let other_cells = temp.path().join("other-cells.parquet");
+            let root = shared_data().join("bbbc021/singlecell_tiny");
+            let metadata = std::fs::read_to_string(root.join("metadata.csv")).unwrap();
+            let fewer = temp.path().join("fewer.csv");
+            std::fs::write(
+                &fewer,
+                metadata.lines().take(201).collect::<Vec<_>>().join("\n"),
+            )
+            .unwrap();
+            preprocess(&[
+                "singlecell",
+                "--root",
+                &arg(&root),
+                "--metadata",
+                &arg(&fewer),
+                "--output",
+                &arg(&other_cells),
+                "--no-progress",
+            ])
+            .assert_success();
+            let mut wrong = train_args(&other_cells, &temp.path().join("wrong"), model, 3);
+            wrong.extend(["--start-from".into(), arg(&at_two.join("model_card.json"))]);
+            train(&wrong).assert_failure(2, &["trained on other data", "model_card.json"]);
+            assert!(!temp.path().join("wrong/checkpoint.safetensors").exists());
+        }
         let mut other_seed = train_args(&cells, &temp.path().join("other"), model, 1);
         other_seed[13] = "6".into();
         train(&other_seed).assert_success();

@@ -21,9 +21,9 @@ out/demo/cells.shard1.parquet &: out/demo/synthetic
 	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv out/demo/synthetic/BBBC021_v1_image.csv --moa-csv out/demo/synthetic/BBBC021_v1_moa.csv --output out/demo/cells.shard1.parquet --no-progress --shard 1/2
 
 # step train
-out/demo/cytovae &: out/demo/cells.shard0.parquet out/demo/cells.shard1.parquet
+out/demo/cytovae &: out/demo/cells.shard0.parquet out/demo/cells.shard1.parquet models/demo-cytovae/model_card.json
 	@mkdir -p out/demo
-	"$(PF_BIN)"/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --out out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 2 --latent-dim 64 --model cytovae --seed 0
+	"$(PF_BIN)"/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --start-from models/demo-cytovae/model_card.json --out out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 20 --latent-dim 64 --model cytovae --seed 0
 
 # step export
 out/demo/decoder.onnx out/demo/encoder.onnx &: out/demo/cytovae

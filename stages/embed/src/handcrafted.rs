@@ -10,13 +10,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow_array::cast::AsArray;
-use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use indicatif::{ProgressBar, ProgressStyle};
+use arrow_array::{ArrayRef, Float32Array, RecordBatch};
 use phenoflow_schemas::{
-    hash_file, CellPixels, InputError, ParquetTableReader, ParquetTableWriter, Provenance,
-    TableKind,
+    hash_file, CellPixels, InputError, ParquetTableReader, Provenance, TableKind,
 };
 use rayon::prelude::*;
 
@@ -100,16 +96,7 @@ pub fn run(cli: &Cli, keep: Option<BTreeSet<String>>) -> anyhow::Result<()> {
             (0..channels).map(move |c| format!("Cells_Handcrafted_{feature}_ch{c}"))
         })
         .collect();
-    let mut fields: Vec<Field> = metadata_columns
-        .iter()
-        .map(|&index| schema.field(index).clone())
-        .collect();
-    fields.extend(
-        names
-            .iter()
-            .map(|name| Field::new(name, DataType::Float32, false)),
-    );
-    let output_schema: SchemaRef = Arc::new(Schema::new(fields));
+    let output_schema = crate::output_schema(&schema, &metadata_columns, &names);
     let params = serde_json::json!({
         "features": "handcrafted",
         "per_channel": FEATURES,
@@ -126,36 +113,14 @@ pub fn run(cli: &Cli, keep: Option<BTreeSet<String>>) -> anyhow::Result<()> {
         .inputs
         .insert(cli.cells.display().to_string(), hash);
     let total = reader.n_rows();
-    let mut writer = ParquetTableWriter::create(
-        &cli.output,
-        TableKind::Embeddings,
-        output_schema.clone(),
-        &provenance,
-        65_536,
-    )?;
-    let progress = if cli.no_progress {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total as u64)
-    };
-    progress.set_style(
-        ProgressStyle::with_template("features [{bar:30}] {pos}/{len} cells, {per_sec}, eta {eta}")
-            .expect("valid template"),
-    );
+    let (mut writer, progress) =
+        crate::start_output(cli, output_schema.clone(), &provenance, total, "features")?;
     let n_features = names.len();
     let mut n_cells = 0usize;
     for batch in reader {
-        let mut batch: RecordBatch = batch?;
+        let batch: RecordBatch = batch?;
         progress.inc(batch.num_rows() as u64);
-        if let Some(plates) = &keep {
-            let column = batch.column_by_name("Metadata_Plate").expect("validated");
-            let mask: BooleanArray = column
-                .as_string::<i32>()
-                .iter()
-                .map(|plate| Some(plate.is_some_and(|plate| plates.contains(plate))))
-                .collect();
-            batch = arrow_select::filter::filter_record_batch(&batch, &mask)?;
-        }
+        let batch = crate::keep_plates(batch, keep.as_ref())?;
         let n_rows = batch.num_rows();
         if n_rows == 0 {
             continue;

@@ -168,6 +168,71 @@ pub(crate) fn metadata_indices(schema: &Schema) -> Vec<usize> {
         .collect()
 }
 
+/// The rows of `batch` whose `Metadata_Plate` is in `plates` (every row when `None`).
+pub(crate) fn keep_plates(
+    batch: RecordBatch,
+    plates: Option<&BTreeSet<String>>,
+) -> anyhow::Result<RecordBatch> {
+    let Some(plates) = plates else {
+        return Ok(batch);
+    };
+    let column = batch.column_by_name("Metadata_Plate").expect("validated");
+    let mask: BooleanArray = column
+        .as_string::<i32>()
+        .iter()
+        .map(|plate| Some(plate.is_some_and(|plate| plates.contains(plate))))
+        .collect();
+    Ok(arrow_select::filter::filter_record_batch(&batch, &mask)?)
+}
+
+/// The output table's schema: the input's `Metadata_*` fields, then float32 features.
+pub(crate) fn output_schema(
+    schema: &Schema,
+    metadata_columns: &[usize],
+    feature_names: &[String],
+) -> SchemaRef {
+    let mut fields: Vec<Field> = metadata_columns
+        .iter()
+        .map(|&index| schema.field(index).clone())
+        .collect();
+    fields.extend(
+        feature_names
+            .iter()
+            .map(|name| Field::new(name, DataType::Float32, false)),
+    );
+    Arc::new(Schema::new(fields))
+}
+
+/// The embeddings writer and a progress bar over `total` cells (hidden with --no-progress).
+pub(crate) fn start_output(
+    cli: &Cli,
+    schema: SchemaRef,
+    provenance: &Provenance,
+    total: usize,
+    what: &str,
+) -> anyhow::Result<(ParquetTableWriter, ProgressBar)> {
+    let writer = ParquetTableWriter::create(
+        &cli.output,
+        TableKind::Embeddings,
+        schema,
+        provenance,
+        65_536,
+    )?;
+    let progress = if cli.no_progress {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    progress.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} [{{bar:30}}] {{pos}}/{{len}} cells, {{per_sec}}, eta {{eta}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    Ok((writer, progress))
+}
+
 /// The plates of a cells table, sorted.
 fn plates_of(path: &Path) -> anyhow::Result<Vec<String>> {
     let reader =
@@ -187,7 +252,7 @@ fn plates_of(path: &Path) -> anyhow::Result<Vec<String>> {
 fn spawn_reader(
     reader: ParquetTableReader,
     path: PathBuf,
-    keep_plates: Option<BTreeSet<String>>,
+    keep_plates_set: Option<BTreeSet<String>>,
     card: ModelCard,
     metadata_columns: Vec<usize>,
 ) -> Receiver<anyhow::Result<Prepared>> {
@@ -196,16 +261,7 @@ fn spawn_reader(
         let n_channels = card.input_shape[0] as usize;
         for batch in reader {
             let prepared = (|| -> anyhow::Result<Option<Prepared>> {
-                let mut batch = batch?;
-                if let Some(plates) = &keep_plates {
-                    let column = batch.column_by_name("Metadata_Plate").expect("validated");
-                    let mask: BooleanArray = column
-                        .as_string::<i32>()
-                        .iter()
-                        .map(|plate| Some(plate.is_some_and(|plate| plates.contains(plate))))
-                        .collect();
-                    batch = arrow_select::filter::filter_record_batch(&batch, &mask)?;
-                }
+                let batch = keep_plates(batch?, keep_plates_set.as_ref())?;
                 if batch.num_rows() == 0 {
                     return Ok(None);
                 }
@@ -363,10 +419,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let latent_dim = card.hyperparameters.latent_dim as usize;
     let model_name = card.model.display_name();
     let metadata_columns = metadata_indices(&schema);
-    let mut fields: Vec<Field> = metadata_columns
-        .iter()
-        .map(|&index| schema.field(index).clone())
-        .collect();
     let mut feature_names = column_names("Cells", model_name, "z", latent_dim);
     if cli.with_log_sigma {
         feature_names.extend(column_names(
@@ -379,12 +431,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if cli.with_gamma {
         feature_names.extend(column_names("Posterior", model_name, "gamma", latent_dim));
     }
-    fields.extend(
-        feature_names
-            .iter()
-            .map(|name| Field::new(name, DataType::Float32, false)),
-    );
-    let output_schema: SchemaRef = Arc::new(Schema::new(fields));
+    let output_schema = output_schema(&schema, &metadata_columns, &feature_names);
 
     let params = serde_json::json!({
         "model": card.model.name(),
@@ -412,26 +459,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     provenance
         .inputs
         .insert(encoder_path.display().to_string(), encoder_hash);
-    let mut writer = ParquetTableWriter::create(
-        &cli.output,
-        TableKind::Embeddings,
+    let (mut writer, progress) = start_output(
+        &cli,
         output_schema.clone(),
         &provenance,
-        65_536,
+        total_rows,
+        "embedding",
     )?;
-
-    let progress = if cli.no_progress {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total_rows as u64)
-    };
-    progress.set_style(
-        ProgressStyle::with_template(
-            "embedding [{bar:30}] {pos}/{len} cells, {per_sec}, eta {eta}",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
     let receiver = spawn_reader(
         reader,
         cli.cells.clone(),

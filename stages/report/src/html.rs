@@ -126,6 +126,14 @@ pub fn page(report: &Report<'_>) -> String {
                 card.data.n_cells,
                 card.data.n_treatments
             );
+            if let Some(start) = &card.started_from {
+                let _ = writeln!(
+                    out,
+                    "<p class=\"note\">This run started from a model trained beforehand on the same cells \
+                     (content hash checked by pf-train): {}. Its epochs are counted above.</p>",
+                    escape(start)
+                );
+            }
         }
         None => {
             let _ = writeln!(out, "<h1>phenoflow report</h1><p>{}</p>", escape(&title));
@@ -275,5 +283,52 @@ fn supervised_section(out: &mut String, results: &[ClassifierResult]) {
             let _ = writeln!(out, "<tr><td>{}</td><td class=\"num\">{precision:.3}</td><td class=\"num\">{recall:.3}</td><td class=\"num\">{f1:.3}</td><td class=\"num\">{support}</td></tr>", escape(class));
         }
         let _ = writeln!(out, "</table>");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_are_compared_with_the_oracle() {
+        let rows = |nsc: f64, nscb: f64| -> Vec<crate::inputs::MetricRow> {
+            vec![
+                (
+                    "accuracy".into(),
+                    "NSC".into(),
+                    "all".into(),
+                    nsc,
+                    Some(103),
+                ),
+                (
+                    "accuracy".into(),
+                    "NSCB".into(),
+                    "all".into(),
+                    nscb,
+                    Some(92),
+                ),
+                (
+                    "recall".into(),
+                    "NSC".into(),
+                    "DNA damage".into(),
+                    1.0,
+                    Some(3),
+                ),
+            ]
+        };
+        let compared = vec![
+            ("learned profile (this run)", rows(0.4, 0.3)),
+            ("oracle (the drawn phenotype parameters)", rows(0.5, 0.6)),
+        ];
+        let mut out = String::new();
+        compared_section(&mut out, &compared);
+        assert!(out.contains("40.0 % (n 103) · 80 % of the oracle"), "{out}");
+        assert!(out.contains("30.0 % (n 92) · 50 % of the oracle"), "{out}");
+        assert!(out.contains("<td>oracle (the drawn phenotype parameters)</td><td class=\"num\">50.0 % (n 103)</td>"), "{out}");
+        assert!(
+            !out.contains("<td class=\"num\">0.000"),
+            "no mAP given: a dash, {out}"
+        );
     }
 }

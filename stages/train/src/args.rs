@@ -153,6 +153,14 @@ pub struct Cli {
     #[arg(long)]
     pub resume: bool,
 
+    /// Start from a finished run elsewhere (its model_card.json; the checkpoint, training state
+    /// and log beside it), such as the demo model `make demo-model` makes: it must have been
+    /// trained on the same cells (content hash), model, seed and settings, or the run stops with
+    /// exit code 2. Training continues from its last epoch up to --epochs (none when equal); the
+    /// card records where the run started.
+    #[arg(long, conflicts_with = "resume", value_name = "MODEL_CARD")]
+    pub start_from: Option<PathBuf>,
+
     /// How many cells to show in reconstructions.png.
     #[arg(long, default_value_t = 8)]
     pub n_reconstructions: usize,

@@ -133,13 +133,28 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         reconstruction_loss: "sum-squared-error".into(),
     };
     let card_path = cli.out.join(MODEL_CARD_FILE);
-    let previous = if cli.resume {
-        Some(
-            ModelCard::read(&card_path)
-                .with_context(|| format!("--resume: reading {}", card_path.display()))?,
-        )
-    } else {
-        None
+    // The run to continue, and the folder its files are in.
+    let (previous, previous_path, previous_folder) = match (&cli.start_from, cli.resume) {
+        (Some(start), _) => (
+            Some(ModelCard::read(start).map_err(|error| TrainError::Resume {
+                path: start.clone(),
+                reason: error.to_string(),
+            })?),
+            start.clone(),
+            start
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| std::path::PathBuf::from(".")),
+        ),
+        (None, true) => (
+            Some(
+                ModelCard::read(&card_path)
+                    .with_context(|| format!("--resume: reading {}", card_path.display()))?,
+            ),
+            card_path.clone(),
+            cli.out.clone(),
+        ),
+        (None, false) => (None, card_path.clone(), cli.out.clone()),
     };
 
     // Hash the input on another thread while it is being read.
@@ -229,9 +244,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         discriminator_parameter_count: 0,
         checkpoint: CHECKPOINT_FILE.into(),
         stage_version: env!("CARGO_PKG_VERSION").into(),
+        started_from: previous
+            .as_ref()
+            .and_then(|p| p.started_from.clone())
+            .or_else(|| {
+                cli.start_from.as_ref().map(|path| {
+                    format!(
+                        "{} ({} epochs)",
+                        path.display(),
+                        previous.as_ref().map_or(0, |p| p.epochs_completed)
+                    )
+                })
+            }),
     };
     if let Some(previous) = &previous {
-        check_resumable(previous, &card, &card_path)?;
+        check_resumable(previous, &card, &previous_path, cli.start_from.is_some())?;
     }
 
     let pixels = place_pixels(data.pixels.shallow_clone(), device, cli.data_on_host);
@@ -261,13 +288,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut first_epoch = 0;
     if let Some(previous) = &previous {
         first_epoch = previous.epochs_completed;
-        restore(&mut trainer, &cli.out, first_epoch)?;
-        log_rows = read_log(&cli.out.join(TRAINING_LOG_FILE))?;
+        restore(&mut trainer, &previous_folder, first_epoch)?;
+        log_rows = read_log(&previous_folder.join(TRAINING_LOG_FILE))?;
         log_rows.retain(|row| (row.epoch as usize) <= first_epoch);
     }
     if !cli.quiet {
         eprintln!(
-            "pf-train: {} on {:?}: {} cells ({} train, {} validation, {} treatments) of {:?} read in {:.1} s; {} parameters; epochs {}..{}",
+            "pf-train: {} on {:?}: {} cells ({} train, {} validation, {} treatments) of {:?} read in {:.1} s; {} parameters; {}",
             kind.name(),
             device,
             data.n_cells(),
@@ -277,12 +304,20 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             data.shape,
             started.elapsed().as_secs_f64(),
             card.parameter_count,
-            first_epoch + 1,
-            cli.epochs
+            if first_epoch == cli.epochs {
+                format!("no further epoch (started from a run of {first_epoch})")
+            } else {
+                format!("epochs {}..{}", first_epoch + 1, cli.epochs)
+            }
         );
     }
 
     std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    if first_epoch == cli.epochs {
+        // --start-from a run that already has every epoch asked for: its model, as it is.
+        card.epochs_completed = first_epoch;
+        save(&trainer, &card, &log_rows, &cli.out)?;
+    }
     let names = term_names(kind);
     for epoch in first_epoch..cli.epochs {
         let epoch_number = epoch + 1;
@@ -567,6 +602,7 @@ fn check_resumable(
     previous: &ModelCard,
     current: &ModelCard,
     path: &Path,
+    may_be_finished: bool,
 ) -> Result<(), TrainError> {
     let bad = |reason: String| TrainError::Resume {
         path: path.to_path_buf(),
@@ -601,7 +637,9 @@ fn check_resumable(
     if previous.normalization != current.normalization {
         return Err(bad("its pixel normalisation differs".into()));
     }
-    if previous.epochs_completed >= current.hyperparameters.epochs {
+    if previous.epochs_completed > current.hyperparameters.epochs
+        || (previous.epochs_completed == current.hyperparameters.epochs && !may_be_finished)
+    {
         return Err(bad(format!(
             "it already finished {} epochs; ask for more with --epochs",
             previous.epochs_completed
