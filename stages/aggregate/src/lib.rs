@@ -750,7 +750,7 @@ fn normalize_wells(wells: &mut Wells, cli: &Cli) -> anyhow::Result<Normalization
             ));
         }
         per_plate => {
-            let plates = groups_of(wells, &wells.plate.clone(), control);
+            let plates = groups_of(wells, &wells.plate, control);
             if let Some((plate, _, _)) = plates.iter().find(|(_, _, c)| c.is_empty()) {
                 return Err(input_error(format!(
                     "plate {plate} has no `{control}` wells to normalise against"
@@ -780,7 +780,7 @@ fn normalize_wells(wells: &mut Wells, cli: &Cli) -> anyhow::Result<Normalization
         }
     }
     if cli.coral {
-        let batches = groups_of(wells, &wells.batch.clone(), control);
+        let batches = groups_of(wells, &wells.batch, control);
         for (batch, _, batch_controls) in &batches {
             if batch_controls.len() < 2 {
                 return Err(input_error(format!(

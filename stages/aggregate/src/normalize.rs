@@ -118,18 +118,6 @@ pub fn per_plate(
     floored
 }
 
-/// Standardises each feature of `rows` against `controls` (both indices into `matrix`), in place.
-pub fn zscore(matrix: &mut [Vec<f64>], rows: &[usize], controls: &[usize]) {
-    let plate = [(String::new(), rows.to_vec(), controls.to_vec())];
-    let _ = per_plate(matrix, &plate, Normalization::DmsoZscore);
-}
-
-/// Robust standardisation with the median and the scaled median absolute deviation, in place.
-pub fn mad_robustize(matrix: &mut [Vec<f64>], rows: &[usize], controls: &[usize]) {
-    let plate = [(String::new(), rows.to_vec(), controls.to_vec())];
-    let _ = per_plate(matrix, &plate, Normalization::MadRobustize);
-}
-
 /// Eigen-decomposition of a symmetric matrix by cyclic Jacobi rotations: returns (eigenvalues,
 /// largest first, and the eigenvectors as the columns of a row-major matrix).
 pub fn symmetric_eigen(matrix: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
@@ -392,7 +380,8 @@ mod tests {
     #[test]
     fn zscore_makes_controls_standard() {
         let mut matrix = vec![vec![1.0, 5.0], vec![3.0, 5.0], vec![10.0, 7.0]];
-        zscore(&mut matrix, &[0, 1, 2], &[0, 1]);
+        let plate = [(String::new(), vec![0, 1, 2], vec![0, 1])];
+        per_plate(&mut matrix, &plate, Normalization::DmsoZscore);
         assert_eq!(matrix[0], vec![-1.0, 0.0]);
         assert_eq!(matrix[1], vec![1.0, 0.0]);
         assert_eq!(
@@ -405,7 +394,8 @@ mod tests {
     #[test]
     fn mad_robustize_uses_scaled_mad() {
         let mut matrix = vec![vec![1.0], vec![2.0], vec![4.0], vec![10.0]];
-        mad_robustize(&mut matrix, &[3], &[0, 1, 2]);
+        let plate = [(String::new(), vec![3], vec![0, 1, 2])];
+        per_plate(&mut matrix, &plate, Normalization::MadRobustize);
         // median 2, MAD median(|-1|,0,2) = 1 → scale 1.4826.
         assert!((matrix[3][0] - 8.0 / 1.4826).abs() < 1e-9);
     }

@@ -84,10 +84,7 @@ pub fn run(cli: &Cli, keep: Option<BTreeSet<String>>) -> anyhow::Result<()> {
     let hasher = std::thread::spawn(move || hash_file(&cells_path));
     let reader = ParquetTableReader::open(&cli.cells, TableKind::Cells, cli.batch_size, None)?;
     let schema = reader.schema().clone();
-    let pixel_field = schema
-        .field_with_name(phenoflow_schemas::PIXELS_COLUMN)
-        .map_err(|_| InputError(format!("{}: no pixel column", cli.cells.display())))?;
-    let shape = phenoflow_schemas::TensorShape::from_field(pixel_field, &cli.cells)?;
+    let shape = crate::pixel_shape(&schema, &cli.cells)?;
     let (channels, height, width) = (shape.channels, shape.height, shape.width);
     let metadata_columns = crate::metadata_indices(&schema);
     let names: Vec<String> = FEATURES

@@ -233,6 +233,17 @@ pub(crate) fn start_output(
     Ok((writer, progress))
 }
 
+/// The `[C, H, W]` of one cell of a cells table, from its pixel column.
+pub(crate) fn pixel_shape(
+    schema: &Schema,
+    path: &Path,
+) -> anyhow::Result<phenoflow_schemas::TensorShape> {
+    let field = schema
+        .field_with_name(phenoflow_schemas::PIXELS_COLUMN)
+        .map_err(|_| InputError(format!("{}: no pixel column", path.display())))?;
+    Ok(phenoflow_schemas::TensorShape::from_field(field, path)?)
+}
+
 /// The plates of a cells table, sorted.
 fn plates_of(path: &Path) -> anyhow::Result<Vec<String>> {
     let reader =
@@ -395,10 +406,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     });
     let reader = ParquetTableReader::open(&cli.cells, TableKind::Cells, cli.batch_size, None)?;
     let schema = reader.schema().clone();
-    let pixel_field = schema
-        .field_with_name(phenoflow_schemas::PIXELS_COLUMN)
-        .map_err(|_| InputError(format!("{}: no pixel column", cli.cells.display())))?;
-    let shape = phenoflow_schemas::TensorShape::from_field(pixel_field, &cli.cells)?;
+    let shape = pixel_shape(&schema, &cli.cells)?;
     let cells_shape = [
         shape.channels as i64,
         shape.height as i64,

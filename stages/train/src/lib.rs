@@ -476,15 +476,12 @@ fn write_reference_outputs(
     let tensors = tch::no_grad(|| {
         let index = Tensor::from_slice(cells).to_device(pixels.device());
         let input = trainer.normalize(&pixels.index_select(0, &index).to_device(device));
-        let (mu, log_sigma, log_gamma) = trainer.vae.encode(&input, false, true);
-        let gamma = log_gamma.map(|log_gamma| log_gamma.exp());
+        // One pass, uncapped: γ = exp(min(log γ, 0)) as the export caps it; E[s] from the raw value.
+        let (mu, log_sigma, raw_log_gamma) = trainer.vae.encode(&input, false, false);
+        let gamma = raw_log_gamma.as_ref().map(|raw| raw.clamp_max(0.0).exp());
         let sampler = trainer.spike_sampler(last_epoch);
-        let spike_mean = trainer
-            .vae
-            .encode(&input, false, false)
-            .2
-            .map(|raw| sampler.expectation(&raw));
-        let profile = trainer.vae.profile(&input, sampler);
+        let spike_mean = raw_log_gamma.as_ref().map(|raw| sampler.expectation(raw));
+        let profile = model::gated_profile(&mu, raw_log_gamma.as_ref(), sampler);
         let reconstruction = trainer.vae.decoder.forward_t(&profile, false);
         let mut tensors = vec![
             ("cell_index".to_string(), Tensor::from_slice(cells)),

@@ -263,10 +263,16 @@ impl Vae {
     /// into the ONNX encoder).
     pub fn profile(&self, images: &Tensor, spike: SpikeSampler) -> Tensor {
         let (mu, _, log_gamma) = self.encode(images, false, false);
-        match log_gamma {
-            Some(log_gamma) => mu * spike.expectation(&log_gamma),
-            None => mu,
-        }
+        gated_profile(&mu, log_gamma.as_ref(), spike)
+    }
+}
+
+/// μ, or μ·E[s] for a sparse model's raw (uncapped) log γ: the profile of [`Vae::profile`] from
+/// outputs already computed.
+pub fn gated_profile(mu: &Tensor, log_gamma: Option<&Tensor>, spike: SpikeSampler) -> Tensor {
+    match log_gamma {
+        Some(log_gamma) => mu * spike.expectation(log_gamma),
+        None => mu.shallow_clone(),
     }
 }
 
