@@ -44,6 +44,32 @@ impl ParamValue {
         }
     }
 
+    /// Whether the value (or an item of it) holds `text`.
+    fn contains(&self, text: &str) -> bool {
+        match self {
+            ParamValue::Text(value) => value.contains(text),
+            ParamValue::List(values) => values.iter().any(|value| value.contains(text)),
+            _ => false,
+        }
+    }
+
+    /// A replicate's seed in place of `placeholder`; a value that is only the placeholder
+    /// becomes the integer.
+    fn fill_seed(&mut self, placeholder: &str, seed: u64) {
+        match self {
+            ParamValue::Text(value) if value == placeholder => {
+                *self = ParamValue::Integer(seed as i64);
+            }
+            ParamValue::Text(value) => *value = value.replace(placeholder, &seed.to_string()),
+            ParamValue::List(values) => {
+                for value in values {
+                    value.fill_seed(placeholder, seed);
+                }
+            }
+            _ => {}
+        }
+    }
+
     fn to_json(&self) -> serde_json::Value {
         match self {
             ParamValue::Flag(value) => serde_json::json!(value),
@@ -69,6 +95,11 @@ pub struct PipelineHeader {
     /// How many per-plate shards fan-out steps are split into.
     #[serde(default = "one")]
     pub shards: usize,
+    /// Training seeds of the replicate runs: every `per_seed = true` step runs once per seed
+    /// (outputs under `seed<s>/`, `${seed}` in its params), and a step that is not per seed reads
+    /// the outputs of all of them (to summarise the spread across seeds).
+    #[serde(default)]
+    pub seeds: Option<Vec<u64>>,
 }
 
 fn one() -> usize {
@@ -122,6 +153,12 @@ pub struct StepSpec {
     /// `"shard"`: run once per per-plate shard (`--shard i/N`), each output split per shard.
     #[serde(default)]
     pub fan_out: Option<String>,
+    /// Run once per seed of `[pipeline] seeds` (as the step `<name>-seed<s>`).
+    #[serde(default)]
+    pub per_seed: bool,
+    /// For a step made from a `per_seed` step: the step in the file, and its seed.
+    #[serde(skip)]
+    pub replica_of: Option<(String, u64)>,
 }
 
 /// Step names that cannot be a Snakemake rule, a Nextflow process or a pf-run record: Python's
@@ -219,6 +256,128 @@ const RESERVED_STEP_NAMES: &[&str] = &[
 
 /// The most per-plate shards a pipeline may fan out to.
 pub const MAX_SHARDS: usize = 1024;
+
+/// The most replicate seeds a pipeline may run.
+pub const MAX_SEEDS: usize = 100;
+
+/// The placeholder name of a replicate's seed: `${seed}` in a `per_seed` step.
+const SEED: &str = "seed";
+
+/// The name of a `per_seed` step's replicate for one seed: `train` → `train-seed1`.
+pub fn seed_step_name(name: &str, seed: u64) -> String {
+    format!("{name}-seed{seed}")
+}
+
+/// Replaces each `per_seed` step by one step per seed: named `<name>-seed<s>`, its outputs under
+/// `seed<s>/`, `${seed}` in its params, inputs and outputs replaced by the seed (a param that is
+/// exactly `"${seed}"` becomes the integer). A reference to a `per_seed` step's output reads the
+/// same seed's replicate from a `per_seed` step, and every replicate, in seed order, from any
+/// other step (the flag repeated).
+fn expand_seeds(file: &mut PipelineFile) -> Result<(), String> {
+    let placeholder = format!("${{{SEED}}}");
+    let Some(seeds) = file.pipeline.seeds.clone() else {
+        if let Some(spec) = file.steps.iter().find(|spec| spec.per_seed) {
+            return Err(format!(
+                "step `{}`: per_seed = true, but `[pipeline] seeds` is not set",
+                spec.name
+            ));
+        }
+        return Ok(());
+    };
+    if seeds.is_empty() || seeds.len() > MAX_SEEDS {
+        return Err(format!(
+            "[pipeline] seeds: {} seeds; give between 1 and {MAX_SEEDS}",
+            seeds.len()
+        ));
+    }
+    let distinct: BTreeSet<u64> = seeds.iter().copied().collect();
+    if distinct.len() != seeds.len() {
+        return Err(format!(
+            "[pipeline] seeds = {seeds:?}: a seed is repeated; replicates need distinct seeds"
+        ));
+    }
+    let replicated: BTreeSet<String> = file
+        .steps
+        .iter()
+        .filter(|spec| spec.per_seed)
+        .map(|spec| spec.name.clone())
+        .collect();
+    // `@step.output[/path]` of a per-seed step, for one seed.
+    let for_seed = |reference: &str, seed: u64| -> Option<String> {
+        let target = reference.strip_prefix('@')?;
+        let end = target.find(['.', '/']).unwrap_or(target.len());
+        replicated.contains(&target[..end]).then(|| {
+            format!(
+                "@{}{}",
+                seed_step_name(&target[..end], seed),
+                &target[end..]
+            )
+        })
+    };
+    let mut expanded = Vec::new();
+    for spec in std::mem::take(&mut file.steps) {
+        if !spec.per_seed {
+            let mut texts = spec
+                .inputs
+                .values()
+                .flat_map(InputValue::references)
+                .chain(spec.outputs.values());
+            if texts.any(|text| text.contains(&placeholder))
+                || spec
+                    .params
+                    .values()
+                    .any(|value| value.contains(&placeholder))
+            {
+                return Err(format!(
+                    "step `{}` uses {placeholder}, which only a `per_seed = true` step has",
+                    spec.name
+                ));
+            }
+            let mut spec = spec;
+            for value in spec.inputs.values_mut() {
+                let references = value.references();
+                if references.iter().any(|r| for_seed(r, 0).is_some()) {
+                    let gathered: Vec<String> = references
+                        .iter()
+                        .flat_map(|reference| match for_seed(reference, 0) {
+                            Some(_) => seeds
+                                .iter()
+                                .map(|&seed| for_seed(reference, seed).expect("per seed"))
+                                .collect(),
+                            None => vec![reference.clone()],
+                        })
+                        .collect();
+                    *value = InputValue::Many(gathered);
+                }
+            }
+            expanded.push(spec);
+            continue;
+        }
+        for &seed in &seeds {
+            let fill = |text: &str| text.replace(&placeholder, &seed.to_string());
+            let mut replica = spec.clone();
+            replica.name = seed_step_name(&spec.name, seed);
+            replica.replica_of = Some((spec.name.clone(), seed));
+            for value in replica.inputs.values_mut() {
+                for reference in value.references_mut() {
+                    *reference = match for_seed(reference, seed) {
+                        Some(replica_reference) => fill(&replica_reference),
+                        None => fill(reference),
+                    };
+                }
+            }
+            for output in replica.outputs.values_mut() {
+                *output = format!("seed{seed}/{}", fill(output));
+            }
+            for value in replica.params.values_mut() {
+                value.fill_seed(&placeholder, seed);
+            }
+            expanded.push(replica);
+        }
+    }
+    file.steps = expanded;
+    Ok(())
+}
 
 /// Whether a name can stand unquoted in a shell command, a make target, a Snakemake rule and a
 /// Nextflow process name: an ASCII letter, then letters, digits, `-` and `_`.
@@ -474,11 +633,35 @@ impl Pipeline {
         Self::parse_with(&text, path, overrides)
     }
 
+    /// Reads a pipeline file with some of its `[vars]` and, if given, its `[pipeline] seeds`
+    /// overridden (`pf-run run --seeds 0`).
+    pub fn read_with_seeds(
+        path: &Path,
+        overrides: &BTreeMap<String, String>,
+        seeds: Option<&[u64]>,
+    ) -> Result<Self, PipelineError> {
+        let text = std::fs::read_to_string(path).map_err(|error| PipelineError {
+            path: path.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+        Self::parse_with_seeds(&text, path, overrides, seeds)
+    }
+
     /// Parses pipeline text with some of its `[vars]` overridden.
     pub fn parse_with(
         text: &str,
         path: &Path,
         overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, PipelineError> {
+        Self::parse_with_seeds(text, path, overrides, None)
+    }
+
+    /// Parses pipeline text with some of its `[vars]` and its seeds overridden.
+    pub fn parse_with_seeds(
+        text: &str,
+        path: &Path,
+        overrides: &BTreeMap<String, String>,
+        seeds: Option<&[u64]>,
     ) -> Result<Self, PipelineError> {
         let bad = |reason: String| PipelineError {
             path: path.to_path_buf(),
@@ -486,6 +669,21 @@ impl Pipeline {
         };
         let mut file: PipelineFile =
             toml::from_str(text).map_err(|error| bad(error.to_string().trim_end().to_string()))?;
+        if let Some(seeds) = seeds {
+            if file.pipeline.seeds.is_none() {
+                return Err(bad(
+                    "--seeds: the pipeline has no `[pipeline] seeds` (no step runs per seed)"
+                        .into(),
+                ));
+            }
+            file.pipeline.seeds = Some(seeds.to_vec());
+        }
+        let seeded = file.pipeline.seeds.is_some();
+        if seeded && file.vars.contains_key(SEED) {
+            return Err(bad(format!(
+                "[vars] {SEED}: the name is taken by `[pipeline] seeds` (${{{SEED}}} is each replicate's seed); rename the var"
+            )));
+        }
         for (name, value) in overrides {
             if !file.vars.contains_key(name) {
                 let known: Vec<&str> = file.vars.keys().map(String::as_str).collect();
@@ -507,10 +705,22 @@ impl Pipeline {
                     .map(|end| start + end)
                     .ok_or_else(|| bad(format!("unclosed `${{` in \"{text}\"")))?;
                 let name = &rest[start + 2..end];
+                if seeded && name == SEED {
+                    // Filled in per replicate by `expand_seeds`.
+                    result.push_str(&rest[..=end]);
+                    rest = &rest[end + 1..];
+                    continue;
+                }
                 let value = file.vars.get(name).ok_or_else(|| {
-                    bad(format!(
-                        "\"{text}\" uses ${{{name}}}, which [vars] does not define"
-                    ))
+                    if name == SEED {
+                        bad(format!(
+                            "\"{text}\" uses ${{{SEED}}}: a replicate's seed needs `[pipeline] seeds` and `per_seed = true` on the step"
+                        ))
+                    } else {
+                        bad(format!(
+                            "\"{text}\" uses ${{{name}}}, which [vars] does not define"
+                        ))
+                    }
                 })?;
                 result.push_str(&rest[..start]);
                 result.push_str(value);
@@ -534,6 +744,7 @@ impl Pipeline {
                 }
             }
         }
+        expand_seeds(&mut file).map_err(bad)?;
         check_text_fields(&file).map_err(bad)?;
         let header = file.pipeline.clone();
         if header.shards == 0 || header.shards > MAX_SHARDS {
@@ -697,11 +908,26 @@ impl Pipeline {
         reached
     }
 
-    /// Concrete steps whose name is `name` or `name[i]`.
+    /// Concrete steps whose name is `name` or `name[i]`, or that are a replicate of the
+    /// `per_seed` step `name` (`name-seed<s>`, `name-seed<s>[i]`).
     pub fn select(&self, name: &str) -> BTreeSet<String> {
+        let replicas: BTreeSet<&str> = self
+            .specs
+            .iter()
+            .filter(|spec| {
+                spec.replica_of
+                    .as_ref()
+                    .is_some_and(|(origin, _)| origin == name)
+            })
+            .map(|spec| spec.name.as_str())
+            .collect();
         self.steps
             .iter()
-            .filter(|step| step.name == name || step.spec_name == name)
+            .filter(|step| {
+                step.name == name
+                    || step.spec_name == name
+                    || replicas.contains(step.spec_name.as_str())
+            })
             .map(|step| step.name.clone())
             .collect()
     }
@@ -838,6 +1064,162 @@ params = {{ epochs = 2, quiet = true, model = \"cytovae\" }}
             ]
         );
         assert_eq!(pipeline.downstream_of(&pipeline.select("pre")).len(), 3);
+    }
+
+    const SEEDED: &str = "[pipeline]
+name = \"t\"
+workdir = \"out\"
+shards = 2
+seeds = [0, 7]
+
+[[step]]
+name = \"pre\"
+stage = \"pf-preprocess\"
+fan_out = \"shard\"
+inputs = { image-csv = \"data/images.csv\" }
+outputs = { output = \"cells.parquet\" }
+
+[[step]]
+name = \"train\"
+stage = \"pf-train\"
+per_seed = true
+inputs = { cells = \"@pre.output\" }
+outputs = { out = \"model\" }
+params = { seed = \"${seed}\", note = \"run-${seed}\" }
+
+[[step]]
+name = \"embed\"
+stage = \"pf-embed\"
+per_seed = true
+fan_out = \"shard\"
+inputs = { cells = \"@pre.output\", encoder = \"@train.out/encoder.onnx\" }
+outputs = { output = \"embeddings.parquet\" }
+
+[[step]]
+name = \"summary\"
+stage = \"pf-classify\"
+command = \"summarize\"
+inputs = { metrics = [\"@embed.output\", \"extra.parquet\"] }
+outputs = { output = \"summary.parquet\" }
+";
+
+    #[test]
+    fn per_seed_steps_run_once_per_seed_and_a_plain_step_gathers_them() {
+        let pipeline = parse(SEEDED).unwrap();
+        let names: Vec<&str> = pipeline
+            .steps
+            .iter()
+            .map(|step| step.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "pre[0]",
+                "pre[1]",
+                "train-seed0",
+                "train-seed7",
+                "embed-seed0[0]",
+                "embed-seed0[1]",
+                "embed-seed7[0]",
+                "embed-seed7[1]",
+                "summary"
+            ]
+        );
+        // `${seed}` alone becomes the integer; inside text, the digits.
+        assert_eq!(
+            pipeline.step("train-seed7").unwrap().arguments(),
+            [
+                "--cells",
+                "out/cells.shard0.parquet",
+                "--cells",
+                "out/cells.shard1.parquet",
+                "--out",
+                "out/seed7/model",
+                "--note",
+                "run-7",
+                "--seed",
+                "7"
+            ]
+        );
+        assert_eq!(
+            pipeline.step("embed-seed7[1]").unwrap().arguments(),
+            [
+                "--cells",
+                "out/cells.shard1.parquet",
+                "--encoder",
+                "out/seed7/model/encoder.onnx",
+                "--output",
+                "out/seed7/embeddings.shard1.parquet"
+            ]
+        );
+        // A step that is not per seed reads every seed's (every shard's) output, in seed order.
+        assert_eq!(
+            pipeline.step("summary").unwrap().arguments(),
+            [
+                "summarize",
+                "--metrics",
+                "out/seed0/embeddings.shard0.parquet",
+                "--metrics",
+                "out/seed0/embeddings.shard1.parquet",
+                "--metrics",
+                "out/seed7/embeddings.shard0.parquet",
+                "--metrics",
+                "out/seed7/embeddings.shard1.parquet",
+                "--metrics",
+                "extra.parquet",
+                "--output",
+                "out/summary.parquet"
+            ]
+        );
+        assert_eq!(pipeline.select("train").len(), 2);
+        assert_eq!(pipeline.select("embed").len(), 4);
+        assert_eq!(
+            pipeline
+                .downstream_of(&pipeline.select("train-seed0"))
+                .len(),
+            4,
+            "train-seed0, its two embed shards and the summary"
+        );
+        // --seeds overrides the file's.
+        let one =
+            Pipeline::parse_with_seeds(SEEDED, Path::new("p.toml"), &BTreeMap::new(), Some(&[3]))
+                .unwrap();
+        assert!(one.step("train-seed3").is_some() && one.step("train-seed0").is_none());
+    }
+
+    #[test]
+    fn bad_seed_settings_are_named() {
+        let error = |text: String| parse(&text).unwrap_err();
+        assert!(error(SEEDED.replace("seeds = [0, 7]", "seeds = [1, 1]"))
+            .contains("a seed is repeated"));
+        assert!(error(SEEDED.replace("seeds = [0, 7]", "seeds = []")).contains("0 seeds"));
+        assert!(error(SEEDED.replace("seeds = [0, 7]", "seeds = [-1]")).contains("seeds"));
+        assert!(error(SEEDED.replace("seeds = [0, 7]\n", ""))
+            .contains("uses ${seed}: a replicate's seed needs `[pipeline] seeds`"));
+        assert!(error(SEEDED.replace("seeds = [0, 7]\n", "").replace(
+            "params = { seed = \"${seed}\", note = \"run-${seed}\" }",
+            ""
+        ))
+        .contains("step `train`: per_seed = true, but `[pipeline] seeds` is not set"));
+        assert!(error(SEEDED.replace(
+            "command = \"summarize\"",
+            "command = \"summarize\"\nparams = { seed = \"${seed}\" }"
+        ))
+        .contains("step `summary` uses ${seed}, which only a `per_seed = true` step has"));
+        assert!(error(format!("{SEEDED}\n[vars]\nseed = \"1\"\n")).contains("[vars] seed"));
+        // A name the replicates take is a clash, named.
+        assert!(
+            error(SEEDED.replace("name = \"summary\"", "name = \"train-seed0\""))
+                .contains("two steps are named `train-seed0`")
+        );
+        let override_without_seeds = Pipeline::parse_with_seeds(
+            &format!("{HEADER}\n[[step]]\nname = \"a\"\nstage = \"pf-x\"\n"),
+            Path::new("p.toml"),
+            &BTreeMap::new(),
+            Some(&[1]),
+        )
+        .unwrap_err();
+        assert!(override_without_seeds.to_string().contains("--seeds"));
     }
 
     #[test]

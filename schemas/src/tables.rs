@@ -169,6 +169,18 @@ const METRICS_COLUMNS: &[ColumnSpec] = &[
     nullable("Count", Int64),
 ];
 
+const METRICS_SUMMARY_COLUMNS: &[ColumnSpec] = &[
+    column("Metric", Utf8),
+    column("Protocol", Utf8),
+    column("Scope", Utf8),
+    column("Mean", Float64),
+    nullable("SD", Float64),
+    column("Min", Float64),
+    column("Max", Float64),
+    column("Replicates", Int64),
+    nullable("Count", Int64),
+];
+
 const CLASS_PREDICTIONS_COLUMNS: &[ColumnSpec] = &[
     column("Label", Utf8),
     column("Predicted_Label", Utf8),
@@ -200,6 +212,9 @@ pub enum TableKind {
     Predictions,
     /// Long table of named metrics (accuracy, recall per MoA, mAP, confusion counts).
     Metrics,
+    /// The metrics of replicate runs (one per training seed) summarised: mean, sample standard
+    /// deviation, range and number of replicates of each (metric, protocol, scope).
+    MetricsSummary,
     /// Long table of per-epoch loss terms for the training and validation splits.
     TrainingLog,
     /// One row per held-out image or cell of a supervised classifier: its keys, true and
@@ -208,7 +223,7 @@ pub enum TableKind {
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 9] = [
+    pub const ALL: [TableKind; 10] = [
         TableKind::ImageManifest,
         TableKind::Cells,
         TableKind::Embeddings,
@@ -216,6 +231,7 @@ impl TableKind {
         TableKind::Treatments,
         TableKind::Predictions,
         TableKind::Metrics,
+        TableKind::MetricsSummary,
         TableKind::TrainingLog,
         TableKind::ClassPredictions,
     ];
@@ -230,6 +246,7 @@ impl TableKind {
             TableKind::Treatments => "treatments",
             TableKind::Predictions => "predictions",
             TableKind::Metrics => "metrics",
+            TableKind::MetricsSummary => "metrics_summary",
             TableKind::TrainingLog => "training_log",
             TableKind::ClassPredictions => "class_predictions",
         }
@@ -254,6 +271,7 @@ impl TableKind {
             TableKind::Treatments => TREATMENTS_COLUMNS,
             TableKind::Predictions => PREDICTIONS_COLUMNS,
             TableKind::Metrics => METRICS_COLUMNS,
+            TableKind::MetricsSummary => METRICS_SUMMARY_COLUMNS,
             TableKind::TrainingLog => TRAINING_LOG_COLUMNS,
             TableKind::ClassPredictions => CLASS_PREDICTIONS_COLUMNS,
         }

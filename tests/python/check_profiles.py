@@ -12,6 +12,9 @@
     check_profiles.py coral   --wells tvn-wells.parquet --normalized coral-wells.parquet
         CORAL per batch (np.cov + I, scipy's matrix square roots) applied to our TVN output equals
         ours
+    check_profiles.py summary --metrics seed0.parquet --metrics seed1.parquet --summary s.parquet
+        pf-classify summarize's mean, sample sd (ddof=1), min, max, replicate count and common
+        count per (metric, protocol, scope) equal pandas' groupby over the replicates' rows
 
 Prints `OK: ...` and exits 0, or prints the mismatch and exits 1.
 """
@@ -141,16 +144,50 @@ def check_coral(args):
     print(f"OK: CORAL over {frame.Metadata_Batch.nunique()} batches equals numpy + scipy (max |diff| {worst:.2g})")
 
 
+def check_summary(args):
+    frames = [pq.read_table(path).to_pandas() for path in args.metrics]
+    rows = pd.concat(frames, ignore_index=True)
+    keys = ["Metric", "Protocol", "Scope"]
+    grouped = rows.groupby(keys)
+    expected = grouped.Value.agg(["mean", "std", "min", "max", "size"]).reset_index()
+    counts = grouped.Count.agg(lambda c: c.iloc[0] if c.notna().all() and c.nunique() == 1 else np.nan)
+    expected = expected.merge(counts.rename("common").reset_index(), on=keys)
+    ours = pq.read_table(args.summary).to_pandas()
+    merged = expected.merge(ours, on=keys)
+    if len(merged) != len(expected) or len(ours) != len(expected):
+        fail(f"{len(ours)} summary rows, pandas has {len(expected)}; {len(merged)} matched")
+    worst = 0.0
+    for theirs, mine in [("mean", "Mean"), ("min", "Min"), ("max", "Max")]:
+        worst = max(worst, np.abs(merged[theirs] - merged[mine]).max())
+    sd_known = merged["std"].notna()
+    if (sd_known != merged.SD.notna()).any():
+        fail("the SD is null where pandas has one, or the other way round")
+    worst = max(worst, np.abs(merged["std"][sd_known] - merged.SD[sd_known]).max() if sd_known.any() else 0.0)
+    if worst > 1e-12:
+        fail(f"the summary differs from pandas by up to {worst:.3g}")
+    if (merged["size"] != merged.Replicates).any():
+        fail("replicate counts differ from pandas")
+    same = merged.common.isna() == merged.Count.isna()
+    if not same.all() or (merged.common.dropna() != merged.Count.dropna()).any():
+        fail("the common Count differs from pandas")
+    accuracy = merged[(merged.Metric == "accuracy") & (merged.Scope == "all")]
+    shown = ", ".join(f"{r.Protocol} {100 * r.Mean:.1f} ± {100 * r.SD:.1f} %" for r in accuracy.itertuples())
+    print(f"OK: {len(ours)} rows over {len(frames)} replicates equal pandas (max |diff| {worst:.2g}); {shown}")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=["wells", "nsc", "tvn", "coral"])
+    parser.add_argument("mode", choices=["wells", "nsc", "tvn", "coral", "summary"])
     parser.add_argument("--cells")
     parser.add_argument("--wells")
     parser.add_argument("--treatments")
-    parser.add_argument("--metrics")
+    parser.add_argument("--metrics", action="append")
+    parser.add_argument("--summary")
     parser.add_argument("--normalized")
     args = parser.parse_args()
-    {"wells": check_wells, "nsc": check_nsc, "tvn": check_tvn, "coral": check_coral}[args.mode](args)
+    if args.mode == "nsc" and args.metrics:
+        args.metrics = args.metrics[0]
+    {"wells": check_wells, "nsc": check_nsc, "tvn": check_tvn, "coral": check_coral, "summary": check_summary}[args.mode](args)
 
 
 if __name__ == "__main__":

@@ -1768,6 +1768,128 @@ fn pipelines_rerun_only_what_changed() {
     assert!(temp_files(&folder.join("out")).is_empty());
 }
 
+/// The tiny pipeline trained with two seeds: training to classification once per seed, then a
+/// summary across them and a report per seed that shows it.
+fn seeded_tiny_pipeline() -> String {
+    let mut text = TINY_PIPELINE.replace("shards = 2\n", "shards = 2\nseeds = [3, 5]\n");
+    for step in [
+        "train",
+        "export",
+        "embed",
+        "aggregate",
+        "classify",
+        "report",
+    ] {
+        text = text.replace(
+            &format!("name = \"{step}\"\n"),
+            &format!("name = \"{step}\"\nper_seed = true\n"),
+        );
+    }
+    text = text.replace("latent-dim = 8,", "latent-dim = 8, seed = \"${seed}\",");
+    text = text.replace(
+        "metrics = \"@classify.metrics\", pipeline",
+        "metrics = \"@classify.metrics\", metrics-summary = \"@summary.output\", pipeline",
+    );
+    text.push_str(
+        "\n[[step]]\nname = \"summary\"\nstage = \"pf-classify\"\ncommand = \"summarize\"\n\
+         inputs = { metrics = \"@classify.metrics\" }\noutputs = { output = \"summary.parquet\" }\n",
+    );
+    text
+}
+
+#[test]
+fn seeded_pipelines_train_once_per_seed_and_summarise_like_pandas() {
+    let temp = tempfile::tempdir().unwrap();
+    let folder = temp.path();
+    std::fs::write(folder.join("tiny.toml"), seeded_tiny_pipeline()).unwrap();
+    let first = pf_run(folder, &["run", "tiny.toml", "--jobs", "2"]);
+    first.assert_success();
+    // synth, 2 preprocess shards, then per seed: train, export, 2 embed shards, aggregate,
+    // classify, report; and the summary.
+    assert_eq!(n_ran(&first), 3 + 2 * 7 + 1, "{}", first.stderr);
+    let out = folder.join("out");
+    let cards: Vec<serde_json::Value> = [3, 5]
+        .iter()
+        .map(|seed| {
+            let path = out.join(format!("seed{seed}/model/model_card.json"));
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        (cards[0]["seed"].as_u64(), cards[1]["seed"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_ne!(
+        std::fs::read(out.join("seed3/encoder.onnx")).unwrap(),
+        std::fs::read(out.join("seed5/encoder.onnx")).unwrap(),
+        "two seeds, two models"
+    );
+    let (metrics3, metrics5, summary) = (
+        out.join("seed3/metrics.parquet"),
+        out.join("seed5/metrics.parquet"),
+        out.join("summary.parquet"),
+    );
+    run_python(
+        "check_profiles.py",
+        &[
+            "summary",
+            "--metrics",
+            &arg(&metrics3),
+            "--metrics",
+            &arg(&metrics5),
+            "--summary",
+            &arg(&summary),
+        ],
+    )
+    .assert_success();
+    for seed in [3, 5] {
+        let page =
+            std::fs::read_to_string(out.join(format!("seed{seed}/report/report.html"))).unwrap();
+        assert!(page.contains("<h2>Across seeds</h2>"), "seed {seed}");
+        assert!(
+            page.contains("trained with 2 different seeds"),
+            "seed {seed}"
+        );
+    }
+    // `--only train` is every seed's; `--seeds` runs other replicates without editing the file.
+    let dry = pf_run(folder, &["run", "tiny.toml", "--dry-run", "--seeds", "3,9"]);
+    let dry = dry.assert_success();
+    assert!(
+        dry.stdout.contains("up to date  train-seed3"),
+        "{}",
+        dry.stdout
+    );
+    assert!(
+        dry.stdout
+            .contains("would run   train-seed9      because never run here"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!dry.stdout.contains("seed5"), "{}", dry.stdout);
+    let only = pf_run(folder, &["run", "tiny.toml", "--only", "classify"]);
+    assert_eq!(n_ran(only.assert_success()), 2, "{}", only.stderr);
+    // pf-classify summarize refuses the same replicate twice and a table that is not metrics.
+    classify(&[
+        "summarize",
+        "--metrics",
+        &arg(&metrics3),
+        "--metrics",
+        &arg(&metrics3),
+        "--output",
+        &arg(&folder.join("twice.parquet")),
+    ])
+    .assert_failure(2, &["given twice"]);
+    classify(&[
+        "summarize",
+        "--metrics",
+        &arg(&out.join("seed3/treatments.parquet")),
+        "--output",
+        &arg(&folder.join("wrong.parquet")),
+    ])
+    .assert_failure(2, &["seed3/treatments.parquet"]);
+    assert!(!folder.join("twice.parquet").exists() && !folder.join("wrong.parquet").exists());
+}
+
 #[test]
 fn pipeline_files_are_checked_before_anything_runs() {
     let temp = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ process preprocess {
     """
 }
 
-process train {
+process train_seed0 {
     input:
     val ready
 
@@ -31,11 +31,11 @@ process train {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+    "${params.bin_dir}"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/seed0/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
-process export {
+process train_seed1 {
     input:
     val ready
 
@@ -45,11 +45,67 @@ process export {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-export --model-card out/seed-cytoae/cytoae/model_card.json --decoder out/seed-cytoae/decoder.onnx --encoder out/seed-cytoae/encoder.onnx
+    "${params.bin_dir}"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/seed1/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 1 --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
-process embed {
+process train_seed2 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/seed2/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 2 --validation-fraction 0.1 --weight-decay 0.001
+    """
+}
+
+process export_seed0 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-export --model-card out/seed-cytoae/seed0/cytoae/model_card.json --decoder out/seed-cytoae/seed0/decoder.onnx --encoder out/seed-cytoae/seed0/encoder.onnx
+    """
+}
+
+process export_seed1 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-export --model-card out/seed-cytoae/seed1/cytoae/model_card.json --decoder out/seed-cytoae/seed1/decoder.onnx --encoder out/seed-cytoae/seed1/encoder.onnx
+    """
+}
+
+process export_seed2 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-export --model-card out/seed-cytoae/seed2/cytoae/model_card.json --decoder out/seed-cytoae/seed2/decoder.onnx --encoder out/seed-cytoae/seed2/encoder.onnx
+    """
+}
+
+process embed_seed0 {
     input:
     val shard
 
@@ -59,11 +115,39 @@ process embed {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-embed --cells out/seed-cytoae/cells.shard${shard}.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard${shard}.parquet --no-progress
+    "${params.bin_dir}"/pf-embed --cells out/seed-cytoae/cells.shard${shard}.parquet --encoder out/seed-cytoae/seed0/encoder.onnx --output out/seed-cytoae/seed0/embeddings.shard${shard}.parquet --no-progress
     """
 }
 
-process aggregate {
+process embed_seed1 {
+    input:
+    val shard
+
+    output:
+    val shard
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-embed --cells out/seed-cytoae/cells.shard${shard}.parquet --encoder out/seed-cytoae/seed1/encoder.onnx --output out/seed-cytoae/seed1/embeddings.shard${shard}.parquet --no-progress
+    """
+}
+
+process embed_seed2 {
+    input:
+    val shard
+
+    output:
+    val shard
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-embed --cells out/seed-cytoae/cells.shard${shard}.parquet --encoder out/seed-cytoae/seed2/encoder.onnx --output out/seed-cytoae/seed2/embeddings.shard${shard}.parquet --no-progress
+    """
+}
+
+process aggregate_seed0 {
     input:
     val ready
 
@@ -73,11 +157,11 @@ process aggregate {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-aggregate --input out/seed-cytoae/embeddings.shard0.parquet --input out/seed-cytoae/embeddings.shard1.parquet --input out/seed-cytoae/embeddings.shard2.parquet --input out/seed-cytoae/embeddings.shard3.parquet --treatments out/seed-cytoae/treatments.parquet --wells out/seed-cytoae/wells.parquet
+    "${params.bin_dir}"/pf-aggregate --input out/seed-cytoae/seed0/embeddings.shard0.parquet --input out/seed-cytoae/seed0/embeddings.shard1.parquet --input out/seed-cytoae/seed0/embeddings.shard2.parquet --input out/seed-cytoae/seed0/embeddings.shard3.parquet --treatments out/seed-cytoae/seed0/treatments.parquet --wells out/seed-cytoae/seed0/wells.parquet
     """
 }
 
-process classify {
+process aggregate_seed1 {
     input:
     val ready
 
@@ -87,11 +171,11 @@ process classify {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/metrics.parquet --predictions out/seed-cytoae/predictions.parquet
+    "${params.bin_dir}"/pf-aggregate --input out/seed-cytoae/seed1/embeddings.shard0.parquet --input out/seed-cytoae/seed1/embeddings.shard1.parquet --input out/seed-cytoae/seed1/embeddings.shard2.parquet --input out/seed-cytoae/seed1/embeddings.shard3.parquet --treatments out/seed-cytoae/seed1/treatments.parquet --wells out/seed-cytoae/seed1/wells.parquet
     """
 }
 
-process classify_seed {
+process aggregate_seed2 {
     input:
     val ready
 
@@ -101,16 +185,187 @@ process classify_seed {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/seed-metrics.parquet --predictions out/seed-cytoae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+    "${params.bin_dir}"/pf-aggregate --input out/seed-cytoae/seed2/embeddings.shard0.parquet --input out/seed-cytoae/seed2/embeddings.shard1.parquet --input out/seed-cytoae/seed2/embeddings.shard2.parquet --input out/seed-cytoae/seed2/embeddings.shard3.parquet --treatments out/seed-cytoae/seed2/treatments.parquet --wells out/seed-cytoae/seed2/wells.parquet
+    """
+}
+
+process classify_seed0 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/seed0/treatments.parquet --metrics out/seed-cytoae/seed0/metrics.parquet --predictions out/seed-cytoae/seed0/predictions.parquet
+    """
+}
+
+process classify_seed1 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/seed1/treatments.parquet --metrics out/seed-cytoae/seed1/metrics.parquet --predictions out/seed-cytoae/seed1/predictions.parquet
+    """
+}
+
+process classify_seed2 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/seed2/treatments.parquet --metrics out/seed-cytoae/seed2/metrics.parquet --predictions out/seed-cytoae/seed2/predictions.parquet
+    """
+}
+
+process classify_compat_seed0 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/seed0/treatments.parquet --metrics out/seed-cytoae/seed0/seed-metrics.parquet --predictions out/seed-cytoae/seed0/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+    """
+}
+
+process classify_compat_seed1 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/seed1/treatments.parquet --metrics out/seed-cytoae/seed1/seed-metrics.parquet --predictions out/seed-cytoae/seed1/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+    """
+}
+
+process classify_compat_seed2 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify --treatments out/seed-cytoae/seed2/treatments.parquet --metrics out/seed-cytoae/seed2/seed-metrics.parquet --predictions out/seed-cytoae/seed2/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+    """
+}
+
+process summary {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify summarize --metrics out/seed-cytoae/seed0/metrics.parquet --metrics out/seed-cytoae/seed1/metrics.parquet --metrics out/seed-cytoae/seed2/metrics.parquet --output out/seed-cytoae/summary.parquet
+    """
+}
+
+process summary_compat {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-classify summarize --metrics out/seed-cytoae/seed0/seed-metrics.parquet --metrics out/seed-cytoae/seed1/seed-metrics.parquet --metrics out/seed-cytoae/seed2/seed-metrics.parquet --output out/seed-cytoae/summary-seed-protocol.parquet
+    """
+}
+
+process report_seed0 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-report --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --decoder out/seed-cytoae/seed0/decoder.onnx --embeddings out/seed-cytoae/seed0/embeddings.shard0.parquet --embeddings out/seed-cytoae/seed0/embeddings.shard1.parquet --embeddings out/seed-cytoae/seed0/embeddings.shard2.parquet --embeddings out/seed-cytoae/seed0/embeddings.shard3.parquet --metrics out/seed-cytoae/seed0/metrics.parquet --metrics-summary out/seed-cytoae/summary.parquet --model-card out/seed-cytoae/seed0/cytoae/model_card.json --pipeline pipelines/seed-cytoae.toml --predictions out/seed-cytoae/seed0/predictions.parquet --treatments out/seed-cytoae/seed0/treatments.parquet --output out/seed-cytoae/seed0/report
+    """
+}
+
+process report_seed1 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-report --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --decoder out/seed-cytoae/seed1/decoder.onnx --embeddings out/seed-cytoae/seed1/embeddings.shard0.parquet --embeddings out/seed-cytoae/seed1/embeddings.shard1.parquet --embeddings out/seed-cytoae/seed1/embeddings.shard2.parquet --embeddings out/seed-cytoae/seed1/embeddings.shard3.parquet --metrics out/seed-cytoae/seed1/metrics.parquet --metrics-summary out/seed-cytoae/summary.parquet --model-card out/seed-cytoae/seed1/cytoae/model_card.json --pipeline pipelines/seed-cytoae.toml --predictions out/seed-cytoae/seed1/predictions.parquet --treatments out/seed-cytoae/seed1/treatments.parquet --output out/seed-cytoae/seed1/report
+    """
+}
+
+process report_seed2 {
+    input:
+    val ready
+
+    output:
+    val true
+
+    script:
+    """
+    cd "${params.root}"
+    "${params.bin_dir}"/pf-report --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --decoder out/seed-cytoae/seed2/decoder.onnx --embeddings out/seed-cytoae/seed2/embeddings.shard0.parquet --embeddings out/seed-cytoae/seed2/embeddings.shard1.parquet --embeddings out/seed-cytoae/seed2/embeddings.shard2.parquet --embeddings out/seed-cytoae/seed2/embeddings.shard3.parquet --metrics out/seed-cytoae/seed2/metrics.parquet --metrics-summary out/seed-cytoae/summary.parquet --model-card out/seed-cytoae/seed2/cytoae/model_card.json --pipeline pipelines/seed-cytoae.toml --predictions out/seed-cytoae/seed2/predictions.parquet --treatments out/seed-cytoae/seed2/treatments.parquet --output out/seed-cytoae/seed2/report
     """
 }
 
 workflow {
     preprocess_done = preprocess(Channel.of(0..3))
-    train_done = train(Channel.of(true).concat(preprocess_done).collect().map { true })
-    export_done = export(Channel.of(true).concat(train_done).collect().map { true })
-    embed_done = embed(preprocess_done.combine(Channel.of(true).concat(export_done).collect().map { true }).map { it[0] })
-    aggregate_done = aggregate(Channel.of(true).concat(embed_done).collect().map { true })
-    classify_done = classify(Channel.of(true).concat(aggregate_done).collect().map { true })
-    classify_seed_done = classify_seed(Channel.of(true).concat(aggregate_done).collect().map { true })
+    train_seed0_done = train_seed0(Channel.of(true).concat(preprocess_done).collect().map { true })
+    train_seed1_done = train_seed1(Channel.of(true).concat(preprocess_done).collect().map { true })
+    train_seed2_done = train_seed2(Channel.of(true).concat(preprocess_done).collect().map { true })
+    export_seed0_done = export_seed0(Channel.of(true).concat(train_seed0_done).collect().map { true })
+    export_seed1_done = export_seed1(Channel.of(true).concat(train_seed1_done).collect().map { true })
+    export_seed2_done = export_seed2(Channel.of(true).concat(train_seed2_done).collect().map { true })
+    embed_seed0_done = embed_seed0(preprocess_done.combine(Channel.of(true).concat(export_seed0_done).collect().map { true }).map { it[0] })
+    embed_seed1_done = embed_seed1(preprocess_done.combine(Channel.of(true).concat(export_seed1_done).collect().map { true }).map { it[0] })
+    embed_seed2_done = embed_seed2(preprocess_done.combine(Channel.of(true).concat(export_seed2_done).collect().map { true }).map { it[0] })
+    aggregate_seed0_done = aggregate_seed0(Channel.of(true).concat(embed_seed0_done).collect().map { true })
+    aggregate_seed1_done = aggregate_seed1(Channel.of(true).concat(embed_seed1_done).collect().map { true })
+    aggregate_seed2_done = aggregate_seed2(Channel.of(true).concat(embed_seed2_done).collect().map { true })
+    classify_seed0_done = classify_seed0(Channel.of(true).concat(aggregate_seed0_done).collect().map { true })
+    classify_seed1_done = classify_seed1(Channel.of(true).concat(aggregate_seed1_done).collect().map { true })
+    classify_seed2_done = classify_seed2(Channel.of(true).concat(aggregate_seed2_done).collect().map { true })
+    classify_compat_seed0_done = classify_compat_seed0(Channel.of(true).concat(aggregate_seed0_done).collect().map { true })
+    classify_compat_seed1_done = classify_compat_seed1(Channel.of(true).concat(aggregate_seed1_done).collect().map { true })
+    classify_compat_seed2_done = classify_compat_seed2(Channel.of(true).concat(aggregate_seed2_done).collect().map { true })
+    summary_done = summary(Channel.of(true).concat(classify_seed0_done, classify_seed1_done, classify_seed2_done).collect().map { true })
+    summary_compat_done = summary_compat(Channel.of(true).concat(classify_compat_seed0_done, classify_compat_seed1_done, classify_compat_seed2_done).collect().map { true })
+    report_seed0_done = report_seed0(Channel.of(true).concat(aggregate_seed0_done, classify_seed0_done, embed_seed0_done, export_seed0_done, preprocess_done, summary_done, train_seed0_done).collect().map { true })
+    report_seed1_done = report_seed1(Channel.of(true).concat(aggregate_seed1_done, classify_seed1_done, embed_seed1_done, export_seed1_done, preprocess_done, summary_done, train_seed1_done).collect().map { true })
+    report_seed2_done = report_seed2(Channel.of(true).concat(aggregate_seed2_done, classify_seed2_done, embed_seed2_done, export_seed2_done, preprocess_done, summary_done, train_seed2_done).collect().map { true })
 }

@@ -3,7 +3,7 @@
 PF_BIN ?= target/release
 
 .PHONY: pipeline-seed-cytoae
-pipeline-seed-cytoae: out/seed-cytoae/metrics.parquet out/seed-cytoae/predictions.parquet out/seed-cytoae/seed-metrics.parquet out/seed-cytoae/seed-predictions.parquet
+pipeline-seed-cytoae: out/seed-cytoae/summary-seed-protocol.parquet out/seed-cytoae/seed0/report out/seed-cytoae/seed1/report out/seed-cytoae/seed2/report
 
 # step preprocess[0]
 out/seed-cytoae/cells.shard0.parquet &: data/bbbc021-singlecell
@@ -25,52 +25,175 @@ out/seed-cytoae/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytoae
 	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytoae/cells.shard3.parquet --no-progress --shard 3/4
 
-# step train
-out/seed-cytoae/cytoae &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet
-	@mkdir -p out/seed-cytoae
-	"$(PF_BIN)"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+# step train-seed0
+out/seed-cytoae/seed0/cytoae &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/seed0/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
-# step export
-out/seed-cytoae/decoder.onnx out/seed-cytoae/encoder.onnx &: out/seed-cytoae/cytoae
-	@mkdir -p out/seed-cytoae
-	@mkdir -p out/seed-cytoae
-	"$(PF_BIN)"/pf-export --model-card out/seed-cytoae/cytoae/model_card.json --decoder out/seed-cytoae/decoder.onnx --encoder out/seed-cytoae/encoder.onnx
+# step train-seed1
+out/seed-cytoae/seed1/cytoae &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/seed1/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 1 --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[0]
-out/seed-cytoae/embeddings.shard0.parquet &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/encoder.onnx
-	@mkdir -p out/seed-cytoae
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard0.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard0.parquet --no-progress
+# step train-seed2
+out/seed-cytoae/seed2/cytoae &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --out out/seed-cytoae/seed2/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 2 --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[1]
-out/seed-cytoae/embeddings.shard1.parquet &: out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/encoder.onnx
-	@mkdir -p out/seed-cytoae
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard1.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard1.parquet --no-progress
+# step export-seed0
+out/seed-cytoae/seed0/decoder.onnx out/seed-cytoae/seed0/encoder.onnx &: out/seed-cytoae/seed0/cytoae
+	@mkdir -p out/seed-cytoae/seed0
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytoae/seed0/cytoae/model_card.json --decoder out/seed-cytoae/seed0/decoder.onnx --encoder out/seed-cytoae/seed0/encoder.onnx
 
-# step embed[2]
-out/seed-cytoae/embeddings.shard2.parquet &: out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/encoder.onnx
-	@mkdir -p out/seed-cytoae
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard2.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard2.parquet --no-progress
+# step export-seed1
+out/seed-cytoae/seed1/decoder.onnx out/seed-cytoae/seed1/encoder.onnx &: out/seed-cytoae/seed1/cytoae
+	@mkdir -p out/seed-cytoae/seed1
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytoae/seed1/cytoae/model_card.json --decoder out/seed-cytoae/seed1/decoder.onnx --encoder out/seed-cytoae/seed1/encoder.onnx
 
-# step embed[3]
-out/seed-cytoae/embeddings.shard3.parquet &: out/seed-cytoae/cells.shard3.parquet out/seed-cytoae/encoder.onnx
-	@mkdir -p out/seed-cytoae
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard3.parquet --encoder out/seed-cytoae/encoder.onnx --output out/seed-cytoae/embeddings.shard3.parquet --no-progress
+# step export-seed2
+out/seed-cytoae/seed2/decoder.onnx out/seed-cytoae/seed2/encoder.onnx &: out/seed-cytoae/seed2/cytoae
+	@mkdir -p out/seed-cytoae/seed2
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytoae/seed2/cytoae/model_card.json --decoder out/seed-cytoae/seed2/decoder.onnx --encoder out/seed-cytoae/seed2/encoder.onnx
 
-# step aggregate
-out/seed-cytoae/treatments.parquet out/seed-cytoae/wells.parquet &: out/seed-cytoae/embeddings.shard0.parquet out/seed-cytoae/embeddings.shard1.parquet out/seed-cytoae/embeddings.shard2.parquet out/seed-cytoae/embeddings.shard3.parquet
-	@mkdir -p out/seed-cytoae
-	@mkdir -p out/seed-cytoae
-	"$(PF_BIN)"/pf-aggregate --input out/seed-cytoae/embeddings.shard0.parquet --input out/seed-cytoae/embeddings.shard1.parquet --input out/seed-cytoae/embeddings.shard2.parquet --input out/seed-cytoae/embeddings.shard3.parquet --treatments out/seed-cytoae/treatments.parquet --wells out/seed-cytoae/wells.parquet
+# step embed-seed0[0]
+out/seed-cytoae/seed0/embeddings.shard0.parquet &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/seed0/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard0.parquet --encoder out/seed-cytoae/seed0/encoder.onnx --output out/seed-cytoae/seed0/embeddings.shard0.parquet --no-progress
 
-# step classify
-out/seed-cytoae/metrics.parquet out/seed-cytoae/predictions.parquet &: out/seed-cytoae/treatments.parquet
-	@mkdir -p out/seed-cytoae
-	@mkdir -p out/seed-cytoae
-	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/metrics.parquet --predictions out/seed-cytoae/predictions.parquet
+# step embed-seed0[1]
+out/seed-cytoae/seed0/embeddings.shard1.parquet &: out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/seed0/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard1.parquet --encoder out/seed-cytoae/seed0/encoder.onnx --output out/seed-cytoae/seed0/embeddings.shard1.parquet --no-progress
 
-# step classify-seed
-out/seed-cytoae/seed-metrics.parquet out/seed-cytoae/seed-predictions.parquet &: out/seed-cytoae/treatments.parquet
+# step embed-seed0[2]
+out/seed-cytoae/seed0/embeddings.shard2.parquet &: out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/seed0/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard2.parquet --encoder out/seed-cytoae/seed0/encoder.onnx --output out/seed-cytoae/seed0/embeddings.shard2.parquet --no-progress
+
+# step embed-seed0[3]
+out/seed-cytoae/seed0/embeddings.shard3.parquet &: out/seed-cytoae/cells.shard3.parquet out/seed-cytoae/seed0/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard3.parquet --encoder out/seed-cytoae/seed0/encoder.onnx --output out/seed-cytoae/seed0/embeddings.shard3.parquet --no-progress
+
+# step embed-seed1[0]
+out/seed-cytoae/seed1/embeddings.shard0.parquet &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/seed1/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard0.parquet --encoder out/seed-cytoae/seed1/encoder.onnx --output out/seed-cytoae/seed1/embeddings.shard0.parquet --no-progress
+
+# step embed-seed1[1]
+out/seed-cytoae/seed1/embeddings.shard1.parquet &: out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/seed1/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard1.parquet --encoder out/seed-cytoae/seed1/encoder.onnx --output out/seed-cytoae/seed1/embeddings.shard1.parquet --no-progress
+
+# step embed-seed1[2]
+out/seed-cytoae/seed1/embeddings.shard2.parquet &: out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/seed1/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard2.parquet --encoder out/seed-cytoae/seed1/encoder.onnx --output out/seed-cytoae/seed1/embeddings.shard2.parquet --no-progress
+
+# step embed-seed1[3]
+out/seed-cytoae/seed1/embeddings.shard3.parquet &: out/seed-cytoae/cells.shard3.parquet out/seed-cytoae/seed1/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard3.parquet --encoder out/seed-cytoae/seed1/encoder.onnx --output out/seed-cytoae/seed1/embeddings.shard3.parquet --no-progress
+
+# step embed-seed2[0]
+out/seed-cytoae/seed2/embeddings.shard0.parquet &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/seed2/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard0.parquet --encoder out/seed-cytoae/seed2/encoder.onnx --output out/seed-cytoae/seed2/embeddings.shard0.parquet --no-progress
+
+# step embed-seed2[1]
+out/seed-cytoae/seed2/embeddings.shard1.parquet &: out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/seed2/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard1.parquet --encoder out/seed-cytoae/seed2/encoder.onnx --output out/seed-cytoae/seed2/embeddings.shard1.parquet --no-progress
+
+# step embed-seed2[2]
+out/seed-cytoae/seed2/embeddings.shard2.parquet &: out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/seed2/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard2.parquet --encoder out/seed-cytoae/seed2/encoder.onnx --output out/seed-cytoae/seed2/embeddings.shard2.parquet --no-progress
+
+# step embed-seed2[3]
+out/seed-cytoae/seed2/embeddings.shard3.parquet &: out/seed-cytoae/cells.shard3.parquet out/seed-cytoae/seed2/encoder.onnx
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytoae/cells.shard3.parquet --encoder out/seed-cytoae/seed2/encoder.onnx --output out/seed-cytoae/seed2/embeddings.shard3.parquet --no-progress
+
+# step aggregate-seed0
+out/seed-cytoae/seed0/treatments.parquet out/seed-cytoae/seed0/wells.parquet &: out/seed-cytoae/seed0/embeddings.shard0.parquet out/seed-cytoae/seed0/embeddings.shard1.parquet out/seed-cytoae/seed0/embeddings.shard2.parquet out/seed-cytoae/seed0/embeddings.shard3.parquet
+	@mkdir -p out/seed-cytoae/seed0
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytoae/seed0/embeddings.shard0.parquet --input out/seed-cytoae/seed0/embeddings.shard1.parquet --input out/seed-cytoae/seed0/embeddings.shard2.parquet --input out/seed-cytoae/seed0/embeddings.shard3.parquet --treatments out/seed-cytoae/seed0/treatments.parquet --wells out/seed-cytoae/seed0/wells.parquet
+
+# step aggregate-seed1
+out/seed-cytoae/seed1/treatments.parquet out/seed-cytoae/seed1/wells.parquet &: out/seed-cytoae/seed1/embeddings.shard0.parquet out/seed-cytoae/seed1/embeddings.shard1.parquet out/seed-cytoae/seed1/embeddings.shard2.parquet out/seed-cytoae/seed1/embeddings.shard3.parquet
+	@mkdir -p out/seed-cytoae/seed1
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytoae/seed1/embeddings.shard0.parquet --input out/seed-cytoae/seed1/embeddings.shard1.parquet --input out/seed-cytoae/seed1/embeddings.shard2.parquet --input out/seed-cytoae/seed1/embeddings.shard3.parquet --treatments out/seed-cytoae/seed1/treatments.parquet --wells out/seed-cytoae/seed1/wells.parquet
+
+# step aggregate-seed2
+out/seed-cytoae/seed2/treatments.parquet out/seed-cytoae/seed2/wells.parquet &: out/seed-cytoae/seed2/embeddings.shard0.parquet out/seed-cytoae/seed2/embeddings.shard1.parquet out/seed-cytoae/seed2/embeddings.shard2.parquet out/seed-cytoae/seed2/embeddings.shard3.parquet
+	@mkdir -p out/seed-cytoae/seed2
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytoae/seed2/embeddings.shard0.parquet --input out/seed-cytoae/seed2/embeddings.shard1.parquet --input out/seed-cytoae/seed2/embeddings.shard2.parquet --input out/seed-cytoae/seed2/embeddings.shard3.parquet --treatments out/seed-cytoae/seed2/treatments.parquet --wells out/seed-cytoae/seed2/wells.parquet
+
+# step classify-seed0
+out/seed-cytoae/seed0/metrics.parquet out/seed-cytoae/seed0/predictions.parquet &: out/seed-cytoae/seed0/treatments.parquet
+	@mkdir -p out/seed-cytoae/seed0
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/seed0/treatments.parquet --metrics out/seed-cytoae/seed0/metrics.parquet --predictions out/seed-cytoae/seed0/predictions.parquet
+
+# step classify-seed1
+out/seed-cytoae/seed1/metrics.parquet out/seed-cytoae/seed1/predictions.parquet &: out/seed-cytoae/seed1/treatments.parquet
+	@mkdir -p out/seed-cytoae/seed1
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/seed1/treatments.parquet --metrics out/seed-cytoae/seed1/metrics.parquet --predictions out/seed-cytoae/seed1/predictions.parquet
+
+# step classify-seed2
+out/seed-cytoae/seed2/metrics.parquet out/seed-cytoae/seed2/predictions.parquet &: out/seed-cytoae/seed2/treatments.parquet
+	@mkdir -p out/seed-cytoae/seed2
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/seed2/treatments.parquet --metrics out/seed-cytoae/seed2/metrics.parquet --predictions out/seed-cytoae/seed2/predictions.parquet
+
+# step classify-compat-seed0
+out/seed-cytoae/seed0/seed-metrics.parquet out/seed-cytoae/seed0/seed-predictions.parquet &: out/seed-cytoae/seed0/treatments.parquet
+	@mkdir -p out/seed-cytoae/seed0
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/seed0/treatments.parquet --metrics out/seed-cytoae/seed0/seed-metrics.parquet --predictions out/seed-cytoae/seed0/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed1
+out/seed-cytoae/seed1/seed-metrics.parquet out/seed-cytoae/seed1/seed-predictions.parquet &: out/seed-cytoae/seed1/treatments.parquet
+	@mkdir -p out/seed-cytoae/seed1
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/seed1/treatments.parquet --metrics out/seed-cytoae/seed1/seed-metrics.parquet --predictions out/seed-cytoae/seed1/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed2
+out/seed-cytoae/seed2/seed-metrics.parquet out/seed-cytoae/seed2/seed-predictions.parquet &: out/seed-cytoae/seed2/treatments.parquet
+	@mkdir -p out/seed-cytoae/seed2
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/seed2/treatments.parquet --metrics out/seed-cytoae/seed2/seed-metrics.parquet --predictions out/seed-cytoae/seed2/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step summary
+out/seed-cytoae/summary.parquet &: out/seed-cytoae/seed0/metrics.parquet out/seed-cytoae/seed1/metrics.parquet out/seed-cytoae/seed2/metrics.parquet
 	@mkdir -p out/seed-cytoae
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-cytoae/seed0/metrics.parquet --metrics out/seed-cytoae/seed1/metrics.parquet --metrics out/seed-cytoae/seed2/metrics.parquet --output out/seed-cytoae/summary.parquet
+
+# step summary-compat
+out/seed-cytoae/summary-seed-protocol.parquet &: out/seed-cytoae/seed0/seed-metrics.parquet out/seed-cytoae/seed1/seed-metrics.parquet out/seed-cytoae/seed2/seed-metrics.parquet
 	@mkdir -p out/seed-cytoae
-	"$(PF_BIN)"/pf-classify --treatments out/seed-cytoae/treatments.parquet --metrics out/seed-cytoae/seed-metrics.parquet --predictions out/seed-cytoae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-cytoae/seed0/seed-metrics.parquet --metrics out/seed-cytoae/seed1/seed-metrics.parquet --metrics out/seed-cytoae/seed2/seed-metrics.parquet --output out/seed-cytoae/summary-seed-protocol.parquet
+
+# step report-seed0
+out/seed-cytoae/seed0/report &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet out/seed-cytoae/seed0/decoder.onnx out/seed-cytoae/seed0/embeddings.shard0.parquet out/seed-cytoae/seed0/embeddings.shard1.parquet out/seed-cytoae/seed0/embeddings.shard2.parquet out/seed-cytoae/seed0/embeddings.shard3.parquet out/seed-cytoae/seed0/metrics.parquet out/seed-cytoae/summary.parquet out/seed-cytoae/seed0/cytoae pipelines/seed-cytoae.toml out/seed-cytoae/seed0/predictions.parquet out/seed-cytoae/seed0/treatments.parquet
+	@mkdir -p out/seed-cytoae/seed0
+	"$(PF_BIN)"/pf-report --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --decoder out/seed-cytoae/seed0/decoder.onnx --embeddings out/seed-cytoae/seed0/embeddings.shard0.parquet --embeddings out/seed-cytoae/seed0/embeddings.shard1.parquet --embeddings out/seed-cytoae/seed0/embeddings.shard2.parquet --embeddings out/seed-cytoae/seed0/embeddings.shard3.parquet --metrics out/seed-cytoae/seed0/metrics.parquet --metrics-summary out/seed-cytoae/summary.parquet --model-card out/seed-cytoae/seed0/cytoae/model_card.json --pipeline pipelines/seed-cytoae.toml --predictions out/seed-cytoae/seed0/predictions.parquet --treatments out/seed-cytoae/seed0/treatments.parquet --output out/seed-cytoae/seed0/report
+
+# step report-seed1
+out/seed-cytoae/seed1/report &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet out/seed-cytoae/seed1/decoder.onnx out/seed-cytoae/seed1/embeddings.shard0.parquet out/seed-cytoae/seed1/embeddings.shard1.parquet out/seed-cytoae/seed1/embeddings.shard2.parquet out/seed-cytoae/seed1/embeddings.shard3.parquet out/seed-cytoae/seed1/metrics.parquet out/seed-cytoae/summary.parquet out/seed-cytoae/seed1/cytoae pipelines/seed-cytoae.toml out/seed-cytoae/seed1/predictions.parquet out/seed-cytoae/seed1/treatments.parquet
+	@mkdir -p out/seed-cytoae/seed1
+	"$(PF_BIN)"/pf-report --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --decoder out/seed-cytoae/seed1/decoder.onnx --embeddings out/seed-cytoae/seed1/embeddings.shard0.parquet --embeddings out/seed-cytoae/seed1/embeddings.shard1.parquet --embeddings out/seed-cytoae/seed1/embeddings.shard2.parquet --embeddings out/seed-cytoae/seed1/embeddings.shard3.parquet --metrics out/seed-cytoae/seed1/metrics.parquet --metrics-summary out/seed-cytoae/summary.parquet --model-card out/seed-cytoae/seed1/cytoae/model_card.json --pipeline pipelines/seed-cytoae.toml --predictions out/seed-cytoae/seed1/predictions.parquet --treatments out/seed-cytoae/seed1/treatments.parquet --output out/seed-cytoae/seed1/report
+
+# step report-seed2
+out/seed-cytoae/seed2/report &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet out/seed-cytoae/seed2/decoder.onnx out/seed-cytoae/seed2/embeddings.shard0.parquet out/seed-cytoae/seed2/embeddings.shard1.parquet out/seed-cytoae/seed2/embeddings.shard2.parquet out/seed-cytoae/seed2/embeddings.shard3.parquet out/seed-cytoae/seed2/metrics.parquet out/seed-cytoae/summary.parquet out/seed-cytoae/seed2/cytoae pipelines/seed-cytoae.toml out/seed-cytoae/seed2/predictions.parquet out/seed-cytoae/seed2/treatments.parquet
+	@mkdir -p out/seed-cytoae/seed2
+	"$(PF_BIN)"/pf-report --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --decoder out/seed-cytoae/seed2/decoder.onnx --embeddings out/seed-cytoae/seed2/embeddings.shard0.parquet --embeddings out/seed-cytoae/seed2/embeddings.shard1.parquet --embeddings out/seed-cytoae/seed2/embeddings.shard2.parquet --embeddings out/seed-cytoae/seed2/embeddings.shard3.parquet --metrics out/seed-cytoae/seed2/metrics.parquet --metrics-summary out/seed-cytoae/summary.parquet --model-card out/seed-cytoae/seed2/cytoae/model_card.json --pipeline pipelines/seed-cytoae.toml --predictions out/seed-cytoae/seed2/predictions.parquet --treatments out/seed-cytoae/seed2/treatments.parquet --output out/seed-cytoae/seed2/report
 

@@ -3,7 +3,7 @@
 PF_BIN ?= target/release
 
 .PHONY: pipeline-seed-cytovae
-pipeline-seed-cytovae: out/seed-cytovae/metrics.parquet out/seed-cytovae/predictions.parquet out/seed-cytovae/seed-metrics.parquet out/seed-cytovae/seed-predictions.parquet
+pipeline-seed-cytovae: out/seed-cytovae/summary-seed-protocol.parquet out/seed-cytovae/seed0/report out/seed-cytovae/seed1/report out/seed-cytovae/seed2/report
 
 # step preprocess[0]
 out/seed-cytovae/cells.shard0.parquet &: data/bbbc021-singlecell
@@ -25,52 +25,175 @@ out/seed-cytovae/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovae
 	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovae/cells.shard3.parquet --no-progress --shard 3/4
 
-# step train
-out/seed-cytovae/cytovae &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet
-	@mkdir -p out/seed-cytovae
-	"$(PF_BIN)"/pf-train --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --out out/seed-cytovae/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+# step train-seed0
+out/seed-cytovae/seed0/cytovae &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-train --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --out out/seed-cytovae/seed0/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
-# step export
-out/seed-cytovae/decoder.onnx out/seed-cytovae/encoder.onnx &: out/seed-cytovae/cytovae
-	@mkdir -p out/seed-cytovae
-	@mkdir -p out/seed-cytovae
-	"$(PF_BIN)"/pf-export --model-card out/seed-cytovae/cytovae/model_card.json --decoder out/seed-cytovae/decoder.onnx --encoder out/seed-cytovae/encoder.onnx
+# step train-seed1
+out/seed-cytovae/seed1/cytovae &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-train --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --out out/seed-cytovae/seed1/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 1 --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[0]
-out/seed-cytovae/embeddings.shard0.parquet &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/encoder.onnx
-	@mkdir -p out/seed-cytovae
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard0.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard0.parquet --no-progress
+# step train-seed2
+out/seed-cytovae/seed2/cytovae &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-train --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --out out/seed-cytovae/seed2/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 2 --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[1]
-out/seed-cytovae/embeddings.shard1.parquet &: out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/encoder.onnx
-	@mkdir -p out/seed-cytovae
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard1.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard1.parquet --no-progress
+# step export-seed0
+out/seed-cytovae/seed0/decoder.onnx out/seed-cytovae/seed0/encoder.onnx &: out/seed-cytovae/seed0/cytovae
+	@mkdir -p out/seed-cytovae/seed0
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytovae/seed0/cytovae/model_card.json --decoder out/seed-cytovae/seed0/decoder.onnx --encoder out/seed-cytovae/seed0/encoder.onnx
 
-# step embed[2]
-out/seed-cytovae/embeddings.shard2.parquet &: out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/encoder.onnx
-	@mkdir -p out/seed-cytovae
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard2.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard2.parquet --no-progress
+# step export-seed1
+out/seed-cytovae/seed1/decoder.onnx out/seed-cytovae/seed1/encoder.onnx &: out/seed-cytovae/seed1/cytovae
+	@mkdir -p out/seed-cytovae/seed1
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytovae/seed1/cytovae/model_card.json --decoder out/seed-cytovae/seed1/decoder.onnx --encoder out/seed-cytovae/seed1/encoder.onnx
 
-# step embed[3]
-out/seed-cytovae/embeddings.shard3.parquet &: out/seed-cytovae/cells.shard3.parquet out/seed-cytovae/encoder.onnx
-	@mkdir -p out/seed-cytovae
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard3.parquet --encoder out/seed-cytovae/encoder.onnx --output out/seed-cytovae/embeddings.shard3.parquet --no-progress
+# step export-seed2
+out/seed-cytovae/seed2/decoder.onnx out/seed-cytovae/seed2/encoder.onnx &: out/seed-cytovae/seed2/cytovae
+	@mkdir -p out/seed-cytovae/seed2
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytovae/seed2/cytovae/model_card.json --decoder out/seed-cytovae/seed2/decoder.onnx --encoder out/seed-cytovae/seed2/encoder.onnx
 
-# step aggregate
-out/seed-cytovae/treatments.parquet out/seed-cytovae/wells.parquet &: out/seed-cytovae/embeddings.shard0.parquet out/seed-cytovae/embeddings.shard1.parquet out/seed-cytovae/embeddings.shard2.parquet out/seed-cytovae/embeddings.shard3.parquet
-	@mkdir -p out/seed-cytovae
-	@mkdir -p out/seed-cytovae
-	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovae/embeddings.shard0.parquet --input out/seed-cytovae/embeddings.shard1.parquet --input out/seed-cytovae/embeddings.shard2.parquet --input out/seed-cytovae/embeddings.shard3.parquet --treatments out/seed-cytovae/treatments.parquet --wells out/seed-cytovae/wells.parquet
+# step embed-seed0[0]
+out/seed-cytovae/seed0/embeddings.shard0.parquet &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/seed0/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard0.parquet --encoder out/seed-cytovae/seed0/encoder.onnx --output out/seed-cytovae/seed0/embeddings.shard0.parquet --no-progress
 
-# step classify
-out/seed-cytovae/metrics.parquet out/seed-cytovae/predictions.parquet &: out/seed-cytovae/treatments.parquet
-	@mkdir -p out/seed-cytovae
-	@mkdir -p out/seed-cytovae
-	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/treatments.parquet --metrics out/seed-cytovae/metrics.parquet --predictions out/seed-cytovae/predictions.parquet
+# step embed-seed0[1]
+out/seed-cytovae/seed0/embeddings.shard1.parquet &: out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/seed0/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard1.parquet --encoder out/seed-cytovae/seed0/encoder.onnx --output out/seed-cytovae/seed0/embeddings.shard1.parquet --no-progress
 
-# step classify-seed
-out/seed-cytovae/seed-metrics.parquet out/seed-cytovae/seed-predictions.parquet &: out/seed-cytovae/treatments.parquet
+# step embed-seed0[2]
+out/seed-cytovae/seed0/embeddings.shard2.parquet &: out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/seed0/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard2.parquet --encoder out/seed-cytovae/seed0/encoder.onnx --output out/seed-cytovae/seed0/embeddings.shard2.parquet --no-progress
+
+# step embed-seed0[3]
+out/seed-cytovae/seed0/embeddings.shard3.parquet &: out/seed-cytovae/cells.shard3.parquet out/seed-cytovae/seed0/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard3.parquet --encoder out/seed-cytovae/seed0/encoder.onnx --output out/seed-cytovae/seed0/embeddings.shard3.parquet --no-progress
+
+# step embed-seed1[0]
+out/seed-cytovae/seed1/embeddings.shard0.parquet &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/seed1/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard0.parquet --encoder out/seed-cytovae/seed1/encoder.onnx --output out/seed-cytovae/seed1/embeddings.shard0.parquet --no-progress
+
+# step embed-seed1[1]
+out/seed-cytovae/seed1/embeddings.shard1.parquet &: out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/seed1/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard1.parquet --encoder out/seed-cytovae/seed1/encoder.onnx --output out/seed-cytovae/seed1/embeddings.shard1.parquet --no-progress
+
+# step embed-seed1[2]
+out/seed-cytovae/seed1/embeddings.shard2.parquet &: out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/seed1/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard2.parquet --encoder out/seed-cytovae/seed1/encoder.onnx --output out/seed-cytovae/seed1/embeddings.shard2.parquet --no-progress
+
+# step embed-seed1[3]
+out/seed-cytovae/seed1/embeddings.shard3.parquet &: out/seed-cytovae/cells.shard3.parquet out/seed-cytovae/seed1/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard3.parquet --encoder out/seed-cytovae/seed1/encoder.onnx --output out/seed-cytovae/seed1/embeddings.shard3.parquet --no-progress
+
+# step embed-seed2[0]
+out/seed-cytovae/seed2/embeddings.shard0.parquet &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/seed2/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard0.parquet --encoder out/seed-cytovae/seed2/encoder.onnx --output out/seed-cytovae/seed2/embeddings.shard0.parquet --no-progress
+
+# step embed-seed2[1]
+out/seed-cytovae/seed2/embeddings.shard1.parquet &: out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/seed2/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard1.parquet --encoder out/seed-cytovae/seed2/encoder.onnx --output out/seed-cytovae/seed2/embeddings.shard1.parquet --no-progress
+
+# step embed-seed2[2]
+out/seed-cytovae/seed2/embeddings.shard2.parquet &: out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/seed2/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard2.parquet --encoder out/seed-cytovae/seed2/encoder.onnx --output out/seed-cytovae/seed2/embeddings.shard2.parquet --no-progress
+
+# step embed-seed2[3]
+out/seed-cytovae/seed2/embeddings.shard3.parquet &: out/seed-cytovae/cells.shard3.parquet out/seed-cytovae/seed2/encoder.onnx
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovae/cells.shard3.parquet --encoder out/seed-cytovae/seed2/encoder.onnx --output out/seed-cytovae/seed2/embeddings.shard3.parquet --no-progress
+
+# step aggregate-seed0
+out/seed-cytovae/seed0/treatments.parquet out/seed-cytovae/seed0/wells.parquet &: out/seed-cytovae/seed0/embeddings.shard0.parquet out/seed-cytovae/seed0/embeddings.shard1.parquet out/seed-cytovae/seed0/embeddings.shard2.parquet out/seed-cytovae/seed0/embeddings.shard3.parquet
+	@mkdir -p out/seed-cytovae/seed0
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovae/seed0/embeddings.shard0.parquet --input out/seed-cytovae/seed0/embeddings.shard1.parquet --input out/seed-cytovae/seed0/embeddings.shard2.parquet --input out/seed-cytovae/seed0/embeddings.shard3.parquet --treatments out/seed-cytovae/seed0/treatments.parquet --wells out/seed-cytovae/seed0/wells.parquet
+
+# step aggregate-seed1
+out/seed-cytovae/seed1/treatments.parquet out/seed-cytovae/seed1/wells.parquet &: out/seed-cytovae/seed1/embeddings.shard0.parquet out/seed-cytovae/seed1/embeddings.shard1.parquet out/seed-cytovae/seed1/embeddings.shard2.parquet out/seed-cytovae/seed1/embeddings.shard3.parquet
+	@mkdir -p out/seed-cytovae/seed1
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovae/seed1/embeddings.shard0.parquet --input out/seed-cytovae/seed1/embeddings.shard1.parquet --input out/seed-cytovae/seed1/embeddings.shard2.parquet --input out/seed-cytovae/seed1/embeddings.shard3.parquet --treatments out/seed-cytovae/seed1/treatments.parquet --wells out/seed-cytovae/seed1/wells.parquet
+
+# step aggregate-seed2
+out/seed-cytovae/seed2/treatments.parquet out/seed-cytovae/seed2/wells.parquet &: out/seed-cytovae/seed2/embeddings.shard0.parquet out/seed-cytovae/seed2/embeddings.shard1.parquet out/seed-cytovae/seed2/embeddings.shard2.parquet out/seed-cytovae/seed2/embeddings.shard3.parquet
+	@mkdir -p out/seed-cytovae/seed2
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovae/seed2/embeddings.shard0.parquet --input out/seed-cytovae/seed2/embeddings.shard1.parquet --input out/seed-cytovae/seed2/embeddings.shard2.parquet --input out/seed-cytovae/seed2/embeddings.shard3.parquet --treatments out/seed-cytovae/seed2/treatments.parquet --wells out/seed-cytovae/seed2/wells.parquet
+
+# step classify-seed0
+out/seed-cytovae/seed0/metrics.parquet out/seed-cytovae/seed0/predictions.parquet &: out/seed-cytovae/seed0/treatments.parquet
+	@mkdir -p out/seed-cytovae/seed0
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/seed0/treatments.parquet --metrics out/seed-cytovae/seed0/metrics.parquet --predictions out/seed-cytovae/seed0/predictions.parquet
+
+# step classify-seed1
+out/seed-cytovae/seed1/metrics.parquet out/seed-cytovae/seed1/predictions.parquet &: out/seed-cytovae/seed1/treatments.parquet
+	@mkdir -p out/seed-cytovae/seed1
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/seed1/treatments.parquet --metrics out/seed-cytovae/seed1/metrics.parquet --predictions out/seed-cytovae/seed1/predictions.parquet
+
+# step classify-seed2
+out/seed-cytovae/seed2/metrics.parquet out/seed-cytovae/seed2/predictions.parquet &: out/seed-cytovae/seed2/treatments.parquet
+	@mkdir -p out/seed-cytovae/seed2
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/seed2/treatments.parquet --metrics out/seed-cytovae/seed2/metrics.parquet --predictions out/seed-cytovae/seed2/predictions.parquet
+
+# step classify-compat-seed0
+out/seed-cytovae/seed0/seed-metrics.parquet out/seed-cytovae/seed0/seed-predictions.parquet &: out/seed-cytovae/seed0/treatments.parquet
+	@mkdir -p out/seed-cytovae/seed0
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/seed0/treatments.parquet --metrics out/seed-cytovae/seed0/seed-metrics.parquet --predictions out/seed-cytovae/seed0/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed1
+out/seed-cytovae/seed1/seed-metrics.parquet out/seed-cytovae/seed1/seed-predictions.parquet &: out/seed-cytovae/seed1/treatments.parquet
+	@mkdir -p out/seed-cytovae/seed1
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/seed1/treatments.parquet --metrics out/seed-cytovae/seed1/seed-metrics.parquet --predictions out/seed-cytovae/seed1/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed2
+out/seed-cytovae/seed2/seed-metrics.parquet out/seed-cytovae/seed2/seed-predictions.parquet &: out/seed-cytovae/seed2/treatments.parquet
+	@mkdir -p out/seed-cytovae/seed2
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/seed2/treatments.parquet --metrics out/seed-cytovae/seed2/seed-metrics.parquet --predictions out/seed-cytovae/seed2/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step summary
+out/seed-cytovae/summary.parquet &: out/seed-cytovae/seed0/metrics.parquet out/seed-cytovae/seed1/metrics.parquet out/seed-cytovae/seed2/metrics.parquet
 	@mkdir -p out/seed-cytovae
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-cytovae/seed0/metrics.parquet --metrics out/seed-cytovae/seed1/metrics.parquet --metrics out/seed-cytovae/seed2/metrics.parquet --output out/seed-cytovae/summary.parquet
+
+# step summary-compat
+out/seed-cytovae/summary-seed-protocol.parquet &: out/seed-cytovae/seed0/seed-metrics.parquet out/seed-cytovae/seed1/seed-metrics.parquet out/seed-cytovae/seed2/seed-metrics.parquet
 	@mkdir -p out/seed-cytovae
-	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovae/treatments.parquet --metrics out/seed-cytovae/seed-metrics.parquet --predictions out/seed-cytovae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-cytovae/seed0/seed-metrics.parquet --metrics out/seed-cytovae/seed1/seed-metrics.parquet --metrics out/seed-cytovae/seed2/seed-metrics.parquet --output out/seed-cytovae/summary-seed-protocol.parquet
+
+# step report-seed0
+out/seed-cytovae/seed0/report &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet out/seed-cytovae/seed0/decoder.onnx out/seed-cytovae/seed0/embeddings.shard0.parquet out/seed-cytovae/seed0/embeddings.shard1.parquet out/seed-cytovae/seed0/embeddings.shard2.parquet out/seed-cytovae/seed0/embeddings.shard3.parquet out/seed-cytovae/seed0/metrics.parquet out/seed-cytovae/summary.parquet out/seed-cytovae/seed0/cytovae pipelines/seed-cytovae.toml out/seed-cytovae/seed0/predictions.parquet out/seed-cytovae/seed0/treatments.parquet
+	@mkdir -p out/seed-cytovae/seed0
+	"$(PF_BIN)"/pf-report --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --decoder out/seed-cytovae/seed0/decoder.onnx --embeddings out/seed-cytovae/seed0/embeddings.shard0.parquet --embeddings out/seed-cytovae/seed0/embeddings.shard1.parquet --embeddings out/seed-cytovae/seed0/embeddings.shard2.parquet --embeddings out/seed-cytovae/seed0/embeddings.shard3.parquet --metrics out/seed-cytovae/seed0/metrics.parquet --metrics-summary out/seed-cytovae/summary.parquet --model-card out/seed-cytovae/seed0/cytovae/model_card.json --pipeline pipelines/seed-cytovae.toml --predictions out/seed-cytovae/seed0/predictions.parquet --treatments out/seed-cytovae/seed0/treatments.parquet --output out/seed-cytovae/seed0/report
+
+# step report-seed1
+out/seed-cytovae/seed1/report &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet out/seed-cytovae/seed1/decoder.onnx out/seed-cytovae/seed1/embeddings.shard0.parquet out/seed-cytovae/seed1/embeddings.shard1.parquet out/seed-cytovae/seed1/embeddings.shard2.parquet out/seed-cytovae/seed1/embeddings.shard3.parquet out/seed-cytovae/seed1/metrics.parquet out/seed-cytovae/summary.parquet out/seed-cytovae/seed1/cytovae pipelines/seed-cytovae.toml out/seed-cytovae/seed1/predictions.parquet out/seed-cytovae/seed1/treatments.parquet
+	@mkdir -p out/seed-cytovae/seed1
+	"$(PF_BIN)"/pf-report --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --decoder out/seed-cytovae/seed1/decoder.onnx --embeddings out/seed-cytovae/seed1/embeddings.shard0.parquet --embeddings out/seed-cytovae/seed1/embeddings.shard1.parquet --embeddings out/seed-cytovae/seed1/embeddings.shard2.parquet --embeddings out/seed-cytovae/seed1/embeddings.shard3.parquet --metrics out/seed-cytovae/seed1/metrics.parquet --metrics-summary out/seed-cytovae/summary.parquet --model-card out/seed-cytovae/seed1/cytovae/model_card.json --pipeline pipelines/seed-cytovae.toml --predictions out/seed-cytovae/seed1/predictions.parquet --treatments out/seed-cytovae/seed1/treatments.parquet --output out/seed-cytovae/seed1/report
+
+# step report-seed2
+out/seed-cytovae/seed2/report &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet out/seed-cytovae/seed2/decoder.onnx out/seed-cytovae/seed2/embeddings.shard0.parquet out/seed-cytovae/seed2/embeddings.shard1.parquet out/seed-cytovae/seed2/embeddings.shard2.parquet out/seed-cytovae/seed2/embeddings.shard3.parquet out/seed-cytovae/seed2/metrics.parquet out/seed-cytovae/summary.parquet out/seed-cytovae/seed2/cytovae pipelines/seed-cytovae.toml out/seed-cytovae/seed2/predictions.parquet out/seed-cytovae/seed2/treatments.parquet
+	@mkdir -p out/seed-cytovae/seed2
+	"$(PF_BIN)"/pf-report --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --decoder out/seed-cytovae/seed2/decoder.onnx --embeddings out/seed-cytovae/seed2/embeddings.shard0.parquet --embeddings out/seed-cytovae/seed2/embeddings.shard1.parquet --embeddings out/seed-cytovae/seed2/embeddings.shard2.parquet --embeddings out/seed-cytovae/seed2/embeddings.shard3.parquet --metrics out/seed-cytovae/seed2/metrics.parquet --metrics-summary out/seed-cytovae/summary.parquet --model-card out/seed-cytovae/seed2/cytovae/model_card.json --pipeline pipelines/seed-cytovae.toml --predictions out/seed-cytovae/seed2/predictions.parquet --treatments out/seed-cytovae/seed2/treatments.parquet --output out/seed-cytovae/seed2/report
 

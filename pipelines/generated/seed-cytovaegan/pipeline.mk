@@ -3,7 +3,7 @@
 PF_BIN ?= target/release
 
 .PHONY: pipeline-seed-cytovaegan
-pipeline-seed-cytovaegan: out/seed-cytovaegan/metrics.parquet out/seed-cytovaegan/predictions.parquet out/seed-cytovaegan/seed-metrics.parquet out/seed-cytovaegan/seed-predictions.parquet
+pipeline-seed-cytovaegan: out/seed-cytovaegan/summary-seed-protocol.parquet out/seed-cytovaegan/seed0/report out/seed-cytovaegan/seed1/report out/seed-cytovaegan/seed2/report
 
 # step preprocess[0]
 out/seed-cytovaegan/cells.shard0.parquet &: data/bbbc021-singlecell
@@ -25,52 +25,175 @@ out/seed-cytovaegan/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-cytovaegan
 	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-cytovaegan/cells.shard3.parquet --no-progress --shard 3/4
 
-# step train
-out/seed-cytovaegan/cytovaegan &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet
-	@mkdir -p out/seed-cytovaegan
-	"$(PF_BIN)"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --out out/seed-cytovaegan/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+# step train-seed0
+out/seed-cytovaegan/seed0/cytovaegan &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --out out/seed-cytovaegan/seed0/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
-# step export
-out/seed-cytovaegan/decoder.onnx out/seed-cytovaegan/encoder.onnx &: out/seed-cytovaegan/cytovaegan
-	@mkdir -p out/seed-cytovaegan
-	@mkdir -p out/seed-cytovaegan
-	"$(PF_BIN)"/pf-export --model-card out/seed-cytovaegan/cytovaegan/model_card.json --decoder out/seed-cytovaegan/decoder.onnx --encoder out/seed-cytovaegan/encoder.onnx
+# step train-seed1
+out/seed-cytovaegan/seed1/cytovaegan &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --out out/seed-cytovaegan/seed1/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 1 --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[0]
-out/seed-cytovaegan/embeddings.shard0.parquet &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/encoder.onnx
-	@mkdir -p out/seed-cytovaegan
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard0.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard0.parquet --no-progress
+# step train-seed2
+out/seed-cytovaegan/seed2/cytovaegan &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --out out/seed-cytovaegan/seed2/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 2 --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[1]
-out/seed-cytovaegan/embeddings.shard1.parquet &: out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/encoder.onnx
-	@mkdir -p out/seed-cytovaegan
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard1.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard1.parquet --no-progress
+# step export-seed0
+out/seed-cytovaegan/seed0/decoder.onnx out/seed-cytovaegan/seed0/encoder.onnx &: out/seed-cytovaegan/seed0/cytovaegan
+	@mkdir -p out/seed-cytovaegan/seed0
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytovaegan/seed0/cytovaegan/model_card.json --decoder out/seed-cytovaegan/seed0/decoder.onnx --encoder out/seed-cytovaegan/seed0/encoder.onnx
 
-# step embed[2]
-out/seed-cytovaegan/embeddings.shard2.parquet &: out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/encoder.onnx
-	@mkdir -p out/seed-cytovaegan
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard2.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard2.parquet --no-progress
+# step export-seed1
+out/seed-cytovaegan/seed1/decoder.onnx out/seed-cytovaegan/seed1/encoder.onnx &: out/seed-cytovaegan/seed1/cytovaegan
+	@mkdir -p out/seed-cytovaegan/seed1
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytovaegan/seed1/cytovaegan/model_card.json --decoder out/seed-cytovaegan/seed1/decoder.onnx --encoder out/seed-cytovaegan/seed1/encoder.onnx
 
-# step embed[3]
-out/seed-cytovaegan/embeddings.shard3.parquet &: out/seed-cytovaegan/cells.shard3.parquet out/seed-cytovaegan/encoder.onnx
-	@mkdir -p out/seed-cytovaegan
-	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard3.parquet --encoder out/seed-cytovaegan/encoder.onnx --output out/seed-cytovaegan/embeddings.shard3.parquet --no-progress
+# step export-seed2
+out/seed-cytovaegan/seed2/decoder.onnx out/seed-cytovaegan/seed2/encoder.onnx &: out/seed-cytovaegan/seed2/cytovaegan
+	@mkdir -p out/seed-cytovaegan/seed2
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-export --model-card out/seed-cytovaegan/seed2/cytovaegan/model_card.json --decoder out/seed-cytovaegan/seed2/decoder.onnx --encoder out/seed-cytovaegan/seed2/encoder.onnx
 
-# step aggregate
-out/seed-cytovaegan/treatments.parquet out/seed-cytovaegan/wells.parquet &: out/seed-cytovaegan/embeddings.shard0.parquet out/seed-cytovaegan/embeddings.shard1.parquet out/seed-cytovaegan/embeddings.shard2.parquet out/seed-cytovaegan/embeddings.shard3.parquet
-	@mkdir -p out/seed-cytovaegan
-	@mkdir -p out/seed-cytovaegan
-	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovaegan/embeddings.shard0.parquet --input out/seed-cytovaegan/embeddings.shard1.parquet --input out/seed-cytovaegan/embeddings.shard2.parquet --input out/seed-cytovaegan/embeddings.shard3.parquet --treatments out/seed-cytovaegan/treatments.parquet --wells out/seed-cytovaegan/wells.parquet
+# step embed-seed0[0]
+out/seed-cytovaegan/seed0/embeddings.shard0.parquet &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/seed0/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard0.parquet --encoder out/seed-cytovaegan/seed0/encoder.onnx --output out/seed-cytovaegan/seed0/embeddings.shard0.parquet --no-progress
 
-# step classify
-out/seed-cytovaegan/metrics.parquet out/seed-cytovaegan/predictions.parquet &: out/seed-cytovaegan/treatments.parquet
-	@mkdir -p out/seed-cytovaegan
-	@mkdir -p out/seed-cytovaegan
-	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/treatments.parquet --metrics out/seed-cytovaegan/metrics.parquet --predictions out/seed-cytovaegan/predictions.parquet
+# step embed-seed0[1]
+out/seed-cytovaegan/seed0/embeddings.shard1.parquet &: out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/seed0/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard1.parquet --encoder out/seed-cytovaegan/seed0/encoder.onnx --output out/seed-cytovaegan/seed0/embeddings.shard1.parquet --no-progress
 
-# step classify-seed
-out/seed-cytovaegan/seed-metrics.parquet out/seed-cytovaegan/seed-predictions.parquet &: out/seed-cytovaegan/treatments.parquet
+# step embed-seed0[2]
+out/seed-cytovaegan/seed0/embeddings.shard2.parquet &: out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/seed0/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard2.parquet --encoder out/seed-cytovaegan/seed0/encoder.onnx --output out/seed-cytovaegan/seed0/embeddings.shard2.parquet --no-progress
+
+# step embed-seed0[3]
+out/seed-cytovaegan/seed0/embeddings.shard3.parquet &: out/seed-cytovaegan/cells.shard3.parquet out/seed-cytovaegan/seed0/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard3.parquet --encoder out/seed-cytovaegan/seed0/encoder.onnx --output out/seed-cytovaegan/seed0/embeddings.shard3.parquet --no-progress
+
+# step embed-seed1[0]
+out/seed-cytovaegan/seed1/embeddings.shard0.parquet &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/seed1/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard0.parquet --encoder out/seed-cytovaegan/seed1/encoder.onnx --output out/seed-cytovaegan/seed1/embeddings.shard0.parquet --no-progress
+
+# step embed-seed1[1]
+out/seed-cytovaegan/seed1/embeddings.shard1.parquet &: out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/seed1/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard1.parquet --encoder out/seed-cytovaegan/seed1/encoder.onnx --output out/seed-cytovaegan/seed1/embeddings.shard1.parquet --no-progress
+
+# step embed-seed1[2]
+out/seed-cytovaegan/seed1/embeddings.shard2.parquet &: out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/seed1/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard2.parquet --encoder out/seed-cytovaegan/seed1/encoder.onnx --output out/seed-cytovaegan/seed1/embeddings.shard2.parquet --no-progress
+
+# step embed-seed1[3]
+out/seed-cytovaegan/seed1/embeddings.shard3.parquet &: out/seed-cytovaegan/cells.shard3.parquet out/seed-cytovaegan/seed1/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard3.parquet --encoder out/seed-cytovaegan/seed1/encoder.onnx --output out/seed-cytovaegan/seed1/embeddings.shard3.parquet --no-progress
+
+# step embed-seed2[0]
+out/seed-cytovaegan/seed2/embeddings.shard0.parquet &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/seed2/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard0.parquet --encoder out/seed-cytovaegan/seed2/encoder.onnx --output out/seed-cytovaegan/seed2/embeddings.shard0.parquet --no-progress
+
+# step embed-seed2[1]
+out/seed-cytovaegan/seed2/embeddings.shard1.parquet &: out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/seed2/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard1.parquet --encoder out/seed-cytovaegan/seed2/encoder.onnx --output out/seed-cytovaegan/seed2/embeddings.shard1.parquet --no-progress
+
+# step embed-seed2[2]
+out/seed-cytovaegan/seed2/embeddings.shard2.parquet &: out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/seed2/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard2.parquet --encoder out/seed-cytovaegan/seed2/encoder.onnx --output out/seed-cytovaegan/seed2/embeddings.shard2.parquet --no-progress
+
+# step embed-seed2[3]
+out/seed-cytovaegan/seed2/embeddings.shard3.parquet &: out/seed-cytovaegan/cells.shard3.parquet out/seed-cytovaegan/seed2/encoder.onnx
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-cytovaegan/cells.shard3.parquet --encoder out/seed-cytovaegan/seed2/encoder.onnx --output out/seed-cytovaegan/seed2/embeddings.shard3.parquet --no-progress
+
+# step aggregate-seed0
+out/seed-cytovaegan/seed0/treatments.parquet out/seed-cytovaegan/seed0/wells.parquet &: out/seed-cytovaegan/seed0/embeddings.shard0.parquet out/seed-cytovaegan/seed0/embeddings.shard1.parquet out/seed-cytovaegan/seed0/embeddings.shard2.parquet out/seed-cytovaegan/seed0/embeddings.shard3.parquet
+	@mkdir -p out/seed-cytovaegan/seed0
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovaegan/seed0/embeddings.shard0.parquet --input out/seed-cytovaegan/seed0/embeddings.shard1.parquet --input out/seed-cytovaegan/seed0/embeddings.shard2.parquet --input out/seed-cytovaegan/seed0/embeddings.shard3.parquet --treatments out/seed-cytovaegan/seed0/treatments.parquet --wells out/seed-cytovaegan/seed0/wells.parquet
+
+# step aggregate-seed1
+out/seed-cytovaegan/seed1/treatments.parquet out/seed-cytovaegan/seed1/wells.parquet &: out/seed-cytovaegan/seed1/embeddings.shard0.parquet out/seed-cytovaegan/seed1/embeddings.shard1.parquet out/seed-cytovaegan/seed1/embeddings.shard2.parquet out/seed-cytovaegan/seed1/embeddings.shard3.parquet
+	@mkdir -p out/seed-cytovaegan/seed1
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovaegan/seed1/embeddings.shard0.parquet --input out/seed-cytovaegan/seed1/embeddings.shard1.parquet --input out/seed-cytovaegan/seed1/embeddings.shard2.parquet --input out/seed-cytovaegan/seed1/embeddings.shard3.parquet --treatments out/seed-cytovaegan/seed1/treatments.parquet --wells out/seed-cytovaegan/seed1/wells.parquet
+
+# step aggregate-seed2
+out/seed-cytovaegan/seed2/treatments.parquet out/seed-cytovaegan/seed2/wells.parquet &: out/seed-cytovaegan/seed2/embeddings.shard0.parquet out/seed-cytovaegan/seed2/embeddings.shard1.parquet out/seed-cytovaegan/seed2/embeddings.shard2.parquet out/seed-cytovaegan/seed2/embeddings.shard3.parquet
+	@mkdir -p out/seed-cytovaegan/seed2
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-aggregate --input out/seed-cytovaegan/seed2/embeddings.shard0.parquet --input out/seed-cytovaegan/seed2/embeddings.shard1.parquet --input out/seed-cytovaegan/seed2/embeddings.shard2.parquet --input out/seed-cytovaegan/seed2/embeddings.shard3.parquet --treatments out/seed-cytovaegan/seed2/treatments.parquet --wells out/seed-cytovaegan/seed2/wells.parquet
+
+# step classify-seed0
+out/seed-cytovaegan/seed0/metrics.parquet out/seed-cytovaegan/seed0/predictions.parquet &: out/seed-cytovaegan/seed0/treatments.parquet
+	@mkdir -p out/seed-cytovaegan/seed0
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/seed0/treatments.parquet --metrics out/seed-cytovaegan/seed0/metrics.parquet --predictions out/seed-cytovaegan/seed0/predictions.parquet
+
+# step classify-seed1
+out/seed-cytovaegan/seed1/metrics.parquet out/seed-cytovaegan/seed1/predictions.parquet &: out/seed-cytovaegan/seed1/treatments.parquet
+	@mkdir -p out/seed-cytovaegan/seed1
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/seed1/treatments.parquet --metrics out/seed-cytovaegan/seed1/metrics.parquet --predictions out/seed-cytovaegan/seed1/predictions.parquet
+
+# step classify-seed2
+out/seed-cytovaegan/seed2/metrics.parquet out/seed-cytovaegan/seed2/predictions.parquet &: out/seed-cytovaegan/seed2/treatments.parquet
+	@mkdir -p out/seed-cytovaegan/seed2
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/seed2/treatments.parquet --metrics out/seed-cytovaegan/seed2/metrics.parquet --predictions out/seed-cytovaegan/seed2/predictions.parquet
+
+# step classify-compat-seed0
+out/seed-cytovaegan/seed0/seed-metrics.parquet out/seed-cytovaegan/seed0/seed-predictions.parquet &: out/seed-cytovaegan/seed0/treatments.parquet
+	@mkdir -p out/seed-cytovaegan/seed0
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/seed0/treatments.parquet --metrics out/seed-cytovaegan/seed0/seed-metrics.parquet --predictions out/seed-cytovaegan/seed0/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed1
+out/seed-cytovaegan/seed1/seed-metrics.parquet out/seed-cytovaegan/seed1/seed-predictions.parquet &: out/seed-cytovaegan/seed1/treatments.parquet
+	@mkdir -p out/seed-cytovaegan/seed1
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/seed1/treatments.parquet --metrics out/seed-cytovaegan/seed1/seed-metrics.parquet --predictions out/seed-cytovaegan/seed1/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed2
+out/seed-cytovaegan/seed2/seed-metrics.parquet out/seed-cytovaegan/seed2/seed-predictions.parquet &: out/seed-cytovaegan/seed2/treatments.parquet
+	@mkdir -p out/seed-cytovaegan/seed2
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/seed2/treatments.parquet --metrics out/seed-cytovaegan/seed2/seed-metrics.parquet --predictions out/seed-cytovaegan/seed2/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step summary
+out/seed-cytovaegan/summary.parquet &: out/seed-cytovaegan/seed0/metrics.parquet out/seed-cytovaegan/seed1/metrics.parquet out/seed-cytovaegan/seed2/metrics.parquet
 	@mkdir -p out/seed-cytovaegan
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-cytovaegan/seed0/metrics.parquet --metrics out/seed-cytovaegan/seed1/metrics.parquet --metrics out/seed-cytovaegan/seed2/metrics.parquet --output out/seed-cytovaegan/summary.parquet
+
+# step summary-compat
+out/seed-cytovaegan/summary-seed-protocol.parquet &: out/seed-cytovaegan/seed0/seed-metrics.parquet out/seed-cytovaegan/seed1/seed-metrics.parquet out/seed-cytovaegan/seed2/seed-metrics.parquet
 	@mkdir -p out/seed-cytovaegan
-	"$(PF_BIN)"/pf-classify --treatments out/seed-cytovaegan/treatments.parquet --metrics out/seed-cytovaegan/seed-metrics.parquet --predictions out/seed-cytovaegan/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-cytovaegan/seed0/seed-metrics.parquet --metrics out/seed-cytovaegan/seed1/seed-metrics.parquet --metrics out/seed-cytovaegan/seed2/seed-metrics.parquet --output out/seed-cytovaegan/summary-seed-protocol.parquet
+
+# step report-seed0
+out/seed-cytovaegan/seed0/report &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet out/seed-cytovaegan/seed0/decoder.onnx out/seed-cytovaegan/seed0/embeddings.shard0.parquet out/seed-cytovaegan/seed0/embeddings.shard1.parquet out/seed-cytovaegan/seed0/embeddings.shard2.parquet out/seed-cytovaegan/seed0/embeddings.shard3.parquet out/seed-cytovaegan/seed0/metrics.parquet out/seed-cytovaegan/summary.parquet out/seed-cytovaegan/seed0/cytovaegan pipelines/seed-cytovaegan.toml out/seed-cytovaegan/seed0/predictions.parquet out/seed-cytovaegan/seed0/treatments.parquet
+	@mkdir -p out/seed-cytovaegan/seed0
+	"$(PF_BIN)"/pf-report --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --decoder out/seed-cytovaegan/seed0/decoder.onnx --embeddings out/seed-cytovaegan/seed0/embeddings.shard0.parquet --embeddings out/seed-cytovaegan/seed0/embeddings.shard1.parquet --embeddings out/seed-cytovaegan/seed0/embeddings.shard2.parquet --embeddings out/seed-cytovaegan/seed0/embeddings.shard3.parquet --metrics out/seed-cytovaegan/seed0/metrics.parquet --metrics-summary out/seed-cytovaegan/summary.parquet --model-card out/seed-cytovaegan/seed0/cytovaegan/model_card.json --pipeline pipelines/seed-cytovaegan.toml --predictions out/seed-cytovaegan/seed0/predictions.parquet --treatments out/seed-cytovaegan/seed0/treatments.parquet --output out/seed-cytovaegan/seed0/report
+
+# step report-seed1
+out/seed-cytovaegan/seed1/report &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet out/seed-cytovaegan/seed1/decoder.onnx out/seed-cytovaegan/seed1/embeddings.shard0.parquet out/seed-cytovaegan/seed1/embeddings.shard1.parquet out/seed-cytovaegan/seed1/embeddings.shard2.parquet out/seed-cytovaegan/seed1/embeddings.shard3.parquet out/seed-cytovaegan/seed1/metrics.parquet out/seed-cytovaegan/summary.parquet out/seed-cytovaegan/seed1/cytovaegan pipelines/seed-cytovaegan.toml out/seed-cytovaegan/seed1/predictions.parquet out/seed-cytovaegan/seed1/treatments.parquet
+	@mkdir -p out/seed-cytovaegan/seed1
+	"$(PF_BIN)"/pf-report --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --decoder out/seed-cytovaegan/seed1/decoder.onnx --embeddings out/seed-cytovaegan/seed1/embeddings.shard0.parquet --embeddings out/seed-cytovaegan/seed1/embeddings.shard1.parquet --embeddings out/seed-cytovaegan/seed1/embeddings.shard2.parquet --embeddings out/seed-cytovaegan/seed1/embeddings.shard3.parquet --metrics out/seed-cytovaegan/seed1/metrics.parquet --metrics-summary out/seed-cytovaegan/summary.parquet --model-card out/seed-cytovaegan/seed1/cytovaegan/model_card.json --pipeline pipelines/seed-cytovaegan.toml --predictions out/seed-cytovaegan/seed1/predictions.parquet --treatments out/seed-cytovaegan/seed1/treatments.parquet --output out/seed-cytovaegan/seed1/report
+
+# step report-seed2
+out/seed-cytovaegan/seed2/report &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet out/seed-cytovaegan/seed2/decoder.onnx out/seed-cytovaegan/seed2/embeddings.shard0.parquet out/seed-cytovaegan/seed2/embeddings.shard1.parquet out/seed-cytovaegan/seed2/embeddings.shard2.parquet out/seed-cytovaegan/seed2/embeddings.shard3.parquet out/seed-cytovaegan/seed2/metrics.parquet out/seed-cytovaegan/summary.parquet out/seed-cytovaegan/seed2/cytovaegan pipelines/seed-cytovaegan.toml out/seed-cytovaegan/seed2/predictions.parquet out/seed-cytovaegan/seed2/treatments.parquet
+	@mkdir -p out/seed-cytovaegan/seed2
+	"$(PF_BIN)"/pf-report --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --decoder out/seed-cytovaegan/seed2/decoder.onnx --embeddings out/seed-cytovaegan/seed2/embeddings.shard0.parquet --embeddings out/seed-cytovaegan/seed2/embeddings.shard1.parquet --embeddings out/seed-cytovaegan/seed2/embeddings.shard2.parquet --embeddings out/seed-cytovaegan/seed2/embeddings.shard3.parquet --metrics out/seed-cytovaegan/seed2/metrics.parquet --metrics-summary out/seed-cytovaegan/summary.parquet --model-card out/seed-cytovaegan/seed2/cytovaegan/model_card.json --pipeline pipelines/seed-cytovaegan.toml --predictions out/seed-cytovaegan/seed2/predictions.parquet --treatments out/seed-cytovaegan/seed2/treatments.parquet --output out/seed-cytovaegan/seed2/report
 

@@ -3,7 +3,7 @@
 PF_BIN ?= target/release
 
 .PHONY: pipeline-seed-sparsevae
-pipeline-seed-sparsevae: out/seed-sparsevae/metrics.parquet out/seed-sparsevae/predictions.parquet out/seed-sparsevae/seed-metrics.parquet out/seed-sparsevae/seed-predictions.parquet
+pipeline-seed-sparsevae: out/seed-sparsevae/summary-seed-protocol.parquet out/seed-sparsevae/seed0/report out/seed-sparsevae/seed1/report out/seed-sparsevae/seed2/report
 
 # step preprocess[0]
 out/seed-sparsevae/cells.shard0.parquet &: data/bbbc021-singlecell
@@ -25,52 +25,175 @@ out/seed-sparsevae/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevae
 	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevae/cells.shard3.parquet --no-progress --shard 3/4
 
-# step train
-out/seed-sparsevae/sparsevae &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet
-	@mkdir -p out/seed-sparsevae
-	"$(PF_BIN)"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --out out/seed-sparsevae/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+# step train-seed0
+out/seed-sparsevae/seed0/sparsevae &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --out out/seed-sparsevae/seed0/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
-# step export
-out/seed-sparsevae/decoder.onnx out/seed-sparsevae/encoder.onnx &: out/seed-sparsevae/sparsevae
-	@mkdir -p out/seed-sparsevae
-	@mkdir -p out/seed-sparsevae
-	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevae/sparsevae/model_card.json --decoder out/seed-sparsevae/decoder.onnx --encoder out/seed-sparsevae/encoder.onnx
+# step train-seed1
+out/seed-sparsevae/seed1/sparsevae &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --out out/seed-sparsevae/seed1/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 1 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[0]
-out/seed-sparsevae/embeddings.shard0.parquet &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/encoder.onnx
-	@mkdir -p out/seed-sparsevae
-	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard0.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard0.parquet --no-progress
+# step train-seed2
+out/seed-sparsevae/seed2/sparsevae &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --out out/seed-sparsevae/seed2/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 2 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[1]
-out/seed-sparsevae/embeddings.shard1.parquet &: out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/encoder.onnx
-	@mkdir -p out/seed-sparsevae
-	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard1.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard1.parquet --no-progress
+# step export-seed0
+out/seed-sparsevae/seed0/decoder.onnx out/seed-sparsevae/seed0/encoder.onnx &: out/seed-sparsevae/seed0/sparsevae
+	@mkdir -p out/seed-sparsevae/seed0
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevae/seed0/sparsevae/model_card.json --decoder out/seed-sparsevae/seed0/decoder.onnx --encoder out/seed-sparsevae/seed0/encoder.onnx
 
-# step embed[2]
-out/seed-sparsevae/embeddings.shard2.parquet &: out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/encoder.onnx
-	@mkdir -p out/seed-sparsevae
-	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard2.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard2.parquet --no-progress
+# step export-seed1
+out/seed-sparsevae/seed1/decoder.onnx out/seed-sparsevae/seed1/encoder.onnx &: out/seed-sparsevae/seed1/sparsevae
+	@mkdir -p out/seed-sparsevae/seed1
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevae/seed1/sparsevae/model_card.json --decoder out/seed-sparsevae/seed1/decoder.onnx --encoder out/seed-sparsevae/seed1/encoder.onnx
 
-# step embed[3]
-out/seed-sparsevae/embeddings.shard3.parquet &: out/seed-sparsevae/cells.shard3.parquet out/seed-sparsevae/encoder.onnx
-	@mkdir -p out/seed-sparsevae
-	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard3.parquet --encoder out/seed-sparsevae/encoder.onnx --output out/seed-sparsevae/embeddings.shard3.parquet --no-progress
+# step export-seed2
+out/seed-sparsevae/seed2/decoder.onnx out/seed-sparsevae/seed2/encoder.onnx &: out/seed-sparsevae/seed2/sparsevae
+	@mkdir -p out/seed-sparsevae/seed2
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevae/seed2/sparsevae/model_card.json --decoder out/seed-sparsevae/seed2/decoder.onnx --encoder out/seed-sparsevae/seed2/encoder.onnx
 
-# step aggregate
-out/seed-sparsevae/treatments.parquet out/seed-sparsevae/wells.parquet &: out/seed-sparsevae/embeddings.shard0.parquet out/seed-sparsevae/embeddings.shard1.parquet out/seed-sparsevae/embeddings.shard2.parquet out/seed-sparsevae/embeddings.shard3.parquet
-	@mkdir -p out/seed-sparsevae
-	@mkdir -p out/seed-sparsevae
-	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevae/embeddings.shard0.parquet --input out/seed-sparsevae/embeddings.shard1.parquet --input out/seed-sparsevae/embeddings.shard2.parquet --input out/seed-sparsevae/embeddings.shard3.parquet --treatments out/seed-sparsevae/treatments.parquet --wells out/seed-sparsevae/wells.parquet
+# step embed-seed0[0]
+out/seed-sparsevae/seed0/embeddings.shard0.parquet &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/seed0/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard0.parquet --encoder out/seed-sparsevae/seed0/encoder.onnx --output out/seed-sparsevae/seed0/embeddings.shard0.parquet --no-progress
 
-# step classify
-out/seed-sparsevae/metrics.parquet out/seed-sparsevae/predictions.parquet &: out/seed-sparsevae/treatments.parquet
-	@mkdir -p out/seed-sparsevae
-	@mkdir -p out/seed-sparsevae
-	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/metrics.parquet --predictions out/seed-sparsevae/predictions.parquet
+# step embed-seed0[1]
+out/seed-sparsevae/seed0/embeddings.shard1.parquet &: out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/seed0/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard1.parquet --encoder out/seed-sparsevae/seed0/encoder.onnx --output out/seed-sparsevae/seed0/embeddings.shard1.parquet --no-progress
 
-# step classify-seed
-out/seed-sparsevae/seed-metrics.parquet out/seed-sparsevae/seed-predictions.parquet &: out/seed-sparsevae/treatments.parquet
+# step embed-seed0[2]
+out/seed-sparsevae/seed0/embeddings.shard2.parquet &: out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/seed0/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard2.parquet --encoder out/seed-sparsevae/seed0/encoder.onnx --output out/seed-sparsevae/seed0/embeddings.shard2.parquet --no-progress
+
+# step embed-seed0[3]
+out/seed-sparsevae/seed0/embeddings.shard3.parquet &: out/seed-sparsevae/cells.shard3.parquet out/seed-sparsevae/seed0/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard3.parquet --encoder out/seed-sparsevae/seed0/encoder.onnx --output out/seed-sparsevae/seed0/embeddings.shard3.parquet --no-progress
+
+# step embed-seed1[0]
+out/seed-sparsevae/seed1/embeddings.shard0.parquet &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/seed1/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard0.parquet --encoder out/seed-sparsevae/seed1/encoder.onnx --output out/seed-sparsevae/seed1/embeddings.shard0.parquet --no-progress
+
+# step embed-seed1[1]
+out/seed-sparsevae/seed1/embeddings.shard1.parquet &: out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/seed1/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard1.parquet --encoder out/seed-sparsevae/seed1/encoder.onnx --output out/seed-sparsevae/seed1/embeddings.shard1.parquet --no-progress
+
+# step embed-seed1[2]
+out/seed-sparsevae/seed1/embeddings.shard2.parquet &: out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/seed1/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard2.parquet --encoder out/seed-sparsevae/seed1/encoder.onnx --output out/seed-sparsevae/seed1/embeddings.shard2.parquet --no-progress
+
+# step embed-seed1[3]
+out/seed-sparsevae/seed1/embeddings.shard3.parquet &: out/seed-sparsevae/cells.shard3.parquet out/seed-sparsevae/seed1/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard3.parquet --encoder out/seed-sparsevae/seed1/encoder.onnx --output out/seed-sparsevae/seed1/embeddings.shard3.parquet --no-progress
+
+# step embed-seed2[0]
+out/seed-sparsevae/seed2/embeddings.shard0.parquet &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/seed2/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard0.parquet --encoder out/seed-sparsevae/seed2/encoder.onnx --output out/seed-sparsevae/seed2/embeddings.shard0.parquet --no-progress
+
+# step embed-seed2[1]
+out/seed-sparsevae/seed2/embeddings.shard1.parquet &: out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/seed2/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard1.parquet --encoder out/seed-sparsevae/seed2/encoder.onnx --output out/seed-sparsevae/seed2/embeddings.shard1.parquet --no-progress
+
+# step embed-seed2[2]
+out/seed-sparsevae/seed2/embeddings.shard2.parquet &: out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/seed2/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard2.parquet --encoder out/seed-sparsevae/seed2/encoder.onnx --output out/seed-sparsevae/seed2/embeddings.shard2.parquet --no-progress
+
+# step embed-seed2[3]
+out/seed-sparsevae/seed2/embeddings.shard3.parquet &: out/seed-sparsevae/cells.shard3.parquet out/seed-sparsevae/seed2/encoder.onnx
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevae/cells.shard3.parquet --encoder out/seed-sparsevae/seed2/encoder.onnx --output out/seed-sparsevae/seed2/embeddings.shard3.parquet --no-progress
+
+# step aggregate-seed0
+out/seed-sparsevae/seed0/treatments.parquet out/seed-sparsevae/seed0/wells.parquet &: out/seed-sparsevae/seed0/embeddings.shard0.parquet out/seed-sparsevae/seed0/embeddings.shard1.parquet out/seed-sparsevae/seed0/embeddings.shard2.parquet out/seed-sparsevae/seed0/embeddings.shard3.parquet
+	@mkdir -p out/seed-sparsevae/seed0
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevae/seed0/embeddings.shard0.parquet --input out/seed-sparsevae/seed0/embeddings.shard1.parquet --input out/seed-sparsevae/seed0/embeddings.shard2.parquet --input out/seed-sparsevae/seed0/embeddings.shard3.parquet --treatments out/seed-sparsevae/seed0/treatments.parquet --wells out/seed-sparsevae/seed0/wells.parquet
+
+# step aggregate-seed1
+out/seed-sparsevae/seed1/treatments.parquet out/seed-sparsevae/seed1/wells.parquet &: out/seed-sparsevae/seed1/embeddings.shard0.parquet out/seed-sparsevae/seed1/embeddings.shard1.parquet out/seed-sparsevae/seed1/embeddings.shard2.parquet out/seed-sparsevae/seed1/embeddings.shard3.parquet
+	@mkdir -p out/seed-sparsevae/seed1
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevae/seed1/embeddings.shard0.parquet --input out/seed-sparsevae/seed1/embeddings.shard1.parquet --input out/seed-sparsevae/seed1/embeddings.shard2.parquet --input out/seed-sparsevae/seed1/embeddings.shard3.parquet --treatments out/seed-sparsevae/seed1/treatments.parquet --wells out/seed-sparsevae/seed1/wells.parquet
+
+# step aggregate-seed2
+out/seed-sparsevae/seed2/treatments.parquet out/seed-sparsevae/seed2/wells.parquet &: out/seed-sparsevae/seed2/embeddings.shard0.parquet out/seed-sparsevae/seed2/embeddings.shard1.parquet out/seed-sparsevae/seed2/embeddings.shard2.parquet out/seed-sparsevae/seed2/embeddings.shard3.parquet
+	@mkdir -p out/seed-sparsevae/seed2
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevae/seed2/embeddings.shard0.parquet --input out/seed-sparsevae/seed2/embeddings.shard1.parquet --input out/seed-sparsevae/seed2/embeddings.shard2.parquet --input out/seed-sparsevae/seed2/embeddings.shard3.parquet --treatments out/seed-sparsevae/seed2/treatments.parquet --wells out/seed-sparsevae/seed2/wells.parquet
+
+# step classify-seed0
+out/seed-sparsevae/seed0/metrics.parquet out/seed-sparsevae/seed0/predictions.parquet &: out/seed-sparsevae/seed0/treatments.parquet
+	@mkdir -p out/seed-sparsevae/seed0
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/seed0/treatments.parquet --metrics out/seed-sparsevae/seed0/metrics.parquet --predictions out/seed-sparsevae/seed0/predictions.parquet
+
+# step classify-seed1
+out/seed-sparsevae/seed1/metrics.parquet out/seed-sparsevae/seed1/predictions.parquet &: out/seed-sparsevae/seed1/treatments.parquet
+	@mkdir -p out/seed-sparsevae/seed1
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/seed1/treatments.parquet --metrics out/seed-sparsevae/seed1/metrics.parquet --predictions out/seed-sparsevae/seed1/predictions.parquet
+
+# step classify-seed2
+out/seed-sparsevae/seed2/metrics.parquet out/seed-sparsevae/seed2/predictions.parquet &: out/seed-sparsevae/seed2/treatments.parquet
+	@mkdir -p out/seed-sparsevae/seed2
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/seed2/treatments.parquet --metrics out/seed-sparsevae/seed2/metrics.parquet --predictions out/seed-sparsevae/seed2/predictions.parquet
+
+# step classify-compat-seed0
+out/seed-sparsevae/seed0/seed-metrics.parquet out/seed-sparsevae/seed0/seed-predictions.parquet &: out/seed-sparsevae/seed0/treatments.parquet
+	@mkdir -p out/seed-sparsevae/seed0
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/seed0/treatments.parquet --metrics out/seed-sparsevae/seed0/seed-metrics.parquet --predictions out/seed-sparsevae/seed0/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed1
+out/seed-sparsevae/seed1/seed-metrics.parquet out/seed-sparsevae/seed1/seed-predictions.parquet &: out/seed-sparsevae/seed1/treatments.parquet
+	@mkdir -p out/seed-sparsevae/seed1
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/seed1/treatments.parquet --metrics out/seed-sparsevae/seed1/seed-metrics.parquet --predictions out/seed-sparsevae/seed1/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed2
+out/seed-sparsevae/seed2/seed-metrics.parquet out/seed-sparsevae/seed2/seed-predictions.parquet &: out/seed-sparsevae/seed2/treatments.parquet
+	@mkdir -p out/seed-sparsevae/seed2
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/seed2/treatments.parquet --metrics out/seed-sparsevae/seed2/seed-metrics.parquet --predictions out/seed-sparsevae/seed2/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step summary
+out/seed-sparsevae/summary.parquet &: out/seed-sparsevae/seed0/metrics.parquet out/seed-sparsevae/seed1/metrics.parquet out/seed-sparsevae/seed2/metrics.parquet
 	@mkdir -p out/seed-sparsevae
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-sparsevae/seed0/metrics.parquet --metrics out/seed-sparsevae/seed1/metrics.parquet --metrics out/seed-sparsevae/seed2/metrics.parquet --output out/seed-sparsevae/summary.parquet
+
+# step summary-compat
+out/seed-sparsevae/summary-seed-protocol.parquet &: out/seed-sparsevae/seed0/seed-metrics.parquet out/seed-sparsevae/seed1/seed-metrics.parquet out/seed-sparsevae/seed2/seed-metrics.parquet
 	@mkdir -p out/seed-sparsevae
-	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevae/treatments.parquet --metrics out/seed-sparsevae/seed-metrics.parquet --predictions out/seed-sparsevae/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-sparsevae/seed0/seed-metrics.parquet --metrics out/seed-sparsevae/seed1/seed-metrics.parquet --metrics out/seed-sparsevae/seed2/seed-metrics.parquet --output out/seed-sparsevae/summary-seed-protocol.parquet
+
+# step report-seed0
+out/seed-sparsevae/seed0/report &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet out/seed-sparsevae/seed0/decoder.onnx out/seed-sparsevae/seed0/embeddings.shard0.parquet out/seed-sparsevae/seed0/embeddings.shard1.parquet out/seed-sparsevae/seed0/embeddings.shard2.parquet out/seed-sparsevae/seed0/embeddings.shard3.parquet out/seed-sparsevae/seed0/metrics.parquet out/seed-sparsevae/summary.parquet out/seed-sparsevae/seed0/sparsevae pipelines/seed-sparsevae.toml out/seed-sparsevae/seed0/predictions.parquet out/seed-sparsevae/seed0/treatments.parquet
+	@mkdir -p out/seed-sparsevae/seed0
+	"$(PF_BIN)"/pf-report --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --decoder out/seed-sparsevae/seed0/decoder.onnx --embeddings out/seed-sparsevae/seed0/embeddings.shard0.parquet --embeddings out/seed-sparsevae/seed0/embeddings.shard1.parquet --embeddings out/seed-sparsevae/seed0/embeddings.shard2.parquet --embeddings out/seed-sparsevae/seed0/embeddings.shard3.parquet --metrics out/seed-sparsevae/seed0/metrics.parquet --metrics-summary out/seed-sparsevae/summary.parquet --model-card out/seed-sparsevae/seed0/sparsevae/model_card.json --pipeline pipelines/seed-sparsevae.toml --predictions out/seed-sparsevae/seed0/predictions.parquet --treatments out/seed-sparsevae/seed0/treatments.parquet --output out/seed-sparsevae/seed0/report
+
+# step report-seed1
+out/seed-sparsevae/seed1/report &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet out/seed-sparsevae/seed1/decoder.onnx out/seed-sparsevae/seed1/embeddings.shard0.parquet out/seed-sparsevae/seed1/embeddings.shard1.parquet out/seed-sparsevae/seed1/embeddings.shard2.parquet out/seed-sparsevae/seed1/embeddings.shard3.parquet out/seed-sparsevae/seed1/metrics.parquet out/seed-sparsevae/summary.parquet out/seed-sparsevae/seed1/sparsevae pipelines/seed-sparsevae.toml out/seed-sparsevae/seed1/predictions.parquet out/seed-sparsevae/seed1/treatments.parquet
+	@mkdir -p out/seed-sparsevae/seed1
+	"$(PF_BIN)"/pf-report --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --decoder out/seed-sparsevae/seed1/decoder.onnx --embeddings out/seed-sparsevae/seed1/embeddings.shard0.parquet --embeddings out/seed-sparsevae/seed1/embeddings.shard1.parquet --embeddings out/seed-sparsevae/seed1/embeddings.shard2.parquet --embeddings out/seed-sparsevae/seed1/embeddings.shard3.parquet --metrics out/seed-sparsevae/seed1/metrics.parquet --metrics-summary out/seed-sparsevae/summary.parquet --model-card out/seed-sparsevae/seed1/sparsevae/model_card.json --pipeline pipelines/seed-sparsevae.toml --predictions out/seed-sparsevae/seed1/predictions.parquet --treatments out/seed-sparsevae/seed1/treatments.parquet --output out/seed-sparsevae/seed1/report
+
+# step report-seed2
+out/seed-sparsevae/seed2/report &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet out/seed-sparsevae/seed2/decoder.onnx out/seed-sparsevae/seed2/embeddings.shard0.parquet out/seed-sparsevae/seed2/embeddings.shard1.parquet out/seed-sparsevae/seed2/embeddings.shard2.parquet out/seed-sparsevae/seed2/embeddings.shard3.parquet out/seed-sparsevae/seed2/metrics.parquet out/seed-sparsevae/summary.parquet out/seed-sparsevae/seed2/sparsevae pipelines/seed-sparsevae.toml out/seed-sparsevae/seed2/predictions.parquet out/seed-sparsevae/seed2/treatments.parquet
+	@mkdir -p out/seed-sparsevae/seed2
+	"$(PF_BIN)"/pf-report --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --decoder out/seed-sparsevae/seed2/decoder.onnx --embeddings out/seed-sparsevae/seed2/embeddings.shard0.parquet --embeddings out/seed-sparsevae/seed2/embeddings.shard1.parquet --embeddings out/seed-sparsevae/seed2/embeddings.shard2.parquet --embeddings out/seed-sparsevae/seed2/embeddings.shard3.parquet --metrics out/seed-sparsevae/seed2/metrics.parquet --metrics-summary out/seed-sparsevae/summary.parquet --model-card out/seed-sparsevae/seed2/sparsevae/model_card.json --pipeline pipelines/seed-sparsevae.toml --predictions out/seed-sparsevae/seed2/predictions.parquet --treatments out/seed-sparsevae/seed2/treatments.parquet --output out/seed-sparsevae/seed2/report
 

@@ -3,7 +3,7 @@
 PF_BIN ?= target/release
 
 .PHONY: pipeline-seed-sparsevaegan
-pipeline-seed-sparsevaegan: out/seed-sparsevaegan/metrics.parquet out/seed-sparsevaegan/predictions.parquet out/seed-sparsevaegan/seed-metrics.parquet out/seed-sparsevaegan/seed-predictions.parquet
+pipeline-seed-sparsevaegan: out/seed-sparsevaegan/summary-seed-protocol.parquet out/seed-sparsevaegan/seed0/report out/seed-sparsevaegan/seed1/report out/seed-sparsevaegan/seed2/report
 
 # step preprocess[0]
 out/seed-sparsevaegan/cells.shard0.parquet &: data/bbbc021-singlecell
@@ -25,52 +25,175 @@ out/seed-sparsevaegan/cells.shard3.parquet &: data/bbbc021-singlecell
 	@mkdir -p out/seed-sparsevaegan
 	"$(PF_BIN)"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/seed-sparsevaegan/cells.shard3.parquet --no-progress --shard 3/4
 
-# step train
-out/seed-sparsevaegan/sparsevaegan &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet
-	@mkdir -p out/seed-sparsevaegan
-	"$(PF_BIN)"/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --out out/seed-sparsevaegan/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+# step train-seed0
+out/seed-sparsevaegan/seed0/sparsevaegan &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --out out/seed-sparsevaegan/seed0/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
-# step export
-out/seed-sparsevaegan/decoder.onnx out/seed-sparsevaegan/encoder.onnx &: out/seed-sparsevaegan/sparsevaegan
-	@mkdir -p out/seed-sparsevaegan
-	@mkdir -p out/seed-sparsevaegan
-	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevaegan/sparsevaegan/model_card.json --decoder out/seed-sparsevaegan/decoder.onnx --encoder out/seed-sparsevaegan/encoder.onnx
+# step train-seed1
+out/seed-sparsevaegan/seed1/sparsevaegan &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --out out/seed-sparsevaegan/seed1/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 1 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[0]
-out/seed-sparsevaegan/embeddings.shard0.parquet &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/encoder.onnx
-	@mkdir -p out/seed-sparsevaegan
-	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard0.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard0.parquet --no-progress
+# step train-seed2
+out/seed-sparsevaegan/seed2/sparsevaegan &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --out out/seed-sparsevaegan/seed2/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 2 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
-# step embed[1]
-out/seed-sparsevaegan/embeddings.shard1.parquet &: out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/encoder.onnx
-	@mkdir -p out/seed-sparsevaegan
-	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard1.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard1.parquet --no-progress
+# step export-seed0
+out/seed-sparsevaegan/seed0/decoder.onnx out/seed-sparsevaegan/seed0/encoder.onnx &: out/seed-sparsevaegan/seed0/sparsevaegan
+	@mkdir -p out/seed-sparsevaegan/seed0
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevaegan/seed0/sparsevaegan/model_card.json --decoder out/seed-sparsevaegan/seed0/decoder.onnx --encoder out/seed-sparsevaegan/seed0/encoder.onnx
 
-# step embed[2]
-out/seed-sparsevaegan/embeddings.shard2.parquet &: out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/encoder.onnx
-	@mkdir -p out/seed-sparsevaegan
-	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard2.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard2.parquet --no-progress
+# step export-seed1
+out/seed-sparsevaegan/seed1/decoder.onnx out/seed-sparsevaegan/seed1/encoder.onnx &: out/seed-sparsevaegan/seed1/sparsevaegan
+	@mkdir -p out/seed-sparsevaegan/seed1
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevaegan/seed1/sparsevaegan/model_card.json --decoder out/seed-sparsevaegan/seed1/decoder.onnx --encoder out/seed-sparsevaegan/seed1/encoder.onnx
 
-# step embed[3]
-out/seed-sparsevaegan/embeddings.shard3.parquet &: out/seed-sparsevaegan/cells.shard3.parquet out/seed-sparsevaegan/encoder.onnx
-	@mkdir -p out/seed-sparsevaegan
-	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard3.parquet --encoder out/seed-sparsevaegan/encoder.onnx --output out/seed-sparsevaegan/embeddings.shard3.parquet --no-progress
+# step export-seed2
+out/seed-sparsevaegan/seed2/decoder.onnx out/seed-sparsevaegan/seed2/encoder.onnx &: out/seed-sparsevaegan/seed2/sparsevaegan
+	@mkdir -p out/seed-sparsevaegan/seed2
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-export --model-card out/seed-sparsevaegan/seed2/sparsevaegan/model_card.json --decoder out/seed-sparsevaegan/seed2/decoder.onnx --encoder out/seed-sparsevaegan/seed2/encoder.onnx
 
-# step aggregate
-out/seed-sparsevaegan/treatments.parquet out/seed-sparsevaegan/wells.parquet &: out/seed-sparsevaegan/embeddings.shard0.parquet out/seed-sparsevaegan/embeddings.shard1.parquet out/seed-sparsevaegan/embeddings.shard2.parquet out/seed-sparsevaegan/embeddings.shard3.parquet
-	@mkdir -p out/seed-sparsevaegan
-	@mkdir -p out/seed-sparsevaegan
-	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevaegan/embeddings.shard0.parquet --input out/seed-sparsevaegan/embeddings.shard1.parquet --input out/seed-sparsevaegan/embeddings.shard2.parquet --input out/seed-sparsevaegan/embeddings.shard3.parquet --treatments out/seed-sparsevaegan/treatments.parquet --wells out/seed-sparsevaegan/wells.parquet
+# step embed-seed0[0]
+out/seed-sparsevaegan/seed0/embeddings.shard0.parquet &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/seed0/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard0.parquet --encoder out/seed-sparsevaegan/seed0/encoder.onnx --output out/seed-sparsevaegan/seed0/embeddings.shard0.parquet --no-progress
 
-# step classify
-out/seed-sparsevaegan/metrics.parquet out/seed-sparsevaegan/predictions.parquet &: out/seed-sparsevaegan/treatments.parquet
-	@mkdir -p out/seed-sparsevaegan
-	@mkdir -p out/seed-sparsevaegan
-	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/treatments.parquet --metrics out/seed-sparsevaegan/metrics.parquet --predictions out/seed-sparsevaegan/predictions.parquet
+# step embed-seed0[1]
+out/seed-sparsevaegan/seed0/embeddings.shard1.parquet &: out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/seed0/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard1.parquet --encoder out/seed-sparsevaegan/seed0/encoder.onnx --output out/seed-sparsevaegan/seed0/embeddings.shard1.parquet --no-progress
 
-# step classify-seed
-out/seed-sparsevaegan/seed-metrics.parquet out/seed-sparsevaegan/seed-predictions.parquet &: out/seed-sparsevaegan/treatments.parquet
+# step embed-seed0[2]
+out/seed-sparsevaegan/seed0/embeddings.shard2.parquet &: out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/seed0/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard2.parquet --encoder out/seed-sparsevaegan/seed0/encoder.onnx --output out/seed-sparsevaegan/seed0/embeddings.shard2.parquet --no-progress
+
+# step embed-seed0[3]
+out/seed-sparsevaegan/seed0/embeddings.shard3.parquet &: out/seed-sparsevaegan/cells.shard3.parquet out/seed-sparsevaegan/seed0/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard3.parquet --encoder out/seed-sparsevaegan/seed0/encoder.onnx --output out/seed-sparsevaegan/seed0/embeddings.shard3.parquet --no-progress
+
+# step embed-seed1[0]
+out/seed-sparsevaegan/seed1/embeddings.shard0.parquet &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/seed1/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard0.parquet --encoder out/seed-sparsevaegan/seed1/encoder.onnx --output out/seed-sparsevaegan/seed1/embeddings.shard0.parquet --no-progress
+
+# step embed-seed1[1]
+out/seed-sparsevaegan/seed1/embeddings.shard1.parquet &: out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/seed1/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard1.parquet --encoder out/seed-sparsevaegan/seed1/encoder.onnx --output out/seed-sparsevaegan/seed1/embeddings.shard1.parquet --no-progress
+
+# step embed-seed1[2]
+out/seed-sparsevaegan/seed1/embeddings.shard2.parquet &: out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/seed1/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard2.parquet --encoder out/seed-sparsevaegan/seed1/encoder.onnx --output out/seed-sparsevaegan/seed1/embeddings.shard2.parquet --no-progress
+
+# step embed-seed1[3]
+out/seed-sparsevaegan/seed1/embeddings.shard3.parquet &: out/seed-sparsevaegan/cells.shard3.parquet out/seed-sparsevaegan/seed1/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard3.parquet --encoder out/seed-sparsevaegan/seed1/encoder.onnx --output out/seed-sparsevaegan/seed1/embeddings.shard3.parquet --no-progress
+
+# step embed-seed2[0]
+out/seed-sparsevaegan/seed2/embeddings.shard0.parquet &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/seed2/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard0.parquet --encoder out/seed-sparsevaegan/seed2/encoder.onnx --output out/seed-sparsevaegan/seed2/embeddings.shard0.parquet --no-progress
+
+# step embed-seed2[1]
+out/seed-sparsevaegan/seed2/embeddings.shard1.parquet &: out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/seed2/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard1.parquet --encoder out/seed-sparsevaegan/seed2/encoder.onnx --output out/seed-sparsevaegan/seed2/embeddings.shard1.parquet --no-progress
+
+# step embed-seed2[2]
+out/seed-sparsevaegan/seed2/embeddings.shard2.parquet &: out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/seed2/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard2.parquet --encoder out/seed-sparsevaegan/seed2/encoder.onnx --output out/seed-sparsevaegan/seed2/embeddings.shard2.parquet --no-progress
+
+# step embed-seed2[3]
+out/seed-sparsevaegan/seed2/embeddings.shard3.parquet &: out/seed-sparsevaegan/cells.shard3.parquet out/seed-sparsevaegan/seed2/encoder.onnx
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-embed --cells out/seed-sparsevaegan/cells.shard3.parquet --encoder out/seed-sparsevaegan/seed2/encoder.onnx --output out/seed-sparsevaegan/seed2/embeddings.shard3.parquet --no-progress
+
+# step aggregate-seed0
+out/seed-sparsevaegan/seed0/treatments.parquet out/seed-sparsevaegan/seed0/wells.parquet &: out/seed-sparsevaegan/seed0/embeddings.shard0.parquet out/seed-sparsevaegan/seed0/embeddings.shard1.parquet out/seed-sparsevaegan/seed0/embeddings.shard2.parquet out/seed-sparsevaegan/seed0/embeddings.shard3.parquet
+	@mkdir -p out/seed-sparsevaegan/seed0
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevaegan/seed0/embeddings.shard0.parquet --input out/seed-sparsevaegan/seed0/embeddings.shard1.parquet --input out/seed-sparsevaegan/seed0/embeddings.shard2.parquet --input out/seed-sparsevaegan/seed0/embeddings.shard3.parquet --treatments out/seed-sparsevaegan/seed0/treatments.parquet --wells out/seed-sparsevaegan/seed0/wells.parquet
+
+# step aggregate-seed1
+out/seed-sparsevaegan/seed1/treatments.parquet out/seed-sparsevaegan/seed1/wells.parquet &: out/seed-sparsevaegan/seed1/embeddings.shard0.parquet out/seed-sparsevaegan/seed1/embeddings.shard1.parquet out/seed-sparsevaegan/seed1/embeddings.shard2.parquet out/seed-sparsevaegan/seed1/embeddings.shard3.parquet
+	@mkdir -p out/seed-sparsevaegan/seed1
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevaegan/seed1/embeddings.shard0.parquet --input out/seed-sparsevaegan/seed1/embeddings.shard1.parquet --input out/seed-sparsevaegan/seed1/embeddings.shard2.parquet --input out/seed-sparsevaegan/seed1/embeddings.shard3.parquet --treatments out/seed-sparsevaegan/seed1/treatments.parquet --wells out/seed-sparsevaegan/seed1/wells.parquet
+
+# step aggregate-seed2
+out/seed-sparsevaegan/seed2/treatments.parquet out/seed-sparsevaegan/seed2/wells.parquet &: out/seed-sparsevaegan/seed2/embeddings.shard0.parquet out/seed-sparsevaegan/seed2/embeddings.shard1.parquet out/seed-sparsevaegan/seed2/embeddings.shard2.parquet out/seed-sparsevaegan/seed2/embeddings.shard3.parquet
+	@mkdir -p out/seed-sparsevaegan/seed2
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-aggregate --input out/seed-sparsevaegan/seed2/embeddings.shard0.parquet --input out/seed-sparsevaegan/seed2/embeddings.shard1.parquet --input out/seed-sparsevaegan/seed2/embeddings.shard2.parquet --input out/seed-sparsevaegan/seed2/embeddings.shard3.parquet --treatments out/seed-sparsevaegan/seed2/treatments.parquet --wells out/seed-sparsevaegan/seed2/wells.parquet
+
+# step classify-seed0
+out/seed-sparsevaegan/seed0/metrics.parquet out/seed-sparsevaegan/seed0/predictions.parquet &: out/seed-sparsevaegan/seed0/treatments.parquet
+	@mkdir -p out/seed-sparsevaegan/seed0
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/seed0/treatments.parquet --metrics out/seed-sparsevaegan/seed0/metrics.parquet --predictions out/seed-sparsevaegan/seed0/predictions.parquet
+
+# step classify-seed1
+out/seed-sparsevaegan/seed1/metrics.parquet out/seed-sparsevaegan/seed1/predictions.parquet &: out/seed-sparsevaegan/seed1/treatments.parquet
+	@mkdir -p out/seed-sparsevaegan/seed1
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/seed1/treatments.parquet --metrics out/seed-sparsevaegan/seed1/metrics.parquet --predictions out/seed-sparsevaegan/seed1/predictions.parquet
+
+# step classify-seed2
+out/seed-sparsevaegan/seed2/metrics.parquet out/seed-sparsevaegan/seed2/predictions.parquet &: out/seed-sparsevaegan/seed2/treatments.parquet
+	@mkdir -p out/seed-sparsevaegan/seed2
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/seed2/treatments.parquet --metrics out/seed-sparsevaegan/seed2/metrics.parquet --predictions out/seed-sparsevaegan/seed2/predictions.parquet
+
+# step classify-compat-seed0
+out/seed-sparsevaegan/seed0/seed-metrics.parquet out/seed-sparsevaegan/seed0/seed-predictions.parquet &: out/seed-sparsevaegan/seed0/treatments.parquet
+	@mkdir -p out/seed-sparsevaegan/seed0
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/seed0/treatments.parquet --metrics out/seed-sparsevaegan/seed0/seed-metrics.parquet --predictions out/seed-sparsevaegan/seed0/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed1
+out/seed-sparsevaegan/seed1/seed-metrics.parquet out/seed-sparsevaegan/seed1/seed-predictions.parquet &: out/seed-sparsevaegan/seed1/treatments.parquet
+	@mkdir -p out/seed-sparsevaegan/seed1
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/seed1/treatments.parquet --metrics out/seed-sparsevaegan/seed1/seed-metrics.parquet --predictions out/seed-sparsevaegan/seed1/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step classify-compat-seed2
+out/seed-sparsevaegan/seed2/seed-metrics.parquet out/seed-sparsevaegan/seed2/seed-predictions.parquet &: out/seed-sparsevaegan/seed2/treatments.parquet
+	@mkdir -p out/seed-sparsevaegan/seed2
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/seed2/treatments.parquet --metrics out/seed-sparsevaegan/seed2/seed-metrics.parquet --predictions out/seed-sparsevaegan/seed2/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+
+# step summary
+out/seed-sparsevaegan/summary.parquet &: out/seed-sparsevaegan/seed0/metrics.parquet out/seed-sparsevaegan/seed1/metrics.parquet out/seed-sparsevaegan/seed2/metrics.parquet
 	@mkdir -p out/seed-sparsevaegan
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-sparsevaegan/seed0/metrics.parquet --metrics out/seed-sparsevaegan/seed1/metrics.parquet --metrics out/seed-sparsevaegan/seed2/metrics.parquet --output out/seed-sparsevaegan/summary.parquet
+
+# step summary-compat
+out/seed-sparsevaegan/summary-seed-protocol.parquet &: out/seed-sparsevaegan/seed0/seed-metrics.parquet out/seed-sparsevaegan/seed1/seed-metrics.parquet out/seed-sparsevaegan/seed2/seed-metrics.parquet
 	@mkdir -p out/seed-sparsevaegan
-	"$(PF_BIN)"/pf-classify --treatments out/seed-sparsevaegan/treatments.parquet --metrics out/seed-sparsevaegan/seed-metrics.parquet --predictions out/seed-sparsevaegan/seed-predictions.parquet --metric euclidean --protocol seed-compatible
+	"$(PF_BIN)"/pf-classify summarize --metrics out/seed-sparsevaegan/seed0/seed-metrics.parquet --metrics out/seed-sparsevaegan/seed1/seed-metrics.parquet --metrics out/seed-sparsevaegan/seed2/seed-metrics.parquet --output out/seed-sparsevaegan/summary-seed-protocol.parquet
+
+# step report-seed0
+out/seed-sparsevaegan/seed0/report &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet out/seed-sparsevaegan/seed0/decoder.onnx out/seed-sparsevaegan/seed0/embeddings.shard0.parquet out/seed-sparsevaegan/seed0/embeddings.shard1.parquet out/seed-sparsevaegan/seed0/embeddings.shard2.parquet out/seed-sparsevaegan/seed0/embeddings.shard3.parquet out/seed-sparsevaegan/seed0/metrics.parquet out/seed-sparsevaegan/summary.parquet out/seed-sparsevaegan/seed0/sparsevaegan pipelines/seed-sparsevaegan.toml out/seed-sparsevaegan/seed0/predictions.parquet out/seed-sparsevaegan/seed0/treatments.parquet
+	@mkdir -p out/seed-sparsevaegan/seed0
+	"$(PF_BIN)"/pf-report --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --decoder out/seed-sparsevaegan/seed0/decoder.onnx --embeddings out/seed-sparsevaegan/seed0/embeddings.shard0.parquet --embeddings out/seed-sparsevaegan/seed0/embeddings.shard1.parquet --embeddings out/seed-sparsevaegan/seed0/embeddings.shard2.parquet --embeddings out/seed-sparsevaegan/seed0/embeddings.shard3.parquet --metrics out/seed-sparsevaegan/seed0/metrics.parquet --metrics-summary out/seed-sparsevaegan/summary.parquet --model-card out/seed-sparsevaegan/seed0/sparsevaegan/model_card.json --pipeline pipelines/seed-sparsevaegan.toml --predictions out/seed-sparsevaegan/seed0/predictions.parquet --treatments out/seed-sparsevaegan/seed0/treatments.parquet --output out/seed-sparsevaegan/seed0/report
+
+# step report-seed1
+out/seed-sparsevaegan/seed1/report &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet out/seed-sparsevaegan/seed1/decoder.onnx out/seed-sparsevaegan/seed1/embeddings.shard0.parquet out/seed-sparsevaegan/seed1/embeddings.shard1.parquet out/seed-sparsevaegan/seed1/embeddings.shard2.parquet out/seed-sparsevaegan/seed1/embeddings.shard3.parquet out/seed-sparsevaegan/seed1/metrics.parquet out/seed-sparsevaegan/summary.parquet out/seed-sparsevaegan/seed1/sparsevaegan pipelines/seed-sparsevaegan.toml out/seed-sparsevaegan/seed1/predictions.parquet out/seed-sparsevaegan/seed1/treatments.parquet
+	@mkdir -p out/seed-sparsevaegan/seed1
+	"$(PF_BIN)"/pf-report --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --decoder out/seed-sparsevaegan/seed1/decoder.onnx --embeddings out/seed-sparsevaegan/seed1/embeddings.shard0.parquet --embeddings out/seed-sparsevaegan/seed1/embeddings.shard1.parquet --embeddings out/seed-sparsevaegan/seed1/embeddings.shard2.parquet --embeddings out/seed-sparsevaegan/seed1/embeddings.shard3.parquet --metrics out/seed-sparsevaegan/seed1/metrics.parquet --metrics-summary out/seed-sparsevaegan/summary.parquet --model-card out/seed-sparsevaegan/seed1/sparsevaegan/model_card.json --pipeline pipelines/seed-sparsevaegan.toml --predictions out/seed-sparsevaegan/seed1/predictions.parquet --treatments out/seed-sparsevaegan/seed1/treatments.parquet --output out/seed-sparsevaegan/seed1/report
+
+# step report-seed2
+out/seed-sparsevaegan/seed2/report &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet out/seed-sparsevaegan/seed2/decoder.onnx out/seed-sparsevaegan/seed2/embeddings.shard0.parquet out/seed-sparsevaegan/seed2/embeddings.shard1.parquet out/seed-sparsevaegan/seed2/embeddings.shard2.parquet out/seed-sparsevaegan/seed2/embeddings.shard3.parquet out/seed-sparsevaegan/seed2/metrics.parquet out/seed-sparsevaegan/summary.parquet out/seed-sparsevaegan/seed2/sparsevaegan pipelines/seed-sparsevaegan.toml out/seed-sparsevaegan/seed2/predictions.parquet out/seed-sparsevaegan/seed2/treatments.parquet
+	@mkdir -p out/seed-sparsevaegan/seed2
+	"$(PF_BIN)"/pf-report --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --decoder out/seed-sparsevaegan/seed2/decoder.onnx --embeddings out/seed-sparsevaegan/seed2/embeddings.shard0.parquet --embeddings out/seed-sparsevaegan/seed2/embeddings.shard1.parquet --embeddings out/seed-sparsevaegan/seed2/embeddings.shard2.parquet --embeddings out/seed-sparsevaegan/seed2/embeddings.shard3.parquet --metrics out/seed-sparsevaegan/seed2/metrics.parquet --metrics-summary out/seed-sparsevaegan/summary.parquet --model-card out/seed-sparsevaegan/seed2/sparsevaegan/model_card.json --pipeline pipelines/seed-sparsevaegan.toml --predictions out/seed-sparsevaegan/seed2/predictions.parquet --treatments out/seed-sparsevaegan/seed2/treatments.parquet --output out/seed-sparsevaegan/seed2/report
 

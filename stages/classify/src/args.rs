@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::knn::Metric;
 
@@ -18,20 +18,28 @@ use crate::knn::Metric;
         pf-classify --treatments out/treatments.parquet \\\n      \
             --predictions out/predictions.parquet --metrics out/metrics.parquet\n  \
         pf-classify --treatments out/treatments.parquet --protocol seed-compatible --metric euclidean \\\n      \
-            --predictions out/seed-predictions.parquet --metrics out/seed-metrics.parquet"
+            --predictions out/seed-predictions.parquet --metrics out/seed-metrics.parquet\n  \
+        pf-classify summarize --metrics seed0/metrics.parquet --metrics seed1/metrics.parquet \\\n      \
+            --metrics seed2/metrics.parquet --output metrics-summary.parquet",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct Cli {
+    /// `summarize`: mean ± sd of replicate runs' metrics instead of scoring treatments.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
     /// The `treatments` table (from pf-aggregate).
-    #[arg(long)]
-    pub treatments: PathBuf,
+    #[arg(long, required = true)]
+    pub treatments: Option<PathBuf>,
 
     /// Where to write the `predictions` table.
-    #[arg(long)]
-    pub predictions: PathBuf,
+    #[arg(long, required = true)]
+    pub predictions: Option<PathBuf>,
 
     /// Where to write the `metrics` table.
-    #[arg(long)]
-    pub metrics: PathBuf,
+    #[arg(long, required = true)]
+    pub metrics: Option<PathBuf>,
 
     /// Distance between profiles.
     #[arg(long, value_enum, default_value_t = Metric::Cosine)]
@@ -56,4 +64,26 @@ pub struct Cli {
 pub enum Protocol {
     Standard,
     SeedCompatible,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Summarise the `metrics` tables of replicate runs (one per training seed): mean, sample
+    /// standard deviation, range and number of replicates of every metric, as a
+    /// `metrics_summary` table, and the accuracies as `mean ± sd` on standard output.
+    #[command(after_long_help = "Examples:\n  \
+        pf-classify summarize --metrics out/seed0/metrics.parquet --metrics out/seed1/metrics.parquet \\\n      \
+            --metrics out/seed2/metrics.parquet --output out/metrics-summary.parquet")]
+    Summarize(SummarizeArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SummarizeArgs {
+    /// A replicate's `metrics` table (from pf-classify); repeat once per replicate.
+    #[arg(long, required = true, num_args = 1)]
+    pub metrics: Vec<PathBuf>,
+
+    /// Where to write the `metrics_summary` table.
+    #[arg(long)]
+    pub output: PathBuf,
 }

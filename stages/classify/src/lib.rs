@@ -5,9 +5,10 @@
 
 pub mod args;
 pub mod knn;
+pub mod summary;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{
@@ -18,7 +19,7 @@ use phenoflow_schemas::{
     hash_file, InputError, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
 };
 
-use crate::args::{Cli, Protocol};
+use crate::args::{Cli, Command, Protocol};
 use crate::knn::{
     distance_matrix, evaluate, mean_average_precision, Evaluation, HoldOut, Treatment,
 };
@@ -117,7 +118,7 @@ pub fn read_treatments(path: &Path, batch_column: &str) -> anyhow::Result<Vec<Tr
     Ok(treatments)
 }
 
-fn arrow_string_values(array: &dyn Array) -> Option<Vec<Option<String>>> {
+pub(crate) fn arrow_string_values(array: &dyn Array) -> Option<Vec<Option<String>>> {
     if let Some(strings) = array.as_any().downcast_ref::<StringArray>() {
         return Some(strings.iter().map(|v| v.map(String::from)).collect());
     }
@@ -155,16 +156,29 @@ struct Scored {
     n_queries: usize,
 }
 
-/// Runs the stage.
+/// Runs the stage: scores treatments, or summarises replicate runs (`summarize`).
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Some(Command::Summarize(args)) = &cli.command {
+        return summary::run(args);
+    }
+    let required = |value: &Option<PathBuf>, flag: &str| {
+        value
+            .clone()
+            .ok_or_else(|| InputError(format!("{flag} is required")))
+    };
+    let (treatments_path, predictions_path, metrics_path) = (
+        required(&cli.treatments, "--treatments")?,
+        required(&cli.predictions, "--predictions")?,
+        required(&cli.metrics, "--metrics")?,
+    );
     phenoflow_schemas::check_outputs_are_not_inputs(
         &[
-            ("--predictions", &cli.predictions),
-            ("--metrics", &cli.metrics),
+            ("--predictions", &predictions_path),
+            ("--metrics", &metrics_path),
         ],
-        &[&cli.treatments],
+        &[&treatments_path],
     )?;
-    let treatments = read_treatments(&cli.treatments, &cli.batch_column)?;
+    let treatments = read_treatments(&treatments_path, &cli.batch_column)?;
     let distances = distance_matrix(&treatments, cli.metric);
     let (members, runs): (Vec<usize>, Vec<(&'static str, HoldOut)>) = match cli.protocol {
         Protocol::Standard => (
@@ -188,7 +202,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         // which every protocol reports as n/a, as it does when no query is scorable.
         eprintln!(
             "pf-classify: {}: no treatment other than the control `{}`: nothing to score",
-            cli.treatments.display(),
+            treatments_path.display(),
             cli.control
         );
     }
@@ -215,14 +229,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         params.clone(),
     );
     provenance.inputs.insert(
-        cli.treatments.display().to_string(),
-        hash_file(&cli.treatments)?,
+        treatments_path.display().to_string(),
+        hash_file(&treatments_path)?,
     );
-    write_predictions(&cli.predictions, &treatments, &scored, &provenance)?;
+    write_predictions(&predictions_path, &treatments, &scored, &provenance)?;
     let mut metrics_provenance = provenance.clone();
     metrics_provenance.table = TableKind::Metrics;
     write_metrics(
-        &cli.metrics,
+        &metrics_path,
         &treatments,
         &scored,
         (map, &map_per_moa, map_queries),

@@ -56,6 +56,11 @@ pub struct Cli {
     #[arg(long)]
     pub metrics: Option<PathBuf>,
 
+    /// pf-classify summarize's `metrics_summary` of replicate runs (one per training seed): the
+    /// mean ± sd of NSC, NSCB and mAP across seeds, shown beside this run's.
+    #[arg(long)]
+    pub metrics_summary: Option<PathBuf>,
+
     /// pf-classify's metrics of the screen's ground truth (pf-synth's `ground_truth_cells.csv`
     /// through pf-aggregate): the ceiling the learned profile is shown against.
     #[arg(long)]

@@ -21,6 +21,8 @@ pub struct Report<'a> {
     pub supervised: &'a [ClassifierResult],
     pub figures: &'a [Figure],
     pub metrics: &'a [crate::inputs::MetricRow],
+    /// The spread of replicate runs (one per training seed), from pf-classify summarize.
+    pub summary: &'a [crate::inputs::SummaryRow],
     /// Profiles of the same screen side by side (name, their pf-classify metrics); the oracle,
     /// when present, last.
     pub compared: &'a [(&'a str, Vec<crate::inputs::MetricRow>)],
@@ -82,6 +84,63 @@ fn compared_section(out: &mut String, compared: &[(&str, Vec<crate::inputs::Metr
             }
         }
         let _ = writeln!(out, "</tr>");
+    }
+    let _ = writeln!(out, "</table>");
+}
+
+/// Accuracies and mAP over replicate runs: mean ± sample sd, the range and how many runs.
+fn summary_section(out: &mut String, rows: &[crate::inputs::SummaryRow]) {
+    let shown: Vec<&crate::inputs::SummaryRow> = rows
+        .iter()
+        .filter(|row| {
+            row.scope == "all"
+                && matches!(row.metric.as_str(), "accuracy" | "mean_average_precision")
+        })
+        .collect();
+    if shown.is_empty() {
+        return;
+    }
+    let replicates = shown.iter().map(|row| row.replicates).max().unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "<h2>Across seeds</h2><p>The same pipeline trained with {replicates} different seeds: mean ± sample          standard deviation (n − 1) of each score, and its range. Differences between models smaller than          this spread are not differences.</p><p class=\"headline\">"
+    );
+    let percent = |metric: &str, value: f64| {
+        if metric == "accuracy" {
+            format!("{:.1} %", 100.0 * value)
+        } else {
+            format!("{value:.3}")
+        }
+    };
+    let spread = |row: &crate::inputs::SummaryRow| match row.sd {
+        Some(sd) if row.metric == "accuracy" => format!("{:.1}", 100.0 * sd),
+        Some(sd) => format!("{sd:.3}"),
+        None => "n/a".into(),
+    };
+    for row in shown.iter().filter(|row| row.metric == "accuracy") {
+        let value = match row.sd {
+            Some(sd) => format!("{:.1} ± {:.1} %", 100.0 * row.mean, 100.0 * sd),
+            None => format!("{:.1} % (one run)", 100.0 * row.mean),
+        };
+        let _ = write!(out, "<b>{}</b> {value} &nbsp; ", escape(&row.protocol));
+    }
+    let _ = writeln!(
+        out,
+        "</p><table><tr><th>metric</th><th>protocol</th><th>mean ± sd</th><th>min – max</th><th>runs</th><th>n</th></tr>"
+    );
+    for row in shown {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{} ± {}</td><td class=\"num\">{} – {}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            escape(&row.metric),
+            escape(&row.protocol),
+            percent(&row.metric, row.mean),
+            spread(row),
+            percent(&row.metric, row.min),
+            percent(&row.metric, row.max),
+            row.replicates,
+            row.count.map(|c| c.to_string()).unwrap_or_default()
+        );
     }
     let _ = writeln!(out, "</table>");
 }
@@ -170,6 +229,7 @@ pub fn page(report: &Report<'_>) -> String {
         }
         let _ = writeln!(out, "</table>");
     }
+    summary_section(&mut out, report.summary);
     if report.compared.len() > 1 {
         compared_section(&mut out, report.compared);
     }
@@ -289,6 +349,47 @@ fn supervised_section(out: &mut String, results: &[ClassifierResult]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_spread_across_seeds_is_shown_as_mean_and_sd() {
+        let row = |metric: &str, protocol: &str, mean, sd, min, max| crate::inputs::SummaryRow {
+            metric: metric.into(),
+            protocol: protocol.into(),
+            scope: "all".into(),
+            mean,
+            sd,
+            min,
+            max,
+            replicates: 3,
+            count: Some(103),
+        };
+        let rows = vec![
+            row("accuracy", "NSC", 0.8, Some(0.1), 0.7, 0.9),
+            row("accuracy", "NSCB", 0.5, None, 0.5, 0.5),
+            row(
+                "mean_average_precision",
+                "NSC",
+                0.25,
+                Some(0.01),
+                0.24,
+                0.26,
+            ),
+        ];
+        let mut out = String::new();
+        summary_section(&mut out, &rows);
+        assert!(out.contains("<b>NSC</b> 80.0 ± 10.0 %"), "{out}");
+        assert!(out.contains("<b>NSCB</b> 50.0 % (one run)"), "{out}");
+        assert!(
+            out.contains(
+                "<td class=\"num\">0.250 ± 0.010</td><td class=\"num\">0.240 – 0.260</td>"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("trained with 3 different seeds"), "{out}");
+        let mut empty = String::new();
+        summary_section(&mut empty, &[]);
+        assert!(empty.is_empty());
+    }
 
     #[test]
     fn profiles_are_compared_with_the_oracle() {

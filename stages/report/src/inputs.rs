@@ -345,3 +345,57 @@ pub fn read_metrics(path: &Path) -> anyhow::Result<Vec<MetricRow>> {
     }
     Ok(rows)
 }
+
+/// One (metric, protocol, scope) of a `metrics_summary` table across replicate runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub metric: String,
+    pub protocol: String,
+    pub scope: String,
+    pub mean: f64,
+    pub sd: Option<f64>,
+    pub min: f64,
+    pub max: f64,
+    pub replicates: i64,
+    pub count: Option<i64>,
+}
+
+/// The rows of a `metrics_summary` table (pf-classify summarize).
+pub fn read_metrics_summary(path: &Path) -> anyhow::Result<Vec<SummaryRow>> {
+    let mut rows = Vec::new();
+    for batch in phenoflow_schemas::read_table(path, TableKind::MetricsSummary)? {
+        let metrics = strings(&batch, "Metric", path)?;
+        let protocols = strings(&batch, "Protocol", path)?;
+        let scopes = strings(&batch, "Scope", path)?;
+        let float = |name: &str| {
+            batch
+                .column_by_name(name)
+                .expect("validated")
+                .as_primitive::<Float64Type>()
+                .clone()
+        };
+        let integer = |name: &str| {
+            batch
+                .column_by_name(name)
+                .expect("validated")
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
+        let (means, sds, mins, maxs) = (float("Mean"), float("SD"), float("Min"), float("Max"));
+        let (replicates, counts) = (integer("Replicates"), integer("Count"));
+        for row in 0..batch.num_rows() {
+            rows.push(SummaryRow {
+                metric: metrics[row].clone().unwrap_or_default(),
+                protocol: protocols[row].clone().unwrap_or_default(),
+                scope: scopes[row].clone().unwrap_or_default(),
+                mean: means.value(row),
+                sd: (!sds.is_null(row)).then(|| sds.value(row)),
+                min: mins.value(row),
+                max: maxs.value(row),
+                replicates: replicates.value(row),
+                count: (!counts.is_null(row)).then(|| counts.value(row)),
+            });
+        }
+    }
+    Ok(rows)
+}

@@ -431,6 +431,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(path) => inputs::read_metrics(path)?,
         None => Vec::new(),
     };
+    let summary = match &cli.metrics_summary {
+        Some(path) => inputs::read_metrics_summary(path)?,
+        None => Vec::new(),
+    };
     let mut compared: Vec<(&str, Vec<inputs::MetricRow>)> = Vec::new();
     if !metrics.is_empty() {
         compared.push(("learned profile (this run)", metrics.clone()));
@@ -454,6 +458,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .chain(cli.treatments.iter())
         .chain(cli.predictions.iter())
         .chain(cli.metrics.iter())
+        .chain(cli.metrics_summary.iter())
         .chain(cli.baseline_metrics.iter())
         .chain(cli.oracle_metrics.iter())
         .chain(log_paths.iter())
@@ -489,6 +494,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         supervised: &supervised,
         figures: &figures,
         metrics: &metrics,
+        summary: &summary,
         compared: &compared,
         recall: &recall_tables,
         active: active_table.as_ref(),

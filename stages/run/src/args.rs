@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
         pf-run run pipelines/demo.toml --dry-run         # what would run, and why\n  \
         pf-run run pipelines/demo.toml --from train      # train and everything after it\n  \
         pf-run run pipelines/demo.toml --only classify   # just that step\n  \
+        pf-run run pipelines/seed-cytovae.toml --seeds 0 # one replicate, not the file's three\n  \
         pf-run emit snakemake pipelines/demo.toml > Snakefile"
 )]
 pub struct Cli {
@@ -58,6 +59,11 @@ pub struct RunArgs {
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
 
+    /// Run the `per_seed` steps for these seeds instead of the file's `[pipeline] seeds`,
+    /// e.g. --seeds 0 for one replicate.
+    #[arg(long, value_name = "SEED,...", value_delimiter = ',', num_args = 1..)]
+    pub seeds: Option<Vec<u64>>,
+
     /// Where the stage binaries are [default: the folder of pf-run itself].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -75,6 +81,10 @@ pub struct EmitArgs {
     /// Override a `[vars]` value of the pipeline (repeatable).
     #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
+
+    /// Emit the `per_seed` steps for these seeds instead of the file's `[pipeline] seeds`.
+    #[arg(long, value_name = "SEED,...", value_delimiter = ',', num_args = 1..)]
+    pub seeds: Option<Vec<u64>>,
 
     /// Write here instead of standard output.
     #[arg(long, short)]

@@ -16,7 +16,11 @@ use crate::args::{EmitArgs, EmitFormat};
 use crate::shell_words;
 
 pub fn emit(args: &EmitArgs) -> anyhow::Result<()> {
-    let pipeline = Pipeline::read_with(&args.pipeline, &args.vars.iter().cloned().collect())?;
+    let pipeline = Pipeline::read_with_seeds(
+        &args.pipeline,
+        &args.vars.iter().cloned().collect(),
+        args.seeds.as_deref(),
+    )?;
     let text = match args.format {
         EmitFormat::Make => make(&pipeline)?,
         EmitFormat::Snakemake => snakemake(&pipeline)?,
