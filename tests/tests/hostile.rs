@@ -9,7 +9,7 @@
 //! | code execution through `pf-run emit` | newline in name / description; `$(…)` in values and `--set`; `"`, `\` and braces in Snakemake strings; `$` in Nextflow scripts; `stage` with a path; paths with spaces still run |
 //! | paths that escape their roots | outputs absolute or `..`; `Image_PathName_*` absolute or `..`; `Multi_Cell_Image_Name` with `..`; a model card's checkpoint elsewhere |
 //! | panics | `.npy` shape overflow; `--centers` at 1e300 |
-//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
+//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`; 101 seeds (in the file or `--seeds`); 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
 //! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
 //! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; NaN or negative sigmas and ridges |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
@@ -711,6 +711,59 @@ fn a_huge_fan_out_and_a_var_that_names_itself_end_at_once() {
     assert!(started.elapsed() < Duration::from_secs(10));
     emitted.assert_success();
     assert!(emitted.stdout.contains("$${data}x"), "{}", emitted.stdout);
+}
+
+#[test]
+fn many_seeds_are_bounded_and_the_widest_pipeline_is_planned_at_once() {
+    let temp = tempfile::tempdir().unwrap();
+    let seeds = |n: usize| {
+        (0..n)
+            .map(|seed| seed.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let seeded = |n: usize, shards: usize| {
+        pipeline_with("\"P1\"", "out")
+            .replace(
+                "workdir = \"out\"",
+                &format!("workdir = \"out\"\nshards = {shards}\nseeds = [{}]", seeds(n)),
+            )
+            .replace("command = \"singlecell\"", "command = \"singlecell\"\nfan_out = \"shard\"")
+            + "\n[[step]]\nname = \"embed\"\nstage = \"pf-embed\"\nper_seed = true\nfan_out = \"shard\"\n\
+               inputs = { cells = \"@preprocess.output\" }\noutputs = { output = \"e.parquet\" }\n\
+               \n[[step]]\nname = \"aggregate\"\nstage = \"pf-aggregate\"\n\
+               inputs = { input = \"@embed.output\" }\noutputs = { wells = \"w.parquet\" }\n"
+    };
+    std::fs::write(temp.path().join("p.toml"), seeded(101, 2)).unwrap();
+    pf_run(temp.path(), &["emit", "make", "p.toml"]).assert_failure(
+        2,
+        &[
+            "p.toml",
+            "[pipeline] seeds: 101 seeds; give between 1 and 100",
+        ],
+    );
+    let many: Vec<String> = (0..101).map(|seed| seed.to_string()).collect();
+    std::fs::write(temp.path().join("p.toml"), seeded(3, 2)).unwrap();
+    pf_run(
+        temp.path(),
+        &["emit", "make", "p.toml", "--seeds", &many.join(",")],
+    )
+    .assert_failure(2, &["101 seeds"]);
+    // The widest plan allowed (100 seeds × 1024 shards: 103,425 steps, one of them reading
+    // 102,400 files) is planned and emitted in seconds: planning took minutes when each step
+    // looked its producers up in a list.
+    std::fs::write(temp.path().join("p.toml"), seeded(100, 1024)).unwrap();
+    let started = Instant::now();
+    let emitted = pf_run(
+        temp.path(),
+        &["emit", "snakemake", "p.toml", "-o", "Snakefile"],
+    );
+    emitted.assert_success();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]

@@ -116,6 +116,7 @@ fn is_folder(path: &Path) -> bool {
 /// the file itself.
 fn prerequisites(pipeline: &Pipeline, step: &ConcreteStep) -> Vec<PathBuf> {
     let mut paths = Vec::new();
+    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
     for input in &step.inputs {
         let path = match &input.source {
             Source::File => input.path.clone(),
@@ -130,7 +131,7 @@ fn prerequisites(pipeline: &Pipeline, step: &ConcreteStep) -> Vec<PathBuf> {
                 .map(|output| output.path.clone())
                 .unwrap_or_else(|| input.path.clone()),
         };
-        if !paths.contains(&path) {
+        if seen.insert(path.clone()) {
             paths.push(path);
         }
     }
