@@ -11,7 +11,7 @@
 //! | panics | `.npy` shape overflow; `--centers` at 1e300 |
 //! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`; 101 seeds (in the file or `--seeds`); 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
 //! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
-//! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; NaN or negative sigmas and ridges |
+//! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; a plate map with two treatments in a well, a well it lacks, no well column, a text concentration, an empty compound, profiles already annotated; NaN or negative sigmas and ridges |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
 //! | disk full | a write to a full file system is exit 1 and leaves nothing |
 //! | shipped pipelines on the project's data | more shards than plates |
@@ -932,6 +932,95 @@ fn aggregate(inputs: &[&Path], folder: &Path, extra: &[&str]) -> Outcome {
 
 const CELLS_CSV: &str = "Metadata_Plate,Metadata_Well,Metadata_Compound,Metadata_Concentration,Metadata_MoA,Cells_a,Cells_b\n\
 P1,A01,DMSO,0,DMSO,1.0,2.0\nP1,A01,DMSO,0,DMSO,1.5,2.5\nP1,A02,taxol,1,Microtubule,3.0,4.0\nP1,A02,taxol,1,Microtubule,3.5,4.5\n";
+
+#[test]
+fn a_platemap_that_disagrees_or_misses_a_well_is_named() {
+    let temp = tempfile::tempdir().unwrap();
+    let keys = temp.path().join("keys.csv");
+    std::fs::write(
+        &keys,
+        "Metadata_Plate,Metadata_Well,Metadata_MoA,Cells_a\nP1,A01,DMSO,1.0\nP1,A02,Microtubule,3.0\n",
+    )
+    .unwrap();
+    let platemap = |name: &str, text: &str| {
+        let path = temp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let good = "Metadata_Plate,Metadata_Well,Metadata_Compound,Metadata_Concentration\n\
+                P1,A01,DMSO,0\nP1,A01,DMSO,0\nP1,A02,taxol,1\n";
+    let output_written = || temp.path().join("wells.parquet").exists();
+    // A well with two treatments (an image table whose fields disagree): which one is right?
+    let two = platemap(
+        "two.csv",
+        &good.replace(
+            "P1,A01,DMSO,0\nP1,A01,DMSO,0",
+            "P1,A01,DMSO,0\nP1,A01,taxol,1",
+        ),
+    );
+    let arg_two = arg(&two);
+    aggregate(&[&keys], temp.path(), &["--platemap", &arg_two]).assert_failure(
+        2,
+        &[
+            "two.csv",
+            "well P1/A01 has two treatments: (DMSO, 0) on line 2 and (taxol, 1) on line 3",
+        ],
+    );
+    // A well of the profiles that the plate map does not name: no silent null treatment.
+    let short = platemap("short.csv", &good.replace("P1,A02,taxol,1\n", ""));
+    let arg_short = arg(&short);
+    aggregate(&[&keys], temp.path(), &["--platemap", &arg_short])
+        .assert_failure(2, &["well P1/A02: not in --platemap", "short.csv"]);
+    // A plate map without a well column, a concentration of text, an empty compound.
+    let no_well = platemap("no_well.csv", &good.replace("Metadata_Well,", "Position,"));
+    let arg_no_well = arg(&no_well);
+    aggregate(&[&keys], temp.path(), &["--platemap", &arg_no_well]).assert_failure(
+        2,
+        &[
+            "no_well.csv",
+            "none of the columns Metadata_Well",
+            "--platemap-well-column",
+        ],
+    );
+    let text = platemap("text.csv", &good.replace("taxol,1", "taxol,1 uM"));
+    let arg_text = arg(&text);
+    aggregate(&[&keys], temp.path(), &["--platemap", &arg_text]).assert_failure(
+        2,
+        &[
+            "text.csv",
+            "concentration column `Metadata_Concentration`",
+            "not numbers",
+        ],
+    );
+    let empty = platemap(
+        "empty_compound.csv",
+        &good.replace("P1,A02,taxol,1", "P1,A02,,1"),
+    );
+    let arg_empty = arg(&empty);
+    aggregate(&[&keys], temp.path(), &["--platemap", &arg_empty]).assert_failure(
+        2,
+        &[
+            "empty_compound.csv",
+            "line 4",
+            "`Metadata_Compound` is empty",
+        ],
+    );
+    // Profiles that already carry a treatment: two sources of truth.
+    let annotated = temp.path().join("annotated.csv");
+    std::fs::write(&annotated, CELLS_CSV).unwrap();
+    let arg_good = arg(&platemap("good.csv", good));
+    aggregate(&[&annotated], temp.path(), &["--platemap", &arg_good]).assert_failure(
+        2,
+        &["annotated.csv", "already has a `Metadata_Compound` column"],
+    );
+    assert!(!output_written(), "nothing written");
+    aggregate(
+        &[&keys],
+        temp.path(),
+        &["--platemap", &arg_good, "--level", "wells"],
+    )
+    .assert_success();
+}
 
 #[test]
 fn missing_feature_values_are_named_never_skipped() {

@@ -927,6 +927,128 @@ fn real_bbbc021_layout_gives_103_nsc_and_92_nscb_queries() {
 }
 
 #[test]
+fn per_well_keys_are_annotated_from_the_real_image_table() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = shared_data().join("bbbc021");
+    let (image_csv, moa_csv) = (
+        data.join("BBBC021_v1_image.csv"),
+        data.join("BBBC021_v1_moa.csv"),
+    );
+    // The same wells and features twice: once with the treatment columns, once with plate and
+    // well only, as a CellProfiler per-well export keyed by Image.csv's metadata holds them.
+    let (joined, keys) = (
+        temp.path().join("per_well.csv"),
+        temp.path().join("per_well_keys.csv"),
+    );
+    for (out, extra) in [(&joined, None), (&keys, Some("--keys-only"))] {
+        let mut args = vec![
+            "--image-csv".to_string(),
+            arg(&image_csv),
+            "--moa-csv".to_string(),
+            arg(&moa_csv),
+            "--out".to_string(),
+            arg(out),
+        ];
+        args.extend(extra.map(String::from));
+        run_python("make_bbbc021_wells.py", &args).assert_success();
+    }
+    let header = std::fs::read_to_string(&keys).unwrap();
+    assert!(
+        header.starts_with("Image_Metadata_Plate_DAPI,Image_Metadata_Well_DAPI,Cells_Feature_0"),
+        "{}",
+        &header[..80]
+    );
+    let keyed = [
+        "--level",
+        "wells",
+        "--plate-column",
+        "Image_Metadata_Plate_DAPI",
+        "--well-column",
+        "Image_Metadata_Well_DAPI",
+        "--moa-csv",
+    ];
+    let score = |name: &str, extra: &[String]| {
+        let treatments = temp.path().join(format!("treatments-{name}.parquet"));
+        let metrics = temp.path().join(format!("metrics-{name}.parquet"));
+        let mut args: Vec<String> = keyed.iter().map(|a| a.to_string()).collect();
+        args.push(arg(&moa_csv));
+        args.extend(extra.iter().cloned());
+        args.extend([
+            "--wells".into(),
+            arg(&temp.path().join(format!("wells-{name}.parquet"))),
+            "--treatments".into(),
+            arg(&treatments),
+        ]);
+        let outcome = aggregate(&args);
+        outcome.assert_success();
+        classify(&[
+            "--treatments",
+            &arg(&treatments),
+            "--predictions",
+            &arg(&temp.path().join(format!("predictions-{name}.parquet"))),
+            "--metrics",
+            &arg(&metrics),
+        ])
+        .assert_success();
+        (outcome, treatments, metrics)
+    };
+    let (_, by_hand, by_hand_metrics) = score(
+        "joined",
+        &[
+            "--input".into(),
+            arg(&joined),
+            "--compound-column".into(),
+            "Image_Metadata_Compound".into(),
+            "--concentration-column".into(),
+            "Image_Metadata_Concentration".into(),
+        ],
+    );
+    // The image table has one row per field (four per well): the annotate step takes the well's
+    // one treatment, finding the image table's columns by their BBBC021 names.
+    let (annotated_run, annotated, annotated_metrics) = score(
+        "annotated",
+        &[
+            "--input".into(),
+            arg(&keys),
+            "--platemap".into(),
+            arg(&image_csv),
+        ],
+    );
+    assert!(
+        annotated_run.stderr.contains(
+            "Image_Metadata_Plate_DAPI → Image_Metadata_Plate_DAPI, Image_Metadata_Well_DAPI → Image_Metadata_Well_DAPI, \
+             Image_Metadata_Compound → Metadata_Compound, Image_Metadata_Concentration → Metadata_Concentration"
+        ),
+        "{}",
+        annotated_run.stderr
+    );
+    let table = |path: &Path| {
+        phenoflow_schemas::read_table(path, phenoflow_schemas::TableKind::Treatments)
+            .unwrap()
+            .iter()
+            .map(|batch| batch.columns().to_vec())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        table(&annotated),
+        table(&by_hand),
+        "the same treatment profiles"
+    );
+    let metrics = phenoflow_schemas::metrics::read_metrics(&annotated_metrics).unwrap();
+    assert_eq!(
+        metrics,
+        phenoflow_schemas::metrics::read_metrics(&by_hand_metrics).unwrap()
+    );
+    let accuracy = |protocol: &str| {
+        metrics
+            .iter()
+            .find(|row| row.0 == "accuracy" && row.1 == protocol && row.2 == "all")
+            .and_then(|row| row.4)
+    };
+    assert_eq!((accuracy("NSC"), accuracy("NSCB")), (Some(103), Some(92)));
+}
+
+#[test]
 fn aggregate_and_classify_reject_bad_input_clearly() {
     let temp = tempfile::tempdir().unwrap();
     let out = |name: &str| arg(&temp.path().join(name));

@@ -25,6 +25,10 @@ use crate::normalize::{Normalization, TvnRegularization};
             --plate-column Image_Metadata_Plate --well-column Image_Metadata_Well \\\n      \
             --compound-column Image_Metadata_Compound \\\n      \
             --concentration-column Image_Metadata_Concentration --moa-csv BBBC021_v1_moa.csv \\\n      \
+            --wells out/wells.parquet --treatments out/treatments.parquet\n  \
+        pf-aggregate --level wells --input per_well_keys_only.csv \\\n      \
+            --plate-column Image_Metadata_Plate_DAPI --well-column Image_Metadata_Well_DAPI \\\n      \
+            --platemap BBBC021_v1_image.csv --moa-csv BBBC021_v1_moa.csv \\\n      \
             --wells out/wells.parquet --treatments out/treatments.parquet"
 )]
 pub struct Cli {
@@ -99,6 +103,33 @@ pub struct Cli {
     /// numeric concentration; every treatment in it must have wells.
     #[arg(long)]
     pub moa_csv: Option<PathBuf>,
+
+    /// A plate map or image table (CSV or Parquet) naming each well's compound and
+    /// concentration by plate and well (pycytominer's `annotate`), for inputs keyed by plate and
+    /// well only: joined onto the wells after aggregation; every well must be in it, with one
+    /// treatment. An image table's several fields per well are fine.
+    #[arg(long, value_name = "CSV|PARQUET")]
+    pub platemap: Option<PathBuf>,
+
+    /// --platemap's plate column [default: the first of Metadata_Plate, Image_Metadata_Plate,
+    /// Image_Metadata_Plate_DAPI, Plate].
+    #[arg(long, requires = "platemap")]
+    pub platemap_plate_column: Option<String>,
+
+    /// --platemap's well column [default: the first of Metadata_Well, Metadata_well_position,
+    /// Image_Metadata_Well, Image_Metadata_Well_DAPI, Well, well_position].
+    #[arg(long, requires = "platemap")]
+    pub platemap_well_column: Option<String>,
+
+    /// --platemap's compound column [default: the first of Metadata_Compound,
+    /// Image_Metadata_Compound, Compound].
+    #[arg(long, requires = "platemap")]
+    pub platemap_compound_column: Option<String>,
+
+    /// --platemap's concentration column [default: the first of Metadata_Concentration,
+    /// Image_Metadata_Concentration, Concentration].
+    #[arg(long, requires = "platemap")]
+    pub platemap_concentration_column: Option<String>,
 
     /// Allow treatments of --moa-csv without wells (a partial screen).
     #[arg(long)]

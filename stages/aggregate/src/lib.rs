@@ -9,6 +9,7 @@
 pub mod args;
 pub mod controls;
 pub mod normalize;
+pub mod platemap;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -29,8 +30,9 @@ use polars::prelude::{
 
 use crate::args::{Aggregation, Cli, InputLevel, PositiveControls};
 use crate::normalize::Normalization;
+use crate::platemap::PlateMap;
 
-fn input_error(message: String) -> anyhow::Error {
+pub(crate) fn input_error(message: String) -> anyhow::Error {
     InputError(message).into()
 }
 
@@ -64,8 +66,23 @@ fn is_csv(path: &Path) -> bool {
     text.ends_with(".csv") || text.ends_with(".csv.gz")
 }
 
+/// An input must be a regular, non-empty file (a FIFO would block, a folder is not a table).
+pub(crate) fn check_input_file(path: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(path) {
+        Err(error) => Err(input_error(format!("{}: {error}", path.display()))),
+        Ok(metadata) if !metadata.is_file() => Err(input_error(format!(
+            "{}: not a regular file",
+            path.display()
+        ))),
+        Ok(metadata) if metadata.len() == 0 => {
+            Err(input_error(format!("{}: empty file", path.display())))
+        }
+        Ok(_) => Ok(()),
+    }
+}
+
 /// One input as a lazy frame.
-fn scan_one(path: &Path) -> anyhow::Result<LazyFrame> {
+pub(crate) fn scan_one(path: &Path) -> anyhow::Result<LazyFrame> {
     let text = path.to_string_lossy().to_string();
     if is_csv(path) {
         LazyCsvReader::new(PlRefPath::new(text.as_str()))
@@ -84,19 +101,7 @@ fn scan_inputs(cli: &Cli) -> anyhow::Result<LazyFrame> {
     let mut frames = Vec::new();
     let mut seen: BTreeMap<std::path::PathBuf, &Path> = BTreeMap::new();
     for path in &cli.input {
-        match std::fs::metadata(path) {
-            Err(error) => return Err(input_error(format!("{}: {error}", path.display()))),
-            Ok(metadata) if !metadata.is_file() => {
-                return Err(input_error(format!(
-                    "{}: not a regular file",
-                    path.display()
-                )))
-            }
-            Ok(metadata) if metadata.len() == 0 => {
-                return Err(input_error(format!("{}: empty file", path.display())))
-            }
-            Ok(_) => {}
-        }
+        check_input_file(path)?;
         // The same file twice would count every cell twice.
         let canonical = path.canonicalize().unwrap_or_else(|_| path.clone());
         if let Some(first) = seen.insert(canonical, path) {
@@ -416,17 +421,17 @@ fn well_frame(
     frame: LazyFrame,
     map: &ColumnMap,
     features: &[String],
+    platemap: Option<&PlateMap>,
 ) -> anyhow::Result<DataFrame> {
     // Everything that must be constant within a well is part of the group key: a well holding
     // two compounds (or concentrations, MoAs, batches) comes out as two rows of one well, which
     // `collect_wells` reports. (Aggregating such columns with `first()` would also force Polars'
     // in-memory fallback instead of the streaming group-by.)
-    let mut key_exprs = vec![
-        col(map.plate.as_str()),
-        col(map.well.as_str()),
-        col(map.compound.as_str()),
-        col(map.concentration.as_str()),
-    ];
+    let mut key_exprs = vec![col(map.plate.as_str()), col(map.well.as_str())];
+    // With --platemap the treatment comes from the plate map, joined after the group-by.
+    if platemap.is_none() {
+        key_exprs.extend([col(map.compound.as_str()), col(map.concentration.as_str())]);
+    }
     key_exprs.extend(map.moa.as_deref().map(col));
     key_exprs.extend(map.batch.as_deref().map(col));
     let mut aggs: Vec<Expr> = Vec::new();
@@ -450,6 +455,10 @@ fn well_frame(
             );
             frame.group_by(key_exprs.clone()).agg(aggs)
         }
+    };
+    let grouped = match platemap {
+        Some(platemap) => platemap.join(grouped, map),
+        None => grouped,
     };
     let mut renamed = vec![
         (map.plate.as_str(), "Metadata_Plate"),
@@ -503,6 +512,7 @@ fn floats(frame: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<f64>>> {
 /// Moves the Polars well frame into [`Wells`], checking every well.
 fn collect_wells(
     cli: &Cli,
+    platemap: Option<&PlateMap>,
     frame: &DataFrame,
     map: &ColumnMap,
     features: &[String],
@@ -545,9 +555,13 @@ fn collect_wells(
             ))
         })?;
         let name = format!("well {plate}/{well}");
-        let compound = compounds[row]
-            .clone()
-            .ok_or_else(|| input_error(format!("{name}: no compound")))?;
+        let compound = compounds[row].clone().ok_or_else(|| match platemap {
+            Some(platemap) => input_error(format!(
+                "{name}: not in --platemap {} (no compound or concentration for it)",
+                platemap.path.display()
+            )),
+            None => input_error(format!("{name}: no compound")),
+        })?;
         if row > 0
             && plates[row - 1].as_ref() == Some(&plate)
             && wells[row - 1].as_ref() == Some(&well)
@@ -929,6 +943,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .input
         .iter()
         .chain(cli.moa_csv.iter())
+        .chain(cli.platemap.iter())
         .map(PathBuf::as_path)
         .collect();
     check_outputs_are_not_inputs(
@@ -936,6 +951,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         &inputs,
     )?;
     let moa_table = cli.moa_csv.as_deref().map(MoaTable::read).transpose()?;
+    let platemap = PlateMap::read(&cli)?;
     let mut frame = scan_inputs(&cli)?;
     // Content hashes for the provenance are computed while Polars aggregates: hashing a large
     // input is otherwise a third of the run.
@@ -943,6 +959,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .input
         .iter()
         .chain(cli.moa_csv.iter())
+        .chain(cli.platemap.iter())
         .cloned()
         .collect();
     let hasher = std::thread::spawn(move || {
@@ -961,14 +978,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .join(", ")
         ))
     })?;
+    let schema = match &platemap {
+        Some(platemap) => {
+            let annotated = platemap.annotated_schema(&cli, &schema)?;
+            eprintln!(
+                "pf-aggregate: wells annotated from {} ({})",
+                platemap.path.display(),
+                platemap.describe()
+            );
+            Arc::new(annotated)
+        }
+        None => schema,
+    };
     let (map, features) = resolve_columns(&cli, &schema)?;
     check_row_groups(&cli, &map, &features)?;
     check_no_null_features(&cli, &features)?;
     if cli.level == InputLevel::Cells {
         check_no_duplicate_cells(&frame, &map, &schema)?;
     }
-    let well_frame = well_frame(&cli, frame, &map, &features)?;
-    let mut wells = collect_wells(&cli, &well_frame, &map, &features, moa_table.as_ref())?;
+    let well_frame = well_frame(&cli, frame, &map, &features, platemap.as_ref())?;
+    let mut wells = collect_wells(
+        &cli,
+        platemap.as_ref(),
+        &well_frame,
+        &map,
+        &features,
+        moa_table.as_ref(),
+    )?;
     drop(well_frame);
     if let Some((row, _)) = wells.moa.iter().enumerate().find(|(_, moa)| moa.is_none()) {
         return Err(input_error(format!(
@@ -1052,6 +1088,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         "positive_control_treatments": plate_controls.describe(),
         "feature_prefix": cli.feature_prefix,
         "columns": [map.plate, map.well, map.compound, map.concentration, map.moa, map.batch],
+        "platemap_columns": platemap.as_ref().map(PlateMap::describe),
     });
     let mut provenance = Provenance::new(
         TableKind::Wells,
