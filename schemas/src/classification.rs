@@ -269,7 +269,7 @@ pub fn treatment_name(compound: &str, concentration: f64) -> String {
 }
 
 /// A text or integer column as strings.
-fn text_values(array: &dyn Array) -> Option<Vec<Option<String>>> {
+pub(crate) fn text_values(array: &dyn Array) -> Option<Vec<Option<String>>> {
     let collect = |get: &dyn Fn(usize) -> String| {
         (0..array.len())
             .map(|row| (!array.is_null(row)).then(|| get(row)))

@@ -11,6 +11,7 @@ pub mod cells;
 pub mod classification;
 mod error;
 pub mod keys;
+pub mod metrics;
 pub mod model_card;
 pub mod parquet_io;
 pub mod pipeline;

@@ -587,6 +587,32 @@ impl ConcreteStep {
     }
 }
 
+/// What a step saw and wrote the last time it succeeded, as `pf-run` records it in
+/// `<workdir>/.pfrun/` (and `pf-report` reads the wall times from).
+#[derive(Debug, Clone, serde::Serialize, Deserialize, PartialEq)]
+pub struct StepRecord {
+    pub step: String,
+    pub stage: String,
+    pub stage_version: String,
+    #[serde(default)]
+    pub binary_hash: String,
+    pub definition_hash: String,
+    pub inputs: BTreeMap<String, String>,
+    pub outputs: BTreeMap<String, String>,
+    /// The step's wall time in seconds (absent in records of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<f64>,
+}
+
+impl StepRecord {
+    /// The record at `path`, if there is a readable one.
+    pub fn read(path: &Path) -> Option<Self> {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok())
+    }
+}
+
 /// A checked pipeline: its header and concrete steps in a topological order (file order among
 /// independent steps).
 #[derive(Debug, Clone)]
@@ -895,6 +921,21 @@ impl Pipeline {
             steps,
             positions,
         })
+    }
+
+    /// Where `pf-run` keeps its records: `<workdir>/.pfrun`.
+    pub fn state_dir(&self) -> PathBuf {
+        PathBuf::from(&self.header.workdir).join(".pfrun")
+    }
+
+    /// `<step>.json`, or `<step>.shard<i>.json` for shard i of a fan-out step: step names hold
+    /// no `.`, so no two steps share a record.
+    pub fn record_path(&self, step: &ConcreteStep) -> PathBuf {
+        let name = match step.shard {
+            Some((index, _)) => format!("{}.shard{index}.json", step.spec_name),
+            None => format!("{}.json", step.name),
+        };
+        self.state_dir().join(name)
     }
 
     pub fn step(&self, name: &str) -> Option<&ConcreteStep> {

@@ -6,96 +6,47 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
-use arrow_schema::Schema;
-use phenoflow_schemas::{
-    hash_file, InputError, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
-};
+use phenoflow_schemas::metrics::{read_metrics, write_metrics_summary, MetricSummary};
+use phenoflow_schemas::{hash_file, InputError, Provenance, TableKind};
 
 use crate::args::SummarizeArgs;
 
-/// The values of one (metric, protocol, scope) across replicates.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Summary {
-    pub metric: String,
-    pub protocol: String,
-    pub scope: String,
-    pub mean: f64,
-    /// Sample standard deviation (denominator n − 1); `None` with one replicate.
-    pub sd: Option<f64>,
-    pub min: f64,
-    pub max: f64,
-    pub replicates: usize,
-    /// The replicates' common count (queries, support), or `None` when they differ.
-    pub count: Option<i64>,
-}
-
 /// (metric, protocol, scope) → (values, counts) in replicate order.
 type Collected = BTreeMap<(String, String, String), (Vec<f64>, Vec<Option<i64>>)>;
-
-fn string_column(batch: &RecordBatch, name: &str, path: &Path) -> anyhow::Result<Vec<String>> {
-    let column = batch.column_by_name(name).expect("validated column");
-    let strings = crate::arrow_string_values(column.as_ref())
-        .ok_or_else(|| InputError(format!("{}: column `{name}` is not text", path.display())))?;
-    Ok(strings.into_iter().map(Option::unwrap_or_default).collect())
-}
 
 /// Reads each replicate's `metrics` table; a (metric, protocol, scope) listed twice in one file
 /// is an error naming the file and the row.
 pub fn collect(paths: &[PathBuf]) -> anyhow::Result<Collected> {
     let mut collected: Collected = BTreeMap::new();
     for path in paths {
-        let reader = ParquetTableReader::open(path, TableKind::Metrics, 8192, None)?;
         let mut seen: BTreeSet<(String, String, String)> = BTreeSet::new();
-        let mut row_offset = 0usize;
-        for batch in reader {
-            let batch = batch?;
-            let metrics = string_column(&batch, "Metric", path)?;
-            let protocols = string_column(&batch, "Protocol", path)?;
-            let scopes = string_column(&batch, "Scope", path)?;
-            let values = batch
-                .column_by_name("Value")
-                .and_then(|column| column.as_any().downcast_ref::<Float64Array>().cloned())
-                .expect("validated Float64 column");
-            let counts = batch
-                .column_by_name("Count")
-                .and_then(|column| column.as_any().downcast_ref::<Int64Array>().cloned())
-                .expect("validated Int64 column");
-            for row in 0..batch.num_rows() {
-                let key = (
-                    metrics[row].clone(),
-                    protocols[row].clone(),
-                    scopes[row].clone(),
-                );
-                if !seen.insert(key.clone()) {
-                    return Err(InputError(format!(
-                        "{}: row {}: ({}, {}, {}) appears twice",
-                        path.display(),
-                        row_offset + row,
-                        key.0,
-                        key.1,
-                        key.2
-                    ))
-                    .into());
-                }
-                // A metric a replicate lacks (an MoA with no scorable query) is not padded: its
-                // summary counts the replicates that have it.
-                let entry = collected.entry(key).or_default();
-                entry.0.push(values.value(row));
-                entry
-                    .1
-                    .push((!counts.is_null(row)).then(|| counts.value(row)));
+        for (row, (metric, protocol, scope, value, count)) in
+            read_metrics(path)?.into_iter().enumerate()
+        {
+            let key = (metric, protocol, scope);
+            if !seen.insert(key.clone()) {
+                return Err(InputError(format!(
+                    "{}: row {row}: ({}, {}, {}) appears twice",
+                    path.display(),
+                    key.0,
+                    key.1,
+                    key.2
+                ))
+                .into());
             }
-            row_offset += batch.num_rows();
+            // A metric a replicate lacks (an MoA with no scorable query) is not padded: its
+            // summary counts the replicates that have it.
+            let entry = collected.entry(key).or_default();
+            entry.0.push(value);
+            entry.1.push(count);
         }
     }
     Ok(collected)
 }
 
 /// Mean, sample standard deviation, range and common count of each collected metric.
-pub fn summarize(collected: &Collected) -> Vec<Summary> {
+pub fn summarize(collected: &Collected) -> Vec<MetricSummary> {
     collected
         .iter()
         .map(|((metric, protocol, scope), (values, counts))| {
@@ -109,7 +60,7 @@ pub fn summarize(collected: &Collected) -> Vec<Summary> {
                 .copied()
                 .flatten()
                 .filter(|first| counts.iter().all(|count| *count == Some(*first)));
-            Summary {
+            MetricSummary {
                 metric: metric.clone(),
                 protocol: protocol.clone(),
                 scope: scope.clone(),
@@ -117,44 +68,15 @@ pub fn summarize(collected: &Collected) -> Vec<Summary> {
                 sd,
                 min: values.iter().copied().fold(f64::INFINITY, f64::min),
                 max: values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                replicates: n,
+                replicates: n as i64,
                 count,
             }
         })
         .collect()
 }
 
-fn write(path: &Path, rows: &[Summary], provenance: &Provenance) -> anyhow::Result<()> {
-    let schema = Arc::new(Schema::new(TableKind::MetricsSummary.required_fields(None)));
-    let text = |get: fn(&Summary) -> &str| -> ArrayRef {
-        Arc::new(StringArray::from_iter_values(rows.iter().map(get)))
-    };
-    let float = |get: fn(&Summary) -> f64| -> ArrayRef {
-        Arc::new(Float64Array::from_iter_values(rows.iter().map(get)))
-    };
-    let columns: Vec<ArrayRef> = vec![
-        text(|row| &row.metric),
-        text(|row| &row.protocol),
-        text(|row| &row.scope),
-        float(|row| row.mean),
-        Arc::new(Float64Array::from_iter(rows.iter().map(|row| row.sd))),
-        float(|row| row.min),
-        float(|row| row.max),
-        Arc::new(Int64Array::from_iter_values(
-            rows.iter().map(|row| row.replicates as i64),
-        )),
-        Arc::new(Int64Array::from_iter(rows.iter().map(|row| row.count))),
-    ];
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let mut writer =
-        ParquetTableWriter::create(path, TableKind::MetricsSummary, schema, provenance, 65_536)?;
-    writer.write(&batch)?;
-    writer.finish()?;
-    Ok(())
-}
-
 /// One line per accuracy of the summary: `NSC  83.1 ± 2.3 % (3 replicates; 80.9–85.4)`.
-pub fn accuracy_lines(rows: &[Summary]) -> Vec<String> {
+pub fn accuracy_lines(rows: &[MetricSummary]) -> Vec<String> {
     rows.iter()
         .filter(|row| row.metric == "accuracy" && row.scope == "all")
         .map(|row| {
@@ -198,7 +120,7 @@ pub fn run(args: &SummarizeArgs) -> anyhow::Result<()> {
             .inputs
             .insert(path.display().to_string(), hash_file(path)?);
     }
-    write(&args.output, &rows, &provenance)?;
+    write_metrics_summary(&args.output, &rows, &provenance)?;
     println!(
         "pf-classify summarize: {} replicates → {}",
         args.metrics.len(),

@@ -98,76 +98,106 @@ pub fn sequential_colour(value: f64) -> RGBColor {
     RGBColor(mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
 }
 
+/// Whole epochs to label on an axis of `last` epochs: every one up to ten, then a round step
+/// (2, 5, 10, 20, 50, …) that keeps ten labels or fewer. Never a fractional epoch.
+pub fn epoch_ticks(last: usize) -> Vec<f64> {
+    let last = last.max(1);
+    let mut step = 1usize;
+    let mut factors = [2usize, 5, 10].into_iter().cycle();
+    let mut decade = 1usize;
+    while last / step > 10 {
+        let factor = factors.next().expect("cycles");
+        if factor == 10 {
+            decade *= 10;
+            step = decade;
+        } else {
+            step = decade * factor;
+        }
+    }
+    (1..=last)
+        .filter(|epoch| epoch % step == 0)
+        .map(|epoch| epoch as f64)
+        .collect()
+}
+
 /// One line chart per loss term, train and validation against the epoch.
 pub fn learning_curves(terms: &crate::inputs::Curves) -> anyhow::Result<Figure> {
     let columns = 3usize;
     let rows = terms.len().div_ceil(columns).max(1);
     let (width, height) = (1200u32, 320 * rows as u32);
-    let png = draw(
-        width,
-        height,
-        |_| {},
-        |root| {
-            root.fill(&WHITE).map_err(plot_error)?;
-            let areas = root.split_evenly((rows, columns));
-            for ((term, train, validation), area) in terms.iter().zip(areas.iter()) {
-                let all = train.iter().chain(validation);
-                let (mut low, mut high) = all.clone().fold(
-                    (f64::INFINITY, f64::NEG_INFINITY),
-                    |(low, high), &(_, y)| (low.min(y), high.max(y)),
-                );
-                if !(low.is_finite() && high.is_finite()) {
-                    (low, high) = (0.0, 1.0);
-                }
-                let pad = ((high - low) * 0.08).max(1e-9);
-                let last_epoch = all.map(|&(x, _)| x).fold(1.0, f64::max);
-                let mut chart = ChartBuilder::on(area)
-                    .caption(term, ("sans-serif", 18))
-                    .margin(10)
-                    .x_label_area_size(34)
-                    .y_label_area_size(70)
-                    .build_cartesian_2d(0.5..last_epoch + 0.5, (low - pad)..(high + pad))
-                    .map_err(plot_error)?;
-                chart
-                    .configure_mesh()
-                    .x_desc("epoch")
-                    .light_line_style(WHITE)
-                    .draw()
-                    .map_err(plot_error)?;
-                for (points, colour, label) in
-                    [(train, BLUE, "train"), (validation, RED, "validation")]
-                {
-                    if points.is_empty() {
-                        continue;
+    let png =
+        draw(
+            width,
+            height,
+            |_| {},
+            |root| {
+                root.fill(&WHITE).map_err(plot_error)?;
+                let areas = root.split_evenly((rows, columns));
+                for ((term, train, validation), area) in terms.iter().zip(areas.iter()) {
+                    let all = train.iter().chain(validation);
+                    let (mut low, mut high) = all.clone().fold(
+                        (f64::INFINITY, f64::NEG_INFINITY),
+                        |(low, high), &(_, y)| (low.min(y), high.max(y)),
+                    );
+                    if !(low.is_finite() && high.is_finite()) {
+                        (low, high) = (0.0, 1.0);
                     }
-                    chart
-                        .draw_series(LineSeries::new(
-                            points.iter().copied(),
-                            colour.stroke_width(2),
-                        ))
-                        .map_err(plot_error)?
-                        .label(label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
-                        });
-                    chart
-                        .draw_series(
-                            points
-                                .iter()
-                                .map(|&point| Circle::new(point, 3, colour.filled())),
+                    let pad = ((high - low) * 0.08).max(1e-9);
+                    let last_epoch = all.map(|&(x, _)| x).fold(1.0, f64::max);
+                    // Epochs are whole numbers: an integer axis with whole-epoch ticks only.
+                    let last_epoch = last_epoch.round() as i32;
+                    let ticks = epoch_ticks(last_epoch as usize)
+                        .into_iter()
+                        .map(|tick| tick as i32)
+                        .collect();
+                    let mut chart = ChartBuilder::on(area)
+                        .caption(term, ("sans-serif", 18))
+                        .margin(10)
+                        .x_label_area_size(34)
+                        .y_label_area_size(70)
+                        .build_cartesian_2d(
+                            (0..last_epoch + 1).with_key_points(ticks),
+                            (low - pad)..(high + pad),
                         )
                         .map_err(plot_error)?;
+                    chart
+                        .configure_mesh()
+                        .x_desc("epoch")
+                        .light_line_style(WHITE)
+                        .draw()
+                        .map_err(plot_error)?;
+                    for (points, colour, label) in
+                        [(train, BLUE, "train"), (validation, RED, "validation")]
+                    {
+                        if points.is_empty() {
+                            continue;
+                        }
+                        chart
+                            .draw_series(LineSeries::new(
+                                points.iter().map(|&(x, y)| (x.round() as i32, y)),
+                                colour.stroke_width(2),
+                            ))
+                            .map_err(plot_error)?
+                            .label(label)
+                            .legend(move |(x, y)| {
+                                PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2))
+                            });
+                        chart
+                            .draw_series(points.iter().map(|&(x, y)| {
+                                Circle::new((x.round() as i32, y), 3, colour.filled())
+                            }))
+                            .map_err(plot_error)?;
+                    }
+                    chart
+                        .configure_series_labels()
+                        .border_style(BLACK)
+                        .background_style(WHITE.mix(0.8))
+                        .draw()
+                        .map_err(plot_error)?;
                 }
-                chart
-                    .configure_series_labels()
-                    .border_style(BLACK)
-                    .background_style(WHITE.mix(0.8))
-                    .draw()
-                    .map_err(plot_error)?;
-            }
-            Ok(())
-        },
-    )?;
+                Ok(())
+            },
+        )?;
     Ok(Figure {
         name: "learning_curves".into(),
         title: "Learning curves".into(),
@@ -460,4 +490,30 @@ pub fn scatter(
         height,
         png,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::epoch_ticks;
+
+    #[test]
+    fn epoch_ticks_are_whole_and_at_most_ten() {
+        assert_eq!(epoch_ticks(1), [1.0]);
+        assert_eq!(epoch_ticks(2), [1.0, 2.0]);
+        assert_eq!(epoch_ticks(10).len(), 10);
+        assert_eq!(
+            epoch_ticks(20),
+            [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 18.0, 20.0]
+        );
+        assert_eq!(
+            epoch_ticks(50),
+            [5.0, 10.0, 15.0, 20.0, 25.0, 30.0, 35.0, 40.0, 45.0, 50.0]
+        );
+        assert_eq!(epoch_ticks(110).first(), Some(&20.0));
+        for last in 1..2000 {
+            let ticks = epoch_ticks(last);
+            assert!(!ticks.is_empty() && ticks.len() <= 10, "{last}: {ticks:?}");
+            assert!(ticks.iter().all(|t| t.fract() == 0.0 && *t <= last as f64));
+        }
+    }
 }

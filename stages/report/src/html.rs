@@ -10,6 +10,54 @@ use phenoflow_schemas::ModelCard;
 
 use crate::figures::Figure;
 
+/// One step of the pipeline file as pf-run recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepTime {
+    pub step: String,
+    pub stage: String,
+    /// How many of its concrete steps (shards) have a record, of how many.
+    pub recorded: usize,
+    pub of: usize,
+    /// Their summed wall time, when every record holds one.
+    pub seconds: Option<f64>,
+}
+
+/// The wall time of each step pf-run ran (shards summed: CPU-side cost, not elapsed time when
+/// shards ran in parallel), and their total.
+fn step_times_section(out: &mut String, times: &[StepTime]) {
+    if times.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "<h3>Wall time per step</h3><p>As pf-run recorded each step when it last ran (the shards of a fan-out \
+         step summed; a step that was up to date keeps the time of its last run).</p>\
+         <table><tr><th>step</th><th>stage</th><th>runs</th><th>wall time</th></tr>"
+    );
+    let mut total = 0.0;
+    for time in times {
+        let shown = match time.seconds {
+            Some(seconds) => {
+                total += seconds;
+                format!("{seconds:.1} s")
+            }
+            None => "–".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}{}</td><td class=\"num\">{shown}</td></tr>",
+            escape(&time.step),
+            escape(&time.stage),
+            time.recorded,
+            if time.of > 1 { format!(" of {}", time.of) } else { String::new() }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<tr><th colspan=\"3\">total</th><td class=\"num\"><b>{total:.1} s</b></td></tr></table>"
+    );
+}
+
 /// A protocol's (MoA, correct, total) rows.
 pub type Recall = (String, Vec<(String, usize, usize)>);
 
@@ -22,7 +70,7 @@ pub struct Report<'a> {
     pub figures: &'a [Figure],
     pub metrics: &'a [crate::inputs::MetricRow],
     /// The spread of replicate runs (one per training seed), from pf-classify summarize.
-    pub summary: &'a [crate::inputs::SummaryRow],
+    pub summary: &'a [phenoflow_schemas::metrics::MetricSummary],
     /// Profiles of the same screen side by side (name, their pf-classify metrics); the oracle,
     /// when present, last.
     pub compared: &'a [(&'a str, Vec<crate::inputs::MetricRow>)],
@@ -30,6 +78,8 @@ pub struct Report<'a> {
     pub active: Option<&'a Vec<(String, f64, usize)>>,
     pub provenance: &'a BTreeMap<String, String>,
     pub pipeline: Option<&'a str>,
+    /// pf-run's wall time of each step that ran, from its records.
+    pub step_times: &'a [StepTime],
     pub notes: &'a [String],
 }
 
@@ -89,8 +139,8 @@ fn compared_section(out: &mut String, compared: &[(&str, Vec<crate::inputs::Metr
 }
 
 /// Accuracies and mAP over replicate runs: mean ± sample sd, the range and how many runs.
-fn summary_section(out: &mut String, rows: &[crate::inputs::SummaryRow]) {
-    let shown: Vec<&crate::inputs::SummaryRow> = rows
+fn summary_section(out: &mut String, rows: &[phenoflow_schemas::metrics::MetricSummary]) {
+    let shown: Vec<&phenoflow_schemas::metrics::MetricSummary> = rows
         .iter()
         .filter(|row| {
             row.scope == "all"
@@ -112,7 +162,7 @@ fn summary_section(out: &mut String, rows: &[crate::inputs::SummaryRow]) {
             format!("{value:.3}")
         }
     };
-    let spread = |row: &crate::inputs::SummaryRow| match row.sd {
+    let spread = |row: &phenoflow_schemas::metrics::MetricSummary| match row.sd {
         Some(sd) if row.metric == "accuracy" => format!("{:.1}", 100.0 * sd),
         Some(sd) => format!("{sd:.3}"),
         None => "n/a".into(),
@@ -311,6 +361,7 @@ pub fn page(report: &Report<'_>) -> String {
         }
         let _ = writeln!(out, "</table>");
     }
+    step_times_section(&mut out, report.step_times);
     if let Some(pipeline) = report.pipeline {
         let _ = writeln!(out, "<h3>Pipeline</h3><pre>{}</pre>", escape(pipeline));
     }
@@ -351,17 +402,50 @@ mod tests {
     use super::*;
 
     #[test]
+    fn wall_times_are_listed_per_step_with_a_total() {
+        let time = |step: &str, recorded, of, seconds| StepTime {
+            step: step.into(),
+            stage: format!("pf-{step}"),
+            recorded,
+            of,
+            seconds,
+        };
+        let mut out = String::new();
+        step_times_section(
+            &mut out,
+            &[
+                time("embed", 2, 2, Some(3.0)),
+                time("train", 1, 1, Some(10.0)),
+                time("old", 1, 1, None),
+            ],
+        );
+        assert!(out.contains("<td>embed</td><td>pf-embed</td><td class=\"num\">2 of 2</td><td class=\"num\">3.0 s</td>"), "{out}");
+        assert!(
+            out.contains(
+                "<td>old</td><td>pf-old</td><td class=\"num\">1</td><td class=\"num\">–</td>"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("<b>13.0 s</b>"), "{out}");
+        let mut empty = String::new();
+        step_times_section(&mut empty, &[]);
+        assert!(empty.is_empty());
+    }
+
+    #[test]
     fn the_spread_across_seeds_is_shown_as_mean_and_sd() {
-        let row = |metric: &str, protocol: &str, mean, sd, min, max| crate::inputs::SummaryRow {
-            metric: metric.into(),
-            protocol: protocol.into(),
-            scope: "all".into(),
-            mean,
-            sd,
-            min,
-            max,
-            replicates: 3,
-            count: Some(103),
+        let row = |metric: &str, protocol: &str, mean, sd, min, max| {
+            phenoflow_schemas::metrics::MetricSummary {
+                metric: metric.into(),
+                protocol: protocol.into(),
+                scope: "all".into(),
+                mean,
+                sd,
+                min,
+                max,
+                replicates: 3,
+                count: Some(103),
+            }
         };
         let rows = vec![
             row("accuracy", "NSC", 0.8, Some(0.1), 0.7, 0.9),

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float32Type, Float64Type, Int32Type, Int64Type};
-use arrow_array::{Array, RecordBatch};
+use arrow_array::types::{Float32Type, Float64Type, Int32Type};
+use arrow_array::RecordBatch;
 use phenoflow_schemas::{CellPixels, InputError, ModelCard, ParquetTableReader, TableKind};
 
 /// (plate, well, site, object number): a cell's identity across tables.
@@ -315,87 +315,4 @@ pub fn confusion_matrices(path: &Path) -> anyhow::Result<Vec<Confusion>> {
         .collect())
 }
 
-/// (metric, protocol, scope, value, count) rows of a metrics table.
-/// (metric, protocol, scope, value, count).
-pub type MetricRow = (String, String, String, f64, Option<i64>);
-
-pub fn read_metrics(path: &Path) -> anyhow::Result<Vec<MetricRow>> {
-    let mut rows = Vec::new();
-    for batch in phenoflow_schemas::read_table(path, TableKind::Metrics)? {
-        let metrics = strings(&batch, "Metric", path)?;
-        let protocols = strings(&batch, "Protocol", path)?;
-        let scopes = strings(&batch, "Scope", path)?;
-        let values = batch
-            .column_by_name("Value")
-            .expect("validated")
-            .as_primitive::<Float64Type>();
-        let counts = batch
-            .column_by_name("Count")
-            .expect("validated")
-            .as_primitive::<Int64Type>();
-        for row in 0..batch.num_rows() {
-            rows.push((
-                metrics[row].clone().unwrap_or_default(),
-                protocols[row].clone().unwrap_or_default(),
-                scopes[row].clone().unwrap_or_default(),
-                values.value(row),
-                (!counts.is_null(row)).then(|| counts.value(row)),
-            ));
-        }
-    }
-    Ok(rows)
-}
-
-/// One (metric, protocol, scope) of a `metrics_summary` table across replicate runs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SummaryRow {
-    pub metric: String,
-    pub protocol: String,
-    pub scope: String,
-    pub mean: f64,
-    pub sd: Option<f64>,
-    pub min: f64,
-    pub max: f64,
-    pub replicates: i64,
-    pub count: Option<i64>,
-}
-
-/// The rows of a `metrics_summary` table (pf-classify summarize).
-pub fn read_metrics_summary(path: &Path) -> anyhow::Result<Vec<SummaryRow>> {
-    let mut rows = Vec::new();
-    for batch in phenoflow_schemas::read_table(path, TableKind::MetricsSummary)? {
-        let metrics = strings(&batch, "Metric", path)?;
-        let protocols = strings(&batch, "Protocol", path)?;
-        let scopes = strings(&batch, "Scope", path)?;
-        let float = |name: &str| {
-            batch
-                .column_by_name(name)
-                .expect("validated")
-                .as_primitive::<Float64Type>()
-                .clone()
-        };
-        let integer = |name: &str| {
-            batch
-                .column_by_name(name)
-                .expect("validated")
-                .as_primitive::<Int64Type>()
-                .clone()
-        };
-        let (means, sds, mins, maxs) = (float("Mean"), float("SD"), float("Min"), float("Max"));
-        let (replicates, counts) = (integer("Replicates"), integer("Count"));
-        for row in 0..batch.num_rows() {
-            rows.push(SummaryRow {
-                metric: metrics[row].clone().unwrap_or_default(),
-                protocol: protocols[row].clone().unwrap_or_default(),
-                scope: scopes[row].clone().unwrap_or_default(),
-                mean: means.value(row),
-                sd: (!sds.is_null(row)).then(|| sds.value(row)),
-                min: mins.value(row),
-                max: maxs.value(row),
-                replicates: replicates.value(row),
-                count: (!counts.is_null(row)).then(|| counts.value(row)),
-            });
-        }
-    }
-    Ok(rows)
-}
+pub use phenoflow_schemas::metrics::{read_metrics, read_metrics_summary, MetricRow};

@@ -475,6 +475,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
     }
+    let step_times = match &cli.pipeline {
+        Some(path) => step_times(path),
+        None => Vec::new(),
+    };
     let pipeline_text = match &cli.pipeline {
         Some(path) => Some(
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
@@ -500,6 +504,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         active: active_table.as_ref(),
         provenance: &provenance,
         pipeline: pipeline_text.as_deref(),
+        step_times: &step_times,
         notes: &notes,
     });
     let report_path = cli.output.join("report.html");
@@ -511,4 +516,46 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         report_path.display()
     );
     Ok(())
+}
+
+/// Each step of the pipeline file that pf-run has recorded under its workdir: (step, stage,
+/// concrete steps recorded of all, summed wall seconds when every one recorded its time). A
+/// pipeline that does not parse (run with `--set` values it needs, say) gives none, with a line
+/// on stderr.
+fn step_times(path: &std::path::Path) -> Vec<html::StepTime> {
+    let pipeline = match phenoflow_schemas::pipeline::Pipeline::read(path) {
+        Ok(pipeline) => pipeline,
+        Err(error) => {
+            eprintln!("pf-report: no wall times per step: {error}");
+            return Vec::new();
+        }
+    };
+    pipeline
+        .specs
+        .iter()
+        .filter_map(|spec| {
+            let steps: Vec<_> = pipeline
+                .steps
+                .iter()
+                .filter(|step| step.spec_name == spec.name)
+                .collect();
+            let records: Vec<_> = steps
+                .iter()
+                .filter_map(|step| {
+                    phenoflow_schemas::pipeline::StepRecord::read(&pipeline.record_path(step))
+                })
+                .collect();
+            if records.is_empty() {
+                return None;
+            }
+            let seconds: Option<Vec<f64>> = records.iter().map(|record| record.seconds).collect();
+            Some(html::StepTime {
+                step: spec.name.clone(),
+                stage: spec.stage.clone(),
+                recorded: records.len(),
+                of: steps.len(),
+                seconds: seconds.map(|all| all.iter().sum()),
+            })
+        })
+        .collect()
 }

@@ -20,9 +20,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
-use phenoflow_schemas::pipeline::{ConcreteStep, Pipeline, PipelineError, Source};
+use phenoflow_schemas::pipeline::{
+    ConcreteStep, Pipeline, PipelineError, Source, StepRecord as Manifest, StepRecord,
+};
 use phenoflow_schemas::InputError;
-use serde::{Deserialize, Serialize};
 
 use crate::args::{Cli, Command as CliCommand, RunArgs};
 use crate::hashing::HashCache;
@@ -183,19 +184,6 @@ struct StageInfo {
     binary_hash: String,
 }
 
-/// What a step saw and wrote the last time it succeeded.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-struct Manifest {
-    step: String,
-    stage: String,
-    stage_version: String,
-    #[serde(default)]
-    binary_hash: String,
-    definition_hash: String,
-    inputs: BTreeMap<String, String>,
-    outputs: BTreeMap<String, String>,
-}
-
 fn bad(pipeline: &Pipeline, reason: String) -> anyhow::Error {
     PipelineError {
         path: pipeline.path.clone(),
@@ -313,23 +301,15 @@ fn check_stages(
 }
 
 fn state_dir(pipeline: &Pipeline) -> PathBuf {
-    PathBuf::from(&pipeline.header.workdir).join(".pfrun")
+    pipeline.state_dir()
 }
 
-/// `<step>.json`, or `<step>.shard<i>.json` for shard i of a fan-out step: step names hold no
-/// `.`, so no two steps share a record.
 fn manifest_path(pipeline: &Pipeline, step: &ConcreteStep) -> PathBuf {
-    let name = match step.shard {
-        Some((index, _)) => format!("{}.shard{index}.json", step.spec_name),
-        None => format!("{}.json", step.name),
-    };
-    state_dir(pipeline).join(name)
+    pipeline.record_path(step)
 }
 
 fn read_manifest(path: &Path) -> Option<Manifest> {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
+    StepRecord::read(path)
 }
 
 /// The path whose content stands for an input: for a path inside another step's output folder,
@@ -703,6 +683,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
                     definition_hash: phenoflow_schemas::hash_params(&step.definition()),
                     inputs: input_hashes.remove(&name).unwrap_or_default(),
                     outputs,
+                    seconds: Some(seconds),
                 };
                 let text = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
                 let record = manifest_path(&pipeline, step);
