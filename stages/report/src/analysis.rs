@@ -265,20 +265,29 @@ pub fn active_fraction(embeddings: &Embeddings) -> Option<Vec<(String, f64, usiz
     )
 }
 
-/// The treatment profiles (control excluded) on their first two principal components:
-/// (points (x, y, MoA index), MoAs, explained variance ratios).
-#[allow(clippy::type_complexity)]
-pub fn treatment_pca(
-    path: &Path,
-    control: &str,
-) -> anyhow::Result<(Vec<(f64, f64, usize)>, Vec<String>, (f64, f64))> {
-    let mut profiles: Vec<Vec<f64>> = Vec::new();
-    let mut labels: Vec<String> = Vec::new();
+/// The treatment profiles of a `treatments` table (the control excluded) and their MoAs.
+#[derive(Debug, Clone, Default)]
+pub struct TreatmentMapInput {
+    pub compounds: Vec<String>,
+    pub concentrations: Vec<f64>,
+    pub profiles: Vec<Vec<f64>>,
+    pub labels: Vec<String>,
+    /// The distinct MoAs, sorted; a point's category is its index here.
+    pub moas: Vec<String>,
+}
+
+/// Reads the treatment profiles to map (the control excluded).
+pub fn treatment_map_input(path: &Path, control: &str) -> anyhow::Result<TreatmentMapInput> {
+    let mut input = TreatmentMapInput::default();
     for batch in phenoflow_schemas::read_table(path, TableKind::Treatments)? {
         let compounds = batch
             .column_by_name("Metadata_Compound")
             .expect("validated")
             .as_string::<i32>();
+        let concentrations = batch
+            .column_by_name("Metadata_Concentration")
+            .expect("validated")
+            .as_primitive::<Float64Type>();
         let moas = batch
             .column_by_name("Metadata_MoA")
             .expect("validated")
@@ -304,22 +313,45 @@ pub fn treatment_pca(
             if compounds.value(row) == control {
                 continue;
             }
-            profiles.push(features.iter().map(|column| column[row]).collect());
-            labels.push(if moas.is_null(row) {
+            input.compounds.push(compounds.value(row).to_string());
+            input.concentrations.push(concentrations.value(row));
+            input
+                .profiles
+                .push(features.iter().map(|column| column[row]).collect());
+            input.labels.push(if moas.is_null(row) {
                 "(none)".into()
             } else {
                 moas.value(row).to_string()
             });
         }
     }
-    let moas: Vec<String> = labels
+    input.moas = input
+        .labels
         .iter()
         .cloned()
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
+    Ok(input)
+}
+
+impl TreatmentMapInput {
+    fn category(&self, row: usize) -> usize {
+        self.moas
+            .binary_search(&self.labels[row])
+            .expect("a listed MoA")
+    }
+}
+
+/// A treatment on a 2-D map: (x, y, MoA index).
+pub type MapPoint = (f64, f64, usize);
+
+/// The treatment profiles on their first two principal components: (points (x, y, MoA index),
+/// explained variance ratios); no points for fewer than three treatments.
+pub fn treatment_pca(input: &TreatmentMapInput) -> (Vec<MapPoint>, (f64, f64)) {
+    let mut profiles = input.profiles.clone();
     if profiles.len() < 3 {
-        return Ok((Vec::new(), moas, (0.0, 0.0)));
+        return (Vec::new(), (0.0, 0.0));
     }
     let dim = profiles[0].len();
     let n = profiles.len() as f64;
@@ -366,12 +398,10 @@ pub fn treatment_pca(
         }
         components.push((vector, eigenvalue));
     }
-    let index: BTreeMap<&String, usize> =
-        moas.iter().enumerate().map(|(i, moa)| (moa, i)).collect();
     let points = profiles
         .iter()
-        .zip(&labels)
-        .map(|(profile, label)| {
+        .enumerate()
+        .map(|(row, profile)| {
             let project = |component: &Vec<f64>| {
                 profile
                     .iter()
@@ -382,21 +412,200 @@ pub fn treatment_pca(
             (
                 project(&components[0].0),
                 project(&components[1].0),
-                index[label],
+                input.category(row),
             )
         })
         .collect();
     let ratio = |value: f64| if total > 0.0 { value / total } else { 0.0 };
-    Ok((
-        points,
-        moas,
-        (ratio(components[0].1), ratio(components[1].1)),
-    ))
+    (points, (ratio(components[0].1), ratio(components[1].1)))
+}
+
+/// The fewest treatments a t-SNE map is drawn for: below, neighbourhoods of perplexity ≥ 3 do
+/// not exist.
+pub const TSNE_MIN_POINTS: usize = 10;
+
+/// The t-SNE perplexity for `n` points: scikit-learn's default 30, or less where `n` is small
+/// (the exact method needs n − 1 ≥ 3 · perplexity).
+pub fn tsne_perplexity(n: usize) -> f64 {
+    (((n - 1) / 3) as f64).min(30.0)
+}
+
+/// Exact t-SNE (the `bhtsne` crate) of the L2-normalised treatment profiles, so that distances
+/// rank pairs as pf-classify's cosine does; perplexity [`tsne_perplexity`], 1000 iterations,
+/// early exaggeration 12 for 250, initialised from the PCA map scaled to a standard deviation of
+/// 1e-4 along PC1, as scikit-learn's `init="pca"`: deterministic. `None` below
+/// [`TSNE_MIN_POINTS`] treatments.
+pub fn treatment_tsne(input: &TreatmentMapInput, pca: &[MapPoint]) -> Option<Vec<MapPoint>> {
+    let n = input.profiles.len();
+    if n < TSNE_MIN_POINTS || pca.len() != n {
+        return None;
+    }
+    let normalised: Vec<Vec<f64>> = input
+        .profiles
+        .iter()
+        .map(|profile| {
+            let norm = profile.iter().map(|v| v * v).sum::<f64>().sqrt();
+            let norm = if norm > 0.0 { norm } else { 1.0 };
+            profile.iter().map(|v| v / norm).collect()
+        })
+        .collect();
+    let mean = pca.iter().map(|p| p.0).sum::<f64>() / n as f64;
+    let sd = (pca.iter().map(|p| (p.0 - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+    let scale = if sd > 0.0 { 1e-4 / sd } else { 1.0 };
+    let init: Vec<f64> = pca
+        .iter()
+        .flat_map(|p| [p.0 * scale, p.1 * scale])
+        .collect();
+    let mut tsne: bhtsne::tSNE<f64, Vec<f64>> = bhtsne::tSNE::new(&normalised);
+    tsne.perplexity(tsne_perplexity(n))
+        .epochs(1000)
+        .initial_embedding(init)
+        .exact(|a, b| {
+            a.iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        });
+    let embedding = tsne.embedding();
+    Some(
+        (0..n)
+            .map(|row| {
+                (
+                    embedding[2 * row],
+                    embedding[2 * row + 1],
+                    input.category(row),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `treatment_map.csv`: each mapped treatment with its MoA and its PCA and t-SNE coordinates
+/// (empty where a map was not drawn), to re-plot or check.
+pub fn treatment_map_csv(
+    input: &TreatmentMapInput,
+    pca: &[MapPoint],
+    tsne: Option<&[MapPoint]>,
+) -> String {
+    let quote = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
+    let mut out =
+        String::from("Metadata_Compound,Metadata_Concentration,Metadata_MoA,PC1,PC2,tSNE1,tSNE2\n");
+    for row in 0..input.profiles.len() {
+        let pair = |points: Option<&[MapPoint]>| match points.and_then(|p| p.get(row)) {
+            Some(point) => format!("{:?},{:?}", point.0, point.1),
+            None => ",".to_string(),
+        };
+        out.push_str(&format!(
+            "{},{:?},{},{},{}\n",
+            quote(&input.compounds[row]),
+            input.concentrations[row],
+            quote(&input.labels[row]),
+            pair(Some(pca)),
+            pair(tsne)
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// 12 MoA clusters of 9 treatments in 64 dimensions (a deterministic generator), mapped by
+    /// our t-SNE and checked against scikit-learn's by `tests/python/check_tsne.py`.
+    #[test]
+    fn tsne_map_keeps_neighbourhoods_as_scikit_learn_does() {
+        let mut state = 7u64;
+        let mut uniform = move || {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 11) as f64) / ((1u64 << 53) as f64)
+        };
+        let mut normal = move || {
+            let (a, b) = (uniform().max(1e-12), uniform());
+            (-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos()
+        };
+        let dim = 64;
+        let centres: Vec<Vec<f64>> = (0..12)
+            .map(|_| (0..dim).map(|_| normal()).collect())
+            .collect();
+        let mut input = TreatmentMapInput::default();
+        for (moa, centre) in centres.iter().enumerate() {
+            for treatment in 0..9 {
+                input.compounds.push(format!("c{moa}_{treatment}"));
+                input.concentrations.push(1.0);
+                input
+                    .profiles
+                    .push(centre.iter().map(|c| c + 0.8 * normal()).collect());
+                input.labels.push(format!("moa{moa:02}"));
+            }
+        }
+        input.moas = (0..12).map(|moa| format!("moa{moa:02}")).collect();
+        let (pca, _) = treatment_pca(&input);
+        let tsne = treatment_tsne(&input, &pca).expect("108 points");
+        assert_eq!(tsne, treatment_tsne(&input, &pca).unwrap(), "deterministic");
+        let csv = treatment_map_csv(&input, &pca, Some(&tsne));
+        assert_eq!(csv.lines().count(), 109);
+        assert!(csv.starts_with("Metadata_Compound,Metadata_Concentration,Metadata_MoA,PC1,PC2,tSNE1,tSNE2\n\"c0_0\",1.0,\"moa00\","));
+        let temp = tempfile::tempdir().unwrap();
+        let path = temp.path().join("map.csv");
+        let mut text = String::from("label,x,y");
+        for d in 0..dim {
+            text.push_str(&format!(",f{d}"));
+        }
+        text.push('\n');
+        for (row, point) in tsne.iter().enumerate() {
+            let profile = &input.profiles[row];
+            let norm = profile.iter().map(|v| v * v).sum::<f64>().sqrt();
+            text.push_str(&format!(
+                "{},{:?},{:?}",
+                input.labels[row], point.0, point.1
+            ));
+            for value in profile {
+                text.push_str(&format!(",{:?}", value / norm));
+            }
+            text.push('\n');
+        }
+        std::fs::write(&path, text).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let python = std::env::var_os("PHENOFLOW_PYTHON")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| root.join(".venv/bin/python"));
+        let output = std::process::Command::new(python)
+            .arg(root.join("tests/python/check_tsne.py"))
+            .arg(&path)
+            .arg(tsne_perplexity(input.profiles.len()).to_string())
+            .output()
+            .expect("the project's venv python");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        eprintln!("{stdout}");
+    }
+
+    #[test]
+    fn too_few_treatments_get_no_tsne_map() {
+        let mut input = TreatmentMapInput::default();
+        for row in 0..TSNE_MIN_POINTS - 1 {
+            input.compounds.push(format!("c{row}"));
+            input.concentrations.push(1.0);
+            input
+                .profiles
+                .push(vec![row as f64, 1.0, (row * row) as f64]);
+            input.labels.push("m".into());
+        }
+        input.moas = vec!["m".into()];
+        let (pca, _) = treatment_pca(&input);
+        assert_eq!(pca.len(), TSNE_MIN_POINTS - 1);
+        assert!(treatment_tsne(&input, &pca).is_none());
+        assert_eq!(tsne_perplexity(10), 3.0);
+        assert_eq!(tsne_perplexity(103), 30.0);
+    }
 
     fn embeddings(rows: &[(&str, &str, &str, [f32; 2])]) -> Embeddings {
         let mut e = Embeddings {

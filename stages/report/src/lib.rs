@@ -112,6 +112,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let mut figures: Vec<Figure> = Vec::new();
     let mut notes: Vec<String> = Vec::new();
+    let mut map_csv: Option<String> = None;
     let mut recall_tables = Vec::new();
     let mut active_table = None;
     let mut log_paths: Vec<PathBuf> = Vec::new();
@@ -357,19 +358,50 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
 
-        // 2-D map of the treatment profiles.
+        // 2-D maps of the treatment profiles: PCA, and t-SNE as the field expects beside it.
         if let Some(path) = &cli.treatments {
-            let (points, moas, explained) = analysis::treatment_pca(path, &cli.control)?;
+            let input = analysis::treatment_map_input(path, &cli.control)?;
+            let (points, explained) = analysis::treatment_pca(&input);
             if points.len() >= 3 {
                 figures.push(figures::scatter(
-                "treatment_map",
-                "Treatment profiles, PCA",
-                "Every treatment profile (the control excluded) projected on the first two principal components, \
-                 coloured by MoA. (UMAP and t-SNE are left out: no maintained pure-Rust crate for them was vetted.)",
-                &points,
-                &moas,
-                (&format!("PC1 ({:.0} %)", 100.0 * explained.0), &format!("PC2 ({:.0} %)", 100.0 * explained.1)),
-            )?);
+                    "treatment_map",
+                    "Treatment profiles, PCA",
+                    "Every treatment profile (the control excluded) projected on the first two principal components, \
+                     coloured by MoA.",
+                    &points,
+                    &input.moas,
+                    (
+                        &format!("PC1 ({:.0} %)", 100.0 * explained.0),
+                        &format!("PC2 ({:.0} %)", 100.0 * explained.1),
+                    ),
+                )?);
+                let tsne = analysis::treatment_tsne(&input, &points);
+                match &tsne {
+                    Some(tsne) => figures.push(figures::scatter(
+                        "treatment_tsne",
+                        "Treatment profiles, t-SNE",
+                        &format!(
+                            "Exact t-SNE of the L2-normalised treatment profiles (distances rank pairs as pf-classify's \
+                             cosine does), perplexity {:.0}, 1000 iterations, initialised from the PCA map as \
+                             scikit-learn's init=\"pca\"; coloured by MoA. Neighbourhoods are meaningful, distances \
+                             between clusters and cluster sizes are not. Coordinates in treatment_map.csv.",
+                            analysis::tsne_perplexity(input.profiles.len())
+                        ),
+                        tsne,
+                        &input.moas,
+                        ("t-SNE 1", "t-SNE 2"),
+                    )?),
+                    None => notes.push(format!(
+                        "No t-SNE map: {} treatments, fewer than the {} it needs.",
+                        input.profiles.len(),
+                        analysis::TSNE_MIN_POINTS
+                    )),
+                }
+                map_csv = Some(analysis::treatment_map_csv(
+                    &input,
+                    &points,
+                    tsne.as_deref(),
+                ));
             }
         }
     }
@@ -488,6 +520,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
     std::fs::create_dir_all(&cli.output)
         .with_context(|| format!("creating {}", cli.output.display()))?;
+    if let Some(text) = &map_csv {
+        let path = cli.output.join("treatment_map.csv");
+        phenoflow_schemas::atomic_write(&path, text.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     for figure in &figures {
         let path = cli.output.join(format!("{}.png", figure.name));
         phenoflow_schemas::atomic_write(&path, &figure.png)
