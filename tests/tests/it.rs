@@ -1809,8 +1809,18 @@ fn pipelines_rerun_only_what_changed() {
     let first = pf_run(folder, &["run", "tiny.toml", "--jobs", "2"]);
     first.assert_success();
     assert_eq!(n_ran(&first), 10, "{}", first.stderr);
-    // Six figures: one week only, so NSCB has no candidates and no confusion matrix.
-    check_report_in_chromium(&folder.join("out/report"), 6, folder);
+    // Seven figures (the PCA and t-SNE maps among them): one week only, so NSCB has no
+    // candidates and no confusion matrix.
+    check_report_in_chromium(&folder.join("out/report"), 7, folder);
+    let map = std::fs::read_to_string(folder.join("out/report/treatment_map.csv")).unwrap();
+    assert!(
+        map.starts_with("Metadata_Compound,Metadata_Concentration,Metadata_MoA,PC1,PC2,tSNE1,tSNE2\n"),
+        "{map}"
+    );
+    assert!(
+        map.lines().skip(1).all(|line| !line.ends_with(",,")),
+        "every treatment has t-SNE coordinates: {map}"
+    );
     // Run twice: nothing runs.
     let second = pf_run(folder, &["run", "tiny.toml"]);
     assert_eq!(n_ran(second.assert_success()), 0, "{}", second.stderr);
