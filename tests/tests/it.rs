@@ -1814,7 +1814,9 @@ fn pipelines_rerun_only_what_changed() {
     check_report_in_chromium(&folder.join("out/report"), 7, folder);
     let map = std::fs::read_to_string(folder.join("out/report/treatment_map.csv")).unwrap();
     assert!(
-        map.starts_with("Metadata_Compound,Metadata_Concentration,Metadata_MoA,PC1,PC2,tSNE1,tSNE2\n"),
+        map.starts_with(
+            "Metadata_Compound,Metadata_Concentration,Metadata_MoA,PC1,PC2,tSNE1,tSNE2\n"
+        ),
         "{map}"
     );
     assert!(
@@ -2124,6 +2126,136 @@ fn snakemake_runs_the_emitted_pipeline_like_pf_run() {
             "predictions.parquet",
             "Metadata_Compound,Protocol,Predicted_MoA,Distance"
         )
+    );
+}
+
+/// The jobs of a Snakemake dry run: rule → (resources line, shell command) of its first job.
+fn dry_run_jobs(output: &str) -> std::collections::BTreeMap<String, (String, String)> {
+    let mut jobs = std::collections::BTreeMap::new();
+    let mut rule: Option<String> = None;
+    let mut resources = String::new();
+    for line in output.lines() {
+        if let Some(name) = line.strip_prefix("rule ").and_then(|l| l.strip_suffix(':')) {
+            rule = Some(name.to_string());
+            resources.clear();
+        } else if let Some(value) = line.trim_start().strip_prefix("resources: ") {
+            resources = value.to_string();
+        } else if let Some(command) = line.strip_prefix("Shell command: ") {
+            if let Some(name) = rule.take() {
+                jobs.entry(name)
+                    .or_insert_with(|| (resources.clone(), command.to_string()));
+            }
+        }
+    }
+    jobs
+}
+
+#[test]
+fn snakemake_under_the_slurm_profile_asks_each_job_for_its_resources() {
+    let temp = tempfile::tempdir().unwrap();
+    let folder = temp.path();
+    // The seed pipeline as a cluster user runs it: its data folder and pipeline file in place.
+    std::fs::create_dir_all(folder.join("data/bbbc021-singlecell")).unwrap();
+    std::fs::create_dir_all(folder.join("pipelines")).unwrap();
+    std::fs::copy(
+        root().join("pipelines/seed-cytovae.toml"),
+        folder.join("pipelines/seed-cytovae.toml"),
+    )
+    .unwrap();
+    pf_run(
+        folder,
+        &[
+            "emit",
+            "snakemake",
+            "pipelines/seed-cytovae.toml",
+            "--output",
+            "Snakefile",
+        ],
+    )
+    .assert_success();
+    let snakemake = python().parent().unwrap().join("snakemake");
+    let bin_dir = format!("bin_dir={}", stage("pf-run").parent().unwrap().display());
+    let profile = arg(&root().join("pipelines/profiles/slurm"));
+    // `--cores 64`: a dry run caps threads at the local cores; on SLURM each job gets its own.
+    let dry = run_in(
+        folder,
+        &snakemake,
+        &[
+            "-s",
+            "Snakefile",
+            "--profile",
+            &profile,
+            "--dry-run",
+            "--cores",
+            "64",
+            "--config",
+            &bin_dir,
+        ],
+    );
+    dry.assert_success();
+    let text = format!("{}{}", dry.stdout, dry.stderr);
+    assert!(text.contains("Using profile"), "{text}");
+    assert!(text.contains("total                       37"), "{text}");
+    let jobs = dry_run_jobs(&text);
+    // (rule, mem_mb, runtime, gpu, threads)
+    for (rule, mem_mb, runtime, gpu, threads) in [
+        ("preprocess", 8000, 120, false, 2),
+        ("train_seed0", 32000, 1440, true, 8),
+        ("train_seed2", 32000, 1440, true, 8),
+        ("export_seed1", 8000, 30, false, 1),
+        ("embed_seed1", 16000, 240, true, 4),
+        ("aggregate_seed0", 16000, 120, false, 4),
+        ("classify_seed0", 4000, 30, false, 1),
+        ("summary", 4000, 30, false, 1),
+        ("report_seed2", 8000, 60, false, 2),
+    ] {
+        let (resources, command) = jobs
+            .get(rule)
+            .unwrap_or_else(|| panic!("no job of {rule}: {text}"));
+        assert!(
+            resources.contains(&format!("mem_mb={mem_mb},"))
+                && resources.contains(&format!("runtime={runtime}")),
+            "{rule}: {resources}"
+        );
+        assert_eq!(resources.contains("gpu=1"), gpu, "{rule}: {resources}");
+        assert!(
+            command.starts_with(&format!(
+                "RAYON_NUM_THREADS={threads} POLARS_MAX_THREADS={threads} "
+            )),
+            "{rule}: {command}"
+        );
+        assert!(command.ends_with(".log 2>&1"), "{rule}: {command}");
+    }
+    assert!(
+        jobs["train_seed1"].1.contains("--seed 1 "),
+        "{:?}",
+        jobs["train_seed1"]
+    );
+    assert!(
+        jobs["train_seed1"].1.contains("--threads 8 "),
+        "{:?}",
+        jobs["train_seed1"]
+    );
+    // The linter: a log per job, parameters through params; what it still asks for is a conda
+    // environment or container, which the stages (binaries built against the project's venv)
+    // do not come as.
+    let lint = run_in(
+        folder,
+        &snakemake,
+        &["--lint", "-s", "Snakefile", "--config", &bin_dir],
+    );
+    let lints: std::collections::BTreeSet<&str> = lint
+        .stdout
+        .lines()
+        .chain(lint.stderr.lines())
+        .filter_map(|line| line.trim_start().strip_prefix("* "))
+        .collect();
+    assert_eq!(
+        lints.into_iter().collect::<Vec<_>>(),
+        ["Specify a conda environment or container for each rule.:"],
+        "{}{}",
+        lint.stdout,
+        lint.stderr
     );
 }
 

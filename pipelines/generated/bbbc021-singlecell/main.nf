@@ -8,6 +8,10 @@ params.bin_dir = "${launchDir}/target/release"
 params.root = "${launchDir}"
 
 process preprocess {
+    cpus 2
+    memory '8000 MB'
+    time '120m'
+
     input:
     val shard
 
@@ -22,6 +26,11 @@ process preprocess {
 }
 
 process train {
+    cpus 8
+    memory '32000 MB'
+    time '1440m'
+    accelerator 1
+
     input:
     val ready
 
@@ -36,6 +45,10 @@ process train {
 }
 
 process export {
+    cpus 1
+    memory '8000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -50,6 +63,11 @@ process export {
 }
 
 process embed {
+    cpus 4
+    memory '16000 MB'
+    time '240m'
+    accelerator 1
+
     input:
     val shard
 
@@ -64,6 +82,10 @@ process embed {
 }
 
 process aggregate {
+    cpus 4
+    memory '16000 MB'
+    time '120m'
+
     input:
     val ready
 
@@ -78,6 +100,10 @@ process aggregate {
 }
 
 process classify {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -92,6 +118,10 @@ process classify {
 }
 
 process classify_seed {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 

@@ -8,6 +8,10 @@ params.bin_dir = "${launchDir}/target/release"
 params.root = "${launchDir}"
 
 process synth {
+    cpus 2
+    memory '4000 MB'
+    time '60m'
+
     input:
     val ready
 
@@ -22,6 +26,10 @@ process synth {
 }
 
 process preprocess {
+    cpus 2
+    memory '8000 MB'
+    time '120m'
+
     input:
     val ready
 
@@ -36,6 +44,11 @@ process preprocess {
 }
 
 process cnn {
+    cpus 8
+    memory '32000 MB'
+    time '1440m'
+    accelerator 1
+
     input:
     val ready
 
@@ -50,6 +63,11 @@ process cnn {
 }
 
 process resnet18 {
+    cpus 8
+    memory '32000 MB'
+    time '1440m'
+    accelerator 1
+
     input:
     val ready
 
@@ -64,6 +82,10 @@ process resnet18 {
 }
 
 process random_forest {
+    cpus 4
+    memory '16000 MB'
+    time '240m'
+
     input:
     val ready
 
@@ -78,6 +100,10 @@ process random_forest {
 }
 
 process svm {
+    cpus 4
+    memory '16000 MB'
+    time '240m'
+
     input:
     val ready
 
@@ -92,6 +118,10 @@ process svm {
 }
 
 process report {
+    cpus 2
+    memory '8000 MB'
+    time '60m'
+
     input:
     val ready
 

@@ -8,6 +8,10 @@ params.bin_dir = "${launchDir}/target/release"
 params.root = "${launchDir}"
 
 process synth {
+    cpus 2
+    memory '4000 MB'
+    time '60m'
+
     input:
     val ready
 
@@ -22,6 +26,10 @@ process synth {
 }
 
 process preprocess {
+    cpus 2
+    memory '8000 MB'
+    time '120m'
+
     input:
     val shard
 
@@ -36,6 +44,11 @@ process preprocess {
 }
 
 process train {
+    cpus 8
+    memory '32000 MB'
+    time '1440m'
+    accelerator 1
+
     input:
     val ready
 
@@ -50,6 +63,10 @@ process train {
 }
 
 process export {
+    cpus 1
+    memory '8000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -64,6 +81,11 @@ process export {
 }
 
 process embed {
+    cpus 4
+    memory '16000 MB'
+    time '240m'
+    accelerator 1
+
     input:
     val shard
 
@@ -78,6 +100,10 @@ process embed {
 }
 
 process aggregate {
+    cpus 4
+    memory '16000 MB'
+    time '120m'
+
     input:
     val ready
 
@@ -92,6 +118,10 @@ process aggregate {
 }
 
 process classify {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -106,6 +136,11 @@ process classify {
 }
 
 process handcrafted {
+    cpus 4
+    memory '16000 MB'
+    time '240m'
+    accelerator 1
+
     input:
     val shard
 
@@ -120,6 +155,10 @@ process handcrafted {
 }
 
 process handcrafted_aggregate {
+    cpus 4
+    memory '16000 MB'
+    time '120m'
+
     input:
     val ready
 
@@ -134,6 +173,10 @@ process handcrafted_aggregate {
 }
 
 process handcrafted_classify {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -148,6 +191,10 @@ process handcrafted_classify {
 }
 
 process oracle_aggregate {
+    cpus 4
+    memory '16000 MB'
+    time '120m'
+
     input:
     val ready
 
@@ -162,6 +209,10 @@ process oracle_aggregate {
 }
 
 process oracle_classify {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -176,6 +227,10 @@ process oracle_classify {
 }
 
 process report {
+    cpus 2
+    memory '8000 MB'
+    time '60m'
+
     input:
     val ready
 

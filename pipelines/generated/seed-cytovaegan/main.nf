@@ -8,6 +8,10 @@ params.bin_dir = "${launchDir}/target/release"
 params.root = "${launchDir}"
 
 process preprocess {
+    cpus 2
+    memory '8000 MB'
+    time '120m'
+
     input:
     val shard
 
@@ -22,6 +26,11 @@ process preprocess {
 }
 
 process train_seed0 {
+    cpus 8
+    memory '32000 MB'
+    time '1440m'
+    accelerator 1
+
     input:
     val ready
 
@@ -36,6 +45,11 @@ process train_seed0 {
 }
 
 process train_seed1 {
+    cpus 8
+    memory '32000 MB'
+    time '1440m'
+    accelerator 1
+
     input:
     val ready
 
@@ -50,6 +64,11 @@ process train_seed1 {
 }
 
 process train_seed2 {
+    cpus 8
+    memory '32000 MB'
+    time '1440m'
+    accelerator 1
+
     input:
     val ready
 
@@ -64,6 +83,10 @@ process train_seed2 {
 }
 
 process export_seed0 {
+    cpus 1
+    memory '8000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -78,6 +101,10 @@ process export_seed0 {
 }
 
 process export_seed1 {
+    cpus 1
+    memory '8000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -92,6 +119,10 @@ process export_seed1 {
 }
 
 process export_seed2 {
+    cpus 1
+    memory '8000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -106,6 +137,11 @@ process export_seed2 {
 }
 
 process embed_seed0 {
+    cpus 4
+    memory '16000 MB'
+    time '240m'
+    accelerator 1
+
     input:
     val shard
 
@@ -120,6 +156,11 @@ process embed_seed0 {
 }
 
 process embed_seed1 {
+    cpus 4
+    memory '16000 MB'
+    time '240m'
+    accelerator 1
+
     input:
     val shard
 
@@ -134,6 +175,11 @@ process embed_seed1 {
 }
 
 process embed_seed2 {
+    cpus 4
+    memory '16000 MB'
+    time '240m'
+    accelerator 1
+
     input:
     val shard
 
@@ -148,6 +194,10 @@ process embed_seed2 {
 }
 
 process aggregate_seed0 {
+    cpus 4
+    memory '16000 MB'
+    time '120m'
+
     input:
     val ready
 
@@ -162,6 +212,10 @@ process aggregate_seed0 {
 }
 
 process aggregate_seed1 {
+    cpus 4
+    memory '16000 MB'
+    time '120m'
+
     input:
     val ready
 
@@ -176,6 +230,10 @@ process aggregate_seed1 {
 }
 
 process aggregate_seed2 {
+    cpus 4
+    memory '16000 MB'
+    time '120m'
+
     input:
     val ready
 
@@ -190,6 +248,10 @@ process aggregate_seed2 {
 }
 
 process classify_seed0 {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -204,6 +266,10 @@ process classify_seed0 {
 }
 
 process classify_seed1 {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -218,6 +284,10 @@ process classify_seed1 {
 }
 
 process classify_seed2 {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -232,6 +302,10 @@ process classify_seed2 {
 }
 
 process classify_compat_seed0 {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -246,6 +320,10 @@ process classify_compat_seed0 {
 }
 
 process classify_compat_seed1 {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -260,6 +338,10 @@ process classify_compat_seed1 {
 }
 
 process classify_compat_seed2 {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -274,6 +356,10 @@ process classify_compat_seed2 {
 }
 
 process summary {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -288,6 +374,10 @@ process summary {
 }
 
 process summary_compat {
+    cpus 1
+    memory '4000 MB'
+    time '30m'
+
     input:
     val ready
 
@@ -302,6 +392,10 @@ process summary_compat {
 }
 
 process report_seed0 {
+    cpus 2
+    memory '8000 MB'
+    time '60m'
+
     input:
     val ready
 
@@ -316,6 +410,10 @@ process report_seed0 {
 }
 
 process report_seed1 {
+    cpus 2
+    memory '8000 MB'
+    time '60m'
+
     input:
     val ready
 
@@ -330,6 +428,10 @@ process report_seed1 {
 }
 
 process report_seed2 {
+    cpus 2
+    memory '8000 MB'
+    time '60m'
+
     input:
     val ready
 

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use phenoflow_schemas::pipeline::{ConcreteStep, Pipeline, Source};
+use phenoflow_schemas::pipeline::{ConcreteStep, ParamValue, Pipeline, Source};
 
 use crate::args::{EmitArgs, EmitFormat};
 use crate::shell_words;
@@ -207,6 +207,78 @@ pub fn make(pipeline: &Pipeline) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// What a job of a stage asks a cluster for: cores, memory, wall time and GPUs. Defaults sized
+/// for the full BBBC021 screen (55 plates, ~500k cells); override per rule with Snakemake's
+/// `--set-threads` / `--set-resources` (or a profile's `set-resources:`) and Nextflow's
+/// `withName:` selectors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobResources {
+    pub threads: u32,
+    pub mem_mb: u64,
+    /// Wall time in minutes.
+    pub runtime: u64,
+    pub gpu: u32,
+    /// Whether the stage takes `--threads` (the rule passes its thread count).
+    pub takes_threads: bool,
+}
+
+/// A stage's [`JobResources`].
+pub fn job_resources(stage: &str) -> JobResources {
+    let (threads, mem_mb, runtime, gpu, takes_threads) = match stage {
+        "pf-synth" => (2, 4_000, 60, 0, true),
+        "pf-preprocess" => (2, 8_000, 120, 0, true),
+        "pf-train" => (8, 32_000, 1_440, 1, true),
+        "pf-export" => (1, 8_000, 30, 0, false),
+        "pf-embed" => (4, 16_000, 240, 1, true),
+        "pf-aggregate" => (4, 16_000, 120, 0, false),
+        "pf-classify" => (1, 4_000, 30, 0, false),
+        "pf-report" => (2, 8_000, 60, 0, false),
+        "pf-baseline" => (4, 16_000, 240, 0, false),
+        _ => (1, 4_000, 60, 0, false),
+    };
+    JobResources {
+        threads,
+        mem_mb,
+        runtime,
+        gpu,
+        takes_threads,
+    }
+}
+
+/// A step's thread count: its own `threads` param when it sets one, else its stage's default.
+fn step_threads(step: &ConcreteStep) -> (u32, bool) {
+    let explicit = step.params.iter().find_map(|(flag, value)| match value {
+        ParamValue::Integer(threads) if flag == "threads" && *threads > 0 => {
+            u32::try_from(*threads).ok()
+        }
+        _ => None,
+    });
+    match explicit {
+        Some(threads) => (threads, true),
+        None => (job_resources(&step.stage).threads, false),
+    }
+}
+
+/// A step's log or benchmark file under `<workdir>/<folder>/`: `<rule>.log`, or
+/// `<rule>.<placeholder>.log` for a fan-out step.
+fn job_file(
+    pipeline: &Pipeline,
+    folder: &str,
+    rule: &str,
+    shard: Option<&str>,
+    extension: &str,
+) -> String {
+    let name = match shard {
+        Some(placeholder) => format!("{rule}.{placeholder}.{extension}"),
+        None => format!("{rule}.{extension}"),
+    };
+    Path::new(&pipeline.header.workdir)
+        .join(folder)
+        .join(name)
+        .display()
+        .to_string()
+}
+
 /// Shard 0 of a fan-out step, rewritten with a shard placeholder (`{shard}` in Snakemake
 /// patterns, `{wildcards.shard}` in its commands, `${shard}` in Nextflow's) in place of its own
 /// shard index.
@@ -293,10 +365,38 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             })
             .collect();
         let _ = writeln!(out, "    output: [{}]", outputs.join(", "));
+        let shard = sharded.then_some("{shard}");
+        let _ = writeln!(
+            out,
+            "    log: {}",
+            python_str(&job_file(pipeline, "logs", &rule, shard, "log"))
+        );
+        let _ = writeln!(
+            out,
+            "    benchmark: {}",
+            python_str(&job_file(pipeline, "benchmarks", &rule, shard, "tsv"))
+        );
+        let resources = job_resources(&step.stage);
+        let (threads, explicit_threads) = step_threads(step);
+        let _ = writeln!(out, "    threads: {threads}");
+        let _ = writeln!(
+            out,
+            "    resources:\n        mem_mb={},\n        runtime={},",
+            resources.mem_mb, resources.runtime
+        );
+        if resources.gpu > 0 {
+            let _ = writeln!(out, "        gpu={},", resources.gpu);
+        }
+        let _ = writeln!(out, "    params:\n        bin=BIN,");
+        let mut arguments = snakemake_literal(&shell_words(&step.arguments()));
+        if resources.takes_threads && !explicit_threads {
+            arguments.push_str(" --threads {threads}");
+        }
+        // Thread pools (rayon, Polars) sized to the rule's threads; every line of the job's
+        // output in its log.
         let command = format!(
-            "{{BIN:q}}/{} {}",
+            "RAYON_NUM_THREADS={{threads}} POLARS_MAX_THREADS={{threads}} {{params.bin:q}}/{} {arguments} > {{log:q}} 2>&1",
             step.stage,
-            snakemake_literal(&shell_words(&step.arguments()))
         );
         let command = if sharded {
             with_shard_placeholder(&command, shards, "{wildcards.shard}")
@@ -336,9 +436,17 @@ pub fn nextflow(pipeline: &Pipeline) -> String {
             ),
             None => ("val ready", "val true", command),
         };
+        let resources = job_resources(&step.stage);
+        let (threads, _) = step_threads(step);
+        let accelerator = if resources.gpu > 0 {
+            format!("    accelerator {}\n", resources.gpu)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "process {process} {{\n    input:\n    {input}\n\n    output:\n    {output}\n\n    script:\n    \"\"\"\n    cd \"${{params.root}}\"\n    {command}\n    \"\"\"\n}}\n"
+            "process {process} {{\n    cpus {threads}\n    memory '{} MB'\n    time '{}m'\n{accelerator}\n    input:\n    {input}\n\n    output:\n    {output}\n\n    script:\n    \"\"\"\n    cd \"${{params.root}}\"\n    {command}\n    \"\"\"\n}}\n",
+            resources.mem_mb, resources.runtime
         );
     }
     let _ = writeln!(out, "workflow {{");
