@@ -621,6 +621,8 @@ pub struct Pipeline {
     pub header: PipelineHeader,
     pub specs: Vec<StepSpec>,
     pub steps: Vec<ConcreteStep>,
+    /// The `[vars]` as substituted (the file's values, with `--set` overrides).
+    pub vars: BTreeMap<String, String>,
     /// Concrete step name → its position in `steps`.
     positions: BTreeMap<String, usize>,
 }
@@ -919,6 +921,7 @@ impl Pipeline {
             header,
             specs: file.steps,
             steps,
+            vars: file.vars,
             positions,
         })
     }

@@ -2226,6 +2226,34 @@ fn snakemake_under_the_slurm_profile_asks_each_job_for_its_resources() {
         );
         assert!(command.ends_with(".log 2>&1"), "{rule}: {command}");
     }
+    // The pipeline's [vars] are config keys: the data folder is chosen when Snakemake runs
+    // (shell-quoted, so a folder with a space stays one argument).
+    let elsewhere = folder.join("other place/singlecell");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let moved = run_in(
+        folder,
+        &snakemake,
+        &[
+            "-s",
+            "Snakefile",
+            "--dry-run",
+            "-p",
+            "--cores",
+            "4",
+            "--config",
+            &bin_dir,
+            &format!("data={}", arg(&elsewhere)),
+        ],
+    );
+    moved.assert_success();
+    let moved_jobs = dry_run_jobs(&format!("{}{}", moved.stdout, moved.stderr));
+    assert!(
+        moved_jobs["preprocess"]
+            .1
+            .contains(&format!("--root '{}' ", arg(&elsewhere))),
+        "{:?}",
+        moved_jobs["preprocess"]
+    );
     assert!(
         jobs["train_seed1"].1.contains("--seed 1 "),
         "{:?}",

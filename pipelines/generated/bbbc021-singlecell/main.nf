@@ -6,6 +6,7 @@ nextflow.enable.dsl = 2
 
 params.bin_dir = "${launchDir}/target/release"
 params.root = "${launchDir}"
+params.data = "data/bbbc021-singlecell"
 
 process preprocess {
     cpus 2
@@ -21,7 +22,7 @@ process preprocess {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-preprocess singlecell --root data/bbbc021-singlecell --output out/bbbc021-singlecell/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
+    "${params.bin_dir}"/pf-preprocess singlecell --root '${params.data.replace("'", "'\\''")}' --output out/bbbc021-singlecell/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
     """
 }
 

@@ -6,6 +6,7 @@ nextflow.enable.dsl = 2
 
 params.bin_dir = "${launchDir}/target/release"
 params.root = "${launchDir}"
+params.data = "data/BBBC021"
 
 process preprocess {
     cpus 2
@@ -21,7 +22,7 @@ process preprocess {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
+    "${params.bin_dir}"/pf-preprocess bbbc021 --image-csv '${params.data.replace("'", "'\\''")}/BBBC021_v1_image.csv' --images-root '${params.data.replace("'", "'\\''")}' --moa-csv '${params.data.replace("'", "'\\''")}/BBBC021_v1_moa.csv' --output out/bbbc021/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
     """
 }
 

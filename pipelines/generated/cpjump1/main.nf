@@ -6,6 +6,8 @@ nextflow.enable.dsl = 2
 
 params.bin_dir = "${launchDir}/target/release"
 params.root = "${launchDir}"
+params.label = "treatment"
+params.seed = "0"
 
 process synth {
     cpus 2
@@ -58,7 +60,7 @@ process cnn {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/cnn --batch-size 32 --epochs 15 --label treatment --model cnn --quiet --seed 0
+    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/cnn --batch-size 32 --epochs 15 --label '${params.label.replace("'", "'\\''")}' --model cnn --quiet --seed '${params.seed.replace("'", "'\\''")}'
     """
 }
 
@@ -77,7 +79,7 @@ process resnet18 {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label treatment --model resnet18 --quiet --seed 0
+    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label '${params.label.replace("'", "'\\''")}' --model resnet18 --quiet --seed '${params.seed.replace("'", "'\\''")}'
     """
 }
 
@@ -95,7 +97,7 @@ process random_forest {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/random-forest --classifier random-forest --label treatment --seed 0
+    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/random-forest --classifier random-forest --label '${params.label.replace("'", "'\\''")}' --seed '${params.seed.replace("'", "'\\''")}'
     """
 }
 
@@ -113,7 +115,7 @@ process svm {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/svm --classifier svm --label treatment --seed 0
+    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/svm --classifier svm --label '${params.label.replace("'", "'\\''")}' --seed '${params.seed.replace("'", "'\\''")}'
     """
 }
 

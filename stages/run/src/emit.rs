@@ -5,7 +5,7 @@
 //!
 //! Outputs whose file name has no extension (`synthetic`, `cytovae`) are folders.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -16,16 +16,36 @@ use crate::args::{EmitArgs, EmitFormat};
 use crate::shell_words;
 
 pub fn emit(args: &EmitArgs) -> anyhow::Result<()> {
-    let pipeline = Pipeline::read_with_seeds(
-        &args.pipeline,
-        &args.vars.iter().cloned().collect(),
-        args.seeds.as_deref(),
-    )?;
-    let text = match args.format {
-        EmitFormat::Make => make(&pipeline)?,
-        EmitFormat::Snakemake => snakemake(&pipeline)?,
-        EmitFormat::Nextflow => nextflow(&pipeline),
+    let overrides: BTreeMap<String, String> = args.vars.iter().cloned().collect();
+    // With the values themselves first: every path is checked as the engine will see it by
+    // default. Then with a stand-in for each var, which each engine's text turns into its own
+    // setting (a Snakemake config key, a make variable, a Nextflow param).
+    let pipeline = Pipeline::read_with_seeds(&args.pipeline, &overrides, args.seeds.as_deref())?;
+    let emit_one = |pipeline: &Pipeline| -> anyhow::Result<String> {
+        Ok(match args.format {
+            EmitFormat::Make => make(pipeline)?,
+            EmitFormat::Snakemake => snakemake(pipeline)?,
+            EmitFormat::Nextflow => nextflow(pipeline),
+        })
     };
+    let checked = emit_one(&pipeline)?;
+    // make runs on one machine, where the file's values are the ones used: its text keeps them
+    // (a make variable holding a path with spaces could not be both a prerequisite and a word).
+    if args.format == EmitFormat::Make {
+        return write_emitted(args, &checked);
+    }
+    let tokens: BTreeMap<String, String> = pipeline
+        .vars
+        .keys()
+        .map(|name| (name.clone(), var_token(name)))
+        .collect();
+    let mut templated = Pipeline::read_with_seeds(&args.pipeline, &tokens, args.seeds.as_deref())?;
+    templated.vars = pipeline.vars.clone();
+    let text = emit_one(&templated)?;
+    write_emitted(args, &text)
+}
+
+fn write_emitted(args: &EmitArgs, text: &str) -> anyhow::Result<()> {
     match &args.output {
         Some(path) => phenoflow_schemas::atomic_write(path, text.as_bytes())
             .with_context(|| format!("writing {}", path.display())),
@@ -34,6 +54,46 @@ pub fn emit(args: &EmitArgs) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A var's stand-in while emitting: `⟦name⟧`, which no check refuses and no engine reads.
+fn var_token(name: &str) -> String {
+    format!("\u{27e6}{name}\u{27e7}")
+}
+
+/// A step's input files whose path holds a var, numbered in the order of its prerequisites.
+fn var_input_paths(pipeline: &Pipeline, step: &ConcreteStep) -> BTreeMap<String, usize> {
+    prerequisites(pipeline, step)
+        .iter()
+        .map(|path| path.display().to_string())
+        .filter(|text| text.contains('\u{27e6}'))
+        .enumerate()
+        .map(|(index, text)| (text, index))
+        .collect()
+}
+
+/// The stand-in of a rule's input k in its command while emitting.
+fn input_token(index: usize) -> String {
+    format!("\u{27e6}input:{index}\u{27e7}")
+}
+
+/// A var's name among a Snakemake rule's params: `var_<name>` (a Python identifier).
+fn snakemake_param(name: &str) -> String {
+    format!("var_{}", name.replace('-', "_"))
+}
+
+/// A var's Nextflow param name (`--data`): Groovy identifiers have no `-`.
+fn nextflow_param(name: &str) -> String {
+    name.replace('-', "_")
+}
+
+/// Replaces each var's stand-in in `text` by what `reference` makes of the var's name.
+fn with_vars(pipeline: &Pipeline, text: &str, reference: impl Fn(&str) -> String) -> String {
+    let mut text = text.to_string();
+    for name in pipeline.vars.keys() {
+        text = text.replace(&var_token(name), &reference(name));
+    }
+    text
 }
 
 fn header(pipeline: &Pipeline, comment: &str, format: &str) -> String {
@@ -194,7 +254,9 @@ pub fn make(pipeline: &Pipeline) -> anyhow::Result<String> {
                 .filter(|folder| !folder.as_os_str().is_empty())
             {
                 let folder = shell_words(&[folder.display().to_string()]);
-                let _ = writeln!(out, "\t@mkdir -p {}", make_recipe(&folder));
+                let folder =
+                    with_vars(pipeline, &make_recipe(&folder), |name| format!("$({name})"));
+                let _ = writeln!(out, "\t@mkdir -p {folder}");
             }
         }
         let _ = writeln!(
@@ -325,13 +387,37 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
     let mut out = header(pipeline, "#", "snakemake");
     let _ = writeln!(
         out,
-        "# Run from the project root: snakemake -s <this file> --cores 2 [--config bin_dir=...]\n"
+        "# Run from the project root: snakemake -s <this file> --cores 2 [--config bin_dir=...{}]\n\
+         # On SLURM: add --profile pipelines/profiles/slurm\n",
+        pipeline
+            .vars
+            .keys()
+            .map(|name| format!(" {name}=..."))
+            .collect::<String>()
     );
-    let _ = writeln!(out, "BIN = config.get(\"bin_dir\", \"target/release\")\n");
+    let _ = writeln!(out, "BIN = config.get(\"bin_dir\", \"target/release\")");
+    // The pipeline's [vars] as config keys (`--config data=/mnt/bbbc021`).
+    for (name, value) in &pipeline.vars {
+        let _ = writeln!(
+            out,
+            "config.setdefault({}, {})",
+            python_str(name),
+            python_str(value)
+        );
+    }
+    let _ = writeln!(out);
+    // A path literal with vars: the literal parts joined to config values.
+    let path_expr = |text: String| -> String {
+        with_vars(pipeline, &text, |name| {
+            format!("\" + config[{}] + \"", python_str(name))
+        })
+        .replace("\"\" + ", "")
+        .replace(" + \"\"", "")
+    };
     let _ = writeln!(
         out,
         "rule all:\n    input: [{}]\n",
-        quoted_list(&final_outputs(pipeline))
+        path_expr(quoted_list(&final_outputs(pipeline)))
     );
     for (name, steps) in step_groups(pipeline) {
         let step = steps[0];
@@ -345,18 +431,31 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
         };
         let rule = name.replace('-', "_");
         let _ = writeln!(out, "rule {rule}:");
-        let inputs: Vec<String> = prerequisites(pipeline, step)
-            .iter()
-            .map(|path| rewrite(python_str(&path.display().to_string())))
-            .collect();
-        if !inputs.is_empty() {
-            let _ = writeln!(out, "    input: [{}]", inputs.join(", "));
+        // Inputs named by a var are named inputs (the command refers to them by name).
+        let var_inputs = var_input_paths(pipeline, step);
+        let mut inputs: Vec<String> = Vec::new();
+        let mut named: Vec<String> = Vec::new();
+        for path in prerequisites(pipeline, step) {
+            let text = path.display().to_string();
+            let expression = path_expr(rewrite(python_str(&text)));
+            match var_inputs.get(&text) {
+                Some(index) => named.push(format!("pf_in{index}={expression}")),
+                None => inputs.push(expression),
+            }
+        }
+        if !inputs.is_empty() || !named.is_empty() {
+            let mut parts = Vec::new();
+            if !inputs.is_empty() {
+                parts.push(format!("[{}]", inputs.join(", ")));
+            }
+            parts.extend(named);
+            let _ = writeln!(out, "    input: {}", parts.join(", "));
         }
         let outputs: Vec<String> = step
             .outputs
             .iter()
             .map(|output| {
-                let path = rewrite(python_str(&output.path.display().to_string()));
+                let path = path_expr(rewrite(python_str(&output.path.display().to_string())));
                 if is_folder(&output.path) {
                     format!("directory({path})")
                 } else {
@@ -388,7 +487,42 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             let _ = writeln!(out, "        gpu={},", resources.gpu);
         }
         let _ = writeln!(out, "    params:\n        bin=BIN,");
-        let mut arguments = snakemake_literal(&shell_words(&step.arguments()));
+        // An argument that is an input holding a var is that input (`{input.pf_in<k>:q}`); vars
+        // left in other arguments come in as params (Snakemake tracks them, and its linter asks).
+        let var_inputs: BTreeMap<String, usize> = var_input_paths(pipeline, step);
+        let step_arguments: Vec<String> = step
+            .arguments()
+            .into_iter()
+            .map(|argument| match var_inputs.get(&argument) {
+                Some(&index) => input_token(index),
+                None => argument,
+            })
+            .collect();
+        let used = shell_words(&step_arguments);
+        for name in pipeline.vars.keys() {
+            if used.contains(&var_token(name)) {
+                let _ = writeln!(
+                    out,
+                    "        {}=config[{}],",
+                    snakemake_param(name),
+                    python_str(name)
+                );
+            }
+        }
+        let mut quoted = snakemake_literal(&used);
+        for index in var_inputs.values() {
+            quoted = quoted.replace(
+                &format!("'{}'", input_token(*index)),
+                &format!("{{input.pf_in{index}:q}}"),
+            );
+        }
+        let mut arguments = with_vars(
+            pipeline,
+            &quoted,
+            // A var only stands inside a single-quoted word (its stand-in is not plain text):
+            // the quote is closed around Snakemake's shell-quoted value.
+            |name| format!("'{{params.{}:q}}'", snakemake_param(name)),
+        );
         if resources.takes_threads && !explicit_threads {
             arguments.push_str(" --threads {threads}");
         }
@@ -417,8 +551,18 @@ pub fn nextflow(pipeline: &Pipeline) -> String {
     let _ = writeln!(out, "nextflow.enable.dsl = 2\n");
     let _ = writeln!(
         out,
-        "params.bin_dir = \"${{launchDir}}/target/release\"\nparams.root = \"${{launchDir}}\"\n"
+        "params.bin_dir = \"${{launchDir}}/target/release\"\nparams.root = \"${{launchDir}}\""
     );
+    // The pipeline's [vars] as params (`--data /mnt/bbbc021`).
+    for (name, value) in &pipeline.vars {
+        let _ = writeln!(
+            out,
+            "params.{} = \"{}\"",
+            nextflow_param(name),
+            groovy_literal(value)
+        );
+    }
+    let _ = writeln!(out);
     let groups = step_groups(pipeline);
     for (name, steps) in &groups {
         let step = steps[0];
@@ -426,7 +570,15 @@ pub fn nextflow(pipeline: &Pipeline) -> String {
         let command = format!(
             "\"${{params.bin_dir}}\"/{} {}",
             step.stage,
-            groovy_literal(&shell_words(&step.arguments()))
+            with_vars(
+                pipeline,
+                &groovy_literal(&shell_words(&step.arguments())),
+                // Inside a single-quoted word: each `'` of the value becomes `'\''`.
+                |name| format!(
+                    "${{params.{}.replace(\"'\", \"'\\\\''\")}}",
+                    nextflow_param(name)
+                )
+            )
         );
         let (input, output, command) = match step.shard {
             Some(_) => (
