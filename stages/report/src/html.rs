@@ -32,7 +32,7 @@ fn step_times_section(out: &mut String, times: &[StepTime]) {
         out,
         "<h3>Wall time per step</h3><p>As pf-run recorded each step when it last ran (the shards of a fan-out \
          step summed; a step that was up to date keeps the time of its last run).</p>\
-         <table><tr><th>step</th><th>stage</th><th>runs</th><th>wall time</th></tr>"
+         <table><tr><th>step</th><th>stage</th><th>jobs recorded</th><th>wall time</th></tr>"
     );
     let mut total = 0.0;
     for time in times {
