@@ -268,8 +268,9 @@ pub fn treatment_name(compound: &str, concentration: f64) -> String {
     format!("{compound}@{rounded}")
 }
 
-/// A text or integer column as strings.
-pub(crate) fn text_values(array: &dyn Array) -> Option<Vec<Option<String>>> {
+/// A text or integer column as strings (text as Arrow's `Utf8`, `LargeUtf8` or `Utf8View`, as
+/// pyarrow, pandas and polars write them); `None` for any other type.
+pub fn text_values(array: &dyn Array) -> Option<Vec<Option<String>>> {
     let collect = |get: &dyn Fn(usize) -> String| {
         (0..array.len())
             .map(|row| (!array.is_null(row)).then(|| get(row)))
@@ -819,55 +820,27 @@ pub fn read_classifier_metrics(path: &Path) -> Result<ClassifierResult, SchemaEr
     let mut protocol = String::new();
     let mut scores: BTreeMap<String, (f64, f64, f64, i64)> = BTreeMap::new();
     let mut pairs: Vec<(String, String, u64)> = Vec::new();
-    for batch in crate::read_table(path, TableKind::Metrics)? {
-        let text = |name: &str| {
-            batch
-                .column_by_name(name)
-                .map(|c| c.as_string::<i32>().clone())
-        };
-        let (Some(metric), Some(proto), Some(scope)) =
-            (text("Metric"), text("Protocol"), text("Scope"))
-        else {
-            continue;
-        };
-        let value = batch
-            .column_by_name("Value")
-            .map(|c| c.as_primitive::<Float64Type>().clone());
-        let count = batch
-            .column_by_name("Count")
-            .map(|c| c.as_primitive::<Int64Type>().clone());
-        let (Some(value), Some(count)) = (value, count) else {
-            continue;
-        };
-        for row in 0..batch.num_rows() {
-            let metric = metric.value(row);
-            let scope = scope.value(row).to_string();
-            let v = value.value(row);
-            let c = if count.is_null(row) {
-                0
-            } else {
-                count.value(row)
-            };
-            protocol = proto.value(row).to_string();
-            match metric {
-                "precision" => scores.entry(scope).or_default().0 = v,
-                "recall" => {
-                    let entry = scores.entry(scope).or_default();
-                    entry.1 = v;
-                    entry.3 = c;
+    for (metric, proto, scope, v, count) in crate::metrics::read_metrics(path)? {
+        let c = count.unwrap_or(0);
+        protocol = proto;
+        match metric.as_str() {
+            "precision" => scores.entry(scope).or_default().0 = v,
+            "recall" => {
+                let entry = scores.entry(scope).or_default();
+                entry.1 = v;
+                entry.3 = c;
+            }
+            "f1" => scores.entry(scope).or_default().2 = v,
+            "confusion" => {
+                if let Some((t, p)) = scope.split_once('→') {
+                    pairs.push((t.to_string(), p.to_string(), c.max(0) as u64));
                 }
-                "f1" => scores.entry(scope).or_default().2 = v,
-                "confusion" => {
-                    if let Some((t, p)) = scope.split_once('→') {
-                        pairs.push((t.to_string(), p.to_string(), c.max(0) as u64));
-                    }
+            }
+            other => {
+                if other == "accuracy" {
+                    n_test = c;
                 }
-                other => {
-                    if other == "accuracy" {
-                        n_test = c;
-                    }
-                    summary.insert(other.to_string(), v);
-                }
+                summary.insert(other.to_string(), v);
             }
         }
     }

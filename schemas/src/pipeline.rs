@@ -290,6 +290,12 @@ fn expand_seeds(file: &mut PipelineFile) -> Result<(), String> {
             seeds.len()
         ));
     }
+    if let Some(seed) = seeds.iter().find(|&&seed| i64::try_from(seed).is_err()) {
+        return Err(format!(
+            "[pipeline] seeds: {seed} is larger than a seed can be ({})",
+            i64::MAX
+        ));
+    }
     let distinct: BTreeSet<u64> = seeds.iter().copied().collect();
     if distinct.len() != seeds.len() {
         return Err(format!(

@@ -6,10 +6,10 @@
 //!
 //! | section | cases |
 //! |---|---|
-//! | code execution through `pf-run emit` | newline in name / description; `$(…)` in values and `--set`; `"`, `\` and braces in Snakemake strings; `$` in Nextflow scripts; `stage` with a path; paths with spaces still run |
+//! | code execution through `pf-run emit` | newline in name / description; `$(…)` in values and `--set`; a quote before a var in a Snakefile path; a var named as an engine setting, two vars that are one setting, a var in an output's file name; `"`, `\` and braces in Snakemake strings; `$` in Nextflow scripts; `stage` with a path; paths with spaces still run |
 //! | paths that escape their roots | outputs absolute or `..`; `Image_PathName_*` absolute or `..`; `Multi_Cell_Image_Name` with `..`; a model card's checkpoint elsewhere |
 //! | panics | `.npy` shape overflow; `--centers` at 1e300 |
-//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`; 101 seeds (in the file or `--seeds`); 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
+//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`; 101 seeds (in the file or `--seeds`); a seed beyond i64; 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
 //! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
 //! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; a plate map with two treatments in a well, a well it lacks, no well column, a text concentration, an empty compound, profiles already annotated; NaN or negative sigmas and ridges |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
@@ -260,6 +260,91 @@ fn hostile_values_are_emitted_as_literals_and_dry_runs_execute_nothing() {
     let printed = run_in(&folder, Path::new("make"), &["-n", "-f", "p.mk"]);
     assert!(printed.stdout.contains(&values[0]), "{}", printed.stdout);
     assert!(!marker.exists());
+}
+
+/// Vars become settings of the emitted files (Snakemake config keys, Nextflow params): a path
+/// around a var is built from literals, never pasted between quotes, so a quote in the path cannot
+/// end a string; a var may not take an engine's own setting, clash with another, or name an
+/// output's file; a seed larger than a seed can be is refused.
+#[test]
+fn vars_in_emitted_files_cannot_become_code_or_clash() {
+    let temp = tempfile::tempdir().unwrap();
+    let folder = temp.path();
+    let marker = folder.join("pwned");
+    let with = |vars: &str, input: &str, output: &str| {
+        format!(
+            "[pipeline]\nname = \"vars\"\nworkdir = \"out\"\n\n[vars]\n{vars}\n\n[[step]]\nname = \"preprocess\"\n\
+             stage = \"pf-preprocess\"\ncommand = \"singlecell\"\ninputs = {{ root = {input} }}\n\
+             outputs = {{ output = {output} }}\n"
+        )
+    };
+    // A quote before the var in a path: text replacement between quotes let the rest of the
+    // path out of its string, and Snakemake ran it when it read the file.
+    let payload = format!(
+        "\"x\\\"${{and}}+str(__import__('os').system('touch {}'))#\"",
+        arg(&marker)
+    );
+    std::fs::write(
+        folder.join("p.toml"),
+        with("and = \"d\"", &payload, "\"cells.parquet\""),
+    )
+    .unwrap();
+    pf_run(
+        folder,
+        &["emit", "snakemake", "p.toml", "--output", "Snakefile"],
+    )
+    .assert_success();
+    let snakemake = python().parent().unwrap().join("snakemake");
+    let _ = run_in(folder, &snakemake, &["-n", "--cores", "1"]);
+    let _ = run_in(folder, &snakemake, &["--lint"]);
+    assert!(
+        !marker.exists(),
+        "the Snakefile ran code from a pipeline file"
+    );
+    pf_run(folder, &["emit", "nextflow", "p.toml"]).assert_success();
+    let plain = |vars: &str, output: &str| with(vars, "\"${data}\"", output);
+    for (engine, text, message) in [
+        (
+            "nextflow",
+            plain("data = \"d\"\nroot = \"/elsewhere\"", "\"cells.parquet\""),
+            "[vars] root is a setting of the emitted file itself",
+        ),
+        (
+            "snakemake",
+            plain("data = \"d\"\nbin_dir = \"/tmp\"", "\"cells.parquet\""),
+            "[vars] bin_dir is a setting of the emitted file itself",
+        ),
+        (
+            "snakemake",
+            plain(
+                "data = \"d\"\nmy-data = \"a\"\nmy_data = \"b\"",
+                "\"cells.parquet\"",
+            ),
+            "[vars] my-data and my_data would be the same setting",
+        ),
+        (
+            "nextflow",
+            plain("data = \"d\"\nname = \"cells\"", "\"${name}.parquet\""),
+            "an output's file name holds a var",
+        ),
+    ] {
+        std::fs::write(folder.join("q.toml"), &text).unwrap();
+        pf_run(folder, &["emit", engine, "q.toml"]).assert_failure(2, &[message]);
+    }
+    // The make fragment keeps the values: no setting to clash with.
+    pf_run(folder, &["emit", "make", "q.toml"]).assert_success();
+    // A seed that does not fit a signed 64-bit integer would reach pf-train as a negative one.
+    std::fs::write(
+        folder.join("s.toml"),
+        "[pipeline]\nname = \"s\"\nworkdir = \"out\"\nseeds = [0]\n\n[[step]]\nname = \"train\"\n\
+         stage = \"pf-train\"\nper_seed = true\noutputs = { out = \"m\" }\nparams = { seed = \"${seed}\" }\n",
+    )
+    .unwrap();
+    pf_run(
+        folder,
+        &["emit", "make", "s.toml", "--seeds", "18446744073709551615"],
+    )
+    .assert_failure(2, &["18446744073709551615 is larger than a seed can be"]);
 }
 
 /// A workdir and a data folder with spaces: the emitted Makefile and Snakefile run the real

@@ -22,7 +22,7 @@ process preprocess {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-preprocess bbbc021 --image-csv '${params.data.replace("'", "'\\''")}/BBBC021_v1_image.csv' --images-root '${params.data.replace("'", "'\\''")}' --moa-csv '${params.data.replace("'", "'\\''")}/BBBC021_v1_moa.csv' --output out/bbbc021/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
+    "${params.bin_dir}"/pf-preprocess bbbc021 --image-csv '${params.data.toString().replace("'", "'\\''")}/BBBC021_v1_image.csv' --images-root '${params.data.toString().replace("'", "'\\''")}' --moa-csv '${params.data.toString().replace("'", "'\\''")}/BBBC021_v1_moa.csv' --output out/bbbc021/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
     """
 }
 

@@ -22,7 +22,7 @@ process preprocess {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-preprocess singlecell --root '${params.data.replace("'", "'\\''")}' --output out/seed-cytoae/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
+    "${params.bin_dir}"/pf-preprocess singlecell --root '${params.data.toString().replace("'", "'\\''")}' --output out/seed-cytoae/cells.shard${shard}.parquet --no-progress --shard ${shard}/4
     """
 }
 

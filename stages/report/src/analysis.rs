@@ -7,7 +7,6 @@ use std::path::Path;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type};
-use arrow_array::Array;
 use phenoflow_schemas::{concentration_key, InputError, TableKind};
 
 use crate::inputs::Embeddings;
@@ -280,18 +279,12 @@ pub struct TreatmentMapInput {
 pub fn treatment_map_input(path: &Path, control: &str) -> anyhow::Result<TreatmentMapInput> {
     let mut input = TreatmentMapInput::default();
     for batch in phenoflow_schemas::read_table(path, TableKind::Treatments)? {
-        let compounds = batch
-            .column_by_name("Metadata_Compound")
-            .expect("validated")
-            .as_string::<i32>();
+        let compounds = crate::inputs::strings(&batch, "Metadata_Compound", path)?;
         let concentrations = batch
             .column_by_name("Metadata_Concentration")
             .expect("validated")
             .as_primitive::<Float64Type>();
-        let moas = batch
-            .column_by_name("Metadata_MoA")
-            .expect("validated")
-            .as_string::<i32>();
+        let moas = crate::inputs::strings(&batch, "Metadata_MoA", path)?;
         let features: Vec<Vec<f64>> = batch
             .schema()
             .fields()
@@ -310,19 +303,18 @@ pub fn treatment_map_input(path: &Path, control: &str) -> anyhow::Result<Treatme
             })
             .collect();
         for row in 0..batch.num_rows() {
-            if compounds.value(row) == control {
+            let compound = compounds[row].clone().unwrap_or_default();
+            if compound == control {
                 continue;
             }
-            input.compounds.push(compounds.value(row).to_string());
+            input.compounds.push(compound);
             input.concentrations.push(concentrations.value(row));
             input
                 .profiles
                 .push(features.iter().map(|column| column[row]).collect());
-            input.labels.push(if moas.is_null(row) {
-                "(none)".into()
-            } else {
-                moas.value(row).to_string()
-            });
+            input
+                .labels
+                .push(moas[row].clone().unwrap_or_else(|| "(none)".into()));
         }
     }
     input.moas = input
@@ -424,6 +416,11 @@ pub fn treatment_pca(input: &TreatmentMapInput) -> (Vec<MapPoint>, (f64, f64)) {
 /// not exist.
 pub const TSNE_MIN_POINTS: usize = 10;
 
+/// The most treatments a t-SNE map is drawn for: exact t-SNE keeps three n × n matrices and
+/// costs n² per iteration (2,000 points: 96 MB and seconds; a 100k-compound screen would take
+/// hundreds of GB), so larger screens get the PCA map only, with a note.
+pub const TSNE_MAX_POINTS: usize = 2_000;
+
 /// The t-SNE perplexity for `n` points: scikit-learn's default 30, or less where `n` is small
 /// (the exact method needs n − 1 ≥ 3 · perplexity).
 pub fn tsne_perplexity(n: usize) -> f64 {
@@ -433,11 +430,12 @@ pub fn tsne_perplexity(n: usize) -> f64 {
 /// Exact t-SNE (the `bhtsne` crate) of the L2-normalised treatment profiles, so that distances
 /// rank pairs as pf-classify's cosine does; perplexity [`tsne_perplexity`], 1000 iterations,
 /// early exaggeration 12 for 250, initialised from the PCA map scaled to a standard deviation of
-/// 1e-4 along PC1, as scikit-learn's `init="pca"`: deterministic. `None` below
-/// [`TSNE_MIN_POINTS`] treatments.
+/// 1e-4 along PC1, as scikit-learn's `init="pca"`, on one thread (bhtsne sums in parallel, and a
+/// parallel sum's order depends on the threads): the same map on every machine. `None` below
+/// [`TSNE_MIN_POINTS`] or above [`TSNE_MAX_POINTS`] treatments.
 pub fn treatment_tsne(input: &TreatmentMapInput, pca: &[MapPoint]) -> Option<Vec<MapPoint>> {
     let n = input.profiles.len();
-    if n < TSNE_MIN_POINTS || pca.len() != n {
+    if !(TSNE_MIN_POINTS..=TSNE_MAX_POINTS).contains(&n) || pca.len() != n {
         return None;
     }
     let normalised: Vec<Vec<f64>> = input
@@ -456,18 +454,24 @@ pub fn treatment_tsne(input: &TreatmentMapInput, pca: &[MapPoint]) -> Option<Vec
         .iter()
         .flat_map(|p| [p.0 * scale, p.1 * scale])
         .collect();
-    let mut tsne: bhtsne::tSNE<f64, Vec<f64>> = bhtsne::tSNE::new(&normalised);
-    tsne.perplexity(tsne_perplexity(n))
-        .epochs(1000)
-        .initial_embedding(init)
-        .exact(|a, b| {
-            a.iter()
-                .zip(b)
-                .map(|(x, y)| (x - y).powi(2))
-                .sum::<f64>()
-                .sqrt()
-        });
-    let embedding = tsne.embedding();
+    let fit = || {
+        let mut tsne: bhtsne::tSNE<f64, Vec<f64>> = bhtsne::tSNE::new(&normalised);
+        tsne.perplexity(tsne_perplexity(n))
+            .epochs(1000)
+            .initial_embedding(init)
+            .exact(|a, b| {
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (x - y).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            });
+        tsne.embedding()
+    };
+    let embedding = match rayon::ThreadPoolBuilder::new().num_threads(1).build() {
+        Ok(pool) => pool.install(fit),
+        Err(_) => return None,
+    };
     Some(
         (0..n)
             .map(|row| {
@@ -603,6 +607,17 @@ mod tests {
         let (pca, _) = treatment_pca(&input);
         assert_eq!(pca.len(), TSNE_MIN_POINTS - 1);
         assert!(treatment_tsne(&input, &pca).is_none());
+        // Nor too many: an exact map of a large screen would take the machine.
+        let mut many = TreatmentMapInput::default();
+        for row in 0..=TSNE_MAX_POINTS {
+            many.compounds.push(format!("c{row}"));
+            many.concentrations.push(1.0);
+            many.profiles.push(vec![row as f64, 1.0, (row % 7) as f64]);
+            many.labels.push("m".into());
+        }
+        many.moas = vec!["m".into()];
+        let (pca, _) = treatment_pca(&many);
+        assert!(treatment_tsne(&many, &pca).is_none());
         assert_eq!(tsne_perplexity(10), 3.0);
         assert_eq!(tsne_perplexity(103), 30.0);
     }

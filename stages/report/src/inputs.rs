@@ -12,20 +12,29 @@ use phenoflow_schemas::{CellPixels, InputError, ModelCard, ParquetTableReader, T
 /// (plate, well, site, object number): a cell's identity across tables.
 pub type CellKey = (String, String, i32, i32);
 
-fn strings(batch: &RecordBatch, name: &str, path: &Path) -> anyhow::Result<Vec<Option<String>>> {
+/// A string column (`Utf8`, `LargeUtf8` or `Utf8View`, as pyarrow, pandas and polars write them).
+pub(crate) fn strings(
+    batch: &RecordBatch,
+    name: &str,
+    path: &Path,
+) -> anyhow::Result<Vec<Option<String>>> {
     let column = batch
         .column_by_name(name)
         .ok_or_else(|| InputError(format!("{}: no column `{name}`", path.display())))?;
-    let column = column.as_string_opt::<i32>().ok_or_else(|| {
-        InputError(format!(
-            "{}: column `{name}` is not a Utf8 column",
-            path.display()
+    if !matches!(
+        column.data_type(),
+        arrow_schema::DataType::Utf8
+            | arrow_schema::DataType::LargeUtf8
+            | arrow_schema::DataType::Utf8View
+    ) {
+        return Err(InputError(format!(
+            "{}: column `{name}` is {}, not text",
+            path.display(),
+            column.data_type()
         ))
-    })?;
-    Ok(column
-        .iter()
-        .map(|value| value.map(str::to_string))
-        .collect())
+        .into());
+    }
+    Ok(phenoflow_schemas::classification::text_values(column.as_ref()).expect("a text column"))
 }
 
 fn int32s(batch: &RecordBatch, name: &str, path: &Path) -> anyhow::Result<Vec<i32>> {

@@ -392,9 +392,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         ("t-SNE 1", "t-SNE 2"),
                     )?),
                     None => notes.push(format!(
-                        "No t-SNE map: {} treatments, fewer than the {} it needs.",
+                        "No t-SNE map: {} treatments; it is drawn for {} to {}.",
                         input.profiles.len(),
-                        analysis::TSNE_MIN_POINTS
+                        analysis::TSNE_MIN_POINTS,
+                        analysis::TSNE_MAX_POINTS
                     )),
                 }
                 map_csv = Some(analysis::treatment_map_csv(

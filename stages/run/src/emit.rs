@@ -41,6 +41,13 @@ pub fn emit(args: &EmitArgs) -> anyhow::Result<()> {
         .collect();
     let mut templated = Pipeline::read_with_seeds(&args.pipeline, &tokens, args.seeds.as_deref())?;
     templated.vars = pipeline.vars.clone();
+    check_emitted_vars(
+        &templated,
+        match args.format {
+            EmitFormat::Snakemake => "snakemake",
+            _ => "nextflow",
+        },
+    )?;
     let text = emit_one(&templated)?;
     write_emitted(args, &text)
 }
@@ -85,6 +92,69 @@ fn snakemake_param(name: &str) -> String {
 /// A var's Nextflow param name (`--data`): Groovy identifiers have no `-`.
 fn nextflow_param(name: &str) -> String {
     name.replace('-', "_")
+}
+
+/// A path as a Python expression: its literal parts as string literals, each var's stand-in as
+/// the config value (as text), joined by `+`. Never text pasted between quotes.
+fn python_path(pipeline: &Pipeline, text: &str) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut rest = text;
+    while let Some((at, name)) = pipeline
+        .vars
+        .keys()
+        .filter_map(|name| rest.find(&var_token(name)).map(|at| (at, name)))
+        .min()
+    {
+        if at > 0 {
+            parts.push(python_str(&rest[..at]));
+        }
+        parts.push(format!("str(config[{}])", python_str(name)));
+        rest = &rest[at + var_token(name).len()..];
+    }
+    if !rest.is_empty() || parts.is_empty() {
+        parts.push(python_str(rest));
+    }
+    parts.join(" + ")
+}
+
+/// The var names an engine cannot take: its own settings (`bin_dir` of Snakemake's config and
+/// Nextflow's params, `root` of Nextflow's), and two names that differ only by `-` and `_` (one
+/// param or config key in the emitted text); and a var in an output's file name, whose
+/// extension decides whether the output is a folder and where its shard number goes.
+fn check_emitted_vars(pipeline: &Pipeline, engine: &str) -> anyhow::Result<()> {
+    let mut seen: BTreeMap<String, &str> = BTreeMap::new();
+    for name in pipeline.vars.keys() {
+        let key = name.replace('-', "_");
+        if ["bin_dir", "root"].contains(&key.as_str()) {
+            return Err(phenoflow_schemas::InputError(format!(
+                "pf-run emit {engine}: [vars] {name} is a setting of the emitted file itself; rename the var"
+            ))
+            .into());
+        }
+        if let Some(other) = seen.insert(key, name) {
+            return Err(phenoflow_schemas::InputError(format!(
+                "pf-run emit {engine}: [vars] {other} and {name} would be the same setting; rename one"
+            ))
+            .into());
+        }
+    }
+    for step in &pipeline.steps {
+        for output in &step.outputs {
+            let file_name = output
+                .path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if file_name.contains('\u{27e6}') {
+                return Err(phenoflow_schemas::InputError(format!(
+                    "pf-run emit {engine}: step `{}`: an output's file name holds a var; put vars in its folder, or use pf-run run or emit make",
+                    step.name
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replaces each var's stand-in in `text` by what `reference` makes of the var's name.
@@ -213,14 +283,6 @@ fn final_outputs(pipeline: &Pipeline) -> Vec<PathBuf> {
         .collect()
 }
 
-fn quoted_list(paths: &[PathBuf]) -> String {
-    paths
-        .iter()
-        .map(|path| python_str(&path.display().to_string()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// A GNU make (≥ 4.3, grouped targets) fragment: one rule per concrete step.
 pub fn make(pipeline: &Pipeline) -> anyhow::Result<String> {
     let name = &pipeline.header.name;
@@ -309,16 +371,19 @@ pub fn job_resources(stage: &str) -> JobResources {
 
 /// A step's thread count: its own `threads` param when it sets one, else its stage's default.
 fn step_threads(step: &ConcreteStep) -> (u32, bool) {
-    let explicit = step.params.iter().find_map(|(flag, value)| match value {
-        ParamValue::Integer(threads) if flag == "threads" && *threads > 0 => {
-            u32::try_from(*threads).ok()
-        }
+    let Some((_, value)) = step.params.iter().find(|(flag, _)| flag == "threads") else {
+        return (job_resources(&step.stage).threads, false);
+    };
+    // The step passes its own --threads: the rule asks for that many (or the stage's default
+    // where the value is 0, "all cores", or not a number) and adds no second --threads.
+    let threads = match value {
+        ParamValue::Integer(threads) if *threads > 0 => u32::try_from(*threads).ok(),
         _ => None,
-    });
-    match explicit {
-        Some(threads) => (threads, true),
-        None => (job_resources(&step.stage).threads, false),
-    }
+    };
+    (
+        threads.unwrap_or_else(|| job_resources(&step.stage).threads),
+        true,
+    )
 }
 
 /// A step's log or benchmark file under `<workdir>/<folder>/`: `<rule>.log`, or
@@ -407,17 +472,14 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
     }
     let _ = writeln!(out);
     // A path literal with vars: the literal parts joined to config values.
-    let path_expr = |text: String| -> String {
-        with_vars(pipeline, &text, |name| {
-            format!("\" + config[{}] + \"", python_str(name))
-        })
-        .replace("\"\" + ", "")
-        .replace(" + \"\"", "")
-    };
     let _ = writeln!(
         out,
         "rule all:\n    input: [{}]\n",
-        path_expr(quoted_list(&final_outputs(pipeline)))
+        final_outputs(pipeline)
+            .iter()
+            .map(|path| python_path(pipeline, &path.display().to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     for (name, steps) in step_groups(pipeline) {
         let step = steps[0];
@@ -437,7 +499,7 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
         let mut named: Vec<String> = Vec::new();
         for path in prerequisites(pipeline, step) {
             let text = path.display().to_string();
-            let expression = path_expr(rewrite(python_str(&text)));
+            let expression = python_path(pipeline, &rewrite(text.clone()));
             match var_inputs.get(&text) {
                 Some(index) => named.push(format!("pf_in{index}={expression}")),
                 None => inputs.push(expression),
@@ -455,7 +517,7 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             .outputs
             .iter()
             .map(|output| {
-                let path = path_expr(rewrite(python_str(&output.path.display().to_string())));
+                let path = python_path(pipeline, &rewrite(output.path.display().to_string()));
                 if is_folder(&output.path) {
                     format!("directory({path})")
                 } else {
@@ -503,7 +565,7 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             if used.contains(&var_token(name)) {
                 let _ = writeln!(
                     out,
-                    "        {}=config[{}],",
+                    "        {}=str(config[{}]),",
                     snakemake_param(name),
                     python_str(name)
                 );
@@ -575,7 +637,7 @@ pub fn nextflow(pipeline: &Pipeline) -> String {
                 &groovy_literal(&shell_words(&step.arguments())),
                 // Inside a single-quoted word: each `'` of the value becomes `'\''`.
                 |name| format!(
-                    "${{params.{}.replace(\"'\", \"'\\\\''\")}}",
+                    "${{params.{}.toString().replace(\"'\", \"'\\\\''\")}}",
                     nextflow_param(name)
                 )
             )
