@@ -2093,6 +2093,33 @@ fn snakemake_runs_the_emitted_pipeline_like_pf_run() {
         dry.stdout
     );
     run_in(&theirs, &snakemake, &["--cores", "2", "--config", &bin_dir]).assert_success();
+    assert!(theirs.join("out/logs/embed.1.log").exists());
+    // The fan-out width is a config key: five jobs per fan-out step, and the merge reads five.
+    let wide = run_in(
+        &theirs,
+        &snakemake,
+        &[
+            "-n",
+            "-p",
+            "--forceall",
+            "--cores",
+            "2",
+            "--config",
+            &bin_dir,
+            "shards=5",
+        ],
+    );
+    wide.assert_success();
+    let plan = format!("{}{}", wide.stdout, wide.stderr);
+    assert!(plan.contains("--shard 4/5"), "{plan}");
+    assert!(
+        plan.contains("--cells out/cells.shard4.parquet --out out/model"),
+        "{plan}"
+    );
+    assert!(
+        plan.contains("--output out/embeddings.shard4.parquet"),
+        "embed runs per shard too: {plan}"
+    );
     let table = |folder: &Path, name: &str, columns: &str| {
         let outcome = run_python(
             "read_table.py",

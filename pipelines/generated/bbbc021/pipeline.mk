@@ -8,27 +8,282 @@ pipeline-bbbc021: out/bbbc021/metrics.parquet out/bbbc021/predictions.parquet
 # step preprocess[0]
 out/bbbc021/cells.shard0.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
 	@mkdir -p out/bbbc021
-	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard0.parquet --no-progress --shard 0/4
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard0.parquet --no-progress --shard 0/55
 
 # step preprocess[1]
 out/bbbc021/cells.shard1.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
 	@mkdir -p out/bbbc021
-	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard1.parquet --no-progress --shard 1/4
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard1.parquet --no-progress --shard 1/55
 
 # step preprocess[2]
 out/bbbc021/cells.shard2.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
 	@mkdir -p out/bbbc021
-	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard2.parquet --no-progress --shard 2/4
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard2.parquet --no-progress --shard 2/55
 
 # step preprocess[3]
 out/bbbc021/cells.shard3.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
 	@mkdir -p out/bbbc021
-	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard3.parquet --no-progress --shard 3/4
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard3.parquet --no-progress --shard 3/55
+
+# step preprocess[4]
+out/bbbc021/cells.shard4.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard4.parquet --no-progress --shard 4/55
+
+# step preprocess[5]
+out/bbbc021/cells.shard5.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard5.parquet --no-progress --shard 5/55
+
+# step preprocess[6]
+out/bbbc021/cells.shard6.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard6.parquet --no-progress --shard 6/55
+
+# step preprocess[7]
+out/bbbc021/cells.shard7.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard7.parquet --no-progress --shard 7/55
+
+# step preprocess[8]
+out/bbbc021/cells.shard8.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard8.parquet --no-progress --shard 8/55
+
+# step preprocess[9]
+out/bbbc021/cells.shard9.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard9.parquet --no-progress --shard 9/55
+
+# step preprocess[10]
+out/bbbc021/cells.shard10.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard10.parquet --no-progress --shard 10/55
+
+# step preprocess[11]
+out/bbbc021/cells.shard11.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard11.parquet --no-progress --shard 11/55
+
+# step preprocess[12]
+out/bbbc021/cells.shard12.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard12.parquet --no-progress --shard 12/55
+
+# step preprocess[13]
+out/bbbc021/cells.shard13.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard13.parquet --no-progress --shard 13/55
+
+# step preprocess[14]
+out/bbbc021/cells.shard14.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard14.parquet --no-progress --shard 14/55
+
+# step preprocess[15]
+out/bbbc021/cells.shard15.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard15.parquet --no-progress --shard 15/55
+
+# step preprocess[16]
+out/bbbc021/cells.shard16.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard16.parquet --no-progress --shard 16/55
+
+# step preprocess[17]
+out/bbbc021/cells.shard17.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard17.parquet --no-progress --shard 17/55
+
+# step preprocess[18]
+out/bbbc021/cells.shard18.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard18.parquet --no-progress --shard 18/55
+
+# step preprocess[19]
+out/bbbc021/cells.shard19.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard19.parquet --no-progress --shard 19/55
+
+# step preprocess[20]
+out/bbbc021/cells.shard20.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard20.parquet --no-progress --shard 20/55
+
+# step preprocess[21]
+out/bbbc021/cells.shard21.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard21.parquet --no-progress --shard 21/55
+
+# step preprocess[22]
+out/bbbc021/cells.shard22.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard22.parquet --no-progress --shard 22/55
+
+# step preprocess[23]
+out/bbbc021/cells.shard23.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard23.parquet --no-progress --shard 23/55
+
+# step preprocess[24]
+out/bbbc021/cells.shard24.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard24.parquet --no-progress --shard 24/55
+
+# step preprocess[25]
+out/bbbc021/cells.shard25.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard25.parquet --no-progress --shard 25/55
+
+# step preprocess[26]
+out/bbbc021/cells.shard26.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard26.parquet --no-progress --shard 26/55
+
+# step preprocess[27]
+out/bbbc021/cells.shard27.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard27.parquet --no-progress --shard 27/55
+
+# step preprocess[28]
+out/bbbc021/cells.shard28.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard28.parquet --no-progress --shard 28/55
+
+# step preprocess[29]
+out/bbbc021/cells.shard29.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard29.parquet --no-progress --shard 29/55
+
+# step preprocess[30]
+out/bbbc021/cells.shard30.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard30.parquet --no-progress --shard 30/55
+
+# step preprocess[31]
+out/bbbc021/cells.shard31.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard31.parquet --no-progress --shard 31/55
+
+# step preprocess[32]
+out/bbbc021/cells.shard32.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard32.parquet --no-progress --shard 32/55
+
+# step preprocess[33]
+out/bbbc021/cells.shard33.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard33.parquet --no-progress --shard 33/55
+
+# step preprocess[34]
+out/bbbc021/cells.shard34.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard34.parquet --no-progress --shard 34/55
+
+# step preprocess[35]
+out/bbbc021/cells.shard35.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard35.parquet --no-progress --shard 35/55
+
+# step preprocess[36]
+out/bbbc021/cells.shard36.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard36.parquet --no-progress --shard 36/55
+
+# step preprocess[37]
+out/bbbc021/cells.shard37.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard37.parquet --no-progress --shard 37/55
+
+# step preprocess[38]
+out/bbbc021/cells.shard38.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard38.parquet --no-progress --shard 38/55
+
+# step preprocess[39]
+out/bbbc021/cells.shard39.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard39.parquet --no-progress --shard 39/55
+
+# step preprocess[40]
+out/bbbc021/cells.shard40.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard40.parquet --no-progress --shard 40/55
+
+# step preprocess[41]
+out/bbbc021/cells.shard41.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard41.parquet --no-progress --shard 41/55
+
+# step preprocess[42]
+out/bbbc021/cells.shard42.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard42.parquet --no-progress --shard 42/55
+
+# step preprocess[43]
+out/bbbc021/cells.shard43.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard43.parquet --no-progress --shard 43/55
+
+# step preprocess[44]
+out/bbbc021/cells.shard44.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard44.parquet --no-progress --shard 44/55
+
+# step preprocess[45]
+out/bbbc021/cells.shard45.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard45.parquet --no-progress --shard 45/55
+
+# step preprocess[46]
+out/bbbc021/cells.shard46.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard46.parquet --no-progress --shard 46/55
+
+# step preprocess[47]
+out/bbbc021/cells.shard47.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard47.parquet --no-progress --shard 47/55
+
+# step preprocess[48]
+out/bbbc021/cells.shard48.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard48.parquet --no-progress --shard 48/55
+
+# step preprocess[49]
+out/bbbc021/cells.shard49.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard49.parquet --no-progress --shard 49/55
+
+# step preprocess[50]
+out/bbbc021/cells.shard50.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard50.parquet --no-progress --shard 50/55
+
+# step preprocess[51]
+out/bbbc021/cells.shard51.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard51.parquet --no-progress --shard 51/55
+
+# step preprocess[52]
+out/bbbc021/cells.shard52.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard52.parquet --no-progress --shard 52/55
+
+# step preprocess[53]
+out/bbbc021/cells.shard53.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard53.parquet --no-progress --shard 53/55
+
+# step preprocess[54]
+out/bbbc021/cells.shard54.parquet &: data/BBBC021/BBBC021_v1_image.csv data/BBBC021 data/BBBC021/BBBC021_v1_moa.csv
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-preprocess bbbc021 --image-csv data/BBBC021/BBBC021_v1_image.csv --images-root data/BBBC021 --moa-csv data/BBBC021/BBBC021_v1_moa.csv --output out/bbbc021/cells.shard54.parquet --no-progress --shard 54/55
 
 # step train
-out/bbbc021/cytovae &: out/bbbc021/cells.shard0.parquet out/bbbc021/cells.shard1.parquet out/bbbc021/cells.shard2.parquet out/bbbc021/cells.shard3.parquet
+out/bbbc021/cytovae &: out/bbbc021/cells.shard0.parquet out/bbbc021/cells.shard1.parquet out/bbbc021/cells.shard2.parquet out/bbbc021/cells.shard3.parquet out/bbbc021/cells.shard4.parquet out/bbbc021/cells.shard5.parquet out/bbbc021/cells.shard6.parquet out/bbbc021/cells.shard7.parquet out/bbbc021/cells.shard8.parquet out/bbbc021/cells.shard9.parquet out/bbbc021/cells.shard10.parquet out/bbbc021/cells.shard11.parquet out/bbbc021/cells.shard12.parquet out/bbbc021/cells.shard13.parquet out/bbbc021/cells.shard14.parquet out/bbbc021/cells.shard15.parquet out/bbbc021/cells.shard16.parquet out/bbbc021/cells.shard17.parquet out/bbbc021/cells.shard18.parquet out/bbbc021/cells.shard19.parquet out/bbbc021/cells.shard20.parquet out/bbbc021/cells.shard21.parquet out/bbbc021/cells.shard22.parquet out/bbbc021/cells.shard23.parquet out/bbbc021/cells.shard24.parquet out/bbbc021/cells.shard25.parquet out/bbbc021/cells.shard26.parquet out/bbbc021/cells.shard27.parquet out/bbbc021/cells.shard28.parquet out/bbbc021/cells.shard29.parquet out/bbbc021/cells.shard30.parquet out/bbbc021/cells.shard31.parquet out/bbbc021/cells.shard32.parquet out/bbbc021/cells.shard33.parquet out/bbbc021/cells.shard34.parquet out/bbbc021/cells.shard35.parquet out/bbbc021/cells.shard36.parquet out/bbbc021/cells.shard37.parquet out/bbbc021/cells.shard38.parquet out/bbbc021/cells.shard39.parquet out/bbbc021/cells.shard40.parquet out/bbbc021/cells.shard41.parquet out/bbbc021/cells.shard42.parquet out/bbbc021/cells.shard43.parquet out/bbbc021/cells.shard44.parquet out/bbbc021/cells.shard45.parquet out/bbbc021/cells.shard46.parquet out/bbbc021/cells.shard47.parquet out/bbbc021/cells.shard48.parquet out/bbbc021/cells.shard49.parquet out/bbbc021/cells.shard50.parquet out/bbbc021/cells.shard51.parquet out/bbbc021/cells.shard52.parquet out/bbbc021/cells.shard53.parquet out/bbbc021/cells.shard54.parquet
 	@mkdir -p out/bbbc021
-	"$(PF_BIN)"/pf-train --cells out/bbbc021/cells.shard0.parquet --cells out/bbbc021/cells.shard1.parquet --cells out/bbbc021/cells.shard2.parquet --cells out/bbbc021/cells.shard3.parquet --out out/bbbc021/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train --cells out/bbbc021/cells.shard0.parquet --cells out/bbbc021/cells.shard1.parquet --cells out/bbbc021/cells.shard2.parquet --cells out/bbbc021/cells.shard3.parquet --cells out/bbbc021/cells.shard4.parquet --cells out/bbbc021/cells.shard5.parquet --cells out/bbbc021/cells.shard6.parquet --cells out/bbbc021/cells.shard7.parquet --cells out/bbbc021/cells.shard8.parquet --cells out/bbbc021/cells.shard9.parquet --cells out/bbbc021/cells.shard10.parquet --cells out/bbbc021/cells.shard11.parquet --cells out/bbbc021/cells.shard12.parquet --cells out/bbbc021/cells.shard13.parquet --cells out/bbbc021/cells.shard14.parquet --cells out/bbbc021/cells.shard15.parquet --cells out/bbbc021/cells.shard16.parquet --cells out/bbbc021/cells.shard17.parquet --cells out/bbbc021/cells.shard18.parquet --cells out/bbbc021/cells.shard19.parquet --cells out/bbbc021/cells.shard20.parquet --cells out/bbbc021/cells.shard21.parquet --cells out/bbbc021/cells.shard22.parquet --cells out/bbbc021/cells.shard23.parquet --cells out/bbbc021/cells.shard24.parquet --cells out/bbbc021/cells.shard25.parquet --cells out/bbbc021/cells.shard26.parquet --cells out/bbbc021/cells.shard27.parquet --cells out/bbbc021/cells.shard28.parquet --cells out/bbbc021/cells.shard29.parquet --cells out/bbbc021/cells.shard30.parquet --cells out/bbbc021/cells.shard31.parquet --cells out/bbbc021/cells.shard32.parquet --cells out/bbbc021/cells.shard33.parquet --cells out/bbbc021/cells.shard34.parquet --cells out/bbbc021/cells.shard35.parquet --cells out/bbbc021/cells.shard36.parquet --cells out/bbbc021/cells.shard37.parquet --cells out/bbbc021/cells.shard38.parquet --cells out/bbbc021/cells.shard39.parquet --cells out/bbbc021/cells.shard40.parquet --cells out/bbbc021/cells.shard41.parquet --cells out/bbbc021/cells.shard42.parquet --cells out/bbbc021/cells.shard43.parquet --cells out/bbbc021/cells.shard44.parquet --cells out/bbbc021/cells.shard45.parquet --cells out/bbbc021/cells.shard46.parquet --cells out/bbbc021/cells.shard47.parquet --cells out/bbbc021/cells.shard48.parquet --cells out/bbbc021/cells.shard49.parquet --cells out/bbbc021/cells.shard50.parquet --cells out/bbbc021/cells.shard51.parquet --cells out/bbbc021/cells.shard52.parquet --cells out/bbbc021/cells.shard53.parquet --cells out/bbbc021/cells.shard54.parquet --out out/bbbc021/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --weight-decay 0.001
 
 # step export
 out/bbbc021/decoder.onnx out/bbbc021/encoder.onnx &: out/bbbc021/cytovae
@@ -56,11 +311,266 @@ out/bbbc021/embeddings.shard3.parquet &: out/bbbc021/cells.shard3.parquet out/bb
 	@mkdir -p out/bbbc021
 	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard3.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard3.parquet --no-progress
 
+# step embed[4]
+out/bbbc021/embeddings.shard4.parquet &: out/bbbc021/cells.shard4.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard4.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard4.parquet --no-progress
+
+# step embed[5]
+out/bbbc021/embeddings.shard5.parquet &: out/bbbc021/cells.shard5.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard5.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard5.parquet --no-progress
+
+# step embed[6]
+out/bbbc021/embeddings.shard6.parquet &: out/bbbc021/cells.shard6.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard6.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard6.parquet --no-progress
+
+# step embed[7]
+out/bbbc021/embeddings.shard7.parquet &: out/bbbc021/cells.shard7.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard7.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard7.parquet --no-progress
+
+# step embed[8]
+out/bbbc021/embeddings.shard8.parquet &: out/bbbc021/cells.shard8.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard8.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard8.parquet --no-progress
+
+# step embed[9]
+out/bbbc021/embeddings.shard9.parquet &: out/bbbc021/cells.shard9.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard9.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard9.parquet --no-progress
+
+# step embed[10]
+out/bbbc021/embeddings.shard10.parquet &: out/bbbc021/cells.shard10.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard10.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard10.parquet --no-progress
+
+# step embed[11]
+out/bbbc021/embeddings.shard11.parquet &: out/bbbc021/cells.shard11.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard11.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard11.parquet --no-progress
+
+# step embed[12]
+out/bbbc021/embeddings.shard12.parquet &: out/bbbc021/cells.shard12.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard12.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard12.parquet --no-progress
+
+# step embed[13]
+out/bbbc021/embeddings.shard13.parquet &: out/bbbc021/cells.shard13.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard13.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard13.parquet --no-progress
+
+# step embed[14]
+out/bbbc021/embeddings.shard14.parquet &: out/bbbc021/cells.shard14.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard14.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard14.parquet --no-progress
+
+# step embed[15]
+out/bbbc021/embeddings.shard15.parquet &: out/bbbc021/cells.shard15.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard15.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard15.parquet --no-progress
+
+# step embed[16]
+out/bbbc021/embeddings.shard16.parquet &: out/bbbc021/cells.shard16.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard16.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard16.parquet --no-progress
+
+# step embed[17]
+out/bbbc021/embeddings.shard17.parquet &: out/bbbc021/cells.shard17.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard17.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard17.parquet --no-progress
+
+# step embed[18]
+out/bbbc021/embeddings.shard18.parquet &: out/bbbc021/cells.shard18.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard18.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard18.parquet --no-progress
+
+# step embed[19]
+out/bbbc021/embeddings.shard19.parquet &: out/bbbc021/cells.shard19.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard19.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard19.parquet --no-progress
+
+# step embed[20]
+out/bbbc021/embeddings.shard20.parquet &: out/bbbc021/cells.shard20.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard20.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard20.parquet --no-progress
+
+# step embed[21]
+out/bbbc021/embeddings.shard21.parquet &: out/bbbc021/cells.shard21.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard21.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard21.parquet --no-progress
+
+# step embed[22]
+out/bbbc021/embeddings.shard22.parquet &: out/bbbc021/cells.shard22.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard22.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard22.parquet --no-progress
+
+# step embed[23]
+out/bbbc021/embeddings.shard23.parquet &: out/bbbc021/cells.shard23.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard23.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard23.parquet --no-progress
+
+# step embed[24]
+out/bbbc021/embeddings.shard24.parquet &: out/bbbc021/cells.shard24.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard24.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard24.parquet --no-progress
+
+# step embed[25]
+out/bbbc021/embeddings.shard25.parquet &: out/bbbc021/cells.shard25.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard25.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard25.parquet --no-progress
+
+# step embed[26]
+out/bbbc021/embeddings.shard26.parquet &: out/bbbc021/cells.shard26.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard26.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard26.parquet --no-progress
+
+# step embed[27]
+out/bbbc021/embeddings.shard27.parquet &: out/bbbc021/cells.shard27.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard27.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard27.parquet --no-progress
+
+# step embed[28]
+out/bbbc021/embeddings.shard28.parquet &: out/bbbc021/cells.shard28.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard28.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard28.parquet --no-progress
+
+# step embed[29]
+out/bbbc021/embeddings.shard29.parquet &: out/bbbc021/cells.shard29.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard29.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard29.parquet --no-progress
+
+# step embed[30]
+out/bbbc021/embeddings.shard30.parquet &: out/bbbc021/cells.shard30.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard30.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard30.parquet --no-progress
+
+# step embed[31]
+out/bbbc021/embeddings.shard31.parquet &: out/bbbc021/cells.shard31.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard31.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard31.parquet --no-progress
+
+# step embed[32]
+out/bbbc021/embeddings.shard32.parquet &: out/bbbc021/cells.shard32.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard32.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard32.parquet --no-progress
+
+# step embed[33]
+out/bbbc021/embeddings.shard33.parquet &: out/bbbc021/cells.shard33.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard33.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard33.parquet --no-progress
+
+# step embed[34]
+out/bbbc021/embeddings.shard34.parquet &: out/bbbc021/cells.shard34.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard34.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard34.parquet --no-progress
+
+# step embed[35]
+out/bbbc021/embeddings.shard35.parquet &: out/bbbc021/cells.shard35.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard35.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard35.parquet --no-progress
+
+# step embed[36]
+out/bbbc021/embeddings.shard36.parquet &: out/bbbc021/cells.shard36.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard36.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard36.parquet --no-progress
+
+# step embed[37]
+out/bbbc021/embeddings.shard37.parquet &: out/bbbc021/cells.shard37.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard37.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard37.parquet --no-progress
+
+# step embed[38]
+out/bbbc021/embeddings.shard38.parquet &: out/bbbc021/cells.shard38.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard38.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard38.parquet --no-progress
+
+# step embed[39]
+out/bbbc021/embeddings.shard39.parquet &: out/bbbc021/cells.shard39.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard39.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard39.parquet --no-progress
+
+# step embed[40]
+out/bbbc021/embeddings.shard40.parquet &: out/bbbc021/cells.shard40.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard40.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard40.parquet --no-progress
+
+# step embed[41]
+out/bbbc021/embeddings.shard41.parquet &: out/bbbc021/cells.shard41.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard41.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard41.parquet --no-progress
+
+# step embed[42]
+out/bbbc021/embeddings.shard42.parquet &: out/bbbc021/cells.shard42.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard42.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard42.parquet --no-progress
+
+# step embed[43]
+out/bbbc021/embeddings.shard43.parquet &: out/bbbc021/cells.shard43.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard43.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard43.parquet --no-progress
+
+# step embed[44]
+out/bbbc021/embeddings.shard44.parquet &: out/bbbc021/cells.shard44.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard44.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard44.parquet --no-progress
+
+# step embed[45]
+out/bbbc021/embeddings.shard45.parquet &: out/bbbc021/cells.shard45.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard45.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard45.parquet --no-progress
+
+# step embed[46]
+out/bbbc021/embeddings.shard46.parquet &: out/bbbc021/cells.shard46.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard46.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard46.parquet --no-progress
+
+# step embed[47]
+out/bbbc021/embeddings.shard47.parquet &: out/bbbc021/cells.shard47.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard47.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard47.parquet --no-progress
+
+# step embed[48]
+out/bbbc021/embeddings.shard48.parquet &: out/bbbc021/cells.shard48.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard48.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard48.parquet --no-progress
+
+# step embed[49]
+out/bbbc021/embeddings.shard49.parquet &: out/bbbc021/cells.shard49.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard49.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard49.parquet --no-progress
+
+# step embed[50]
+out/bbbc021/embeddings.shard50.parquet &: out/bbbc021/cells.shard50.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard50.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard50.parquet --no-progress
+
+# step embed[51]
+out/bbbc021/embeddings.shard51.parquet &: out/bbbc021/cells.shard51.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard51.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard51.parquet --no-progress
+
+# step embed[52]
+out/bbbc021/embeddings.shard52.parquet &: out/bbbc021/cells.shard52.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard52.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard52.parquet --no-progress
+
+# step embed[53]
+out/bbbc021/embeddings.shard53.parquet &: out/bbbc021/cells.shard53.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard53.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard53.parquet --no-progress
+
+# step embed[54]
+out/bbbc021/embeddings.shard54.parquet &: out/bbbc021/cells.shard54.parquet out/bbbc021/encoder.onnx
+	@mkdir -p out/bbbc021
+	"$(PF_BIN)"/pf-embed --cells out/bbbc021/cells.shard54.parquet --encoder out/bbbc021/encoder.onnx --output out/bbbc021/embeddings.shard54.parquet --no-progress
+
 # step aggregate
-out/bbbc021/treatments.parquet out/bbbc021/wells.parquet &: out/bbbc021/embeddings.shard0.parquet out/bbbc021/embeddings.shard1.parquet out/bbbc021/embeddings.shard2.parquet out/bbbc021/embeddings.shard3.parquet
+out/bbbc021/treatments.parquet out/bbbc021/wells.parquet &: out/bbbc021/embeddings.shard0.parquet out/bbbc021/embeddings.shard1.parquet out/bbbc021/embeddings.shard2.parquet out/bbbc021/embeddings.shard3.parquet out/bbbc021/embeddings.shard4.parquet out/bbbc021/embeddings.shard5.parquet out/bbbc021/embeddings.shard6.parquet out/bbbc021/embeddings.shard7.parquet out/bbbc021/embeddings.shard8.parquet out/bbbc021/embeddings.shard9.parquet out/bbbc021/embeddings.shard10.parquet out/bbbc021/embeddings.shard11.parquet out/bbbc021/embeddings.shard12.parquet out/bbbc021/embeddings.shard13.parquet out/bbbc021/embeddings.shard14.parquet out/bbbc021/embeddings.shard15.parquet out/bbbc021/embeddings.shard16.parquet out/bbbc021/embeddings.shard17.parquet out/bbbc021/embeddings.shard18.parquet out/bbbc021/embeddings.shard19.parquet out/bbbc021/embeddings.shard20.parquet out/bbbc021/embeddings.shard21.parquet out/bbbc021/embeddings.shard22.parquet out/bbbc021/embeddings.shard23.parquet out/bbbc021/embeddings.shard24.parquet out/bbbc021/embeddings.shard25.parquet out/bbbc021/embeddings.shard26.parquet out/bbbc021/embeddings.shard27.parquet out/bbbc021/embeddings.shard28.parquet out/bbbc021/embeddings.shard29.parquet out/bbbc021/embeddings.shard30.parquet out/bbbc021/embeddings.shard31.parquet out/bbbc021/embeddings.shard32.parquet out/bbbc021/embeddings.shard33.parquet out/bbbc021/embeddings.shard34.parquet out/bbbc021/embeddings.shard35.parquet out/bbbc021/embeddings.shard36.parquet out/bbbc021/embeddings.shard37.parquet out/bbbc021/embeddings.shard38.parquet out/bbbc021/embeddings.shard39.parquet out/bbbc021/embeddings.shard40.parquet out/bbbc021/embeddings.shard41.parquet out/bbbc021/embeddings.shard42.parquet out/bbbc021/embeddings.shard43.parquet out/bbbc021/embeddings.shard44.parquet out/bbbc021/embeddings.shard45.parquet out/bbbc021/embeddings.shard46.parquet out/bbbc021/embeddings.shard47.parquet out/bbbc021/embeddings.shard48.parquet out/bbbc021/embeddings.shard49.parquet out/bbbc021/embeddings.shard50.parquet out/bbbc021/embeddings.shard51.parquet out/bbbc021/embeddings.shard52.parquet out/bbbc021/embeddings.shard53.parquet out/bbbc021/embeddings.shard54.parquet
 	@mkdir -p out/bbbc021
 	@mkdir -p out/bbbc021
-	"$(PF_BIN)"/pf-aggregate --input out/bbbc021/embeddings.shard0.parquet --input out/bbbc021/embeddings.shard1.parquet --input out/bbbc021/embeddings.shard2.parquet --input out/bbbc021/embeddings.shard3.parquet --treatments out/bbbc021/treatments.parquet --wells out/bbbc021/wells.parquet --normalize tvn
+	"$(PF_BIN)"/pf-aggregate --input out/bbbc021/embeddings.shard0.parquet --input out/bbbc021/embeddings.shard1.parquet --input out/bbbc021/embeddings.shard2.parquet --input out/bbbc021/embeddings.shard3.parquet --input out/bbbc021/embeddings.shard4.parquet --input out/bbbc021/embeddings.shard5.parquet --input out/bbbc021/embeddings.shard6.parquet --input out/bbbc021/embeddings.shard7.parquet --input out/bbbc021/embeddings.shard8.parquet --input out/bbbc021/embeddings.shard9.parquet --input out/bbbc021/embeddings.shard10.parquet --input out/bbbc021/embeddings.shard11.parquet --input out/bbbc021/embeddings.shard12.parquet --input out/bbbc021/embeddings.shard13.parquet --input out/bbbc021/embeddings.shard14.parquet --input out/bbbc021/embeddings.shard15.parquet --input out/bbbc021/embeddings.shard16.parquet --input out/bbbc021/embeddings.shard17.parquet --input out/bbbc021/embeddings.shard18.parquet --input out/bbbc021/embeddings.shard19.parquet --input out/bbbc021/embeddings.shard20.parquet --input out/bbbc021/embeddings.shard21.parquet --input out/bbbc021/embeddings.shard22.parquet --input out/bbbc021/embeddings.shard23.parquet --input out/bbbc021/embeddings.shard24.parquet --input out/bbbc021/embeddings.shard25.parquet --input out/bbbc021/embeddings.shard26.parquet --input out/bbbc021/embeddings.shard27.parquet --input out/bbbc021/embeddings.shard28.parquet --input out/bbbc021/embeddings.shard29.parquet --input out/bbbc021/embeddings.shard30.parquet --input out/bbbc021/embeddings.shard31.parquet --input out/bbbc021/embeddings.shard32.parquet --input out/bbbc021/embeddings.shard33.parquet --input out/bbbc021/embeddings.shard34.parquet --input out/bbbc021/embeddings.shard35.parquet --input out/bbbc021/embeddings.shard36.parquet --input out/bbbc021/embeddings.shard37.parquet --input out/bbbc021/embeddings.shard38.parquet --input out/bbbc021/embeddings.shard39.parquet --input out/bbbc021/embeddings.shard40.parquet --input out/bbbc021/embeddings.shard41.parquet --input out/bbbc021/embeddings.shard42.parquet --input out/bbbc021/embeddings.shard43.parquet --input out/bbbc021/embeddings.shard44.parquet --input out/bbbc021/embeddings.shard45.parquet --input out/bbbc021/embeddings.shard46.parquet --input out/bbbc021/embeddings.shard47.parquet --input out/bbbc021/embeddings.shard48.parquet --input out/bbbc021/embeddings.shard49.parquet --input out/bbbc021/embeddings.shard50.parquet --input out/bbbc021/embeddings.shard51.parquet --input out/bbbc021/embeddings.shard52.parquet --input out/bbbc021/embeddings.shard53.parquet --input out/bbbc021/embeddings.shard54.parquet --treatments out/bbbc021/treatments.parquet --wells out/bbbc021/wells.parquet --normalize tvn
 
 # step classify
 out/bbbc021/metrics.parquet out/bbbc021/predictions.parquet &: out/bbbc021/treatments.parquet

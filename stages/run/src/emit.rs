@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use phenoflow_schemas::pipeline::{ConcreteStep, ParamValue, Pipeline, Source};
+use phenoflow_schemas::pipeline::{ConcreteStep, ParamValue, Pipeline, Source, MAX_SHARDS};
 
 use crate::args::{EmitArgs, EmitFormat};
 use crate::shell_words;
@@ -79,6 +79,25 @@ fn var_input_paths(pipeline: &Pipeline, step: &ConcreteStep) -> BTreeMap<String,
         .collect()
 }
 
+/// The stand-in of a merging step's k-th group of shards in its command while emitting.
+fn gather_token(index: usize) -> String {
+    format!("\u{27e6}#shards:{index}\u{27e7}")
+}
+
+/// Each output of a fan-out step → its shard index.
+fn output_shards(pipeline: &Pipeline) -> BTreeMap<&Path, usize> {
+    pipeline
+        .steps
+        .iter()
+        .filter_map(|step| step.shard.map(|(index, _)| (step, index)))
+        .flat_map(|(step, index)| {
+            step.outputs
+                .iter()
+                .map(move |output| (output.path.as_path(), index))
+        })
+        .collect()
+}
+
 /// The stand-in of a rule's input k in its command while emitting.
 fn input_token(index: usize) -> String {
     format!("\u{27e6}input:{index}\u{27e7}")
@@ -94,27 +113,36 @@ fn nextflow_param(name: &str) -> String {
     name.replace('-', "_")
 }
 
-/// A path as a Python expression: its literal parts as string literals, each var's stand-in as
-/// the config value (as text), joined by `+`. Never text pasted between quotes.
+/// A path as a Python expression: a string literal, or, where it holds vars, an f-string whose
+/// literal parts are escaped as string-literal text (quotes, backslashes) with braces doubled, and
+/// whose only expressions are `config['<name>']` (names are identifiers). Never text pasted
+/// between quotes.
 fn python_path(pipeline: &Pipeline, text: &str) -> String {
-    let mut parts: Vec<String> = Vec::new();
+    let literal = |part: &str| {
+        let quoted = python_str(part);
+        quoted[1..quoted.len() - 1]
+            .replace('{', "{{")
+            .replace('}', "}}")
+    };
+    let mut body = String::new();
     let mut rest = text;
+    let mut any = false;
     while let Some((at, name)) = pipeline
         .vars
         .keys()
         .filter_map(|name| rest.find(&var_token(name)).map(|at| (at, name)))
         .min()
     {
-        if at > 0 {
-            parts.push(python_str(&rest[..at]));
-        }
-        parts.push(format!("str(config[{}])", python_str(name)));
+        any = true;
+        body.push_str(&literal(&rest[..at]));
+        body.push_str(&format!("{{config['{name}']}}"));
         rest = &rest[at + var_token(name).len()..];
     }
-    if !rest.is_empty() || parts.is_empty() {
-        parts.push(python_str(rest));
+    if !any {
+        return python_str(text);
     }
-    parts.join(" + ")
+    body.push_str(&literal(rest));
+    format!("f\"{body}\"")
 }
 
 /// The var names an engine cannot take: its own settings (`bin_dir` of Snakemake's config and
@@ -460,7 +488,15 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             .map(|name| format!(" {name}=..."))
             .collect::<String>()
     );
+    let _ = writeln!(out, "import shlex\n");
     let _ = writeln!(out, "BIN = config.get(\"bin_dir\", \"target/release\")");
+    // The fan-out width is a setting too (`--config shards=55`: one job per plate of BBBC021).
+    let _ = writeln!(
+        out,
+        "SHARDS = int(config.get(\"shards\", {shards}))\n\
+         if not 1 <= SHARDS <= {MAX_SHARDS}:\n    \
+         raise ValueError(\"config shards = %d: give between 1 and {MAX_SHARDS}\" % SHARDS)"
+    );
     // The pipeline's [vars] as config keys (`--config data=/mnt/bbbc021`).
     for (name, value) in &pipeline.vars {
         let _ = writeln!(
@@ -472,12 +508,23 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
     }
     let _ = writeln!(out);
     // A path literal with vars: the literal parts joined to config values.
+    let shard_of = output_shards(pipeline);
     let _ = writeln!(
         out,
         "rule all:\n    input: [{}]\n",
         final_outputs(pipeline)
             .iter()
-            .map(|path| python_path(pipeline, &path.display().to_string()))
+            .filter_map(|path| {
+                let text = path.display().to_string();
+                match shard_of.get(path.as_path()).copied() {
+                    Some(0) => Some(format!(
+                        "*expand({}, i=range(SHARDS))",
+                        python_path(pipeline, &text.replace(".shard0", ".shard{i}"))
+                    )),
+                    Some(_) => None,
+                    None => Some(python_path(pipeline, &text)),
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -499,6 +546,20 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
         let mut named: Vec<String> = Vec::new();
         for path in prerequisites(pipeline, step) {
             let text = path.display().to_string();
+            // A step that merges a fan-out step's shards reads SHARDS of them.
+            if !sharded {
+                match shard_of.get(path.as_path()).copied() {
+                    Some(0) => {
+                        inputs.push(format!(
+                            "*expand({}, i=range(SHARDS))",
+                            python_path(pipeline, &text.replace(".shard0", ".shard{i}"))
+                        ));
+                        continue;
+                    }
+                    Some(_) => continue,
+                    None => {}
+                }
+            }
             let expression = python_path(pipeline, &rewrite(text.clone()));
             match var_inputs.get(&text) {
                 Some(index) => named.push(format!("pf_in{index}={expression}")),
@@ -549,11 +610,55 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             let _ = writeln!(out, "        gpu={},", resources.gpu);
         }
         let _ = writeln!(out, "    params:\n        bin=BIN,");
+        if sharded && step.passes_shard_flag {
+            let _ = writeln!(out, "        shards=SHARDS,");
+        }
+        // The shards a merging step reads, as many as SHARDS: one `--flag path` per shard, each
+        // path shell-quoted, from a param.
+        let mut gathered: Vec<(String, String)> = Vec::new();
+        let mut step_arguments: Vec<String> = Vec::new();
+        // Input path → the shard of the fan-out step it comes from (for a step that merges).
+        let input_shards: BTreeMap<String, usize> = if sharded {
+            BTreeMap::new()
+        } else {
+            step.inputs
+                .iter()
+                .filter_map(|input| match &input.source {
+                    Source::Step(producer) => pipeline
+                        .step(producer)
+                        .and_then(|producer| producer.shard)
+                        .map(|(index, _)| (input.path.display().to_string(), index)),
+                    Source::File => None,
+                })
+                .collect()
+        };
+        let mut arguments_in = step.arguments().into_iter().peekable();
+        while let Some(argument) = arguments_in.next() {
+            let value_shard = arguments_in
+                .peek()
+                .and_then(|value| input_shards.get(value).copied());
+            match (argument.strip_prefix("--"), value_shard) {
+                (Some(flag), Some(index)) => {
+                    let value = arguments_in.next().expect("peeked");
+                    if index == 0 {
+                        step_arguments.push(gather_token(gathered.len()));
+                        gathered.push((flag.to_string(), value.replace(".shard0", ".shard{i}")));
+                    }
+                }
+                _ => step_arguments.push(argument),
+            }
+        }
+        for (index, (flag, pattern)) in gathered.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "        pf_shards{index}=\" \".join([f\"--{flag} {{shlex.quote(path)}}\" for path in expand({}, i=range(SHARDS))]),",
+                python_path(pipeline, pattern)
+            );
+        }
         // An argument that is an input holding a var is that input (`{input.pf_in<k>:q}`); vars
         // left in other arguments come in as params (Snakemake tracks them, and its linter asks).
         let var_inputs: BTreeMap<String, usize> = var_input_paths(pipeline, step);
-        let step_arguments: Vec<String> = step
-            .arguments()
+        let step_arguments: Vec<String> = step_arguments
             .into_iter()
             .map(|argument| match var_inputs.get(&argument) {
                 Some(&index) => input_token(index),
@@ -572,6 +677,12 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             }
         }
         let mut quoted = snakemake_literal(&used);
+        for index in 0..gathered.len() {
+            quoted = quoted.replace(
+                &format!("'{}'", gather_token(index)),
+                &format!("{{params.pf_shards{index}}}"),
+            );
+        }
         for index in var_inputs.values() {
             quoted = quoted.replace(
                 &format!("'{}'", input_token(*index)),
@@ -595,7 +706,12 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             step.stage,
         );
         let command = if sharded {
-            with_shard_placeholder(&command, shards, "{wildcards.shard}")
+            command
+                .replace(".shard0", ".shard{wildcards.shard}")
+                .replace(
+                    &format!("--shard 0/{shards}"),
+                    "--shard {wildcards.shard}/{params.shards}",
+                )
         } else {
             command
         };
