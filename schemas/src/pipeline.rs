@@ -308,17 +308,17 @@ fn expand_seeds(file: &mut PipelineFile) -> Result<(), String> {
         .filter(|spec| spec.per_seed)
         .map(|spec| spec.name.clone())
         .collect();
-    // `@step.output[/path]` of a per-seed step, for one seed.
-    let for_seed = |reference: &str, seed: u64| -> Option<String> {
+    // A reference `@step.output[/path]` to a per-seed step: the step and what follows its name.
+    let per_seed = |reference: &str| -> Option<(String, String)> {
         let target = reference.strip_prefix('@')?;
         let end = target.find(['.', '/']).unwrap_or(target.len());
-        replicated.contains(&target[..end]).then(|| {
-            format!(
-                "@{}{}",
-                seed_step_name(&target[..end], seed),
-                &target[end..]
-            )
-        })
+        replicated
+            .contains(&target[..end])
+            .then(|| (target[..end].to_string(), target[end..].to_string()))
+    };
+    // The same reference to one seed's replicate.
+    let for_seed = |(step, rest): &(String, String), seed: u64| {
+        format!("@{}{rest}", seed_step_name(step, seed))
     };
     let mut expanded = Vec::new();
     for spec in std::mem::take(&mut file.steps) {
@@ -342,14 +342,13 @@ fn expand_seeds(file: &mut PipelineFile) -> Result<(), String> {
             let mut spec = spec;
             for value in spec.inputs.values_mut() {
                 let references = value.references();
-                if references.iter().any(|r| for_seed(r, 0).is_some()) {
+                if references.iter().any(|r| per_seed(r).is_some()) {
                     let gathered: Vec<String> = references
                         .iter()
-                        .flat_map(|reference| match for_seed(reference, 0) {
-                            Some(_) => seeds
-                                .iter()
-                                .map(|&seed| for_seed(reference, seed).expect("per seed"))
-                                .collect(),
+                        .flat_map(|reference| match per_seed(reference) {
+                            Some(target) => {
+                                seeds.iter().map(|&seed| for_seed(&target, seed)).collect()
+                            }
                             None => vec![reference.clone()],
                         })
                         .collect();
@@ -366,8 +365,8 @@ fn expand_seeds(file: &mut PipelineFile) -> Result<(), String> {
             replica.replica_of = Some((spec.name.clone(), seed));
             for value in replica.inputs.values_mut() {
                 for reference in value.references_mut() {
-                    *reference = match for_seed(reference, seed) {
-                        Some(replica_reference) => fill(&replica_reference),
+                    *reference = match per_seed(reference) {
+                        Some(target) => fill(&for_seed(&target, seed)),
                         None => fill(reference),
                     };
                 }

@@ -303,6 +303,16 @@ fn check_phenoflow_parquet(path: &Path, level: InputLevel) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The first 40 column names of a table, for a message that says which columns it has.
+pub(crate) fn column_names(schema: &polars::prelude::Schema) -> String {
+    schema
+        .iter_names()
+        .take(40)
+        .map(|name| name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Resolves the key and feature columns against the input's schema.
 fn resolve_columns(
     cli: &Cli,
@@ -320,12 +330,7 @@ fn resolve_columns(
         } else {
             Err(input_error(format!(
                 "{inputs}: no column `{name}` (set it with {option}); columns: {}",
-                schema
-                    .iter_names()
-                    .take(40)
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                column_names(schema)
             )))
         }
     };

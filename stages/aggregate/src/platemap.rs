@@ -57,20 +57,12 @@ fn pick(
     candidates: &[&str],
     flag: &str,
 ) -> anyhow::Result<String> {
-    let columns = || {
-        schema
-            .iter_names()
-            .take(40)
-            .map(|name| name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     match given {
         Some(name) if schema.contains(name) => Ok(name.to_string()),
         Some(name) => Err(input_error(format!(
             "{}: no column `{name}` ({flag}); columns: {}",
             path.display(),
-            columns()
+            crate::column_names(schema)
         ))),
         None => candidates
             .iter()
@@ -81,7 +73,7 @@ fn pick(
                     "{}: none of the columns {} (name it with {flag}); columns: {}",
                     path.display(),
                     candidates.join(", "),
-                    columns()
+                    crate::column_names(schema)
                 ))
             }),
     }

@@ -19,7 +19,7 @@ pub fn emit(args: &EmitArgs) -> anyhow::Result<()> {
     let overrides: BTreeMap<String, String> = args.vars.iter().cloned().collect();
     // With the values themselves first: every path is checked as the engine will see it by
     // default. Then with a stand-in for each var, which each engine's text turns into its own
-    // setting (a Snakemake config key, a make variable, a Nextflow param).
+    // setting (a Snakemake config key, a Nextflow param).
     let pipeline = Pipeline::read_with_seeds(&args.pipeline, &overrides, args.seeds.as_deref())?;
     let emit_one = |pipeline: &Pipeline| -> anyhow::Result<String> {
         Ok(match args.format {
@@ -68,9 +68,9 @@ fn var_token(name: &str) -> String {
     format!("\u{27e6}{name}\u{27e7}")
 }
 
-/// A step's input files whose path holds a var, numbered in the order of its prerequisites.
-fn var_input_paths(pipeline: &Pipeline, step: &ConcreteStep) -> BTreeMap<String, usize> {
-    prerequisites(pipeline, step)
+/// The prerequisites whose path holds a var, numbered in their order.
+fn var_input_paths(prerequisites: &[PathBuf]) -> BTreeMap<String, usize> {
+    prerequisites
         .iter()
         .map(|path| path.display().to_string())
         .filter(|text| text.contains('\u{27e6}'))
@@ -152,7 +152,7 @@ fn python_path(pipeline: &Pipeline, text: &str) -> String {
 fn check_emitted_vars(pipeline: &Pipeline, engine: &str) -> anyhow::Result<()> {
     let mut seen: BTreeMap<String, &str> = BTreeMap::new();
     for name in pipeline.vars.keys() {
-        let key = name.replace('-', "_");
+        let key = nextflow_param(name);
         if ["bin_dir", "root"].contains(&key.as_str()) {
             return Err(phenoflow_schemas::InputError(format!(
                 "pf-run emit {engine}: [vars] {name} is a setting of the emitted file itself; rename the var"
@@ -344,9 +344,7 @@ pub fn make(pipeline: &Pipeline) -> anyhow::Result<String> {
                 .filter(|folder| !folder.as_os_str().is_empty())
             {
                 let folder = shell_words(&[folder.display().to_string()]);
-                let folder =
-                    with_vars(pipeline, &make_recipe(&folder), |name| format!("$({name})"));
-                let _ = writeln!(out, "\t@mkdir -p {folder}");
+                let _ = writeln!(out, "\t@mkdir -p {}", make_recipe(&folder));
             }
         }
         let _ = writeln!(
@@ -436,13 +434,23 @@ fn job_file(
 
 /// Shard 0 of a fan-out step, rewritten with a shard placeholder (`{shard}` in Snakemake
 /// patterns, `{wildcards.shard}` in its commands, `${shard}` in Nextflow's) in place of its own
-/// shard index.
-fn with_shard_placeholder(text: &str, count: usize, placeholder: &str) -> String {
+/// shard index, and `count_text` in place of the shard count of its `--shard 0/<count>` (the
+/// count itself, or the setting that holds it).
+fn with_shard_placeholder(text: &str, count: usize, placeholder: &str, count_text: &str) -> String {
     text.replace(".shard0", &format!(".shard{placeholder}"))
         .replace(
             &format!("--shard 0/{count}"),
-            &format!("--shard {placeholder}/{count}"),
+            &format!("--shard {placeholder}/{count_text}"),
         )
+}
+
+/// Every shard of a fan-out step's output, from its shard-0 path: `expand(<path with {i}>,
+/// i=range(SHARDS))`, the Snakefile's fan-out width.
+fn expand_shards(pipeline: &Pipeline, shard0: &str) -> String {
+    format!(
+        "expand({}, i=range(SHARDS))",
+        python_path(pipeline, &shard0.replace(".shard0", ".shard{i}"))
+    )
 }
 
 /// The concrete steps of each step in the file, in order.
@@ -507,7 +515,6 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
         );
     }
     let _ = writeln!(out);
-    // A path literal with vars: the literal parts joined to config values.
     let shard_of = output_shards(pipeline);
     let _ = writeln!(
         out,
@@ -517,10 +524,7 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             .filter_map(|path| {
                 let text = path.display().to_string();
                 match shard_of.get(path.as_path()).copied() {
-                    Some(0) => Some(format!(
-                        "*expand({}, i=range(SHARDS))",
-                        python_path(pipeline, &text.replace(".shard0", ".shard{i}"))
-                    )),
+                    Some(0) => Some(format!("*{}", expand_shards(pipeline, &text))),
                     Some(_) => None,
                     None => Some(python_path(pipeline, &text)),
                 }
@@ -533,7 +537,7 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
         let sharded = step.shard.is_some();
         let rewrite = |text: String| {
             if sharded {
-                with_shard_placeholder(&text, shards, "{shard}")
+                with_shard_placeholder(&text, shards, "{shard}", "{params.shards}")
             } else {
                 text
             }
@@ -541,19 +545,17 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
         let rule = name.replace('-', "_");
         let _ = writeln!(out, "rule {rule}:");
         // Inputs named by a var are named inputs (the command refers to them by name).
-        let var_inputs = var_input_paths(pipeline, step);
+        let prerequisites = prerequisites(pipeline, step);
+        let var_inputs = var_input_paths(&prerequisites);
         let mut inputs: Vec<String> = Vec::new();
         let mut named: Vec<String> = Vec::new();
-        for path in prerequisites(pipeline, step) {
+        for path in &prerequisites {
             let text = path.display().to_string();
             // A step that merges a fan-out step's shards reads SHARDS of them.
             if !sharded {
                 match shard_of.get(path.as_path()).copied() {
                     Some(0) => {
-                        inputs.push(format!(
-                            "*expand({}, i=range(SHARDS))",
-                            python_path(pipeline, &text.replace(".shard0", ".shard{i}"))
-                        ));
+                        inputs.push(format!("*{}", expand_shards(pipeline, &text)));
                         continue;
                     }
                     Some(_) => continue,
@@ -642,22 +644,21 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
                     let value = arguments_in.next().expect("peeked");
                     if index == 0 {
                         step_arguments.push(gather_token(gathered.len()));
-                        gathered.push((flag.to_string(), value.replace(".shard0", ".shard{i}")));
+                        gathered.push((flag.to_string(), value));
                     }
                 }
                 _ => step_arguments.push(argument),
             }
         }
-        for (index, (flag, pattern)) in gathered.iter().enumerate() {
+        for (index, (flag, shard0)) in gathered.iter().enumerate() {
             let _ = writeln!(
                 out,
-                "        pf_shards{index}=\" \".join([f\"--{flag} {{shlex.quote(path)}}\" for path in expand({}, i=range(SHARDS))]),",
-                python_path(pipeline, pattern)
+                "        pf_shards{index}=\" \".join([f\"--{flag} {{shlex.quote(path)}}\" for path in {}]),",
+                expand_shards(pipeline, shard0)
             );
         }
         // An argument that is an input holding a var is that input (`{input.pf_in<k>:q}`); vars
         // left in other arguments come in as params (Snakemake tracks them, and its linter asks).
-        let var_inputs: BTreeMap<String, usize> = var_input_paths(pipeline, step);
         let step_arguments: Vec<String> = step_arguments
             .into_iter()
             .map(|argument| match var_inputs.get(&argument) {
@@ -706,12 +707,7 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             step.stage,
         );
         let command = if sharded {
-            command
-                .replace(".shard0", ".shard{wildcards.shard}")
-                .replace(
-                    &format!("--shard 0/{shards}"),
-                    "--shard {wildcards.shard}/{params.shards}",
-                )
+            with_shard_placeholder(&command, shards, "{wildcards.shard}", "{params.shards}")
         } else {
             command
         };
@@ -762,7 +758,7 @@ pub fn nextflow(pipeline: &Pipeline) -> String {
             Some(_) => (
                 "val shard",
                 "val shard",
-                with_shard_placeholder(&command, shards, "${shard}"),
+                with_shard_placeholder(&command, shards, "${shard}", &shards.to_string()),
             ),
             None => ("val ready", "val true", command),
         };

@@ -20,9 +20,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
-use phenoflow_schemas::pipeline::{
-    ConcreteStep, Pipeline, PipelineError, Source, StepRecord as Manifest, StepRecord,
-};
+use phenoflow_schemas::pipeline::{ConcreteStep, Pipeline, PipelineError, Source, StepRecord};
 use phenoflow_schemas::InputError;
 
 use crate::args::{Cli, Command as CliCommand, RunArgs};
@@ -300,18 +298,6 @@ fn check_stages(
     Ok(stages)
 }
 
-fn state_dir(pipeline: &Pipeline) -> PathBuf {
-    pipeline.state_dir()
-}
-
-fn manifest_path(pipeline: &Pipeline, step: &ConcreteStep) -> PathBuf {
-    pipeline.record_path(step)
-}
-
-fn read_manifest(path: &Path) -> Option<Manifest> {
-    StepRecord::read(path)
-}
-
 /// The path whose content stands for an input: for a path inside another step's output folder,
 /// that whole output (so a change anywhere in it counts).
 fn input_key(step: &ConcreteStep, pipeline: &Pipeline, index: usize) -> PathBuf {
@@ -350,7 +336,7 @@ fn reason_to_run(
             })?;
         inputs.insert(key.display().to_string(), hash);
     }
-    let Some(manifest) = read_manifest(&manifest_path(pipeline, step)) else {
+    let Some(manifest) = StepRecord::read(&pipeline.record_path(step)) else {
         return Ok((Some("never run here".into()), inputs));
     };
     for output in &step.outputs {
@@ -462,12 +448,12 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
             .collect(),
     };
 
-    std::fs::create_dir_all(state_dir(&pipeline))
-        .with_context(|| format!("creating {}", state_dir(&pipeline).display()))?;
+    std::fs::create_dir_all(pipeline.state_dir())
+        .with_context(|| format!("creating {}", pipeline.state_dir().display()))?;
     // The lock is held before anything is cleaned up or run.
-    let _lock = WorkdirLock::take(&state_dir(&pipeline))?;
+    let _lock = WorkdirLock::take(&pipeline.state_dir())?;
     remove_stale_temporaries(&pipeline);
-    let mut cache = HashCache::load(&state_dir(&pipeline).join("hash-cache.json"));
+    let mut cache = HashCache::load(&pipeline.state_dir().join("hash-cache.json"));
     let mut stages = stages;
     for stage in stages.values_mut() {
         stage.binary_hash = cache
@@ -675,7 +661,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
                     })?;
                     outputs.insert(output.path.display().to_string(), hash);
                 }
-                let manifest = Manifest {
+                let manifest = StepRecord {
                     step: name.clone(),
                     stage: step.stage.clone(),
                     stage_version: stages[&step.stage].version.clone(),
@@ -686,7 +672,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
                     seconds: Some(seconds),
                 };
                 let text = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
-                let record = manifest_path(&pipeline, step);
+                let record = pipeline.record_path(step);
                 phenoflow_schemas::atomic_write(&record, text.as_bytes())
                     .with_context(|| format!("recording step `{name}` in {}", record.display()))?;
                 cache.save().ok();
