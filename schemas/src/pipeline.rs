@@ -645,58 +645,42 @@ pub fn shard_path(path: &str, index: usize) -> String {
     }
 }
 
+/// What a run or an emitted file changes of a pipeline file without editing it: `[vars]`
+/// values (`--set`), the seeds of its replicate runs (`--seeds`) and its fan-out width
+/// (`--shards`).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub vars: BTreeMap<String, String>,
+    pub seeds: Option<Vec<u64>>,
+    pub shards: Option<usize>,
+}
+
 impl Pipeline {
     /// Reads, parses and checks a pipeline file.
     pub fn read(path: &Path) -> Result<Self, PipelineError> {
-        Self::read_with(path, &BTreeMap::new())
+        Self::read_overridden(path, &Overrides::default())
     }
 
     /// Parses and checks pipeline text; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, PipelineError> {
-        Self::parse_with(text, path, &BTreeMap::new())
+        Self::parse_overridden(text, path, &Overrides::default())
     }
 
-    /// Reads a pipeline file with some of its `[vars]` overridden.
-    pub fn read_with(
-        path: &Path,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<Self, PipelineError> {
+    /// Reads a pipeline file with some of its settings overridden (`pf-run --set`, `--seeds`,
+    /// `--shards`).
+    pub fn read_overridden(path: &Path, overrides: &Overrides) -> Result<Self, PipelineError> {
         let text = std::fs::read_to_string(path).map_err(|error| PipelineError {
             path: path.to_path_buf(),
             reason: error.to_string(),
         })?;
-        Self::parse_with(&text, path, overrides)
+        Self::parse_overridden(&text, path, overrides)
     }
 
-    /// Reads a pipeline file with some of its `[vars]` and, if given, its `[pipeline] seeds`
-    /// overridden (`pf-run run --seeds 0`).
-    pub fn read_with_seeds(
-        path: &Path,
-        overrides: &BTreeMap<String, String>,
-        seeds: Option<&[u64]>,
-    ) -> Result<Self, PipelineError> {
-        let text = std::fs::read_to_string(path).map_err(|error| PipelineError {
-            path: path.to_path_buf(),
-            reason: error.to_string(),
-        })?;
-        Self::parse_with_seeds(&text, path, overrides, seeds)
-    }
-
-    /// Parses pipeline text with some of its `[vars]` overridden.
-    pub fn parse_with(
+    /// Parses pipeline text with some of its settings overridden.
+    pub fn parse_overridden(
         text: &str,
         path: &Path,
-        overrides: &BTreeMap<String, String>,
-    ) -> Result<Self, PipelineError> {
-        Self::parse_with_seeds(text, path, overrides, None)
-    }
-
-    /// Parses pipeline text with some of its `[vars]` and its seeds overridden.
-    pub fn parse_with_seeds(
-        text: &str,
-        path: &Path,
-        overrides: &BTreeMap<String, String>,
-        seeds: Option<&[u64]>,
+        overrides: &Overrides,
     ) -> Result<Self, PipelineError> {
         let bad = |reason: String| PipelineError {
             path: path.to_path_buf(),
@@ -704,14 +688,17 @@ impl Pipeline {
         };
         let mut file: PipelineFile =
             toml::from_str(text).map_err(|error| bad(error.to_string().trim_end().to_string()))?;
-        if let Some(seeds) = seeds {
+        if let Some(shards) = overrides.shards {
+            file.pipeline.shards = shards;
+        }
+        if let Some(seeds) = &overrides.seeds {
             if file.pipeline.seeds.is_none() {
                 return Err(bad(
                     "--seeds: the pipeline has no `[pipeline] seeds` (no step runs per seed)"
                         .into(),
                 ));
             }
-            file.pipeline.seeds = Some(seeds.to_vec());
+            file.pipeline.seeds = Some(seeds.clone());
         }
         let seeded = file.pipeline.seeds.is_some();
         if seeded && file.vars.contains_key(SEED) {
@@ -719,7 +706,7 @@ impl Pipeline {
                 "[vars] {SEED}: the name is taken by `[pipeline] seeds` (${{{SEED}}} is each replicate's seed); rename the var"
             )));
         }
-        for (name, value) in overrides {
+        for (name, value) in &overrides.vars {
             if !file.vars.contains_key(name) {
                 let known: Vec<&str> = file.vars.keys().map(String::as_str).collect();
                 return Err(bad(format!(
@@ -784,7 +771,8 @@ impl Pipeline {
         let header = file.pipeline.clone();
         if header.shards == 0 || header.shards > MAX_SHARDS {
             return Err(bad(format!(
-                "[pipeline] shards = {}: must be between 1 and {MAX_SHARDS} (shards are per plate; BBBC021 has 55 plates)",
+                "{} = {}: must be between 1 and {MAX_SHARDS} (shards are per plate; BBBC021 has 55 plates)",
+                if overrides.shards.is_some() { "--shards" } else { "[pipeline] shards" },
                 header.shards
             )));
         }
@@ -1261,9 +1249,11 @@ outputs = { output = \"summary.parquet\" }
             "train-seed0, its two embed shards and the summary"
         );
         // --seeds overrides the file's.
-        let one =
-            Pipeline::parse_with_seeds(SEEDED, Path::new("p.toml"), &BTreeMap::new(), Some(&[3]))
-                .unwrap();
+        let seeds = |seeds: &[u64]| Overrides {
+            seeds: Some(seeds.to_vec()),
+            ..Overrides::default()
+        };
+        let one = Pipeline::parse_overridden(SEEDED, Path::new("p.toml"), &seeds(&[3])).unwrap();
         assert!(one.step("train-seed3").is_some() && one.step("train-seed0").is_none());
     }
 
@@ -1292,11 +1282,13 @@ outputs = { output = \"summary.parquet\" }
             error(SEEDED.replace("name = \"summary\"", "name = \"train-seed0\""))
                 .contains("two steps are named `train-seed0`")
         );
-        let override_without_seeds = Pipeline::parse_with_seeds(
+        let override_without_seeds = Pipeline::parse_overridden(
             &format!("{HEADER}\n[[step]]\nname = \"a\"\nstage = \"pf-x\"\n"),
             Path::new("p.toml"),
-            &BTreeMap::new(),
-            Some(&[1]),
+            &Overrides {
+                seeds: Some(vec![1]),
+                ..Overrides::default()
+            },
         )
         .unwrap_err();
         assert!(override_without_seeds.to_string().contains("--seeds"));

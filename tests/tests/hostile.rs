@@ -840,6 +840,14 @@ fn many_seeds_are_bounded_and_the_widest_pipeline_is_planned_at_once() {
         &["emit", "make", "p.toml", "--seeds", &many.join(",")],
     )
     .assert_failure(2, &["101 seeds"]);
+    // --shards is held to the same bounds as the file's `shards`, and says it was the flag.
+    for shards in ["0", "1025", "99999999999999999999999"] {
+        pf_run(
+            temp.path(),
+            &["emit", "nextflow", "p.toml", "--shards", shards],
+        )
+        .assert_failure(2, &["--shards"]);
+    }
     // The widest plan allowed (100 seeds × 1024 shards: 103,425 steps, one of them reading
     // 102,400 files) is planned and emitted in seconds: planning took minutes when each step
     // looked its producers up in a list.

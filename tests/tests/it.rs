@@ -2120,6 +2120,38 @@ fn snakemake_runs_the_emitted_pipeline_like_pf_run() {
         plan.contains("--output out/embeddings.shard4.parquet"),
         "embed runs per shard too: {plan}"
     );
+    // make and Nextflow fix the width when the file is emitted: --shards picks it there, and
+    // pf-run takes the same flag.
+    let emitted = |format: &str| {
+        let outcome = pf_run(&theirs, &["emit", format, "tiny.toml", "--shards", "5"]);
+        outcome.assert_success();
+        outcome.stdout.clone()
+    };
+    let make = emitted("make");
+    assert!(
+        make.contains("--shard 4/5")
+            && make.contains("--cells out/cells.shard4.parquet --out out/model"),
+        "{make}"
+    );
+    let nextflow = emitted("nextflow");
+    assert!(
+        nextflow.contains("Channel.of(0..4)")
+            && nextflow.contains("--shard ${shard}/5")
+            && nextflow.contains("--cells out/cells.shard4.parquet --out out/model"),
+        "{nextflow}"
+    );
+    let snakefile = emitted("snakemake");
+    assert!(
+        snakefile.contains("config.get(\"shards\", 5)"),
+        "{snakefile}"
+    );
+    let planned = pf_run(&theirs, &["run", "tiny.toml", "--dry-run", "--shards", "3"]);
+    planned.assert_success();
+    let planned = format!("{}{}", planned.stdout, planned.stderr);
+    assert!(
+        planned.contains("preprocess[2]") && !planned.contains("preprocess[3]"),
+        "{planned}"
+    );
     let table = |folder: &Path, name: &str, columns: &str| {
         let outcome = run_python(
             "read_table.py",

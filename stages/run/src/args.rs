@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use phenoflow_schemas::pipeline::Overrides;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -15,7 +16,8 @@ use clap::{Parser, Subcommand, ValueEnum};
         pf-run run pipelines/demo.toml --from train      # train and everything after it\n  \
         pf-run run pipelines/demo.toml --only classify   # just that step\n  \
         pf-run run pipelines/seed-cytovae.toml --seeds 0 # one replicate, not the file's three\n  \
-        pf-run emit snakemake pipelines/demo.toml > Snakefile"
+        pf-run emit snakemake pipelines/demo.toml > Snakefile\n  \
+        pf-run emit nextflow pipelines/bbbc021.toml --shards 110 --set data=/mnt/BBBC021 > main.nf"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -64,6 +66,10 @@ pub struct RunArgs {
     #[arg(long, value_name = "SEED,...", value_delimiter = ',', num_args = 1..)]
     pub seeds: Option<Vec<u64>>,
 
+    /// Split the fan-out steps into this many shards instead of the file's `[pipeline] shards`.
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+
     /// Where the stage binaries are [default: the folder of pf-run itself].
     #[arg(long)]
     pub bin_dir: Option<PathBuf>,
@@ -86,6 +92,11 @@ pub struct EmitArgs {
     #[arg(long, value_name = "SEED,...", value_delimiter = ',', num_args = 1..)]
     pub seeds: Option<Vec<u64>>,
 
+    /// Emit the fan-out steps for this many shards instead of the file's `[pipeline] shards`
+    /// (the Snakefile's default for its `shards` config key; make's and Nextflow's width).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
+
     /// Write here instead of standard output.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
@@ -96,6 +107,28 @@ pub enum EmitFormat {
     Make,
     Snakemake,
     Nextflow,
+}
+
+impl RunArgs {
+    /// What this run changes of the pipeline file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            vars: self.vars.iter().cloned().collect(),
+            seeds: self.seeds.clone(),
+            shards: self.shards,
+        }
+    }
+}
+
+impl EmitArgs {
+    /// What the emitted file changes of the pipeline file.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            vars: self.vars.iter().cloned().collect(),
+            seeds: self.seeds.clone(),
+            shards: self.shards,
+        }
+    }
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {

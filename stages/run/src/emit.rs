@@ -10,17 +10,19 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use phenoflow_schemas::pipeline::{ConcreteStep, ParamValue, Pipeline, Source, MAX_SHARDS};
+use phenoflow_schemas::pipeline::{
+    ConcreteStep, Overrides, ParamValue, Pipeline, Source, MAX_SHARDS,
+};
 
 use crate::args::{EmitArgs, EmitFormat};
 use crate::shell_words;
 
 pub fn emit(args: &EmitArgs) -> anyhow::Result<()> {
-    let overrides: BTreeMap<String, String> = args.vars.iter().cloned().collect();
+    let overrides = args.overrides();
     // With the values themselves first: every path is checked as the engine will see it by
     // default. Then with a stand-in for each var, which each engine's text turns into its own
     // setting (a Snakemake config key, a Nextflow param).
-    let pipeline = Pipeline::read_with_seeds(&args.pipeline, &overrides, args.seeds.as_deref())?;
+    let pipeline = Pipeline::read_overridden(&args.pipeline, &overrides)?;
     let emit_one = |pipeline: &Pipeline| -> anyhow::Result<String> {
         Ok(match args.format {
             EmitFormat::Make => make(pipeline)?,
@@ -34,12 +36,15 @@ pub fn emit(args: &EmitArgs) -> anyhow::Result<()> {
     if args.format == EmitFormat::Make {
         return write_emitted(args, &checked);
     }
-    let tokens: BTreeMap<String, String> = pipeline
-        .vars
-        .keys()
-        .map(|name| (name.clone(), var_token(name)))
-        .collect();
-    let mut templated = Pipeline::read_with_seeds(&args.pipeline, &tokens, args.seeds.as_deref())?;
+    let tokens = Overrides {
+        vars: pipeline
+            .vars
+            .keys()
+            .map(|name| (name.clone(), var_token(name)))
+            .collect(),
+        ..overrides
+    };
+    let mut templated = Pipeline::read_overridden(&args.pipeline, &tokens)?;
     templated.vars = pipeline.vars.clone();
     check_emitted_vars(
         &templated,

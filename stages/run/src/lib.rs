@@ -395,11 +395,7 @@ enum State {
 }
 
 fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
-    let pipeline = Pipeline::read_with_seeds(
-        &args.pipeline,
-        &args.vars.iter().cloned().collect(),
-        args.seeds.as_deref(),
-    )?;
+    let pipeline = Pipeline::read_overridden(&args.pipeline, &args.overrides())?;
     let bin_dir = match &args.bin_dir {
         Some(bin_dir) => bin_dir.clone(),
         None => std::env::current_exe()?
