@@ -99,6 +99,27 @@ pub fn io_is_bad_input(error: &std::io::Error) -> bool {
         || matches!(error.raw_os_error(), Some(40 | 20 | 21 | 36))
 }
 
+/// An error and its causes on one line, `outer: cause: root`, as a stage prints it. A cause whose
+/// text its parent already ends with (`{path}: {source}` messages) is not repeated: anyhow's
+/// `{:#}` would print "…: No such file or directory (os error 2): No such file or directory
+/// (os error 2)".
+pub fn chain_message<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+) -> String {
+    let mut message = String::new();
+    for cause in chain {
+        let text = cause.to_string();
+        if !message.is_empty() && message.ends_with(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
+}
+
 /// The exit code for an error chain: 2 when any link is bad input (an [`InputError`], a
 /// [`SchemaError`] other than I/O, or whatever `is_stage_input_error` recognises), 1 otherwise
 /// (a failure of the machine: disk, memory, a bug).
@@ -124,5 +145,28 @@ pub fn exit_code<'a>(
         2
     } else {
         1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+        chain_message(std::iter::successors(Some(error), |cause| cause.source()))
+    }
+
+    #[test]
+    fn a_cause_its_parent_spells_out_is_printed_once() {
+        let missing = SchemaError::Io {
+            path: PathBuf::from("x.parquet"),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(chain(&missing), "x.parquet: gone");
+        // A parent that does not repeat its cause keeps it.
+        #[derive(Debug, thiserror::Error)]
+        #[error("reading the cells")]
+        struct Outer(#[source] SchemaError);
+        assert_eq!(chain(&Outer(missing)), "reading the cells: x.parquet: gone");
     }
 }

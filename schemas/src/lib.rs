@@ -25,7 +25,7 @@ pub use atomic::{
     open_regular_file, temp_path_for,
 };
 pub use cells::{cells_schema, CellKeys, CellPixels, CellsBatchBuilder};
-pub use error::{exit_code, io_is_bad_input, InputError, SchemaError};
+pub use error::{chain_message, exit_code, io_is_bad_input, InputError, SchemaError};
 pub use keys::{
     batch_of_plate, concentration_key, parse_non_negative, parse_positive, parse_shard,
     parse_threads, shard_plates, MAX_THREADS,

@@ -38,6 +38,10 @@ def main() -> int:
     for pattern, name in checks:
         block = embeddings.filter(regex=f"^{pattern}").to_numpy()
         if block.shape[1] == 0:
+            # The profile is what every embedding table holds; the posterior blocks only where
+            # the model has them.
+            if name == "profile":
+                problems.append(f"no {pattern}* columns: the embeddings lack the profile block")
             continue
         if block.dtype != np.float32:
             problems.append(f"{pattern} columns are {block.dtype}, expected float32")

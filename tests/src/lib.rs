@@ -12,9 +12,16 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A stage binary from `target/release` (built by `make test` before the tests run).
+/// A stage binary of the same build as the running test: cargo puts test executables in
+/// `<target>/<profile>/deps/`, the binaries one folder up, wherever `CARGO_TARGET_DIR` points (a
+/// fixed `target/release` could hold stale binaries of another build).
 pub fn stage(name: &str) -> PathBuf {
-    let path = root().join("target/release").join(name);
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test executable under <target>/<profile>/deps");
+    let path = profile_dir.join(name);
     assert!(
         path.exists(),
         "{} is missing: run `make test` (or `cargo build --release --bins`) first",

@@ -961,6 +961,31 @@ fn missing_things_are_named_with_exit_2() {
     .unwrap();
     std::fs::write(workdir.join("p.toml"), pipeline_with("\"P1\"", "out")).unwrap();
     pf_run(&workdir, &["run", "p.toml"]).assert_failure(1, &["out/.pfrun"]);
+    // A missing input is named once, its cause once (the chain printed "No such file or
+    // directory (os error 2): No such file or directory (os error 2)").
+    let absent = temp.path().join("absent.parquet");
+    let outcome = classify(
+        &absent,
+        &temp.path().join("p.parquet"),
+        &temp.path().join("m.parquet"),
+    );
+    outcome.assert_failure(2, &["absent.parquet", "No such file or directory"]);
+    assert_eq!(
+        outcome.stderr.matches("No such file or directory").count(),
+        1,
+        "{}",
+        outcome.stderr
+    );
+    // pf-train keeps the cause (it used to flatten every table error into "bad data" text, so
+    // a disk error read as the input's fault): a missing file is still exit 2, named once.
+    let outcome = train_tiny(&[&absent], &temp.path().join("model-absent"));
+    outcome.assert_failure(2, &["absent.parquet", "No such file or directory"]);
+    assert_eq!(
+        outcome.stderr.matches("absent.parquet").count(),
+        1,
+        "{}",
+        outcome.stderr
+    );
 }
 
 fn classify(treatments: &Path, predictions: &Path, metrics: &Path) -> Outcome {

@@ -1323,6 +1323,33 @@ fn embed_keeps_every_cell_and_its_metadata_and_matches_libtorch() {
     );
     check.assert_success();
     assert!(check.stdout.contains("OK: 259 rows"), "{}", check.stdout);
+    // The checker itself fails a table that lacks the profile block (it used to pass it).
+    let headless = temp.path().join("embeddings-without-profile.parquet");
+    run(
+        &python(),
+        &[
+            "-c".to_string(),
+            "import sys, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); \
+             pq.write_table(t.select([c for c in t.column_names if not c.startswith('Cells_')]), sys.argv[2])"
+                .to_string(),
+            arg(&output),
+            arg(&headless),
+        ],
+    )
+    .assert_success();
+    let check = run_python(
+        "check_embeddings.py",
+        &[
+            arg(&cells),
+            arg(&headless),
+            arg(&model.join("reference_outputs.safetensors")),
+        ],
+    );
+    assert!(
+        check.code != Some(0) && check.stdout.contains("lack the profile block"),
+        "{}",
+        check.stdout
+    );
     // Under the seed's spike sampler the profile gate is a Gauss-Hermite expectation in the ONNX
     // graph; it too equals libtorch's.
     let dtu = temp.path().join("svae-dtu");

@@ -30,7 +30,10 @@ fn main() -> std::process::ExitCode {
     match pf_aggregate::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pf-aggregate: error: {error:#}");
+            eprintln!(
+                "pf-aggregate: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
             std::process::ExitCode::from(pf_aggregate::exit_code(&error))
         }
     }

@@ -8,7 +8,10 @@ fn main() -> std::process::ExitCode {
     match pf_baseline::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pf-baseline: error: {error:#}");
+            eprintln!(
+                "pf-baseline: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
             std::process::ExitCode::from(pf_baseline::exit_code(&error))
         }
     }

@@ -8,7 +8,10 @@ fn main() -> std::process::ExitCode {
     match pf_classify::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pf-classify: error: {error:#}");
+            eprintln!(
+                "pf-classify: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
             std::process::ExitCode::from(pf_classify::exit_code(&error))
         }
     }

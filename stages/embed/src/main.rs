@@ -8,7 +8,10 @@ fn main() -> std::process::ExitCode {
     match pf_embed::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pf-embed: error: {error:#}");
+            eprintln!(
+                "pf-embed: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
             std::process::ExitCode::from(pf_embed::exit_code(&error))
         }
     }

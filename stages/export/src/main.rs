@@ -8,7 +8,10 @@ fn main() -> std::process::ExitCode {
     match pf_export::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pf-export: error: {error:#}");
+            eprintln!(
+                "pf-export: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
             std::process::ExitCode::from(pf_export::exit_code(&error))
         }
     }

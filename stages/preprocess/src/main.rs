@@ -14,7 +14,10 @@ fn main() -> std::process::ExitCode {
     match pf_preprocess::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pf-preprocess: error: {error:#}");
+            eprintln!(
+                "pf-preprocess: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
             std::process::ExitCode::from(pf_preprocess::exit_code(&error))
         }
     }

@@ -8,7 +8,10 @@ fn main() -> std::process::ExitCode {
     match pf_report::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pf-report: error: {error:#}");
+            eprintln!(
+                "pf-report: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
             std::process::ExitCode::from(pf_report::exit_code(&error))
         }
     }

@@ -677,7 +677,10 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
                 n_ran += 1;
             }
             Err(error) => {
-                eprintln!("pf-run: FAIL  {name}: {error:#}");
+                eprintln!(
+                    "pf-run: FAIL  {name}: {}",
+                    phenoflow_schemas::chain_message(error.chain())
+                );
                 states.insert(name, State::Failed);
             }
         }

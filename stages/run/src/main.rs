@@ -12,7 +12,10 @@ fn main() -> std::process::ExitCode {
     match pf_run::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pf-run: error: {error:#}");
+            eprintln!(
+                "pf-run: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
             std::process::ExitCode::from(pf_run::exit_code(&error))
         }
     }

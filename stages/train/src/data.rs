@@ -48,7 +48,7 @@ impl CellData {
             };
             let columns = ["Metadata_Compound", "Metadata_Concentration", PIXELS_COLUMN];
             let reader = ParquetTableReader::open(path, TableKind::Cells, 2048, Some(&columns))
-                .map_err(|error| bad(error.to_string()))?;
+                .map_err(TrainError::Table)?;
             if channel_names.is_none() {
                 channel_names = reader
                     .provenance()
@@ -57,9 +57,8 @@ impl CellData {
             }
             let n_rows = reader.n_rows();
             for batch in reader {
-                let batch = batch.map_err(|error| bad(error.to_string()))?;
-                let pixels =
-                    CellPixels::from_batch(&batch, path).map_err(|error| bad(error.to_string()))?;
+                let batch = batch.map_err(TrainError::Table)?;
+                let pixels = CellPixels::from_batch(&batch, path).map_err(TrainError::Table)?;
                 let tensor_shape = pixels.shape();
                 let this_shape = [
                     tensor_shape.channels as i64,

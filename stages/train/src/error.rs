@@ -29,6 +29,11 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// A table could not be read: whether that is the input's fault (a missing or corrupt file,
+    /// a wrong column: exit 2) or the machine's (a disk error: exit 1) is the contract's call,
+    /// made on the cause.
+    #[error("{0}")]
+    Table(#[source] phenoflow_schemas::SchemaError),
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
 }

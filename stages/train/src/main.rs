@@ -14,7 +14,10 @@ fn main() -> std::process::ExitCode {
     match pf_train::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("pf-train: error: {error:#}");
+            eprintln!(
+                "pf-train: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
             std::process::ExitCode::from(pf_train::exit_code(&error))
         }
     }
