@@ -3,7 +3,10 @@ scikit-learn (`ref_profiles.py`) on the same single-cell table (500k cells x 256
 default), in one run. Each side runs --repeat times (default 3), interleaved; the median time of
 each side is compared (single runs on a shared 2-core VM vary by up to 1.7x, for both sides).
 Prints both times, the ratio, and each side's peak resident memory next to the size of the input
-table in memory.
+table in memory. Then the floor: the time to read the same file and nothing else (pyarrow
+`read_table` on both cores; a Polars scan that only sums the feature columns), measured inside a
+fresh process so interpreter start-up is not counted, median of --repeat runs each; and ours /
+floor.
 """
 
 import argparse
@@ -25,7 +28,9 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     p = parser.parse_args()
     os.makedirs(p.workdir, exist_ok=True)
-    table = os.path.join(p.workdir, f"cells-{p.cells}x{p.features}.parquet")
+    # "-plain": written as pf-embed writes (float features PLAIN, uncompressed); a file of an
+    # earlier encoding under the old name is not reused.
+    table = os.path.join(p.workdir, f"cells-{p.cells}x{p.features}-plain.parquet")
     if not os.path.exists(table):
         print(f"bench: writing {p.cells} cells x {p.features} features to {table}", file=sys.stderr)
         subprocess.run([sys.executable, os.path.join(HERE, "make_embeddings.py"), "--out", table, "--cells",
@@ -50,6 +55,28 @@ def main():
           f"reference {ref_peak / in_memory:.2f}  (target < 2)")
     print(f"  peak memory / input size, anonymous only (without the memory-mapped input file): ours "
           f"{ours_anonymous / in_memory:.2f}, reference {ref_anonymous / in_memory:.2f}")
+    floors = {name: floor(name, table, p.repeat) for name in ("pyarrow", "polars")}
+    print(f"  input file {os.path.getsize(table) / mib:.0f} MiB; the floor, reading it and nothing else "
+          f"(median of {p.repeat}, inside the process):")
+    print(f"    pyarrow read_table (2 threads)           {floors['pyarrow']:7.2f} s")
+    print(f"    Polars scan, sum of the feature columns  {floors['polars']:7.2f} s")
+    lowest = min(floors.values())
+    print(f"  ours / floor: {ours / lowest:.1f}x  (target <= 1.3x); reference / floor: {ref_seconds / lowest:.1f}x")
+
+
+FLOOR = {
+    "pyarrow": "import pyarrow.parquet as pq\nread = lambda path: pq.read_table(path)",
+    "polars": "import polars as pl\nread = lambda path: pl.scan_parquet(path).select(pl.col('^Cells_.*$').sum()).collect()",
+}
+
+
+def floor(name, table, repeat):
+    """Median seconds of `read(table)` alone, each run in a fresh process (imports not timed)."""
+    code = FLOOR[name] + "\nimport sys, time\nstart = time.perf_counter()\nread(sys.argv[1])\n" \
+        "print(time.perf_counter() - start)"
+    times = sorted(float(subprocess.run([sys.executable, "-c", code, table], check=True, capture_output=True,
+                                        text=True).stdout) for _ in range(repeat))
+    return times[len(times) // 2]
 
 
 if __name__ == "__main__":

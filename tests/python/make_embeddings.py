@@ -79,7 +79,12 @@ def main():
     for f in range(p.features):
         columns[f"Cells_Synthetic_z{f:03d}"] = pa.array(features[:, f])
     table = pa.table(columns).drop_columns(p.drop_column)
-    pq.write_table(table, p.out, compression="zstd", row_group_size=65536)
+    # Written as pf-embed writes its tables (schemas/src/parquet_io.rs): keys with a dictionary
+    # and zstd level 1, float features PLAIN and uncompressed, row groups of 65,536 rows.
+    keys = [c for c in table.column_names if c.startswith("Metadata_")]
+    pq.write_table(table, p.out, row_group_size=65536, use_dictionary=keys,
+                   compression={c: ("zstd" if c in keys else "none") for c in table.column_names},
+                   compression_level={c: 1 for c in keys})
     if p.cellprofiler_wells_csv:
         frame = pa.table(columns).to_pandas()
         feature_names = [c for c in frame.columns if c.startswith("Cells_")]
