@@ -25,7 +25,7 @@ GPU_BUNDLE := $(ROOT)/gpu-bundle
 
 JOBS ?= 2
 
-.PHONY: help setup bins build test lint demo demo-model demo-epochs pipeline pipelines-generated bench-preprocess bench-profiles bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: help setup bins build test lint demo demo-model demo-epochs pipeline pipelines-generated bench-preprocess bench-profiles bench-scale bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -108,6 +108,9 @@ bench-preprocess: build ## pf-preprocess vs numpy+tifffile+scikit-image on the s
 
 bench-profiles: build ## pf-aggregate + pf-classify vs pycytominer + scikit-learn (500k cells x 256 features)
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_profiles.py --bin-dir $(BIN) --workdir $(ROOT)/bench-out/profiles
+
+bench-scale: bins ## pf-preprocess, pf-embed, pf-aggregate at 1x, 4x, 16x a 24-field screen: time, peak memory, the full BBBC021 extrapolated
+	@$(WITH_ENV) $(PYTHON) tests/python/bench_scale.py --bin-dir $(BIN) --workdir $(ROOT)/bench-out/scale
 
 bench-train: build ## pf-train vs a PyTorch loop of the same CytoVAE, batch and data (BENCH_TRAIN_CELLS=4096)
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_train.py --bin-dir $(BIN) --n-cells $(BENCH_TRAIN_CELLS) \

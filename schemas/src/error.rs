@@ -100,7 +100,7 @@ pub fn io_is_bad_input(error: &std::io::Error) -> bool {
 }
 
 /// An error and its causes on one line, `outer: cause: root`, as a stage prints it. A cause whose
-/// text its parent already ends with (`{path}: {source}` messages) is not repeated: anyhow's
+/// text the message already ends with, after a `: ` (`{path}: {source}` messages), is not repeated: anyhow's
 /// `{:#}` would print "…: No such file or directory (os error 2): No such file or directory
 /// (os error 2)".
 pub fn chain_message<'a>(
@@ -109,7 +109,7 @@ pub fn chain_message<'a>(
     let mut message = String::new();
     for cause in chain {
         let text = cause.to_string();
-        if !message.is_empty() && message.ends_with(&text) {
+        if message == text || message.ends_with(&format!(": {text}")) {
             continue;
         }
         if !message.is_empty() {
@@ -168,5 +168,13 @@ mod tests {
         #[error("reading the cells")]
         struct Outer(#[source] SchemaError);
         assert_eq!(chain(&Outer(missing)), "reading the cells: x.parquet: gone");
+        // Only a whole `: cause` at the end counts as spelled out, not a word that ends alike.
+        #[derive(Debug, thiserror::Error)]
+        #[error("{0}")]
+        struct Word(&'static str);
+        #[derive(Debug, thiserror::Error)]
+        #[error("no cells")]
+        struct Ends(#[source] Word);
+        assert_eq!(chain(&Ends(Word("cells"))), "no cells: cells");
     }
 }

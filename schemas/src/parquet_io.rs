@@ -1,4 +1,5 @@
-//! The one way stages read and write tables: Parquet with zstd, schema-checked on both sides,
+//! The one way stages read and write tables: Parquet (keys with zstd, float features plain, pixels
+//! BYTE_STREAM_SPLIT), schema-checked on both sides,
 //! provenance in the key-value metadata, and written to a temporary file in the output's folder
 //! that is renamed into place only when the table is complete, so a crash or an error never leaves
 //! a file that looks finished.
@@ -106,10 +107,11 @@ impl ParquetTableWriter {
             })?;
         // Feature columns (embeddings, wells, treatments): random-looking floats that a
         // dictionary only inflates (it fills, then falls back, keeping both) and zstd shrinks by
-        // 7 %. PLAIN and uncompressed is the cheapest to read for every reader: on 300k cells ×
-        // 256 float32 features, 293 MiB instead of 409, pyarrow reads it in 0.13 s instead of
-        // 0.43 and pf-aggregate aggregates it in 0.50 s instead of 0.75 (BYTE_STREAM_SPLIT reads
-        // as fast in pyarrow but slower in Polars: README, "Feature tables on disk").
+        // 7 %. PLAIN and uncompressed is the cheapest to read for every reader: the bench's 500k
+        // cells × 256 float32 features take 489 MiB instead of 683, a fresh pyarrow reads them in
+        // 0.5–0.6 s instead of 1.33, Polars scans them in 0.24–0.30 s instead of 1.15
+        // (BYTE_STREAM_SPLIT reads as fast in pyarrow but 7× slower in Polars: README, "Feature
+        // tables on disk").
         let float_features = matches!(
             kind,
             TableKind::Embeddings | TableKind::Wells | TableKind::Treatments

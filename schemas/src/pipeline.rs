@@ -648,7 +648,7 @@ pub fn shard_path(path: &str, index: usize) -> String {
 /// What a run or an emitted file changes of a pipeline file without editing it: `[vars]`
 /// values (`--set`), the seeds of its replicate runs (`--seeds`) and its fan-out width
 /// (`--shards`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, Deserialize)]
 pub struct Overrides {
     pub vars: BTreeMap<String, String>,
     pub seeds: Option<Vec<u64>>,
@@ -922,6 +922,12 @@ impl Pipeline {
     /// Where `pf-run` keeps its records: `<workdir>/.pfrun`.
     pub fn state_dir(&self) -> PathBuf {
         PathBuf::from(&self.header.workdir).join(".pfrun")
+    }
+
+    /// Where pf-run records the overrides of its latest run (`--set`, `--seeds`, `--shards`),
+    /// so that a reader of its records (pf-report's wall times) plans the same steps.
+    pub fn overrides_path(&self) -> PathBuf {
+        self.state_dir().join("overrides.json")
     }
 
     /// `<step>.json`, or `<step>.shard<i>.json` for shard i of a fan-out step: step names hold

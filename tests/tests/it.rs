@@ -2029,6 +2029,36 @@ fn seeded_pipelines_train_once_per_seed_and_summarise_like_pandas() {
     assert!(!dry.stdout.contains("seed5"), "{}", dry.stdout);
     let only = pf_run(folder, &["run", "tiny.toml", "--only", "classify"]);
     assert_eq!(n_ran(only.assert_success()), 2, "{}", only.stderr);
+    // A run with other seeds and another fan-out width (one shard: the steps run whole): its
+    // report counts the steps of that run (pf-run records its overrides), not the file's 2 × 2
+    // embed shards, whose records of the first run are still there.
+    pf_run(
+        folder,
+        &[
+            "run",
+            "tiny.toml",
+            "--seeds",
+            "3",
+            "--shards",
+            "1",
+            "--jobs",
+            "2",
+        ],
+    )
+    .assert_success();
+    let page = std::fs::read_to_string(out.join("seed3/report/report.html")).unwrap();
+    for step in [
+        "<td>preprocess</td><td>pf-preprocess</td>",
+        "<td>embed-seed3</td><td>pf-embed</td>",
+    ] {
+        assert!(
+            page.contains(&format!("{step}<td class=\"num\">1</td>")),
+            "{step}: {}",
+            &page[page.find("Wall time per step").unwrap_or(0)..]
+        );
+    }
+    let times = &page[page.find("Wall time per step").unwrap()..];
+    assert!(!times.contains("seed5"), "{times}");
     // pf-classify summarize refuses the same replicate twice and a table that is not metrics.
     classify(&[
         "summarize",

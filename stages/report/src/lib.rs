@@ -557,11 +557,21 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Each step of the pipeline file that pf-run has recorded under its workdir: (step, stage,
-/// concrete steps recorded of all, summed wall seconds when every one recorded its time). A
-/// pipeline that does not parse (run with `--set` values it needs, say) gives none, with a line
-/// on stderr.
+/// concrete steps recorded of all, summed wall seconds when every one recorded its time), planned
+/// with the overrides of pf-run's latest run (`--set`, `--seeds`, `--shards`), so its steps are
+/// the ones counted. A pipeline that does not parse gives none, with a line on stderr.
 fn step_times(path: &std::path::Path) -> Vec<html::StepTime> {
-    let pipeline = match phenoflow_schemas::pipeline::Pipeline::read(path) {
+    use phenoflow_schemas::pipeline::{Overrides, Pipeline};
+    let planned = Pipeline::read(path).and_then(|pipeline| {
+        let overrides = std::fs::read(pipeline.overrides_path())
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<Overrides>(&bytes).ok());
+        match overrides {
+            Some(overrides) => Pipeline::read_overridden(path, &overrides),
+            None => Ok(pipeline),
+        }
+    });
+    let pipeline = match planned {
         Ok(pipeline) => pipeline,
         Err(error) => {
             eprintln!("pf-report: no wall times per step: {error}");

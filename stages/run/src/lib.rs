@@ -471,6 +471,11 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         })
         .collect();
 
+    if !args.dry_run {
+        let overrides = serde_json::to_vec_pretty(&args.overrides())?;
+        phenoflow_schemas::atomic_write(&pipeline.overrides_path(), &overrides)
+            .with_context(|| format!("writing {}", pipeline.overrides_path().display()))?;
+    }
     if args.dry_run {
         let mut will_run: BTreeSet<String> = BTreeSet::new();
         for step in pipeline

@@ -136,10 +136,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     // The run to continue, and the folder its files are in.
     let (previous, previous_path, previous_folder) = match (&cli.start_from, cli.resume) {
         (Some(start), _) => (
-            Some(ModelCard::read(start).map_err(|error| TrainError::Resume {
-                path: start.clone(),
-                reason: error.to_string(),
-            })?),
+            Some(
+                // The cause names the file.
+                ModelCard::read(start).context("--start-from")?,
+            ),
             start.clone(),
             start
                 .parent()
@@ -147,10 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .unwrap_or_else(|| std::path::PathBuf::from(".")),
         ),
         (None, true) => (
-            Some(
-                ModelCard::read(&card_path)
-                    .with_context(|| format!("--resume: reading {}", card_path.display()))?,
-            ),
+            Some(ModelCard::read(&card_path).context("--resume")?),
             card_path.clone(),
             cli.out.clone(),
         ),
