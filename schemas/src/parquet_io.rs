@@ -14,7 +14,10 @@ use arrow_array::{Array, ArrayRef, FixedSizeListArray, UInt16Array};
 use arrow_array::{RecordBatch, RecordBatchReader};
 use arrow_schema::{DataType, SchemaRef};
 use bytes::Bytes;
-use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReader,
+    ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnChunk, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowSchemaConverter;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
@@ -595,6 +598,32 @@ pub struct ParquetTableReader {
     rows_read: usize,
 }
 
+/// The schema with every top-level `LargeUtf8` / `Utf8View` column as `Utf8` (field names,
+/// nullability and metadata kept), or `None` when there is none.
+fn utf8_schema(schema: &SchemaRef) -> Option<SchemaRef> {
+    let wide = |field: &arrow_schema::Field| {
+        matches!(field.data_type(), DataType::LargeUtf8 | DataType::Utf8View)
+    };
+    if !schema.fields().iter().any(|field| wide(field)) {
+        return None;
+    }
+    let fields: Vec<arrow_schema::Field> = schema
+        .fields()
+        .iter()
+        .map(|field| {
+            if wide(field) {
+                field.as_ref().clone().with_data_type(DataType::Utf8)
+            } else {
+                field.as_ref().clone()
+            }
+        })
+        .collect();
+    Some(Arc::new(arrow_schema::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
+}
+
 impl ParquetTableReader {
     /// Opens `path` as table `kind`. Files written by phenoflow must say they hold `kind`; files
     /// from elsewhere (no provenance) are accepted when their columns fit. `columns`, when given,
@@ -614,6 +643,21 @@ impl ParquetTableReader {
             source,
         };
         let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
+        // Text arrives as `Utf8`, `LargeUtf8` (pandas, Polars) or `Utf8View` (Polars); the
+        // stages read one: every top-level string column is decoded as `Utf8`.
+        let builder = match utf8_schema(builder.schema()) {
+            Some(schema) => {
+                let options = ArrowReaderOptions::new().with_schema(schema);
+                let metadata = ArrowReaderMetadata::try_new(builder.metadata().clone(), options)
+                    .map_err(parquet_error)?;
+                let file = File::open(path).map_err(|source| SchemaError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+            }
+            None => builder,
+        };
         let key_values = footer_key_values(&builder);
         let provenance = if key_values.contains_key("phenoflow.schema") {
             let provenance = Provenance::from_key_values(&key_values, path)?;
@@ -925,6 +969,61 @@ mod tests {
                     chunk.compression()
                 );
             }
+        }
+    }
+
+    #[test]
+    fn large_and_view_strings_are_read_as_utf8() {
+        use arrow_array::{Array, ArrayRef, LargeStringArray, StringViewArray};
+        let directory = tempfile::tempdir().unwrap();
+        let log = training_log_batch(vec![3.0, 2.0]);
+        for (name, text) in [
+            (
+                "large",
+                Arc::new(LargeStringArray::from(vec!["train", "valid"])) as ArrayRef,
+            ),
+            (
+                "view",
+                Arc::new(StringViewArray::from(vec!["train", "valid"])),
+            ),
+        ] {
+            // As pandas or Polars would write it: the string columns wide, no provenance.
+            let mut columns = log.columns().to_vec();
+            columns[1] = text.clone();
+            columns[2] = text;
+            let fields: Vec<arrow_schema::Field> = log
+                .schema()
+                .fields()
+                .iter()
+                .zip(&columns)
+                .map(|(field, column)| {
+                    field
+                        .as_ref()
+                        .clone()
+                        .with_data_type(column.data_type().clone())
+                })
+                .collect();
+            let batch = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+            let path = directory.path().join(format!("{name}.parquet"));
+            let mut writer =
+                ArrowWriter::try_new(File::create(&path).unwrap(), batch.schema(), None).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            let reader = ParquetTableReader::open(&path, TableKind::TrainingLog, 16, None).unwrap();
+            assert_eq!(
+                reader.schema().field(1).data_type(),
+                &DataType::Utf8,
+                "{name}"
+            );
+            let batches: Vec<RecordBatch> = reader.collect::<Result<_, _>>().unwrap();
+            let split = batches[0].column(1);
+            assert_eq!(split.data_type(), &DataType::Utf8, "{name}");
+            let split = split.as_any().downcast_ref::<StringArray>().unwrap();
+            assert_eq!(
+                (split.value(0), split.value(1)),
+                ("train", "valid"),
+                "{name}"
+            );
         }
     }
 
