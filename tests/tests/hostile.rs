@@ -8,9 +8,9 @@
 //! |---|---|
 //! | code execution through `pf-run emit` | newline in name / description; `$(…)` in values and `--set`; a quote before a var in a Snakefile path; a var named as an engine setting, two vars that are one setting, a var in an output's file name; `"`, `\` and braces in Snakemake strings; `$` in Nextflow scripts; `stage` with a path; paths with spaces still run |
 //! | paths that escape their roots | outputs absolute or `..`; `Image_PathName_*` absolute or `..`; `Multi_Cell_Image_Name` with `..`; a model card's checkpoint elsewhere |
-//! | panics | `.npy` shape overflow; `--centers` at 1e300 |
-//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`; 101 seeds (in the file or `--seeds`); a seed beyond i64; 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
-//! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
+//! | panics | `.npy` shape overflow; `--centers` at 1e300; text as `large_string` / `string_view` (pandas, Polars) under `--shard` |
+//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`, `--shards` 0, 1025 or beyond 64 bits; 101 seeds (in the file or `--seeds`); a seed beyond i64; 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
+//! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a missing input (named once, its cause once; pf-train too), a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
 //! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; a plate map with two treatments in a well, a well it lacks, no well column, a text concentration, an empty compound, profiles already annotated; NaN or negative sigmas and ridges |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
 //! | disk full | a write to a full file system is exit 1 and leaves nothing |
@@ -603,6 +603,64 @@ fn an_npy_header_whose_shape_overflows_is_an_error_not_a_panic() {
     let output = temp.path().join("cells.parquet");
     preprocess_singlecell(&root, &output).assert_failure(2, &["larger than any file can hold"]);
     assert!(!output.exists());
+}
+
+#[test]
+fn text_columns_as_pandas_or_polars_write_them_are_read_not_a_panic() {
+    // pf-embed --plate / --shard read the plates as Arrow `Utf8` and panicked on a cells table
+    // whose text is `large_string` (pandas, Polars) or `string_view` (Polars).
+    let temp = tempfile::tempdir().unwrap();
+    let root = singlecell_copy(temp.path());
+    let cells = temp.path().join("cells.parquet");
+    preprocess_singlecell(&root, &cells).assert_success();
+    let embed = |input: &Path, output: &Path| {
+        run(
+            &stage("pf-embed"),
+            &[
+                "--cells",
+                &arg(input),
+                "--handcrafted",
+                "--shard",
+                "0/2",
+                "--output",
+                &arg(output),
+                "--no-progress",
+            ],
+        )
+    };
+    let plain = temp.path().join("plain.parquet");
+    embed(&cells, &plain).assert_success();
+    for kind in ["large_string", "string_view"] {
+        let wide = temp.path().join(format!("cells-{kind}.parquet"));
+        run(
+            &python(),
+            &[
+                "-c".to_string(),
+                format!(
+                    "import sys, pyarrow as pa, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); \
+                     s = pa.schema([f.with_type(pa.{kind}()) if pa.types.is_string(f.type) else f \
+                     for f in t.schema], metadata=t.schema.metadata); pq.write_table(t.cast(s), sys.argv[2])"
+                ),
+                arg(&cells),
+                arg(&wide),
+            ],
+        )
+        .assert_success();
+        let output = temp.path().join(format!("embedded-{kind}.parquet"));
+        embed(&wide, &output).assert_success();
+        run(
+            &python(),
+            &[
+                "-c".to_string(),
+                "import sys, pyarrow.parquet as pq; a, b = (pq.read_table(p) for p in sys.argv[1:]); \
+                 assert a.equals(b), 'differ'"
+                    .to_string(),
+                arg(&plain),
+                arg(&output),
+            ],
+        )
+        .assert_success();
+    }
 }
 
 /// A field of generated images in the BBBC021 layout, and a centres table for it.

@@ -1455,41 +1455,6 @@ fn handcrafted_features_equal_numpy() {
     ])
     .assert_failure(2, &["--handcrafted", "--encoder"]);
     assert!(!temp.path().join("both.parquet").exists());
-    // The same cells as pandas or Polars write text (`large_string`): read as the same table,
-    // plate selection included (a shard of it panicked on the wider string type).
-    let wide = temp.path().join("cells-large-string.parquet");
-    run(
-        &python(),
-        &[
-            "-c".to_string(),
-            "import sys, pyarrow as pa, pyarrow.parquet as pq; t = pq.read_table(sys.argv[1]); \
-             s = pa.schema([f.with_type(pa.large_string()) if pa.types.is_string(f.type) else f \
-             for f in t.schema], metadata=t.schema.metadata); pq.write_table(t.cast(s), sys.argv[2])"
-                .to_string(),
-            arg(&cells),
-            arg(&wide),
-        ],
-    )
-    .assert_success();
-    let from_wide = temp.path().join("handcrafted-wide.parquet");
-    embed(&[
-        "--cells",
-        &arg(&wide),
-        "--handcrafted",
-        "--shard",
-        "0/2",
-        "--output",
-        &arg(&from_wide),
-        "--no-progress",
-    ])
-    .assert_success();
-    let check = run_python("check_handcrafted.py", &[arg(&cells), arg(&from_wide)]);
-    check.assert_success();
-    assert!(
-        check.stdout.contains("OK: 259 cells x 15"),
-        "{}",
-        check.stdout
-    );
 }
 
 /// The model the demo starts from (models/demo-cytovae, made by `make demo-model`) must have
