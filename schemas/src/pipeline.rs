@@ -925,9 +925,15 @@ impl Pipeline {
     }
 
     /// Where pf-run records the overrides of its latest run (`--set`, `--seeds`, `--shards`),
-    /// so that a reader of its records (pf-report's wall times) plans the same steps.
+    /// so that a reader of its records (pf-report's wall times) plans the same steps. Two dots:
+    /// no step's record (`<step>.json`, `<step>.shard<i>.json`) can have this name.
     pub fn overrides_path(&self) -> PathBuf {
-        self.state_dir().join("overrides.json")
+        self.state_dir().join("run.overrides.json")
+    }
+
+    /// pf-run's cache of content hashes (`hash-cache` is a reserved step name).
+    pub fn hash_cache_path(&self) -> PathBuf {
+        self.state_dir().join("hash-cache.json")
     }
 
     /// `<step>.json`, or `<step>.shard<i>.json` for shard i of a fan-out step: step names hold

@@ -449,7 +449,7 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     // The lock is held before anything is cleaned up or run.
     let _lock = WorkdirLock::take(&pipeline.state_dir())?;
     remove_stale_temporaries(&pipeline);
-    let mut cache = HashCache::load(&pipeline.state_dir().join("hash-cache.json"));
+    let mut cache = HashCache::load(&pipeline.hash_cache_path());
     let mut stages = stages;
     for stage in stages.values_mut() {
         stage.binary_hash = cache
