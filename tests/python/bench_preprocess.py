@@ -13,19 +13,9 @@ import sys
 
 import pyarrow.parquet as pq
 
-from benchlib import run_measured, run_repeated
+from benchlib import make_fields, run_measured, run_repeated
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-def make_fields(folder, n_fields, seed):
-    marker = os.path.join(folder, f".n{n_fields}-s{seed}")
-    if not os.path.exists(marker):
-        print(f"bench: writing {n_fields} fields of 1024x1280x3 uint16 to {folder}", file=sys.stderr)
-        subprocess.run([sys.executable, os.path.join(HERE, "make_fields.py"), "--out", folder, "--n-fields",
-                        str(n_fields), "--height", "1024", "--width", "1280", "--seed", str(seed)], check=True)
-        open(marker, "w").close()
-    return os.path.join(folder, "BBBC021_v1_image.csv"), os.path.join(folder, "BBBC021_v1_moa.csv")
 
 
 def main():

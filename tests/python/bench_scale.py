@@ -22,6 +22,8 @@ import sys
 
 import time
 
+from benchlib import make_fields
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 BBBC021_FIELDS = 13_200
@@ -29,16 +31,6 @@ BBBC021_CELLS = 500_000  # about; the fields here hold ~130 cells, the real ones
 PATH_COLUMNS = ("Image_PathName_DAPI", "Image_PathName_Tubulin", "Image_PathName_Actin")
 FILE_COLUMNS = ("Image_FileName_DAPI", "Image_FileName_Tubulin", "Image_FileName_Actin")
 PLATE_COLUMN = "Image_Metadata_Plate_DAPI"
-
-
-def base_screen(folder, n_fields, seed):
-    marker = os.path.join(folder, f".n{n_fields}-s{seed}")
-    if not os.path.exists(marker):
-        print(f"bench-scale: writing {n_fields} fields of 1024x1280x3 uint16 to {folder}", file=sys.stderr)
-        subprocess.run([sys.executable, os.path.join(HERE, "make_fields.py"), "--out", folder, "--n-fields",
-                        str(n_fields), "--height", "1024", "--width", "1280", "--seed", str(seed)], check=True)
-        open(marker, "w").close()
-    return os.path.join(folder, "BBBC021_v1_image.csv"), os.path.join(folder, "BBBC021_v1_moa.csv")
 
 
 def repeated_screen(base_csv, copies):
@@ -99,7 +91,7 @@ def main():
     p = parser.parse_args()
     sizes = [int(size) for size in p.sizes.split(",")]
     os.makedirs(p.workdir, exist_ok=True)
-    image_csv, moa_csv = base_screen(os.path.join(p.workdir, "fields"), p.fields, 7)
+    image_csv, moa_csv = make_fields(os.path.join(p.workdir, "fields"), p.fields, 7, "bench-scale")
     binary = lambda name: os.path.join(p.bin_dir, name)
     encoder = os.path.join(p.workdir, "encoder.onnx")
     subprocess.run([binary("pf-export"), "--model-card", p.model_card, "--encoder", encoder, "--decoder",

@@ -1,5 +1,6 @@
 """Shared helpers of the `make bench-*` scripts: run a command while sampling the resident memory
-of its whole process tree (so a multiprocessing reference is measured fairly)."""
+of its whole process tree (so a multiprocessing reference is measured fairly), and the benches'
+synthetic BBBC021-layout fields."""
 
 import os
 import subprocess
@@ -76,3 +77,16 @@ def run_repeated(commands, repeat, settle=2.0):
             times, old_peak, old_anonymous = results[index]
             results[index] = (times + [seconds], max(old_peak, peak), max(old_anonymous, max(anonymous)))
     return [(sorted(times)[len(times) // 2], times, peak, anonymous) for times, peak, anonymous in results]
+
+
+def make_fields(folder, n_fields, seed, label="bench"):
+    """`n_fields` fields of 1024x1280x3 uint16 in the BBBC021 layout under `folder` (written once by
+    make_fields.py, then reused); returns the image and MoA tables' paths."""
+    marker = os.path.join(folder, f".n{n_fields}-s{seed}")
+    if not os.path.exists(marker):
+        print(f"{label}: writing {n_fields} fields of 1024x1280x3 uint16 to {folder}", file=sys.stderr)
+        here = os.path.dirname(os.path.abspath(__file__))
+        subprocess.run([sys.executable, os.path.join(here, "make_fields.py"), "--out", folder, "--n-fields",
+                        str(n_fields), "--height", "1024", "--width", "1280", "--seed", str(seed)], check=True)
+        open(marker, "w").close()
+    return os.path.join(folder, "BBBC021_v1_image.csv"), os.path.join(folder, "BBBC021_v1_moa.csv")
