@@ -31,7 +31,8 @@ help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The venv is (re)installed when the requirements or the GPU situation change (the stamp records
-# what was installed), so a second `make setup` only rewrites the env file.
+# what was installed), so a second `make setup` only rewrites the env file. Large wheels (torch's
+# CUDA libraries) resume after a dropped connection instead of failing the set-up.
 setup: ## Create the Python venv (torch, onnxruntime, reference tools) and .phenoflow.env
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
 	    ort="onnxruntime-gpu==$(ORT_VERSION)"; else ort="onnxruntime==$(ORT_VERSION)"; fi; \
@@ -40,7 +41,7 @@ setup: ## Create the Python venv (torch, onnxruntime, reference tools) and .phen
 	if [ ! -f $(SETUP_STAMP) ] || [ "$$(cat $(SETUP_STAMP))" != "$$want" ]; then \
 	    echo "setup: installing $(REQUIREMENTS) and $$ort into $(VENV) (torch is ~4.6 GB, about a minute)"; \
 	    $(PYTHON) -m pip install --quiet --disable-pip-version-check --upgrade pip; \
-	    $(PYTHON) -m pip install --quiet --disable-pip-version-check -r $(REQUIREMENTS) "$$ort"; \
+	    $(PYTHON) -m pip install --quiet --disable-pip-version-check --resume-retries 20 -r $(REQUIREMENTS) "$$ort"; \
 	    echo "$$want" > $(SETUP_STAMP); \
 	else echo "setup: $(VENV) is up to date"; fi
 	@site=$$($(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
