@@ -115,11 +115,7 @@ impl ParquetTableWriter {
         // 0.5–0.6 s instead of 1.33, Polars scans them in 0.24–0.30 s instead of 1.15
         // (BYTE_STREAM_SPLIT reads as fast in pyarrow but 7× slower in Polars: README, "Feature
         // tables on disk").
-        let float_features = matches!(
-            kind,
-            TableKind::Embeddings | TableKind::Wells | TableKind::Treatments
-        );
-        let feature_columns: std::collections::HashSet<&str> = if float_features {
+        let feature_columns: std::collections::HashSet<&str> = if kind.has_features() {
             schema
                 .fields()
                 .iter()
@@ -642,22 +638,19 @@ impl ParquetTableReader {
             path: path.to_path_buf(),
             source,
         };
-        let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_error)?;
+        let metadata =
+            ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(parquet_error)?;
         // Text arrives as `Utf8`, `LargeUtf8` (pandas, Polars) or `Utf8View` (Polars); the
         // stages read one: every top-level string column is decoded as `Utf8`.
-        let builder = match utf8_schema(builder.schema()) {
-            Some(schema) => {
-                let options = ArrowReaderOptions::new().with_schema(schema);
-                let metadata = ArrowReaderMetadata::try_new(builder.metadata().clone(), options)
-                    .map_err(parquet_error)?;
-                let file = File::open(path).map_err(|source| SchemaError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
-            }
-            None => builder,
+        let metadata = match utf8_schema(metadata.schema()) {
+            Some(schema) => ArrowReaderMetadata::try_new(
+                metadata.metadata().clone(),
+                ArrowReaderOptions::new().with_schema(schema),
+            )
+            .map_err(parquet_error)?,
+            None => metadata,
         };
+        let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata);
         let key_values = footer_key_values(&builder);
         let provenance = if key_values.contains_key("phenoflow.schema") {
             let provenance = Provenance::from_key_values(&key_values, path)?;

@@ -62,7 +62,7 @@ def repeated_screen(base_csv, copies):
     return path, len(out_rows)
 
 
-def run_measured(command):
+def run_stage(command):
     """Runs one stage; returns (seconds, peak resident bytes) from the kernel's own accounting of
     the process (wait4's ru_maxrss), which a short run cannot slip past."""
     started = time.perf_counter()
@@ -113,13 +113,12 @@ def main():
                               out("wells.parquet"), "--treatments", out("treatments.parquet")]),
         ]
         for stage, command in steps:
-            seconds, peak = run_measured(command)
-            rows.append((size, n_fields, stage, seconds, peak))
+            seconds, peak = run_stage(command)
             if stage == "pf-preprocess":
                 n_cells = cells_in(out("cells.parquet"))
+            rows.append((size, n_fields, stage, seconds, peak, n_cells))
             print(f"bench-scale: {size:2d}x ({n_fields} fields, {n_cells} cells) {stage:14s} {seconds:7.2f} s "
                   f"peak {peak / mib:6.0f} MiB", file=sys.stderr, flush=True)
-        rows[-3:] = [row + (n_cells,) for row in rows[-3:]]
     print(f"bench-scale: the base screen is {p.fields} fields of 1024x1280x3 uint16; each size one run")
     print(f"  {'size':>4}  {'fields':>6}  {'cells':>7}  {'stage':14s} {'seconds':>8}  {'peak MiB':>8}  {'ms/field':>8}  {'us/cell':>7}")
     for size, n_fields, stage, seconds, peak, n_cells in rows:

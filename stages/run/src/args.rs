@@ -57,18 +57,8 @@ pub struct RunArgs {
     #[arg(long, short, default_value_t = 1)]
     pub jobs: usize,
 
-    /// Override a `[vars]` value of the pipeline (repeatable), e.g. --set data=/mnt/bbbc021.
-    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_var)]
-    pub vars: Vec<(String, String)>,
-
-    /// Run the `per_seed` steps for these seeds instead of the file's `[pipeline] seeds`,
-    /// e.g. --seeds 0 for one replicate.
-    #[arg(long, value_name = "SEED,...", value_delimiter = ',', num_args = 1..)]
-    pub seeds: Option<Vec<u64>>,
-
-    /// Split the fan-out steps into this many shards instead of the file's `[pipeline] shards`.
-    #[arg(long, value_name = "N")]
-    pub shards: Option<usize>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 
     /// Where the stage binaries are [default: the folder of pf-run itself].
     #[arg(long)]
@@ -84,18 +74,8 @@ pub struct EmitArgs {
     /// The pipeline file.
     pub pipeline: PathBuf,
 
-    /// Override a `[vars]` value of the pipeline (repeatable).
-    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_var)]
-    pub vars: Vec<(String, String)>,
-
-    /// Emit the `per_seed` steps for these seeds instead of the file's `[pipeline] seeds`.
-    #[arg(long, value_name = "SEED,...", value_delimiter = ',', num_args = 1..)]
-    pub seeds: Option<Vec<u64>>,
-
-    /// Emit the fan-out steps for this many shards instead of the file's `[pipeline] shards`
-    /// (the Snakefile's default for its `shards` config key; make's and Nextflow's width).
-    #[arg(long, value_name = "N")]
-    pub shards: Option<usize>,
+    #[command(flatten)]
+    pub overrides: OverrideArgs,
 
     /// Write here instead of standard output.
     #[arg(long, short)]
@@ -109,19 +89,27 @@ pub enum EmitFormat {
     Nextflow,
 }
 
-impl RunArgs {
-    /// What this run changes of the pipeline file.
-    pub fn overrides(&self) -> Overrides {
-        Overrides {
-            vars: self.vars.iter().cloned().collect(),
-            seeds: self.seeds.clone(),
-            shards: self.shards,
-        }
-    }
+/// What `run` and `emit` may change of the pipeline file without editing it.
+#[derive(Debug, clap::Args)]
+pub struct OverrideArgs {
+    /// Override a `[vars]` value of the pipeline (repeatable), e.g. --set data=/mnt/bbbc021.
+    #[arg(long = "set", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+
+    /// Run (or emit) the `per_seed` steps for these seeds instead of the file's
+    /// `[pipeline] seeds`, e.g. --seeds 0 for one replicate.
+    #[arg(long, value_name = "SEED,...", value_delimiter = ',', num_args = 1..)]
+    pub seeds: Option<Vec<u64>>,
+
+    /// Split the fan-out steps into this many shards instead of the file's `[pipeline] shards`
+    /// (in emitted files: the Snakefile's default for its `shards` config key; make's and
+    /// Nextflow's width).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<usize>,
 }
 
-impl EmitArgs {
-    /// What the emitted file changes of the pipeline file.
+impl OverrideArgs {
+    /// The overrides as the pipeline contract takes them.
     pub fn overrides(&self) -> Overrides {
         Overrides {
             vars: self.vars.iter().cloned().collect(),

@@ -18,7 +18,7 @@ use crate::args::{EmitArgs, EmitFormat};
 use crate::shell_words;
 
 pub fn emit(args: &EmitArgs) -> anyhow::Result<()> {
-    let overrides = args.overrides();
+    let overrides = args.overrides.overrides();
     // With the values themselves first: every path is checked as the engine will see it by
     // default. Then with a stand-in for each var, which each engine's text turns into its own
     // setting (a Snakemake config key, a Nextflow param).

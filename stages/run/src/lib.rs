@@ -395,7 +395,8 @@ enum State {
 }
 
 fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
-    let pipeline = Pipeline::read_overridden(&args.pipeline, &args.overrides())?;
+    let overrides = args.overrides.overrides();
+    let pipeline = Pipeline::read_overridden(&args.pipeline, &overrides)?;
     let bin_dir = match &args.bin_dir {
         Some(bin_dir) => bin_dir.clone(),
         None => std::env::current_exe()?
@@ -472,8 +473,8 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
         .collect();
 
     if !args.dry_run {
-        let overrides = serde_json::to_vec_pretty(&args.overrides())?;
-        phenoflow_schemas::atomic_write(&pipeline.overrides_path(), &overrides)
+        let recorded = serde_json::to_vec_pretty(&overrides)?;
+        phenoflow_schemas::atomic_write(&pipeline.overrides_path(), &recorded)
             .with_context(|| format!("writing {}", pipeline.overrides_path().display()))?;
     }
     if args.dry_run {
