@@ -119,6 +119,16 @@ const CELLS_COLUMNS: &[ColumnSpec] = &[
     column(PIXELS_COLUMN, PixelTensor),
 ];
 
+/// CellProfiler single-cell features merged across compartments (written by `pf-cellprofiler`):
+/// the image's plate and well (and its other `Metadata_*` columns, whatever types they hold), the
+/// image and cell object numbers; features nullable (a measurement CellProfiler could not make).
+const SINGLE_CELLS_COLUMNS: &[ColumnSpec] = &[
+    column("Metadata_Plate", Utf8),
+    column("Metadata_Well", Utf8),
+    column("Metadata_ImageNumber", Int64),
+    column("Metadata_ObjectNumber", Int64),
+];
+
 const EMBEDDINGS_COLUMNS: &[ColumnSpec] = &[
     column("Metadata_Plate", Utf8),
     column("Metadata_Well", Utf8),
@@ -204,6 +214,8 @@ pub enum TableKind {
     Cells,
     /// One row per cell: keys and one float feature column per latent dimension.
     Embeddings,
+    /// One row per cell of a CellProfiler screen: keys and its compartments' measurements.
+    SingleCells,
     /// One row per well (plate + well): keys, cell count and aggregated features.
     Wells,
     /// One row per treatment (compound + concentration): keys, well count and features.
@@ -223,10 +235,11 @@ pub enum TableKind {
 }
 
 impl TableKind {
-    pub const ALL: [TableKind; 10] = [
+    pub const ALL: [TableKind; 11] = [
         TableKind::ImageManifest,
         TableKind::Cells,
         TableKind::Embeddings,
+        TableKind::SingleCells,
         TableKind::Wells,
         TableKind::Treatments,
         TableKind::Predictions,
@@ -242,6 +255,7 @@ impl TableKind {
             TableKind::ImageManifest => "image_manifest",
             TableKind::Cells => "cells",
             TableKind::Embeddings => "embeddings",
+            TableKind::SingleCells => "single_cells",
             TableKind::Wells => "wells",
             TableKind::Treatments => "treatments",
             TableKind::Predictions => "predictions",
@@ -267,6 +281,7 @@ impl TableKind {
             TableKind::ImageManifest => IMAGE_MANIFEST_COLUMNS,
             TableKind::Cells => CELLS_COLUMNS,
             TableKind::Embeddings => EMBEDDINGS_COLUMNS,
+            TableKind::SingleCells => SINGLE_CELLS_COLUMNS,
             TableKind::Wells => WELLS_COLUMNS,
             TableKind::Treatments => TREATMENTS_COLUMNS,
             TableKind::Predictions => PREDICTIONS_COLUMNS,
@@ -278,11 +293,15 @@ impl TableKind {
     }
 
     /// Whether the table carries numeric feature columns (any column not starting with
-    /// `Metadata_`), at least one of them, all `Float32` or `Float64` and finite.
+    /// `Metadata_`), at least one of them, all `Float32` or `Float64` and finite (those of
+    /// `single_cells` may be null: a measurement CellProfiler could not make).
     pub fn has_features(self) -> bool {
         matches!(
             self,
-            TableKind::Embeddings | TableKind::Wells | TableKind::Treatments
+            TableKind::Embeddings
+                | TableKind::SingleCells
+                | TableKind::Wells
+                | TableKind::Treatments
         )
     }
 

@@ -83,11 +83,23 @@ pub(crate) fn check_input_file(path: &Path) -> anyhow::Result<()> {
 
 /// One input as a lazy frame.
 pub(crate) fn scan_one(path: &Path) -> anyhow::Result<LazyFrame> {
+    scan_one_with_text(path, &[])
+}
+
+/// One input as a lazy frame, the named CSV columns read as text whatever they look like (a plate
+/// named `001` stays `001`, not the number 1).
+pub(crate) fn scan_one_with_text(path: &Path, text_columns: &[&str]) -> anyhow::Result<LazyFrame> {
     let text = path.to_string_lossy().to_string();
     if is_csv(path) {
+        let overwrite = (!text_columns.is_empty()).then(|| {
+            Arc::new(polars::prelude::Schema::from_iter(text_columns.iter().map(
+                |name| polars::prelude::Field::new((*name).into(), PlDataType::String),
+            )))
+        });
         LazyCsvReader::new(PlRefPath::new(text.as_str()))
             .with_has_header(true)
             .with_infer_schema_length(Some(10_000))
+            .with_dtype_overwrite(overwrite)
             .finish()
             .with_context(|| format!("reading {}", path.display()))
     } else {
@@ -289,6 +301,12 @@ fn check_phenoflow_parquet(path: &Path, level: InputLevel) -> anyhow::Result<()>
         InputLevel::Wells => TableKind::Wells,
     };
     if let Some(provenance) = read_provenance(path)? {
+        // pf-cellprofiler's merged CellProfiler cells are cells too: keyed by plate and well
+        // (the treatment comes from --platemap or their own columns), nullable features.
+        if level == InputLevel::Cells && provenance.table == TableKind::SingleCells {
+            ParquetTableReader::open(path, TableKind::SingleCells, 1, Some(&[]))?;
+            return Ok(());
+        }
         if provenance.table != expected {
             return Err(input_error(format!(
                 "{}: holds a `{}` table; --level {} expects `{}`",

@@ -123,6 +123,15 @@ impl PlateMap {
                 "--platemap-concentration-column",
             )?,
         ];
+        // Plate, well and compound are names: a CSV's `001` plate must not become the number 1.
+        let frame = crate::scan_one_with_text(
+            path,
+            &[
+                sources[0].as_str(),
+                sources[1].as_str(),
+                sources[2].as_str(),
+            ],
+        )?;
         let concentration_type = schema.get(sources[3].as_str()).expect("picked");
         if !concentration_type.is_primitive_numeric() {
             return Err(input_error(format!(

@@ -1,0 +1,259 @@
+"""pf-cellprofiler and the classical path against independent references.
+
+  check_cellprofiler.py sqlite SINGLE_CELLS.parquet BACKEND.sqlite
+      The merged single-cell table equals pycytominer's SingleCells.merge_single_cells on the same
+      file (CytoTable's documented settings for this backend's naming): same cells, same values.
+  check_cellprofiler.py wells WELLS.parquet BACKEND.sqlite
+      pf-aggregate's median wells equal pycytominer's aggregate(merge_single_cells(), median), and
+      SingleCells.aggregate_profiles() on Cells and Cytoplasm (its Nuclei medians take every nucleus,
+      also those whose cell CellProfiler discarded: printed, not asserted).
+  check_cellprofiler.py csv SINGLE_CELLS.parquet CSV_DIR
+      The merged table equals a pandas merge of Image/Cells/Cytoplasm/Nuclei.csv written here.
+  check_cellprofiler.py make-cytotable BACKEND.sqlite OUT.parquet
+      Writes the backend as CytoTable's `cellprofiler_sqlite_pycytominer` preset names it (CytoTable
+      itself needs DuckDB's sqlite_scanner extension, which DuckDB downloads at run time).
+  check_cellprofiler.py same A.parquet B.parquet
+      Two single_cells tables hold the same rows and columns (up to row order).
+  check_cellprofiler.py platemap SINGLE_CELLS.parquet PLATEMAP.csv MOA.csv
+      A plate map giving every other well DMSO and the rest a compound each, and their MoAs.
+
+Prints the largest absolute difference of each comparison; exits 1 when one fails.
+"""
+
+import sqlite3
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+warnings.simplefilter("ignore")  # SingleCells is deprecated in favour of CytoTable
+
+PREFIXES = ("Cells_", "Cytoplasm_", "Nuclei_")
+LINKS = {
+    "Per_Cytoplasm": {"Per_Cells": "Cytoplasm_Parent_Cells", "Per_Nuclei": "Cytoplasm_Parent_Nuclei"},
+    "Per_Cells": {"Per_Cytoplasm": "Cells_Number_Object_Number"},
+    "Per_Nuclei": {"Per_Cytoplasm": "Nuclei_Number_Object_Number"},
+}
+# Linking columns pycytominer leaves among the features; pf-cellprofiler keeps the object numbers as
+# Metadata_ columns and drops the parent links (they are not measurements).
+NOT_FEATURES = {"Cytoplasm_Number_Object_Number", "Cells_Parent_Nuclei"}
+
+
+def fail(message):
+    print(f"FAIL: {message}")
+    sys.exit(1)
+
+
+def features(frame):
+    return [c for c in frame.columns if c.startswith(PREFIXES)]
+
+
+def single_cells(backend):
+    from pycytominer.cyto_utils.cells import SingleCells
+
+    return SingleCells(
+        f"sqlite:///{backend}",
+        compartments=["Per_Cells", "Per_Cytoplasm", "Per_Nuclei"],
+        compartment_linking_cols=LINKS,
+        image_table_name="Per_Image",
+        strata=["Image_Metadata_Plate", "Image_Metadata_Well"],
+        merge_cols=["ImageNumber"],
+        image_cols="ImageNumber",
+    )
+
+
+def compare(ours, ref, names, what, tolerance=1e-12):
+    a = ours[names].to_numpy(dtype=float)
+    b = ref[names].to_numpy(dtype=float)
+    if (np.isnan(a) != np.isnan(b)).any():
+        fail(f"{what}: missing values differ")
+    diff = np.nanmax(np.abs(a - b)) if a.size else 0.0
+    print(f"{what}: {a.shape[0]} rows × {a.shape[1]} features, max |difference| {diff:.3g}")
+    if diff > tolerance:
+        fail(f"{what}: max |difference| {diff} > {tolerance}")
+    return diff
+
+
+def check_sqlite(ours_path, backend):
+    ref = single_cells(backend).merge_single_cells()
+    ours = pq.read_table(ours_path).to_pandas()
+    expected = sorted(set(features(ref)) - NOT_FEATURES)
+    if sorted(features(ours)) != expected:
+        fail(
+            f"feature columns differ: ours only {sorted(set(features(ours)) - set(expected))[:5]}, "
+            f"pycytominer only {sorted(set(expected) - set(features(ours)))[:5]}"
+        )
+    if len(ours) != len(ref):
+        fail(f"{len(ours)} cells, pycytominer {len(ref)}")
+    ref = ref.sort_values(["Metadata_ImageNumber", "Metadata_Cells_Number_Object_Number"]).reset_index(drop=True)
+    ours = ours.sort_values(["Metadata_ImageNumber", "Metadata_ObjectNumber"]).reset_index(drop=True)
+    for a, b in [
+        ("Metadata_ObjectNumber", "Metadata_Cells_Number_Object_Number"),
+        ("Metadata_Nuclei_Number_Object_Number", "Metadata_Nuclei_Number_Object_Number"),
+        ("Metadata_Plate", "Image_Metadata_Plate"),
+        ("Metadata_Well", "Image_Metadata_Well"),
+    ]:
+        if list(ours[a].astype(str)) != list(ref[b].astype(str)):
+            fail(f"{a} differs from pycytominer's {b}")
+    compare(ours, ref, expected, "merged single cells vs pycytominer SingleCells.merge_single_cells")
+
+
+def check_wells(wells_path, backend):
+    from pycytominer import aggregate
+    from pycytominer.cyto_utils.cells import SingleCells
+
+    wells = pq.read_table(wells_path).to_pandas().sort_values(["Metadata_Plate", "Metadata_Well"])
+    wells = wells.reset_index(drop=True)
+    names = features(wells)
+    merged = single_cells(backend).merge_single_cells()
+    merged = merged.astype({name: float for name in names})
+    ref = aggregate(merged, strata=["Image_Metadata_Plate", "Image_Metadata_Well"], features=names, operation="median")
+    ref = ref.sort_values(["Image_Metadata_Plate", "Image_Metadata_Well"]).reset_index(drop=True)
+    if list(ref["Image_Metadata_Well"]) != list(wells["Metadata_Well"]):
+        fail("wells differ")
+    compare(wells, ref, names, "wells vs pycytominer aggregate(merge_single_cells(), median)")
+
+    # aggregate_profiles infers features from lower-case compartment tables keyed by TableNumber +
+    # ImageNumber + ObjectNumber (its defaults): views over the backend give it exactly that.
+    with tempfile.TemporaryDirectory() as folder:
+        copy = Path(folder) / "views.sqlite"
+        copy.write_bytes(Path(backend).read_bytes())
+        connection = sqlite3.connect(copy)
+        connection.execute(
+            "CREATE VIEW image AS SELECT 0 AS TableNumber, ImageNumber, Image_Metadata_Plate AS Metadata_Plate, "
+            "Image_Metadata_Well AS Metadata_Well, Image_Metadata_Site AS Metadata_Site FROM Per_Image"
+        )
+        for compartment in ["Cells", "Cytoplasm", "Nuclei"]:
+            connection.execute(
+                f"CREATE VIEW {compartment.lower()} AS SELECT 0 AS TableNumber, "
+                f"{compartment}_Number_Object_Number AS ObjectNumber, * FROM Per_{compartment}"
+            )
+        connection.commit()
+        connection.close()
+        profiles = SingleCells(f"sqlite:///{copy}").aggregate_profiles()
+    profiles = profiles.sort_values(["Metadata_Plate", "Metadata_Well"]).reset_index(drop=True)
+    for prefix in ["Cells_", "Cytoplasm_"]:
+        compare(wells, profiles, [n for n in names if n.startswith(prefix)], f"{prefix[:-1]} wells vs aggregate_profiles")
+    nuclei = [n for n in names if n.startswith("Nuclei_")]
+    diff = np.nanmax(np.abs(wells[nuclei].to_numpy(float) - profiles[nuclei].to_numpy(float)))
+    print(
+        f"Nuclei wells vs aggregate_profiles: max |difference| {diff:.3g} (aggregate_profiles takes the median "
+        f"of every nucleus, also those no cytoplasm names; not asserted)"
+    )
+
+
+def check_csv(ours_path, folder):
+    folder = Path(folder)
+    image = pd.read_csv(folder / "Image.csv")
+    tables = {}
+    for compartment in ["Cells", "Cytoplasm", "Nuclei"]:
+        frame = pd.read_csv(folder / f"{compartment}.csv")
+        keep = {"ImageNumber", "ObjectNumber"} | {c for c in frame.columns if c.startswith("Parent_")}
+        tables[compartment] = frame.rename(columns={c: f"{compartment}_{c}" for c in frame.columns if c not in keep})
+    merged = tables["Cytoplasm"].merge(
+        tables["Cells"].drop(columns=[c for c in tables["Cells"].columns if c.startswith("Parent_")]),
+        left_on=["ImageNumber", "Parent_Cells"],
+        right_on=["ImageNumber", "ObjectNumber"],
+        suffixes=("", "_cells"),
+    )
+    merged = merged.merge(
+        tables["Nuclei"].drop(columns=[c for c in tables["Nuclei"].columns if c.startswith("Parent_")]),
+        left_on=["ImageNumber", "Parent_Nuclei"],
+        right_on=["ImageNumber", "ObjectNumber"],
+        suffixes=("", "_nuclei"),
+    )
+    merged = merged.merge(image[["ImageNumber", "Metadata_Plate", "Metadata_Well"]], on="ImageNumber")
+    merged = merged.sort_values(["ImageNumber", "Parent_Cells"]).reset_index(drop=True)
+    ours = pq.read_table(ours_path).to_pandas()
+    ours = ours.sort_values(["Metadata_ImageNumber", "Metadata_ObjectNumber"]).reset_index(drop=True)
+    expected = sorted(c for c in features(merged) if not c.endswith("_Number_Object_Number"))
+    if sorted(features(ours)) != expected:
+        fail(
+            f"feature columns differ: ours only {sorted(set(features(ours)) - set(expected))[:5]}, "
+            f"reference only {sorted(set(expected) - set(features(ours)))[:5]}"
+        )
+    if len(ours) != len(merged):
+        fail(f"{len(ours)} cells, the pandas merge {len(merged)}")
+    if list(ours["Metadata_Plate"].astype(str)) != list(merged["Metadata_Plate"].astype(str)):
+        fail("plates differ")
+    counts = {p: sum(c.startswith(p) for c in features(ours)) for p in PREFIXES}
+    print(f"CSV: {len(ours)} cells, features per compartment {counts}")
+    compare(ours, merged, expected, "merged CSV cells vs a pandas merge of the CSVs")
+
+
+def make_cytotable(backend, out):
+    connection = sqlite3.connect(f"file:{backend}?mode=ro", uri=True)
+    image = pd.read_sql(
+        "SELECT ImageNumber AS Metadata_ImageNumber, Image_Metadata_Well, Image_Metadata_Plate FROM Per_Image",
+        connection,
+    )
+    renames = {
+        "ImageNumber": "Metadata_ImageNumber",
+        "Cytoplasm_Parent_Cells": "Metadata_Cytoplasm_Parent_Cells",
+        "Cytoplasm_Parent_Nuclei": "Metadata_Cytoplasm_Parent_Nuclei",
+        "Cells_Number_Object_Number": "Metadata_Cells_Number_Object_Number",
+        "Nuclei_Number_Object_Number": "Metadata_Nuclei_Number_Object_Number",
+    }
+    tables = {
+        c: pd.read_sql(f"SELECT * FROM Per_{c}", connection).rename(columns=renames)
+        for c in ["Cytoplasm", "Cells", "Nuclei"]
+    }
+    joined = image.merge(tables["Cytoplasm"], on="Metadata_ImageNumber", how="left")
+    joined = joined.merge(
+        tables["Cells"],
+        left_on=["Metadata_ImageNumber", "Metadata_Cytoplasm_Parent_Cells"],
+        right_on=["Metadata_ImageNumber", "Metadata_Cells_Number_Object_Number"],
+        how="left",
+    )
+    joined = joined.merge(
+        tables["Nuclei"],
+        left_on=["Metadata_ImageNumber", "Metadata_Cytoplasm_Parent_Nuclei"],
+        right_on=["Metadata_ImageNumber", "Metadata_Nuclei_Number_Object_Number"],
+        how="left",
+    )
+    pq.write_table(pa.Table.from_pandas(joined, preserve_index=False), out)
+    print(f"wrote {out}: {len(joined)} rows, {joined.shape[1]} columns")
+
+
+def check_same(a_path, b_path):
+    a = pq.read_table(a_path).to_pandas()
+    b = pq.read_table(b_path).to_pandas()
+    keys = ["Metadata_ImageNumber", "Metadata_ObjectNumber"]
+    a = a.sort_values(keys).reset_index(drop=True)
+    b = b.sort_values(keys).reset_index(drop=True)
+    if sorted(features(a)) != sorted(features(b)):
+        fail("feature columns differ")
+    for key in keys + ["Metadata_Plate", "Metadata_Well", "Metadata_Nuclei_Number_Object_Number"]:
+        if list(a[key].astype(str)) != list(b[key].astype(str)):
+            fail(f"{key} differs")
+    compare(a, b, sorted(features(a)), f"{Path(a_path).name} vs {Path(b_path).name}", tolerance=0.0)
+
+
+def make_platemap(cells_path, platemap, moa):
+    cells = pq.read_table(cells_path, columns=["Metadata_Plate", "Metadata_Well"]).to_pandas()
+    wells = sorted(set(zip(cells["Metadata_Plate"], cells["Metadata_Well"])))
+    with open(platemap, "w") as out:
+        out.write("Metadata_Plate,Metadata_Well,Metadata_Compound,Metadata_Concentration\n")
+        for index, (plate, well) in enumerate(wells):
+            out.write(f"{plate},{well},{'DMSO' if index % 2 == 0 else f'cmpd{index}'},1.0\n")
+    with open(moa, "w") as out:
+        out.write("compound,concentration,moa\nDMSO,1.0,DMSO\n")
+        for index in range(1, len(wells), 2):
+            out.write(f"cmpd{index},1.0,{'A' if index % 4 == 1 else 'B'}\n")
+
+
+if __name__ == "__main__":
+    command, *args = sys.argv[1:]
+    {
+        "sqlite": check_sqlite,
+        "wells": check_wells,
+        "csv": check_csv,
+        "make-cytotable": make_cytotable,
+        "same": check_same,
+        "platemap": make_platemap,
+    }[command](*args)
