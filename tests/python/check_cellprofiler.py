@@ -14,6 +14,15 @@
       itself needs DuckDB's sqlite_scanner extension, which DuckDB downloads at run time).
   check_cellprofiler.py same A.parquet B.parquet
       Two single_cells tables hold the same rows and columns (up to row order).
+  check_cellprofiler.py inject-missing SINGLE_CELLS.parquet OUT.parquet BLOCKLIST.txt
+      A copy with missing values: 12 features in 10 % of the cells (over na_cutoff), 6 in 2 %
+      (under it, in cells that leave every well some values); and a blocklist of 5 features.
+  check_cellprofiler.py select WELLS.parquet CELLS.parquet BLOCKLIST.txt
+      pf-aggregate --feature-select blocklist,variance-threshold,correlation-threshold,drop-na-columns
+      (--normalize none, median) keeps the features pycytominer keeps: drop_na_columns on the cells,
+      aggregate(median), feature_select(blocklist, variance_threshold, correlation_threshold) on the
+      wells; and the kept wells' values equal. (The blocklist goes first so that it cannot remove
+      the one twin of a perfectly correlated group each side kept; see the swaps below.)
   check_cellprofiler.py platemap SINGLE_CELLS.parquet PLATEMAP.csv MOA.csv
       A plate map giving every other well DMSO and the rest a compound each, and their MoAs.
 
@@ -247,6 +256,78 @@ def make_platemap(cells_path, platemap, moa):
             out.write(f"cmpd{index},1.0,{'A' if index % 4 == 1 else 'B'}\n")
 
 
+def inject_missing(cells_path, out, blocklist):
+    table = pq.read_table(cells_path)
+    frame = table.to_pandas()
+    names = features(frame)
+    rng = np.random.default_rng(7)
+    many = names[10:22]
+    few = names[40:46]
+    for name in many:
+        rows = rng.choice(len(frame), size=len(frame) // 10, replace=False)
+        frame.loc[rows, name] = np.nan
+    # Under the cutoff, and never a whole well: the first cell of every well keeps its values.
+    first = frame.groupby(["Metadata_Plate", "Metadata_Well"]).head(1).index
+    candidates = np.setdiff1d(np.arange(len(frame)), first)
+    for name in few:
+        rows = rng.choice(candidates, size=max(1, len(frame) // 50), replace=False)
+        frame.loc[rows, name] = np.nan
+    schema = table.schema
+    pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), out)
+    Path(blocklist).write_text("blocklist\n" + "\n".join(names[100:105]) + "\nNuclei_Granularity_16_RNA\n")
+    print(f"wrote {out}: 12 features 10 % missing, 6 features 2 % missing")
+
+
+def check_select(wells_path, cells_path, blocklist):
+    from pycytominer import aggregate, feature_select
+    from pycytominer.operations import get_na_columns
+
+    cells = pq.read_table(cells_path).to_pandas()
+    names = features(cells)
+    dropped_na = get_na_columns(cells, features=names, cutoff=0.05)
+    kept = [n for n in names if n not in dropped_na]
+    wells_ref = aggregate(cells, strata=["Metadata_Plate", "Metadata_Well"], features=kept, operation="median")
+    block = [line.strip() for line in Path(blocklist).read_text().splitlines()[1:] if line.strip()]
+    selected = feature_select(
+        wells_ref,
+        features=kept,
+        operation=["blocklist", "variance_threshold", "correlation_threshold"],
+        blocklist=block,
+    )
+    ref_kept = features(selected)
+    wells = pq.read_table(wells_path).to_pandas().sort_values(["Metadata_Plate", "Metadata_Well"]).reset_index(drop=True)
+    ours_kept = features(wells)
+    print(
+        f"feature selection: {len(names)} features; pycytominer keeps {len(ref_kept)} "
+        f"(drop_na_columns dropped {len(dropped_na)}), pf-aggregate keeps {len(ours_kept)}"
+    )
+    # Of perfectly correlated features (equal summed correlations), pycytominer keeps whichever
+    # rounding noise and pandas' unstable sort put first; pf-aggregate keeps the earlier one. Such
+    # swaps are fine; anything else is not.
+    ours_only = [n for n in ours_kept if n not in ref_kept]
+    ref_only = [n for n in ref_kept if n not in ours_kept]
+    values = wells_ref.sort_values(["Metadata_Plate", "Metadata_Well"]).reset_index(drop=True)
+    swaps = 0
+    for name in list(ours_only):
+        twin = next(
+            (other for other in ref_only if abs(np.corrcoef(values[name], values[other])[0, 1]) > 1 - 1e-9),
+            None,
+        )
+        if twin is not None:
+            ours_only.remove(name)
+            ref_only.remove(twin)
+            swaps += 1
+    print(f"feature selection: {swaps} swap(s) between perfectly correlated twins")
+    ours_kept = [n for n in ours_kept if n in ref_kept]
+    ref_kept = list(ours_kept)
+    if ours_only or ref_only:
+        fail(
+            f"kept features differ: ours only {ours_only[:5]}, pycytominer only {ref_only[:5]}"
+        )
+    selected = selected.sort_values(["Metadata_Plate", "Metadata_Well"]).reset_index(drop=True)
+    compare(wells, selected, ours_kept, "selected wells vs pycytominer feature_select")
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     {
@@ -256,4 +337,6 @@ if __name__ == "__main__":
         "make-cytotable": make_cytotable,
         "same": check_same,
         "platemap": make_platemap,
+        "inject-missing": inject_missing,
+        "select": check_select,
     }[command](*args)

@@ -135,6 +135,31 @@ pub struct Cli {
     #[arg(long)]
     pub allow_missing_treatments: bool,
 
+    /// Feature selection as pycytominer's feature_select does it, comma-separated, run in this
+    /// order on the normalised wells (drop-na-columns runs on the cells, before aggregation);
+    /// pycytominer's defaults are
+    /// `variance-threshold,correlation-threshold,drop-na-columns,blocklist`.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "OPERATIONS")]
+    pub feature_select: Vec<crate::select::Selection>,
+
+    /// variance-threshold: features of variance (ddof 0) at most this over the wells are dropped.
+    #[arg(long, default_value_t = 1e-6, value_parser = non_negative)]
+    pub min_variance: f64,
+
+    /// correlation-threshold: one of every two features whose Pearson correlation over the wells
+    /// exceeds this is dropped.
+    #[arg(long, default_value_t = 0.9, value_parser = fraction)]
+    pub corr_threshold: f64,
+
+    /// drop-na-columns: features missing in more than this fraction of the cells are dropped.
+    #[arg(long, default_value_t = 0.05, value_parser = fraction)]
+    pub na_cutoff: f64,
+
+    /// blocklist: a file of feature names, one per line (or a CSV with a `blocklist` column)
+    /// [default: pycytominer's list of known-noisy CellProfiler features].
+    #[arg(long, value_name = "FILE")]
+    pub blocklist: Option<PathBuf>,
+
     /// Input column holding the plate.
     #[arg(long, default_value = "Metadata_Plate")]
     pub plate_column: String,
@@ -188,4 +213,26 @@ pub enum PositiveControls {
 pub enum Aggregation {
     Mean,
     Median,
+}
+
+fn fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=1.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not between 0 and 1"))
+    }
+}
+
+fn non_negative(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if value.is_finite() && value >= 0.0 {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not a finite number ≥ 0"))
+    }
 }

@@ -10,6 +10,7 @@ pub mod args;
 pub mod controls;
 pub mod normalize;
 pub mod platemap;
+pub mod select;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use polars::prelude::{
 use crate::args::{Aggregation, Cli, InputLevel, PositiveControls};
 use crate::normalize::Normalization;
 use crate::platemap::PlateMap;
+use crate::select::Selection;
 
 pub(crate) fn input_error(message: String) -> anyhow::Error {
     InputError(message).into()
@@ -959,6 +961,143 @@ fn string_array<T: AsRef<str>>(values: &[T]) -> ArrayRef {
     ))
 }
 
+/// What `drop-na-columns` did on the cells.
+#[derive(Debug, Default)]
+struct MissingReport {
+    dropped: usize,
+    /// Kept features that still miss values in some cells (skipped by the well aggregate).
+    kept_with_missing: usize,
+}
+
+/// pycytominer's `drop_na_columns` on the cells: features missing in more than `cutoff` of the
+/// rows are dropped; the others may keep missing values, which the well aggregate skips.
+fn drop_na_columns(
+    frame: &LazyFrame,
+    features: Vec<String>,
+    cutoff: f64,
+) -> anyhow::Result<(Vec<String>, MissingReport)> {
+    let mut exprs: Vec<Expr> = features
+        .iter()
+        .map(|name| col(name.as_str()).null_count().alias(name.as_str()))
+        .collect();
+    exprs.push(len().alias("__rows__"));
+    let counts = frame
+        .clone()
+        .select(exprs)
+        .collect()
+        .context("counting missing values")?;
+    let count = |name: &str| -> anyhow::Result<u64> {
+        Ok(counts
+            .column(name)?
+            .cast(&PlDataType::UInt64)?
+            .u64()?
+            .get(0)
+            .unwrap_or(0))
+    };
+    let rows = count("__rows__")?.max(1);
+    let mut kept = Vec::with_capacity(features.len());
+    let mut report = MissingReport::default();
+    for name in features {
+        let missing = count(&name)?;
+        if missing as f64 / rows as f64 > cutoff {
+            report.dropped += 1;
+        } else {
+            if missing > 0 {
+                report.kept_with_missing += 1;
+            }
+            kept.push(name);
+        }
+    }
+    if kept.is_empty() {
+        return Err(input_error(format!(
+            "drop-na-columns: every feature is missing in more than {cutoff} of the cells"
+        )));
+    }
+    Ok((kept, report))
+}
+
+/// The well-level operations of `--feature-select`, in order, on the normalised wells; returns
+/// how many features each dropped.
+fn select_features(
+    wells: &mut Wells,
+    cli: &Cli,
+    missing: &MissingReport,
+) -> anyhow::Result<BTreeMap<&'static str, usize>> {
+    let mut dropped = BTreeMap::new();
+    if cli.feature_select.is_empty() {
+        return Ok(dropped);
+    }
+    let before = wells.feature_names.len() + missing.dropped;
+    let blocklist = if cli.feature_select.contains(&Selection::Blocklist) {
+        select::read_blocklist(cli.blocklist.as_deref())?
+    } else {
+        Vec::new()
+    };
+    for &operation in &cli.feature_select {
+        if operation == Selection::DropNaColumns {
+            dropped.insert(operation.as_str(), missing.dropped);
+            continue;
+        }
+        let excluded = select::excluded(
+            operation,
+            &wells.feature_names,
+            &wells.features,
+            cli.min_variance,
+            cli.corr_threshold,
+            &blocklist,
+        );
+        *dropped.entry(operation.as_str()).or_insert(0) += excluded.len();
+        if excluded.len() == wells.feature_names.len() {
+            return Err(input_error(format!(
+                "--feature-select: {} would drop every one of the {} features left",
+                operation.as_str(),
+                wells.feature_names.len()
+            )));
+        }
+        let keep: Vec<bool> = (0..wells.feature_names.len())
+            .map(|j| excluded.binary_search(&j).is_err())
+            .collect();
+        let retain = |values: &mut Vec<String>| {
+            let mut index = 0;
+            values.retain(|_| {
+                index += 1;
+                keep[index - 1]
+            });
+        };
+        retain(&mut wells.feature_names);
+        for row in &mut wells.features {
+            let mut index = 0;
+            row.retain(|_| {
+                index += 1;
+                keep[index - 1]
+            });
+        }
+    }
+    eprintln!(
+        "pf-aggregate: feature selection kept {} of {} features ({}){}",
+        wells.feature_names.len(),
+        before,
+        cli.feature_select
+            .iter()
+            .map(|operation| format!(
+                "{} dropped {}",
+                operation.as_str(),
+                dropped.get(operation.as_str()).copied().unwrap_or(0)
+            ))
+            .collect::<Vec<_>>()
+            .join(", "),
+        if missing.kept_with_missing > 0 {
+            format!(
+                "; {} kept features miss values in some cells, which the well aggregate skips",
+                missing.kept_with_missing
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(dropped)
+}
+
 /// Runs the stage.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
@@ -1015,7 +1154,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let (map, features) = resolve_columns(&cli, &schema)?;
     check_row_groups(&cli, &map, &features)?;
-    check_no_null_features(&cli, &features)?;
+    let drop_na = cli.feature_select.contains(&Selection::DropNaColumns);
+    let (features, missing) = if drop_na {
+        drop_na_columns(&frame, features, cli.na_cutoff)?
+    } else {
+        check_no_null_features(&cli, &features)?;
+        (features, MissingReport::default())
+    };
     if cli.level == InputLevel::Cells {
         check_no_duplicate_cells(&frame, &map, &schema)?;
     }
@@ -1087,6 +1232,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let normalization = normalize_wells(&mut wells, &cli)?;
+    let selected = select_features(&mut wells, &cli, &missing)?;
     let treatments = aggregate_treatments(&wells, cli.well_aggregation)?;
 
     let params = serde_json::json!({
@@ -1112,6 +1258,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         "feature_prefix": cli.feature_prefix,
         "columns": [map.plate, map.well, map.compound, map.concentration, map.moa, map.batch],
         "platemap_columns": platemap.as_ref().map(PlateMap::describe),
+        "feature_select": cli.feature_select,
+        "min_variance": cli.min_variance,
+        "corr_threshold": cli.corr_threshold,
+        "na_cutoff": cli.na_cutoff,
+        "blocklist": cli.blocklist.as_ref().map(|path| path.display().to_string()),
+        "features_dropped": selected,
     });
     let mut provenance = Provenance::new(
         TableKind::Wells,
