@@ -15,6 +15,7 @@
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
 //! | disk full | a write to a full file system is exit 1 and leaves nothing |
 //! | shipped pipelines on the project's data | more shards than plates |
+//! | CellProfiler exports (`pf-cellprofiler`) | a compartment without `ImageNumber` (CSV, SQLite); a cytoplasm whose parent cell or nucleus does not exist; an image with no well; a compartment one object short (its image table's count, its sibling's); text in a measurement; a CSV not sorted by image; a truncated SQLite file; one another process holds locked; a `--csv-prefix` that leaves its folder |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1806,4 +1807,170 @@ fn a_shard_without_plates_gives_empty_tables_down_the_pipeline() {
     let rows = phenoflow_schemas::read_table(&embeddings, phenoflow_schemas::TableKind::Embeddings)
         .unwrap();
     assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// CellProfiler exports (pf-cellprofiler)
+
+#[test]
+fn damaged_cellprofiler_exports_are_refused_by_file_and_column_with_nothing_written() {
+    let temp = tempfile::tempdir().unwrap();
+    let data = shared_data().join("cellprofiler");
+    run_python(
+        "make_hostile_cellprofiler.py",
+        &[
+            arg(&data.join("cpg0043_BR00116991_A01_1")),
+            arg(&data.join("nf1_schwann/all_cellprofiler.sqlite")),
+            arg(temp.path()),
+        ],
+    )
+    .assert_success();
+    let cases: [(&str, &str, &[&str]); 10] = [
+        (
+            "--csv-dir",
+            "csv-no-imagenumber",
+            &["csv-no-imagenumber/Cells.csv", "no `ImageNumber` column"],
+        ),
+        (
+            "--csv-dir",
+            "csv-dangling-parent",
+            &[
+                "Cytoplasm.csv: ImageNumber 1, object 5: Parent_Cells = 999",
+                "names no object of",
+            ],
+        ),
+        (
+            "--csv-dir",
+            "csv-no-metadata",
+            &["Image.csv: ImageNumber 1 has no `Metadata_Well` value"],
+        ),
+        (
+            "--csv-dir",
+            "csv-short-cytoplasm",
+            &[
+                "Cytoplasm.csv: ImageNumber 1 has 108 objects",
+                "Count_Cytoplasm = 109",
+            ],
+        ),
+        (
+            "--csv-dir",
+            "csv-text-feature",
+            &[
+                "Nuclei.csv: ImageNumber 1, object 4",
+                "`AreaShape_Area` holds `n/a`",
+            ],
+        ),
+        (
+            "--csv-dir",
+            "csv-unsorted",
+            &[
+                "Nuclei.csv: ImageNumber 1 comes after ImageNumber 2",
+                "sorted",
+            ],
+        ),
+        (
+            "--sqlite",
+            "truncated.sqlite",
+            &["truncated.sqlite: SQLite:", "damaged or truncated"],
+        ),
+        (
+            "--sqlite",
+            "no-imagenumber.sqlite",
+            &["(table Per_Nuclei): no `ImageNumber` column"],
+        ),
+        (
+            "--sqlite",
+            "dangling-parent.sqlite",
+            &["(table Per_Cytoplasm): ImageNumber 1, object 1: Parent_Nuclei = 999"],
+        ),
+        (
+            "--sqlite",
+            "no-metadata.sqlite",
+            &["(table Per_Image): ImageNumber 2 has no `Metadata_Well` value"],
+        ),
+    ];
+    for (flag, case, fragments) in cases {
+        let output = temp.path().join(format!("{case}.parquet"));
+        run(
+            &stage("pf-cellprofiler"),
+            &[
+                flag.to_string(),
+                arg(&temp.path().join(case)),
+                "--output".into(),
+                arg(&output),
+            ],
+        )
+        .assert_failure(2, fragments);
+        assert!(!output.exists(), "{case}: an output was written");
+    }
+    nothing_left(temp.path(), ".");
+    // A prefix that leaves the folder it names.
+    run(
+        &stage("pf-cellprofiler"),
+        &[
+            "--csv-dir".to_string(),
+            arg(&temp.path().join("csv-unsorted")),
+            "--csv-prefix".into(),
+            "../../etc/".into(),
+            "--output".into(),
+            arg(&temp.path().join("x.parquet")),
+        ],
+    )
+    .assert_failure(2, &["--csv-prefix", "not a plain file-name fragment"]);
+}
+
+#[test]
+fn a_sqlite_backend_another_process_holds_locked_is_exit_2_after_the_busy_timeout() {
+    let temp = tempfile::tempdir().unwrap();
+    let backend = temp.path().join("locked.sqlite");
+    std::fs::copy(
+        shared_data().join("cellprofiler/nf1_schwann/all_cellprofiler.sqlite"),
+        &backend,
+    )
+    .unwrap();
+    // A writer holding an exclusive lock (rollback journal: readers are shut out until it ends).
+    let mut holder = Command::new(python())
+        .args([
+            "-c",
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN EXCLUSIVE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(60)",
+            &arg(&backend),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let output = temp.path().join("cells.parquet");
+    let started = Instant::now();
+    let outcome = run(
+        &stage("pf-cellprofiler"),
+        &[
+            "--sqlite".to_string(),
+            arg(&backend),
+            "--busy-timeout-ms".into(),
+            "300".into(),
+            "--output".into(),
+            arg(&output),
+        ],
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    outcome.assert_failure(
+        2,
+        &[
+            "locked.sqlite: SQLite: database is locked",
+            "--busy-timeout-ms",
+        ],
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert!(!output.exists());
 }

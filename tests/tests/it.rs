@@ -2933,3 +2933,178 @@ fn cpjump1_like_screen_preprocesses_to_grey_fields_with_dmso_the_majority() {
     ])
     .assert_failure(2, &["--weeks"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// The classical path: CellProfiler single cells → wells → feature selection → NSC
+
+fn cellprofiler_data() -> (PathBuf, PathBuf) {
+    let data = shared_data().join("cellprofiler");
+    (
+        data.join("nf1_schwann/all_cellprofiler.sqlite"),
+        data.join("cpg0043_BR00116991_A01_1"),
+    )
+}
+
+#[test]
+fn cellprofiler_sqlite_csv_and_cytotable_merge_as_pycytominer_does() {
+    let temp = tempfile::tempdir().unwrap();
+    let path = |name: &str| temp.path().join(name);
+    let (backend, csv_dir) = cellprofiler_data();
+    let merge = |args: &[String]| run(&stage("pf-cellprofiler"), args);
+
+    // The SQLite backend: the merged cells equal pycytominer's SingleCells.merge_single_cells.
+    let sqlite = merge(&[
+        "--sqlite".into(),
+        arg(&backend),
+        "--output".into(),
+        arg(&path("sqlite.parquet")),
+    ]);
+    sqlite.assert_success();
+    assert!(
+        sqlite.stderr.contains("242 cells from 32 images")
+            && sqlite
+                .stderr
+                .contains("191 nuclei no cytoplasm names left out"),
+        "{}",
+        sqlite.stderr
+    );
+    let provenance = phenoflow_schemas::read_provenance(&path("sqlite.parquet"))
+        .unwrap()
+        .expect("provenance");
+    assert_eq!(provenance.table, phenoflow_schemas::TableKind::SingleCells);
+    assert_eq!(
+        provenance.extra.get("cells").map(String::as_str),
+        Some("242")
+    );
+    run_python(
+        "check_cellprofiler.py",
+        &["sqlite".into(), arg(&path("sqlite.parquet")), arg(&backend)],
+    )
+    .assert_success();
+
+    // Per-well medians through pf-aggregate equal pycytominer's aggregate of its merged cells,
+    // and aggregate_profiles' Cells and Cytoplasm compartments.
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "platemap".into(),
+            arg(&path("sqlite.parquet")),
+            arg(&path("platemap.csv")),
+            arg(&path("moa.csv")),
+        ],
+    )
+    .assert_success();
+    let aggregate = |input: &Path, wells: &str, extra: &[&str]| {
+        let mut args = vec![
+            "--input".to_string(),
+            arg(input),
+            "--cell-aggregation".into(),
+            "median".into(),
+            "--platemap".into(),
+            arg(&path("platemap.csv")),
+            "--moa-csv".into(),
+            arg(&path("moa.csv")),
+            "--wells".into(),
+            arg(&path(wells)),
+            "--treatments".into(),
+            arg(&path(&format!("treatments-{wells}"))),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(&stage("pf-aggregate"), &args)
+    };
+    aggregate(&path("sqlite.parquet"), "wells.parquet", &[]).assert_success();
+    run_python(
+        "check_cellprofiler.py",
+        &["wells".into(), arg(&path("wells.parquet")), arg(&backend)],
+    )
+    .assert_success();
+
+    // Feature selection keeps what pycytominer's feature_select keeps, with missing values in
+    // the cells (over and under the cutoff) and a blocklist file.
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "inject-missing".into(),
+            arg(&path("sqlite.parquet")),
+            arg(&path("missing.parquet")),
+            arg(&path("blocklist.txt")),
+        ],
+    )
+    .assert_success();
+    let blocklist = arg(&path("blocklist.txt"));
+    // Without drop-na-columns a missing measurement is an error that names it.
+    aggregate(&path("missing.parquet"), "strict.parquet", &[])
+        .assert_failure(2, &["missing value", "--feature-select drop-na-columns"]);
+    let selected = aggregate(
+        &path("missing.parquet"),
+        "selected.parquet",
+        &[
+            "--feature-select",
+            "blocklist,variance-threshold,correlation-threshold,drop-na-columns",
+            "--blocklist",
+            &blocklist,
+        ],
+    );
+    selected.assert_success();
+    assert!(
+        selected.stderr.contains("drop_na_columns dropped 12"),
+        "{}",
+        selected.stderr
+    );
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "select".into(),
+            arg(&path("selected.parquet")),
+            arg(&path("missing.parquet")),
+            blocklist.clone(),
+        ],
+    )
+    .assert_success();
+
+    // The CSV export: 109 cells with Cells_/Cytoplasm_/Nuclei_ columns, equal to a pandas merge.
+    let csv = merge(&[
+        "--csv-dir".into(),
+        arg(&csv_dir),
+        "--output".into(),
+        arg(&path("csv.parquet")),
+    ]);
+    csv.assert_success();
+    assert!(
+        csv.stderr.contains("109 cells from 1 images"),
+        "{}",
+        csv.stderr
+    );
+    run_python(
+        "check_cellprofiler.py",
+        &["csv".into(), arg(&path("csv.parquet")), arg(&csv_dir)],
+    )
+    .assert_success();
+
+    // CytoTable's naming of the same backend gives the same table.
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "make-cytotable".into(),
+            arg(&backend),
+            arg(&path("cytotable-in.parquet")),
+        ],
+    )
+    .assert_success();
+    merge(&[
+        "--cytotable".into(),
+        arg(&path("cytotable-in.parquet")),
+        "--output".into(),
+        arg(&path("cytotable.parquet")),
+    ])
+    .assert_success();
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "same".into(),
+            arg(&path("sqlite.parquet")),
+            arg(&path("cytotable.parquet")),
+        ],
+    )
+    .assert_success();
+}

@@ -290,7 +290,9 @@ fn check_no_duplicate_cells(
 fn null_feature(path: &Path, feature: &str, nulls: u64) -> anyhow::Error {
     input_error(format!(
         "{}: feature column `{feature}` holds {nulls} missing value(s) (null, an empty CSV field, or a CSV row \
-         with too few fields); a well's mean would cover fewer cells than its count. Drop or impute them first",
+         with too few fields); a well's mean would cover fewer cells than its count. Drop or impute them first, \
+         or let --feature-select drop-na-columns drop the features missing in more than --na-cutoff of the \
+         cells (the well aggregate then skips the rest, as pycytominer's does)",
         path.display()
     ))
 }

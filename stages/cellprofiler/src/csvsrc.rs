@@ -97,7 +97,14 @@ pub fn read_images(path: &Path) -> anyhow::Result<ImageTable> {
         })?;
         let mut image_counts = [None; 3];
         for (slot, column) in image_counts.iter_mut().zip(&counts) {
-            *slot = column.and_then(|index| record[index].trim().parse().ok());
+            // CellProfiler writes counts as `109.0` in some versions.
+            *slot = column.and_then(|index| match Value::parse(record[index].trim()) {
+                Value::Int(count) => Some(count),
+                Value::Real(count) if count.fract() == 0.0 && count.abs() < 9.0e15 => {
+                    Some(count as i64)
+                }
+                _ => None,
+            });
         }
         rows.push(ImageRow {
             number,
