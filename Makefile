@@ -25,7 +25,7 @@ GPU_BUNDLE := $(ROOT)/gpu-bundle
 
 JOBS ?= 2
 
-.PHONY: help setup bins build test lint demo demo-model demo-epochs pipeline pipelines-generated bench-preprocess bench-profiles bench-scale bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: help setup bins build test lint demo demo-cellprofiler demo-model demo-epochs pipeline pipelines-generated bench-preprocess bench-profiles bench-scale bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -95,6 +95,12 @@ demo-epochs: bins ## NSC / NSCB of the demo's CytoVAE after 2, 5, 10 and 20 CPU 
 pipeline: bins ## Run a pipeline file: make pipeline PIPELINE=pipelines/bbbc021.toml [JOBS=2]
 	@test -n "$(PIPELINE)" || { echo "make pipeline: set PIPELINE=pipelines/<name>.toml" >&2; exit 2; }
 	@$(WITH_ENV) $(BIN)/pf-run run $(PIPELINE) --jobs $(JOBS)
+
+demo-cellprofiler: bins ## The classical path: a 10-plate CellProfiler screen scaled from the real SQLite backend, through pipelines/cellprofiler.toml
+	@$(WITH_ENV) $(PYTHON) tests/python/make_cp_screen.py $${PHENOFLOW_SHARED_DATA}/cellprofiler/nf1_schwann/all_cellprofiler.sqlite out/cp-screen --plates 10
+	@$(WITH_ENV) $(BIN)/pf-run run pipelines/cellprofiler.toml
+	@$(WITH_ENV) $(PYTHON) tests/python/print_metrics.py $(ROOT)/out/cellprofiler/metrics.parquet
+	@echo "demo-cellprofiler: report in out/cellprofiler/report/report.html"
 
 pipelines-generated: bins ## Regenerate pipelines/generated/<name>/{pipeline.mk,Snakefile,main.nf}
 	@$(WITH_ENV) for file in pipelines/*.toml; do \

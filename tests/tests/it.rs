@@ -3108,3 +3108,138 @@ fn cellprofiler_sqlite_csv_and_cytotable_merge_as_pycytominer_does() {
     )
     .assert_success();
 }
+
+#[test]
+fn the_cellprofiler_pipeline_runs_from_a_backend_to_a_report_that_compares_runs() {
+    let temp = tempfile::tempdir().unwrap();
+    let folder = temp.path();
+    let (backend, _) = cellprofiler_data();
+    // A three-plate screen scaled from the real backend, with its plate map and MoA table.
+    run_python(
+        "make_cp_screen.py",
+        &[
+            arg(&backend),
+            arg(&folder.join("screen")),
+            "--plates".into(),
+            "3".into(),
+        ],
+    )
+    .assert_success();
+    std::fs::create_dir_all(folder.join("pipelines")).unwrap();
+    std::fs::copy(
+        root().join("pipelines/cellprofiler.toml"),
+        folder.join("pipelines/cellprofiler.toml"),
+    )
+    .unwrap();
+    let outcome = pf_run(
+        folder,
+        &[
+            "run",
+            "pipelines/cellprofiler.toml",
+            "--set",
+            "backend=screen/screen.sqlite",
+            "--set",
+            "platemap=screen/platemap.csv",
+            "--set",
+            "moa=screen/moa.csv",
+        ],
+    );
+    outcome.assert_success();
+    assert!(
+        outcome.stderr.contains("726 cells from 96 images")
+            && outcome.stderr.contains("feature selection kept"),
+        "{}",
+        outcome.stderr
+    );
+    let out = folder.join("out/cellprofiler");
+    let metrics = phenoflow_schemas::metrics::read_metrics(&out.join("metrics.parquet")).unwrap();
+    let accuracy = |protocol: &str| {
+        metrics
+            .iter()
+            .find(|row| row.0 == "accuracy" && row.1 == protocol && row.2 == "all")
+            .map(|row| (row.3, row.4))
+            .unwrap()
+    };
+    // Six treatments of three MoAs, each MoA's two compounds on alternate plates.
+    assert_eq!(accuracy("NSC").1, Some(6));
+    assert_eq!(accuracy("NSCB").1, Some(6));
+    let report = std::fs::read_to_string(out.join("report/report.html")).unwrap();
+    assert!(
+        report.contains("Confusion matrix, NSCB") && report.contains("Treatment profiles, PCA"),
+        "a report without a model card still shows the run's confusion matrices and map"
+    );
+
+    // The same screen without feature selection, beside the selected run in one report.
+    let plain = |name: &str| arg(&out.join(name));
+    run(
+        &stage("pf-aggregate"),
+        &[
+            "--input".to_string(),
+            plain("single_cells.parquet"),
+            "--cell-aggregation".into(),
+            "median".into(),
+            "--normalize".into(),
+            "mad-robustize".into(),
+            "--platemap".into(),
+            arg(&folder.join("screen/platemap.csv")),
+            "--moa-csv".into(),
+            arg(&folder.join("screen/moa.csv")),
+            "--wells".into(),
+            plain("plain-wells.parquet"),
+            "--treatments".into(),
+            plain("plain-treatments.parquet"),
+        ],
+    )
+    .assert_success();
+    run(
+        &stage("pf-classify"),
+        &[
+            "--treatments".to_string(),
+            plain("plain-treatments.parquet"),
+            "--predictions".into(),
+            plain("plain-predictions.parquet"),
+            "--metrics".into(),
+            plain("plain-metrics.parquet"),
+        ],
+    )
+    .assert_success();
+    run(
+        &stage("pf-report"),
+        &[
+            "--metrics".to_string(),
+            plain("metrics.parquet"),
+            "--metrics-label".into(),
+            "CellProfiler features, selected".into(),
+            "--compare-metrics".into(),
+            format!(
+                "CellProfiler features, all={}",
+                plain("plain-metrics.parquet")
+            ),
+            "--output".into(),
+            plain("compared"),
+        ],
+    )
+    .assert_success();
+    let page = std::fs::read_to_string(out.join("compared/report.html")).unwrap();
+    for fragment in [
+        "Profiles compared",
+        "CellProfiler features, selected",
+        "CellProfiler features, all",
+        "Per MoA",
+    ] {
+        assert!(page.contains(fragment), "the report lacks `{fragment}`");
+    }
+    // A malformed comparison is a usage error.
+    run(
+        &stage("pf-report"),
+        &[
+            "--metrics".to_string(),
+            plain("metrics.parquet"),
+            "--compare-metrics".into(),
+            "no-label-here".into(),
+            "--output".into(),
+            plain("bad"),
+        ],
+    )
+    .assert_failure(2, &["LABEL=PATH"]);
+}

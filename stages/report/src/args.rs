@@ -71,6 +71,17 @@ pub struct Cli {
     #[arg(long)]
     pub baseline_metrics: Option<PathBuf>,
 
+    /// What the `--metrics` profile is, in the comparison table (a CellProfiler-feature run:
+    /// `CellProfiler features`).
+    #[arg(long, default_value = "learned profile (this run)")]
+    pub metrics_label: String,
+
+    /// Another run's pf-classify metrics of the same screen, shown beside this run's (NSC, NSCB,
+    /// mAP, and per MoA), as LABEL=PATH: e.g. `CellProfiler features=out/cp/metrics.parquet`
+    /// next to a learned profile's. Repeatable.
+    #[arg(long, value_name = "LABEL=PATH", value_parser = labelled_path)]
+    pub compare_metrics: Vec<(String, PathBuf)>,
+
     /// The pipeline file that made the run (shown with the provenance).
     #[arg(long)]
     pub pipeline: Option<PathBuf>,
@@ -95,4 +106,16 @@ pub struct Cli {
     /// The folder to write report.html and the PNGs into.
     #[arg(long)]
     pub output: PathBuf,
+}
+
+fn labelled_path(text: &str) -> Result<(String, PathBuf), String> {
+    let (label, path) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}` is not LABEL=PATH"))?;
+    if label.trim().is_empty() || path.is_empty() {
+        return Err(format!(
+            "`{text}`: the label and the path must both be given"
+        ));
+    }
+    Ok((label.trim().to_string(), PathBuf::from(path)))
 }

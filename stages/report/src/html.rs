@@ -102,9 +102,14 @@ fn compared_section(out: &mut String, compared: &[(&str, Vec<crate::inputs::Metr
         .map(|(_, rows)| rows);
     let _ = writeln!(
         out,
-        "<h2>Profiles compared</h2><p>The same screen, the same pf-aggregate → pf-classify path; the oracle \
-         profiles the drawn phenotype parameters of every cell, the ceiling of that path on this screen.</p>\
-         <table><tr><th>profile</th><th>NSC</th><th>NSCB</th><th>mAP</th></tr>"
+        "<h2>Profiles compared</h2><p>The same screen, the same pf-aggregate → pf-classify path{}</p>\
+         <table><tr><th>profile</th><th>NSC</th><th>NSCB</th><th>mAP</th></tr>",
+        if oracle.is_some() {
+            "; the oracle profiles the drawn phenotype parameters of every cell, the ceiling of that path on \
+             this screen."
+        } else {
+            "."
+        }
     );
     for (name, rows) in compared {
         let _ = write!(out, "<tr><td>{}</td>", escape(name));
@@ -131,6 +136,61 @@ fn compared_section(out: &mut String, compared: &[(&str, Vec<crate::inputs::Metr
                 None => {
                     let _ = write!(out, "<td class=\"num\">–</td>");
                 }
+            }
+        }
+        let _ = writeln!(out, "</tr>");
+    }
+    let _ = writeln!(out, "</table>");
+    per_moa_comparison(out, compared);
+}
+
+/// Per MoA, each profile's NSC and NSCB recall and its average precision (mAP over the MoA's
+/// queries), side by side.
+fn per_moa_comparison(out: &mut String, compared: &[(&str, Vec<crate::inputs::MetricRow>)]) {
+    let mut moas: Vec<&str> = compared
+        .iter()
+        .flat_map(|(_, rows)| rows.iter())
+        .filter(|m| m.0 == "recall" && m.2 != "all")
+        .map(|m| m.2.as_str())
+        .collect();
+    moas.sort_unstable();
+    moas.dedup();
+    if moas.is_empty() {
+        return;
+    }
+    let value = |rows: &[crate::inputs::MetricRow], metric: &str, protocol: &str, moa: &str| {
+        rows.iter()
+            .find(|m| m.0 == metric && m.1 == protocol && m.2 == moa)
+            .map(|m| m.3)
+    };
+    let _ = write!(
+        out,
+        "<h3>Per MoA</h3><p>NSC and NSCB recall (share of the MoA's treatments whose nearest \
+         neighbour has their MoA) and MoA retrieval mean average precision (NSC candidates).</p>\
+         <table><tr><th rowspan=\"2\">MoA</th>"
+    );
+    for (name, _) in compared {
+        let _ = write!(out, "<th colspan=\"3\">{}</th>", escape(name));
+    }
+    let _ = write!(out, "</tr><tr>");
+    for _ in compared {
+        let _ = write!(out, "<th>NSC</th><th>NSCB</th><th>mAP</th>");
+    }
+    let _ = writeln!(out, "</tr>");
+    for moa in moas {
+        let _ = write!(out, "<tr><td>{}</td>", escape(moa));
+        for (_, rows) in compared {
+            for (metric, protocol, percent) in [
+                ("recall", "NSC", true),
+                ("recall", "NSCB", true),
+                ("mean_average_precision", "NSC", false),
+            ] {
+                let shown = match value(rows, metric, protocol, moa) {
+                    Some(v) if percent => format!("{:.0} %", 100.0 * v),
+                    Some(v) => format!("{v:.3}"),
+                    None => "–".to_string(),
+                };
+                let _ = write!(out, "<td class=\"num\">{shown}</td>");
             }
         }
         let _ = writeln!(out, "</tr>");

@@ -100,9 +100,17 @@ fn tile(pixels: Vec<f32>, card: &ModelCard, channel: Option<usize>) -> Tile {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    if cli.model_card.is_none() && cli.classifier_metrics.is_empty() {
+    if cli.model_card.is_none()
+        && cli.classifier_metrics.is_empty()
+        && cli.metrics.is_none()
+        && cli.predictions.is_none()
+        && cli.treatments.is_none()
+    {
         return Err(InputError(
-            "nothing to report: give --model-card (a generative model's run) and/or --classifier-metrics (supervised classifiers)".into(),
+            "nothing to report: give --model-card (a generative model's run), --metrics / --predictions / \
+             --treatments (a profiling run, learned or CellProfiler features) and/or --classifier-metrics \
+             (supervised classifiers)"
+                .into(),
         )
         .into());
     }
@@ -324,16 +332,17 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
             active_table = analysis::active_fraction(embeddings);
         }
+    }
 
-        // Confusion matrices and recall.
-        if let Some(path) = &cli.predictions {
-            for (protocol, classes, counts) in inputs::confusion_matrices(path)? {
-                let values: Vec<Vec<f64>> = counts
-                    .iter()
-                    .map(|row| row.iter().map(|&count| count as f64).collect())
-                    .collect();
-                let colour_max = values.iter().flatten().copied().fold(1.0, f64::max);
-                figures.push(figures::matrix(
+    // Confusion matrices and recall (a learned or a CellProfiler-feature run alike).
+    if let Some(path) = &cli.predictions {
+        for (protocol, classes, counts) in inputs::confusion_matrices(path)? {
+            let values: Vec<Vec<f64>> = counts
+                .iter()
+                .map(|row| row.iter().map(|&count| count as f64).collect())
+                .collect();
+            let colour_max = values.iter().flatten().copied().fold(1.0, f64::max);
+            figures.push(figures::matrix(
                 &format!("confusion_{}", protocol.to_lowercase()),
                 &format!("Confusion matrix, {protocol}"),
                 &format!("Treatments by true MoA (rows) and predicted MoA (columns) under the {protocol} hold-out; counts."),
@@ -343,27 +352,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 colour_max,
                 true,
             )?);
-                let recall: Vec<(String, usize, usize)> = classes
-                    .iter()
-                    .enumerate()
-                    .map(|(index, class)| {
-                        (
-                            class.clone(),
-                            counts[index][index],
-                            counts[index].iter().sum(),
-                        )
-                    })
-                    .collect();
-                recall_tables.push((protocol, recall));
-            }
+            let recall: Vec<(String, usize, usize)> = classes
+                .iter()
+                .enumerate()
+                .map(|(index, class)| {
+                    (
+                        class.clone(),
+                        counts[index][index],
+                        counts[index].iter().sum(),
+                    )
+                })
+                .collect();
+            recall_tables.push((protocol, recall));
         }
+    }
 
-        // 2-D maps of the treatment profiles: PCA, and t-SNE as the field expects beside it.
-        if let Some(path) = &cli.treatments {
-            let input = analysis::treatment_map_input(path, &cli.control)?;
-            let (points, explained) = analysis::treatment_pca(&input);
-            if points.len() >= 3 {
-                figures.push(figures::scatter(
+    // 2-D maps of the treatment profiles: PCA, and t-SNE as the field expects beside it.
+    if let Some(path) = &cli.treatments {
+        let input = analysis::treatment_map_input(path, &cli.control)?;
+        let (points, explained) = analysis::treatment_pca(&input);
+        if points.len() >= 3 {
+            figures.push(figures::scatter(
                     "treatment_map",
                     "Treatment profiles, PCA",
                     "Every treatment profile (the control excluded) projected on the first two principal components, \
@@ -375,8 +384,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         &format!("PC2 ({:.0} %)", 100.0 * explained.1),
                     ),
                 )?);
-                let tsne = analysis::treatment_tsne(&input, &points);
-                match &tsne {
+            let tsne = analysis::treatment_tsne(&input, &points);
+            match &tsne {
                     Some(tsne) => figures.push(figures::scatter(
                         "treatment_tsne",
                         "Treatment profiles, t-SNE",
@@ -398,12 +407,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                         analysis::TSNE_MAX_POINTS
                     )),
                 }
-                map_csv = Some(analysis::treatment_map_csv(
-                    &input,
-                    &points,
-                    tsne.as_deref(),
-                ));
-            }
+            map_csv = Some(analysis::treatment_map_csv(
+                &input,
+                &points,
+                tsne.as_deref(),
+            ));
         }
     }
 
@@ -470,7 +478,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let mut compared: Vec<(&str, Vec<inputs::MetricRow>)> = Vec::new();
     if !metrics.is_empty() {
-        compared.push(("learned profile (this run)", metrics.clone()));
+        compared.push((cli.metrics_label.as_str(), metrics.clone()));
+    }
+    for (label, path) in &cli.compare_metrics {
+        compared.push((label.as_str(), inputs::read_metrics(path)?));
     }
     for (name, path) in [
         ("hand-crafted features", &cli.baseline_metrics),
@@ -494,6 +505,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .chain(cli.metrics_summary.iter())
         .chain(cli.baseline_metrics.iter())
         .chain(cli.oracle_metrics.iter())
+        .chain(cli.compare_metrics.iter().map(|(_, path)| path))
         .chain(log_paths.iter())
     {
         if let Some(record) = phenoflow_schemas::read_provenance(path)? {

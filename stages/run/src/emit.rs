@@ -385,6 +385,8 @@ pub fn job_resources(stage: &str) -> JobResources {
         "pf-train" => (8, 32_000, 1_440, 1, true),
         "pf-export" => (1, 8_000, 30, 0, false),
         "pf-embed" => (4, 16_000, 240, 1, true),
+        // One image's objects at a time: memory stays flat whatever the backend's size.
+        "pf-cellprofiler" => (1, 4_000, 240, 0, false),
         "pf-aggregate" => (4, 16_000, 120, 0, false),
         "pf-classify" => (1, 4_000, 30, 0, false),
         "pf-report" => (2, 8_000, 60, 0, false),
