@@ -21,11 +21,12 @@ WITH_ENV := source $(ENV_FILE) &&
 BENCH_TRAIN_CELLS ?= 4096
 BENCH_EMBED_CELLS ?= 20480
 BENCH_FIELDS ?= 120
+CP_BENCH_SIZES ?= 10,100
 GPU_BUNDLE := $(ROOT)/gpu-bundle
 
 JOBS ?= 2
 
-.PHONY: help setup bins build test lint demo demo-cellprofiler demo-model demo-epochs pipeline pipelines-generated bench-preprocess bench-profiles bench-scale bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: help setup bins build test lint demo demo-cellprofiler demo-model demo-epochs pipeline pipelines-generated bench-preprocess bench-profiles bench-cellprofiler bench-scale bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -99,7 +100,7 @@ pipeline: bins ## Run a pipeline file: make pipeline PIPELINE=pipelines/bbbc021.
 demo-cellprofiler: bins ## The classical path: a 10-plate CellProfiler screen scaled from the real SQLite backend, through pipelines/cellprofiler.toml
 	@$(WITH_ENV) $(PYTHON) tests/python/make_cp_screen.py $${PHENOFLOW_SHARED_DATA}/cellprofiler/nf1_schwann/all_cellprofiler.sqlite out/cp-screen --plates 10
 	@$(WITH_ENV) $(BIN)/pf-run run pipelines/cellprofiler.toml
-	@$(WITH_ENV) $(PYTHON) tests/python/print_metrics.py $(ROOT)/out/cellprofiler/metrics.parquet
+	@$(WITH_ENV) $(PYTHON) tests/python/print_metrics.py "CellProfiler=$(ROOT)/out/cellprofiler/metrics.parquet"
 	@echo "demo-cellprofiler: report in out/cellprofiler/report/report.html"
 
 pipelines-generated: bins ## Regenerate pipelines/generated/<name>/{pipeline.mk,Snakefile,main.nf}
@@ -115,6 +116,10 @@ bench-preprocess: build ## pf-preprocess vs numpy+tifffile+scikit-image on the s
 
 bench-profiles: build ## pf-aggregate + pf-classify vs pycytominer + scikit-learn (500k cells x 256 features)
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_profiles.py --bin-dir $(BIN) --workdir $(ROOT)/bench-out/profiles
+
+bench-cellprofiler: build ## CellProfiler SQLite → per-well profiles: pf-cellprofiler + pf-aggregate vs pycytominer SingleCells, at 10x and 100x the real backend (CP_BENCH_SIZES)
+	@$(WITH_ENV) $(PYTHON) tests/python/bench_cellprofiler.py --bin-dir $(BIN) --workdir $(ROOT)/bench-out/cellprofiler \
+	    --backend $${PHENOFLOW_SHARED_DATA}/cellprofiler/nf1_schwann/all_cellprofiler.sqlite --sizes $(CP_BENCH_SIZES)
 
 bench-scale: bins ## pf-preprocess, pf-embed, pf-aggregate at 1x, 4x, 16x a 24-field screen: time, peak memory, the full BBBC021 extrapolated
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_scale.py --bin-dir $(BIN) --workdir $(ROOT)/bench-out/scale

@@ -42,12 +42,9 @@ import pyarrow.parquet as pq
 
 warnings.simplefilter("ignore")  # SingleCells is deprecated in favour of CytoTable
 
+from ref_cellprofiler import add_views, single_cells  # noqa: E402
+
 PREFIXES = ("Cells_", "Cytoplasm_", "Nuclei_")
-LINKS = {
-    "Per_Cytoplasm": {"Per_Cells": "Cytoplasm_Parent_Cells", "Per_Nuclei": "Cytoplasm_Parent_Nuclei"},
-    "Per_Cells": {"Per_Cytoplasm": "Cells_Number_Object_Number"},
-    "Per_Nuclei": {"Per_Cytoplasm": "Nuclei_Number_Object_Number"},
-}
 # Linking columns pycytominer leaves among the features; pf-cellprofiler keeps the object numbers as
 # Metadata_ columns and drops the parent links (they are not measurements).
 NOT_FEATURES = {"Cytoplasm_Number_Object_Number", "Cells_Parent_Nuclei"}
@@ -60,20 +57,6 @@ def fail(message):
 
 def features(frame):
     return [c for c in frame.columns if c.startswith(PREFIXES)]
-
-
-def single_cells(backend):
-    from pycytominer.cyto_utils.cells import SingleCells
-
-    return SingleCells(
-        f"sqlite:///{backend}",
-        compartments=["Per_Cells", "Per_Cytoplasm", "Per_Nuclei"],
-        compartment_linking_cols=LINKS,
-        image_table_name="Per_Image",
-        strata=["Image_Metadata_Plate", "Image_Metadata_Well"],
-        merge_cols=["ImageNumber"],
-        image_cols="ImageNumber",
-    )
 
 
 def compare(ours, ref, names, what, tolerance=1e-12):
@@ -132,18 +115,7 @@ def check_wells(wells_path, backend):
     with tempfile.TemporaryDirectory() as folder:
         copy = Path(folder) / "views.sqlite"
         copy.write_bytes(Path(backend).read_bytes())
-        connection = sqlite3.connect(copy)
-        connection.execute(
-            "CREATE VIEW image AS SELECT 0 AS TableNumber, ImageNumber, Image_Metadata_Plate AS Metadata_Plate, "
-            "Image_Metadata_Well AS Metadata_Well, Image_Metadata_Site AS Metadata_Site FROM Per_Image"
-        )
-        for compartment in ["Cells", "Cytoplasm", "Nuclei"]:
-            connection.execute(
-                f"CREATE VIEW {compartment.lower()} AS SELECT 0 AS TableNumber, "
-                f"{compartment}_Number_Object_Number AS ObjectNumber, * FROM Per_{compartment}"
-            )
-        connection.commit()
-        connection.close()
+        add_views(copy)
         profiles = SingleCells(f"sqlite:///{copy}").aggregate_profiles()
     profiles = profiles.sort_values(["Metadata_Plate", "Metadata_Well"]).reset_index(drop=True)
     for prefix in ["Cells_", "Cytoplasm_"]:

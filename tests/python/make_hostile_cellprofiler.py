@@ -15,6 +15,7 @@ file per backend case:
   no-imagenumber.sqlite   Per_Nuclei's ImageNumber column renamed
   dangling-parent.sqlite  a cytoplasm names nucleus 999
   no-metadata.sqlite      image 2's Image_Metadata_Well is NULL
+  tablenumber.sqlite      a TableNumber column (several runs merged by cytominer-database)
 """
 
 import csv
@@ -100,6 +101,7 @@ def main(csv_dir, backend, out):
         ["UPDATE Per_Cytoplasm SET Cytoplasm_Parent_Nuclei = 999 WHERE rowid = (SELECT min(rowid) FROM Per_Cytoplasm)"],
     )
     sqlite_case(backend, out, "no-metadata.sqlite", ["UPDATE Per_Image SET Image_Metadata_Well = NULL WHERE ImageNumber = 2"])
+    sqlite_case(backend, out, "tablenumber.sqlite", ["ALTER TABLE Per_Image ADD COLUMN TableNumber INTEGER DEFAULT 1"])
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 profile's, and beside it the other profiles of the same screen given as NAME=PATH (the oracle, the
 hand-crafted features), each also as a share of the oracle's when an `oracle` is given.
 
-Usage: print_metrics.py METRICS.parquet [NAME=METRICS.parquet ...]
+Usage: print_metrics.py [NAME=]METRICS.parquet [NAME=METRICS.parquet ...]   (the first is `learned`
+unless named)
 """
 
 import os
@@ -23,7 +24,8 @@ def accuracies(path):
 
 
 def main() -> None:
-    profiles = [("learned", sys.argv[1])]
+    first = sys.argv[1]
+    profiles = [tuple(first.split("=", 1)) if "=" in first else ("learned", first)]
     for item in sys.argv[2:]:
         name, path = item.split("=", 1)
         if os.path.exists(path):
@@ -40,7 +42,7 @@ def main() -> None:
                 share = f"  ({100 * value / oracle[protocol][0]:.0f} % of the oracle)"
             label = f"{protocol} {name}:"
             print(f"{label:<20}{100 * value:5.1f} % ({round(value * count)}/{count} treatments){share}")
-    print(f"metrics:            {sys.argv[1]}")
+    print(f"metrics:            {profiles[0][1]}")
 
 
 if __name__ == "__main__":

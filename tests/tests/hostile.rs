@@ -15,7 +15,8 @@
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
 //! | disk full | a write to a full file system is exit 1 and leaves nothing |
 //! | shipped pipelines on the project's data | more shards than plates |
-//! | CellProfiler exports (`pf-cellprofiler`) | a compartment without `ImageNumber` (CSV, SQLite); a cytoplasm whose parent cell or nucleus does not exist; an image with no well; a compartment one object short (its image table's count, its sibling's); text in a measurement; a CSV not sorted by image; a truncated SQLite file; one another process holds locked; a `--csv-prefix` that leaves its folder |
+//! | CellProfiler exports (`pf-cellprofiler`) | a compartment without `ImageNumber` (CSV, SQLite); a cytoplasm whose parent cell or nucleus does not exist; an image with no well; a compartment one object short (its image table's count, its sibling's); text in a measurement; a CSV not sorted by image; a truncated SQLite file; one another process holds locked; one merged from several runs (`TableNumber`); a `--csv-prefix` that leaves its folder |
+//! | feature selection and comparisons | an unknown `--feature-select` operation; a threshold or cutoff out of range or NaN; a missing `--blocklist`; a selection that drops every feature; `--compare-metrics` without a label or with a missing file |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1825,7 +1826,7 @@ fn damaged_cellprofiler_exports_are_refused_by_file_and_column_with_nothing_writ
         ],
     )
     .assert_success();
-    let cases: [(&str, &str, &[&str]); 10] = [
+    let cases: [(&str, &str, &[&str]); 11] = [
         (
             "--csv-dir",
             "csv-no-imagenumber",
@@ -1887,6 +1888,11 @@ fn damaged_cellprofiler_exports_are_refused_by_file_and_column_with_nothing_writ
             "--sqlite",
             "no-metadata.sqlite",
             &["(table Per_Image): ImageNumber 2 has no `Metadata_Well` value"],
+        ),
+        (
+            "--sqlite",
+            "tablenumber.sqlite",
+            &["(table Per_Image): has a `TableNumber` column", "not supported"],
         ),
     ];
     for (flag, case, fragments) in cases {
@@ -1973,4 +1979,118 @@ fn a_sqlite_backend_another_process_holds_locked_is_exit_2_after_the_busy_timeou
     );
     assert!(started.elapsed() < Duration::from_secs(20));
     assert!(!output.exists());
+}
+
+#[test]
+fn feature_selection_and_report_comparisons_refuse_bad_settings_by_name() {
+    let temp = tempfile::tempdir().unwrap();
+    let path = |name: &str| temp.path().join(name);
+    let backend = shared_data().join("cellprofiler/nf1_schwann/all_cellprofiler.sqlite");
+    run(
+        &stage("pf-cellprofiler"),
+        &[
+            "--sqlite".to_string(),
+            arg(&backend),
+            "--output".into(),
+            arg(&path("cells.parquet")),
+        ],
+    )
+    .assert_success();
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "platemap".to_string(),
+            arg(&path("cells.parquet")),
+            arg(&path("platemap.csv")),
+            arg(&path("moa.csv")),
+        ],
+    )
+    .assert_success();
+    let aggregate = |extra: &[&str]| {
+        let mut args = vec![
+            "--input".to_string(),
+            arg(&path("cells.parquet")),
+            "--cell-aggregation".into(),
+            "median".into(),
+            "--platemap".into(),
+            arg(&path("platemap.csv")),
+            "--moa-csv".into(),
+            arg(&path("moa.csv")),
+            "--wells".into(),
+            arg(&path("wells.parquet")),
+            "--treatments".into(),
+            arg(&path("treatments.parquet")),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(&stage("pf-aggregate"), &args)
+    };
+    for (extra, fragments) in [
+        (
+            &["--feature-select", "variance-threshold,sideways"][..],
+            &["--feature-select", "sideways"][..],
+        ),
+        (
+            &["--corr-threshold", "1.5"],
+            &["--corr-threshold", "between 0 and 1"],
+        ),
+        (&["--na-cutoff=-0.1"], &["--na-cutoff", "between 0 and 1"]),
+        (&["--min-variance", "NaN"], &["--min-variance"]),
+        (&["--median-pass-mib", "0"], &["--median-pass-mib"]),
+        (
+            &[
+                "--feature-select",
+                "blocklist",
+                "--blocklist",
+                "/nonexistent/list.txt",
+            ],
+            &["/nonexistent/list.txt"],
+        ),
+        // A variance threshold above every feature's variance would leave no profile.
+        (
+            &[
+                "--feature-select",
+                "variance-threshold",
+                "--min-variance",
+                "1e300",
+            ],
+            &["variance_threshold would drop every one of the 1189 features"],
+        ),
+    ] {
+        aggregate(extra).assert_failure(2, fragments);
+        assert!(!path("wells.parquet").exists(), "{extra:?} wrote wells");
+    }
+    // A comparison without a label, and one whose file is missing.
+    aggregate(&[]).assert_success();
+    run(
+        &stage("pf-classify"),
+        &[
+            "--treatments".to_string(),
+            arg(&path("treatments.parquet")),
+            "--predictions".into(),
+            arg(&path("predictions.parquet")),
+            "--metrics".into(),
+            arg(&path("metrics.parquet")),
+        ],
+    )
+    .assert_success();
+    for (value, fragment) in [
+        ("=metrics.parquet", "LABEL=PATH"),
+        (
+            "other run=/nonexistent/metrics.parquet",
+            "/nonexistent/metrics.parquet",
+        ),
+    ] {
+        run(
+            &stage("pf-report"),
+            &[
+                "--compare-metrics".to_string(),
+                value.into(),
+                "--metrics".into(),
+                arg(&path("metrics.parquet")),
+                "--output".into(),
+                arg(&path("report")),
+            ],
+        )
+        .assert_failure(2, &[fragment]);
+    }
 }

@@ -3191,6 +3191,44 @@ fn the_cellprofiler_pipeline_runs_from_a_backend_to_a_report_that_compares_runs(
         ],
     )
     .assert_success();
+    // The median in passes of whole plates (one plate a pass here) gives the same bytes.
+    let passes = run(
+        &stage("pf-aggregate"),
+        &[
+            "--input".to_string(),
+            plain("single_cells.parquet"),
+            "--cell-aggregation".into(),
+            "median".into(),
+            "--normalize".into(),
+            "mad-robustize".into(),
+            "--platemap".into(),
+            arg(&folder.join("screen/platemap.csv")),
+            "--moa-csv".into(),
+            arg(&folder.join("screen/moa.csv")),
+            "--median-pass-mib".into(),
+            "1".into(),
+            "--wells".into(),
+            plain("passes-wells.parquet"),
+            "--treatments".into(),
+            plain("passes-treatments.parquet"),
+        ],
+    );
+    passes.assert_success();
+    assert!(
+        passes.stderr.contains("3 plates aggregated in 3 passes"),
+        "{}",
+        passes.stderr
+    );
+    for (a, b) in [
+        ("plain-wells.parquet", "passes-wells.parquet"),
+        ("plain-treatments.parquet", "passes-treatments.parquet"),
+    ] {
+        assert_eq!(
+            std::fs::read(out.join(a)).unwrap(),
+            std::fs::read(out.join(b)).unwrap(),
+            "{a} and {b} differ"
+        );
+    }
     run(
         &stage("pf-classify"),
         &[

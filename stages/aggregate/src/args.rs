@@ -155,6 +155,11 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.05, value_parser = fraction)]
     pub na_cutoff: f64,
 
+    /// How many MiB of feature values one pass of the median may hold (whole plates per pass);
+    /// for tests and machines short of memory.
+    #[arg(long, default_value_t = 256, hide = true, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub median_pass_mib: u64,
+
     /// blocklist: a file of feature names, one per line (or a CSV with a `blocklist` column)
     /// [default: pycytominer's list of known-noisy CellProfiler features].
     #[arg(long, value_name = "FILE")]

@@ -120,6 +120,15 @@ pub fn read_images(
             first_names(&names)
         )));
     }
+    // cytominer-database merges several CellProfiler runs into one file, each numbering its
+    // images from 1, told apart by TableNumber: not read here (yet), rather than mixed up.
+    if names.iter().any(|name| name == "TableNumber") {
+        return Err(crate::input_error(format!(
+            "{source}: has a `TableNumber` column (several CellProfiler runs merged into one database, whose \
+             image numbers repeat); this is not supported: give each run's own backend, one pf-cellprofiler \
+             each, and every single-cell table to pf-aggregate"
+        )));
+    }
     let metadata: Vec<&String> = names
         .iter()
         .filter(|name| name.starts_with("Image_Metadata_"))
