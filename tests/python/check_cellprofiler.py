@@ -23,6 +23,15 @@
       aggregate(median), feature_select(blocklist, variance_threshold, correlation_threshold) on the
       wells; and the kept wells' values equal. (The blocklist goes first so that it cannot remove
       the one twin of a perfectly correlated group each side kept; see the swaps below.)
+  check_cellprofiler.py integer-plates SINGLE_CELLS.parquet PLATEMAP.csv OUT.parquet OUT_PLATEMAP.csv
+      The same cells and plate map with plates numbered 2, 10, 1, 3, … as Int64 (text order differs
+      from number order), for the median's passes.
+  check_cellprofiler.py to-csv SINGLE_CELLS.parquet OUT.csv
+      The table as a CSV (plates such as `001` written as they are).
+  check_cellprofiler.py plates WELLS.parquet EXPECTED
+      The wells' plates are exactly EXPECTED (comma-separated), as text.
+  check_cellprofiler.py inject-nan SINGLE_CELLS.parquet OUT.parquet
+      A copy with one NaN (not null) in Cells_AreaShape_Area.
   check_cellprofiler.py platemap SINGLE_CELLS.parquet PLATEMAP.csv MOA.csv
       A plate map giving every other well DMSO and the rest a compound each, and their MoAs.
 
@@ -282,7 +291,7 @@ def check_select(wells_path, cells_path, blocklist):
     swaps = 0
     for name in list(ours_only):
         twin = next(
-            (other for other in ref_only if abs(np.corrcoef(values[name], values[other])[0, 1]) > 1 - 1e-9),
+            (other for other in ref_only if np.corrcoef(values[name], values[other])[0, 1] > 1 - 1e-9),
             None,
         )
         if twin is not None:
@@ -290,14 +299,46 @@ def check_select(wells_path, cells_path, blocklist):
             ref_only.remove(twin)
             swaps += 1
     print(f"feature selection: {swaps} swap(s) between perfectly correlated twins")
-    ours_kept = [n for n in ours_kept if n in ref_kept]
-    ref_kept = list(ours_kept)
     if ours_only or ref_only:
         fail(
             f"kept features differ: ours only {ours_only[:5]}, pycytominer only {ref_only[:5]}"
         )
     selected = selected.sort_values(["Metadata_Plate", "Metadata_Well"]).reset_index(drop=True)
-    compare(wells, selected, ours_kept, "selected wells vs pycytominer feature_select")
+    common = [n for n in ours_kept if n in ref_kept]
+    compare(wells, selected, common, "selected wells vs pycytominer feature_select")
+
+
+def integer_plates(cells_path, platemap, out, out_platemap):
+    table = pq.read_table(cells_path)
+    plates = sorted(set(table.column("Metadata_Plate").to_pylist()))
+    numbers = {plate: [2, 10, 1, 3, 20, 4][index % 6] + 100 * (index // 6) for index, plate in enumerate(plates)}
+    index = table.schema.get_field_index("Metadata_Plate")
+    column = pa.array([numbers[p] for p in table.column(index).to_pylist()], pa.int64())
+    table = table.set_column(index, pa.field("Metadata_Plate", pa.int64(), nullable=False), column)
+    pq.write_table(table.replace_schema_metadata(None), out)
+    frame = pd.read_csv(platemap, dtype=str)
+    frame["Metadata_Plate"] = frame["Metadata_Plate"].map(lambda p: str(numbers[p]))
+    frame.to_csv(out_platemap, index=False)
+
+
+def inject_nan(cells_path, out):
+    table = pq.read_table(cells_path)
+    index = table.schema.get_field_index("Cells_AreaShape_Area")
+    values = table.column(index).to_numpy().copy()
+    values[0] = np.nan
+    table = table.set_column(index, table.schema.field(index), pa.array(values, from_pandas=False))
+    pq.write_table(table, out)
+
+
+def to_csv(cells_path, out):
+    pq.read_table(cells_path).to_pandas().to_csv(out, index=False)
+
+
+def plates(wells_path, expected):
+    found = sorted(set(pq.read_table(wells_path).column("Metadata_Plate").to_pylist()))
+    if found != sorted(expected.split(",")):
+        fail(f"plates {found}, expected {expected}")
+    print(f"plates: {found}")
 
 
 if __name__ == "__main__":
@@ -310,5 +351,9 @@ if __name__ == "__main__":
         "same": check_same,
         "platemap": make_platemap,
         "inject-missing": inject_missing,
+        "integer-plates": integer_plates,
+        "inject-nan": inject_nan,
+        "to-csv": to_csv,
+        "plates": plates,
         "select": check_select,
     }[command](*args)

@@ -16,6 +16,8 @@ file per backend case:
   dangling-parent.sqlite  a cytoplasm names nucleus 999
   no-metadata.sqlite      image 2's Image_Metadata_Well is NULL
   tablenumber.sqlite      a TableNumber column (several runs merged by cytominer-database)
+  view.sqlite             Per_Nuclei is a view whose recursive query never ends
+  generated.sqlite        Per_Cells has a generated column (zeroblob of 900 MB a row)
 """
 
 import csv
@@ -102,6 +104,22 @@ def main(csv_dir, backend, out):
     )
     sqlite_case(backend, out, "no-metadata.sqlite", ["UPDATE Per_Image SET Image_Metadata_Well = NULL WHERE ImageNumber = 2"])
     sqlite_case(backend, out, "tablenumber.sqlite", ["ALTER TABLE Per_Image ADD COLUMN TableNumber INTEGER DEFAULT 1"])
+    sqlite_case(
+        backend,
+        out,
+        "view.sqlite",
+        [
+            "ALTER TABLE Per_Nuclei RENAME TO Per_Nuclei_data",
+            "CREATE VIEW Per_Nuclei AS WITH RECURSIVE forever(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM forever) "
+            "SELECT Per_Nuclei_data.* FROM Per_Nuclei_data, forever",
+        ],
+    )
+    sqlite_case(
+        backend,
+        out,
+        "generated.sqlite",
+        ["ALTER TABLE Per_Cells ADD COLUMN Cells_Huge BLOB AS (zeroblob(900000000)) VIRTUAL"],
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,8 @@
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
 //! | disk full | a write to a full file system is exit 1 and leaves nothing |
 //! | shipped pipelines on the project's data | more shards than plates |
-//! | CellProfiler exports (`pf-cellprofiler`) | a compartment without `ImageNumber` (CSV, SQLite); a cytoplasm whose parent cell or nucleus does not exist; an image with no well; a compartment one object short (its image table's count, its sibling's); text in a measurement; a CSV not sorted by image; a truncated SQLite file; one another process holds locked; one merged from several runs (`TableNumber`); a `--csv-prefix` that leaves its folder |
-//! | feature selection and comparisons | an unknown `--feature-select` operation; a threshold or cutoff out of range or NaN; a missing `--blocklist`; a selection that drops every feature; `--compare-metrics` without a label or with a missing file |
+//! | CellProfiler exports (`pf-cellprofiler`) | a compartment without `ImageNumber` (CSV, SQLite); a cytoplasm whose parent cell or nucleus does not exist; an image with no well; a compartment one object short (its image table's count, its sibling's); text in a measurement; a CSV not sorted by image; a truncated SQLite file; one another process holds locked; one merged from several runs (`TableNumber`); a view (a recursive query that never ends) or a generated column (`zeroblob` of 900 MB a row) where a table should be; a `--csv-prefix` that leaves its folder |
+//! | feature selection and comparisons | an unknown `--feature-select` operation; a threshold or cutoff out of range or NaN; a missing `--blocklist`; a selection that drops every feature; `--blocklist` without its operation; a NaN cell under the median; `--compare-metrics` without a label or with a missing file |
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -1826,7 +1826,7 @@ fn damaged_cellprofiler_exports_are_refused_by_file_and_column_with_nothing_writ
         ],
     )
     .assert_success();
-    let cases: [(&str, &str, &[&str]); 11] = [
+    let cases: [(&str, &str, &[&str]); 13] = [
         (
             "--csv-dir",
             "csv-no-imagenumber",
@@ -1891,8 +1891,21 @@ fn damaged_cellprofiler_exports_are_refused_by_file_and_column_with_nothing_writ
         ),
         (
             "--sqlite",
+            "view.sqlite",
+            &["view.sqlite: `Per_Nuclei` is a view", "its SQL is not run"],
+        ),
+        (
+            "--sqlite",
+            "generated.sqlite",
+            &["column `Cells_Huge` of `Per_Cells` is a generated column"],
+        ),
+        (
+            "--sqlite",
             "tablenumber.sqlite",
-            &["(table Per_Image): has a `TableNumber` column", "not supported"],
+            &[
+                "(table Per_Image): has a `TableNumber` column",
+                "not supported",
+            ],
         ),
     ];
     for (flag, case, fragments) in cases {
@@ -2059,6 +2072,54 @@ fn feature_selection_and_report_comparisons_refuse_bad_settings_by_name() {
         aggregate(extra).assert_failure(2, fragments);
         assert!(!path("wells.parquet").exists(), "{extra:?} wrote wells");
     }
+    // --blocklist without the blocklist operation would be ignored without a word.
+    aggregate(&[
+        "--feature-select",
+        "variance-threshold",
+        "--blocklist",
+        "list.txt",
+    ])
+    .assert_failure(2, &["--blocklist", "not among --feature-select"]);
+    // A NaN (not a null) in a cell: the median would sort it last and return a biased number; it
+    // is reported as the mean's is, and drop-na-columns counts it as missing, as pandas does.
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "inject-nan".to_string(),
+            arg(&path("cells.parquet")),
+            arg(&path("nan.parquet")),
+        ],
+    )
+    .assert_success();
+    let with_nan = |extra: &[&str]| {
+        let mut args = vec![
+            "--input".to_string(),
+            arg(&path("nan.parquet")),
+            "--cell-aggregation".into(),
+            "median".into(),
+            "--platemap".into(),
+            arg(&path("platemap.csv")),
+            "--moa-csv".into(),
+            arg(&path("moa.csv")),
+            "--wells".into(),
+            arg(&path("nan-wells.parquet")),
+            "--treatments".into(),
+            arg(&path("nan-treatments.parquet")),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(&stage("pf-aggregate"), &args)
+    };
+    with_nan(&[]).assert_failure(2, &["feature `Cells_AreaShape_Area` is NaN"]);
+    assert!(!path("nan-wells.parquet").exists());
+    let skipped = with_nan(&["--feature-select", "drop-na-columns"]);
+    skipped.assert_success();
+    assert!(
+        skipped
+            .stderr
+            .contains("1 kept features miss values in some cells"),
+        "{}",
+        skipped.stderr
+    );
     // A comparison without a label, and one whose file is missing.
     aggregate(&[]).assert_success();
     run(

@@ -3013,6 +3013,24 @@ fn cellprofiler_sqlite_csv_and_cytotable_merge_as_pycytominer_does() {
         run(&stage("pf-aggregate"), &args)
     };
     aggregate(&path("sqlite.parquet"), "wells.parquet", &[]).assert_success();
+    // The backend's plate is `001`: as a CSV input too it stays `001` and meets the plate map's.
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "to-csv".into(),
+            arg(&path("sqlite.parquet")),
+            arg(&path("cells.csv")),
+        ],
+    )
+    .assert_success();
+    aggregate(&path("cells.csv"), "csv-wells.parquet", &[]).assert_success();
+    for wells in ["wells.parquet", "csv-wells.parquet"] {
+        run_python(
+            "check_cellprofiler.py",
+            &["plates".into(), arg(&path(wells)), "001".into()],
+        )
+        .assert_success();
+    }
     run_python(
         "check_cellprofiler.py",
         &["wells".into(), arg(&path("wells.parquet")), arg(&backend)],
@@ -3229,6 +3247,49 @@ fn the_cellprofiler_pipeline_runs_from_a_backend_to_a_report_that_compares_runs(
             "{a} and {b} differ"
         );
     }
+    // Plates numbered 2, 10, 1, 3 (text order is not number order) through the plate map: the
+    // passes still give the one pass's bytes.
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "integer-plates".into(),
+            plain("single_cells.parquet"),
+            arg(&folder.join("screen/platemap.csv")),
+            plain("numbered.parquet"),
+            plain("numbered-platemap.csv"),
+        ],
+    )
+    .assert_success();
+    for (passes, wells) in [
+        ("1", "numbered-passes.parquet"),
+        ("256", "numbered-one.parquet"),
+    ] {
+        run(
+            &stage("pf-aggregate"),
+            &[
+                "--input".to_string(),
+                plain("numbered.parquet"),
+                "--cell-aggregation".into(),
+                "median".into(),
+                "--platemap".into(),
+                plain("numbered-platemap.csv"),
+                "--moa-csv".into(),
+                arg(&folder.join("screen/moa.csv")),
+                "--median-pass-mib".into(),
+                passes.into(),
+                "--wells".into(),
+                plain(wells),
+                "--treatments".into(),
+                plain(&format!("treatments-{wells}")),
+            ],
+        )
+        .assert_success();
+    }
+    assert_eq!(
+        std::fs::read(out.join("numbered-passes.parquet")).unwrap(),
+        std::fs::read(out.join("numbered-one.parquet")).unwrap(),
+        "numbered plates: the passes' wells differ from one pass's"
+    );
     run(
         &stage("pf-classify"),
         &[

@@ -128,7 +128,16 @@ fn scan_inputs(cli: &Cli) -> anyhow::Result<LazyFrame> {
         if !is_csv(path) {
             check_phenoflow_parquet(path, cli.level)?;
         }
-        frames.push(scan_one(path)?);
+        // Plate, well and compound are names: a CSV's plate `001` must stay `001`, as the plate
+        // map's does and as pf-cellprofiler writes it.
+        frames.push(scan_one_with_text(
+            path,
+            &[
+                cli.plate_column.as_str(),
+                cli.well_column.as_str(),
+                cli.compound_column.as_str(),
+            ],
+        )?);
     }
     if frames.len() == 1 {
         return Ok(frames.pop().expect("one frame"));
@@ -235,8 +244,10 @@ fn check_no_null_features(cli: &Cli, features: &[String]) -> anyhow::Result<()> 
 /// The columns that name one cell within a well, where the input has them (the first set found):
 /// phenoflow's (site, object number), or CellProfiler's ([table number,] image number, object
 /// number).
-const CELL_IDENTITY: [&[&str]; 4] = [
+const CELL_IDENTITY: [&[&str]; 5] = [
     &["Metadata_Site", "Metadata_ObjectNumber"],
+    // pf-cellprofiler's single cells of an image table without a site: the image and the cell.
+    &["Metadata_ImageNumber", "Metadata_ObjectNumber"],
     // Distributed CellProfiler numbers images from 1 in every job: TableNumber tells them apart.
     &["TableNumber", "ImageNumber", "ObjectNumber"],
     &["Metadata_TableNumber", "ImageNumber", "ObjectNumber"],
@@ -431,12 +442,30 @@ fn resolve_columns(
     Ok((map, features))
 }
 
-fn aggregate_expr(name: &str, aggregation: Aggregation) -> Expr {
+/// One feature's cells → well aggregate. NaN in a float feature: with `nan_is_missing`
+/// (`--feature-select drop-na-columns`) it is skipped like a null; otherwise it makes the well's
+/// value NaN, which `collect_wells` reports (the mean does so by itself; Polars' median would
+/// sort NaN last and return a biased number without a word).
+fn aggregate_expr(
+    name: &str,
+    aggregation: Aggregation,
+    is_float: bool,
+    nan_is_missing: bool,
+) -> Expr {
     // No cast to float64 before aggregating: it would materialise a float64 copy of every
     // feature column (twice the input in memory); Polars sums float32 columns in float64.
-    let column = col(name);
+    let column = if is_float && nan_is_missing {
+        col(name).fill_nan(polars::prelude::lit(polars::prelude::NULL))
+    } else {
+        col(name)
+    };
     match aggregation {
         Aggregation::Mean => column.mean(),
+        Aggregation::Median if is_float && !nan_is_missing => {
+            polars::prelude::when(col(name).is_nan().any(true))
+                .then(polars::prelude::lit(f64::NAN))
+                .otherwise(column.median())
+        }
         Aggregation::Median => column.median(),
     }
     .alias(name)
@@ -462,14 +491,21 @@ fn well_frame(
     key_exprs.extend(map.moa.as_deref().map(col));
     key_exprs.extend(map.batch.as_deref().map(col));
     let mut aggs: Vec<Expr> = Vec::new();
+    let mut frame = frame;
+    let schema = frame
+        .collect_schema()
+        .context("reading the input's columns")?;
+    let nan_is_missing = cli.feature_select.contains(&Selection::DropNaColumns);
     let grouped = match cli.level {
         InputLevel::Cells => {
             aggs.push(len().alias("Metadata_Count_Cells"));
-            aggs.extend(
-                features
-                    .iter()
-                    .map(|name| aggregate_expr(name, cli.cell_aggregation)),
-            );
+            aggs.extend(features.iter().map(|name| {
+                let is_float = matches!(
+                    schema.get(name.as_str()),
+                    Some(PlDataType::Float32 | PlDataType::Float64)
+                );
+                aggregate_expr(name, cli.cell_aggregation, is_float, nan_is_missing)
+            }));
             frame.group_by(key_exprs.clone()).agg(aggs)
         }
         InputLevel::Wells => {
@@ -1021,7 +1057,7 @@ fn wells_by_plate_chunks(
     );
     let mut parts: Vec<DataFrame> = Vec::with_capacity(chunks.len());
     for chunk in chunks {
-        let filter = chunk
+        let equalities: Vec<Expr> = chunk
             .iter()
             .map(|&index| {
                 let plate = plates.get(index).expect("a counted plate");
@@ -1029,8 +1065,8 @@ fn wells_by_plate_chunks(
                     polars::prelude::Scalar::new(plates.dtype().clone(), plate.into_static());
                 col(map.plate.as_str()).eq(polars::prelude::lit(plate))
             })
-            .reduce(|a, b| a.or(b))
-            .expect("a chunk holds a plate");
+            .collect();
+        let filter = balanced_or(equalities);
         parts.push(well_frame(
             cli,
             frame.clone().filter(filter),
@@ -1043,7 +1079,29 @@ fn wells_by_plate_chunks(
     for part in &parts {
         joined.vstack_mut(part)?;
     }
-    Ok(joined)
+    // Passes follow the plates' own order; one pass sorts the wells after the plate map's join
+    // (which reads plates as text): the same order here, whatever the plate column's type.
+    Ok(joined.sort(
+        ["Metadata_Plate", "Metadata_Well"],
+        SortMultipleOptions::default(),
+    )?)
+}
+
+/// `a or b or …` as a balanced tree (depth log₂ n, not n: a pass may hold thousands of small
+/// plates).
+fn balanced_or(mut terms: Vec<Expr>) -> Expr {
+    while terms.len() > 1 {
+        let mut next = Vec::with_capacity(terms.len().div_ceil(2));
+        let mut pairs = terms.into_iter();
+        while let Some(first) = pairs.next() {
+            next.push(match pairs.next() {
+                Some(second) => first.or(second),
+                None => first,
+            });
+        }
+        terms = next;
+    }
+    terms.pop().expect("at least one term")
 }
 
 /// What `drop-na-columns` did on the cells.
@@ -1054,6 +1112,16 @@ struct MissingReport {
     kept_with_missing: usize,
 }
 
+/// 1 where a feature value is missing (null, or NaN as pandas counts it), else 0.
+fn missing_values(name: &str) -> Expr {
+    let value = col(name).cast(PlDataType::Float64);
+    value
+        .clone()
+        .is_null()
+        .or(value.is_nan().fill_null(polars::prelude::lit(false)))
+        .cast(PlDataType::UInt32)
+}
+
 /// pycytominer's `drop_na_columns` on the cells: features missing in more than `cutoff` of the
 /// rows are dropped; the others may keep missing values, which the well aggregate skips.
 fn drop_na_columns(
@@ -1061,15 +1129,22 @@ fn drop_na_columns(
     features: Vec<String>,
     cutoff: f64,
 ) -> anyhow::Result<(Vec<String>, MissingReport)> {
+    // Missing is null or NaN, as pandas' isna (pycytominer's get_na_columns) counts it.
     let mut exprs: Vec<Expr> = features
         .iter()
-        .map(|name| col(name.as_str()).null_count().alias(name.as_str()))
+        .map(|name| {
+            missing_values(name)
+                .sum()
+                .cast(PlDataType::UInt64)
+                .alias(name.as_str())
+        })
         .collect();
     exprs.push(len().alias("__rows__"));
     let counts = frame
         .clone()
         .select(exprs)
-        .collect()
+        .collect_with_engine(Engine::Streaming)
+        .map(|result| result.unwrap_single())
         .context("counting missing values")?;
     let count = |name: &str| -> anyhow::Result<u64> {
         Ok(counts
@@ -1109,6 +1184,12 @@ fn select_features(
     missing: &MissingReport,
 ) -> anyhow::Result<BTreeMap<&'static str, usize>> {
     let mut dropped = BTreeMap::new();
+    if cli.blocklist.is_some() && !cli.feature_select.contains(&Selection::Blocklist) {
+        return Err(input_error(
+            "--blocklist is given but `blocklist` is not among --feature-select's operations"
+                .into(),
+        ));
+    }
     if cli.feature_select.is_empty() {
         return Ok(dropped);
     }

@@ -54,12 +54,12 @@ fn is_numeric(data_type: &DataType) -> bool {
     data_type.is_integer() || matches!(data_type, DataType::Float32 | DataType::Float64)
 }
 
-/// Any integer or float column as f64 values (None for null).
-fn floats(array: &dyn Array) -> Vec<Option<f64>> {
+/// Any integer or float column as f64 values (None for null); `None` for another type.
+fn floats(array: &dyn Array) -> Option<Vec<Option<f64>>> {
     macro_rules! convert {
         ($($type:ty),*) => {
             $(if let Some(values) = array.as_primitive_opt::<$type>() {
-                return values.iter().map(|value| value.map(|value| value as f64)).collect();
+                return Some(values.iter().map(|value| value.map(|value| value as f64)).collect());
             })*
         };
     }
@@ -75,7 +75,37 @@ fn floats(array: &dyn Array) -> Vec<Option<f64>> {
         UInt16Type,
         UInt8Type
     );
-    vec![None; array.len()]
+    None
+}
+
+/// Any integer column as i64 (exactly), or a float column's integral values; None for null, NaN
+/// or a fraction; `None` for another type.
+fn ints(array: &dyn Array) -> Option<Vec<Option<i64>>> {
+    macro_rules! convert {
+        ($($type:ty),*) => {
+            $(if let Some(values) = array.as_primitive_opt::<$type>() {
+                return Some(
+                    values
+                        .iter()
+                        .map(|value| value.and_then(|value| i64::try_from(value).ok()))
+                        .collect(),
+                );
+            })*
+        };
+    }
+    convert!(
+        Int64Type, Int32Type, Int16Type, Int8Type, UInt64Type, UInt32Type, UInt16Type, UInt8Type
+    );
+    floats(array).map(|values| {
+        values
+            .into_iter()
+            .map(|value| {
+                value
+                    .filter(|v| v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15)
+                    .map(|v| v as i64)
+            })
+            .collect()
+    })
 }
 
 fn texts(array: &dyn Array) -> Option<Vec<Option<String>>> {
@@ -278,12 +308,20 @@ pub fn convert(cli: &Cli, path: &Path, provenance: &Provenance) -> anyhow::Resul
         let column = |input: usize| -> &ArrayRef {
             batch.column(order.binary_search(&input).expect("projected column"))
         };
-        let image_numbers = floats(column(image).as_ref());
-        let cell_numbers = floats(column(cell).as_ref());
+        let unreadable = |input: usize| {
+            crate::input_error(format!(
+                "{}: column `{}` holds {}, which is read as neither text nor numbers here",
+                path.display(),
+                schema.field(input).name(),
+                schema.field(input).data_type()
+            ))
+        };
+        let image_numbers = ints(column(image).as_ref()).ok_or_else(|| unreadable(image))?;
+        let cell_numbers = ints(column(cell).as_ref()).ok_or_else(|| unreadable(cell))?;
         let keep: Vec<usize> = (0..batch.num_rows())
             .filter(|&row| {
                 if let Some(number) = image_numbers[row] {
-                    images.insert(number as i64);
+                    images.insert(number);
                 }
                 cell_numbers[row].is_some()
             })
@@ -294,12 +332,14 @@ pub fn convert(cli: &Cli, path: &Path, provenance: &Provenance) -> anyhow::Resul
             let is_number = (n_metadata..n_metadata + n_numbers).contains(&position);
             arrays.push(match output {
                 Output::Text => {
-                    let values = texts(array.as_ref()).unwrap_or_else(|| {
-                        floats(array.as_ref())
+                    let values = match texts(array.as_ref()) {
+                        Some(values) => values,
+                        None => ints(array.as_ref())
+                            .ok_or_else(|| unreadable(*input))?
                             .into_iter()
                             .map(|value| value.map(|value| value.to_string()))
-                            .collect()
-                    });
+                            .collect(),
+                    };
                     if position < 2 {
                         if let Some(&row) = keep.iter().find(|&&row| {
                             values[row]
@@ -319,24 +359,21 @@ pub fn convert(cli: &Cli, path: &Path, provenance: &Provenance) -> anyhow::Resul
                     ))
                 }
                 Output::Int => {
-                    let values = floats(array.as_ref());
+                    let values = ints(array.as_ref()).ok_or_else(|| unreadable(*input))?;
                     if is_number {
                         if let Some(&row) = keep.iter().find(|&&row| values[row].is_none()) {
                             return Err(crate::input_error(format!(
-                                "{}: row {}: `{}` is empty",
+                                "{}: row {}: `{}` is empty or not a whole number",
                                 path.display(),
                                 first_row + row,
                                 schema.field(*input).name()
                             )));
                         }
                     }
-                    Arc::new(Int64Array::from_iter(
-                        keep.iter()
-                            .map(|&row| values[row].map(|value| value as i64)),
-                    ))
+                    Arc::new(Int64Array::from_iter(keep.iter().map(|&row| values[row])))
                 }
                 Output::Real => {
-                    let values = floats(array.as_ref());
+                    let values = floats(array.as_ref()).ok_or_else(|| unreadable(*input))?;
                     let is_feature = position >= n_metadata + n_numbers;
                     Arc::new(Float64Array::from_iter(keep.iter().map(|&row| {
                         let value = values[row].filter(|value| value.is_finite());
@@ -350,7 +387,7 @@ pub fn convert(cli: &Cli, path: &Path, provenance: &Provenance) -> anyhow::Resul
         }
         for &row in &keep {
             if let Some(number) = image_numbers[row] {
-                images_with_cells.insert(number as i64);
+                images_with_cells.insert(number);
             }
         }
         summary.cells += keep.len();

@@ -88,7 +88,8 @@ fn write_merged(
         .iter_mut()
         .flat_map(|source| source.features().to_vec())
         .collect();
-    let schema = merge::output_schema(&plan, &features)?;
+    let names: Vec<&str> = sources.iter().map(|source| source.source()).collect();
+    let schema = merge::output_schema(&plan, &features, &names.join(", "))?;
     let rows = rows_per_group(features.len());
     let mut writer = ParquetTableWriter::create(
         &cli.output,
@@ -243,4 +244,25 @@ fn record_input(provenance: &mut Provenance, path: &Path) -> anyhow::Result<()> 
 
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     phenoflow_schemas::exit_code(error.chain(), |_| false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn measurements_cellprofiler_could_not_make_are_missing_and_text_is_refused() {
+        assert_eq!(parse_measurement(" 2.5 "), Some(2.5));
+        for missing in ["", "nan", "NaN", "inf", "-inf"] {
+            assert!(parse_measurement(missing).unwrap().is_nan(), "{missing}");
+        }
+        assert_eq!(parse_measurement("n/a"), None);
+    }
+
+    #[test]
+    fn row_groups_hold_about_64_mib_of_features() {
+        assert_eq!(rows_per_group(1189), 7055);
+        assert_eq!(rows_per_group(1), 65_536);
+        assert_eq!(rows_per_group(100_000), 1024);
+    }
 }

@@ -184,7 +184,11 @@ impl Batch {
 }
 
 /// The output schema: metadata, the four object numbers, then every compartment's features.
-pub fn output_schema(plan: &MetadataPlan, features: &[String]) -> anyhow::Result<SchemaRef> {
+pub fn output_schema(
+    plan: &MetadataPlan,
+    features: &[String],
+    source: &str,
+) -> anyhow::Result<SchemaRef> {
     let mut fields = plan.fields();
     for name in [IMAGE_NUMBER, CELL_NUMBER, CYTOPLASM_NUMBER, NUCLEUS_NUMBER] {
         fields.push(Field::new(name, DataType::Int64, false));
@@ -193,7 +197,7 @@ pub fn output_schema(plan: &MetadataPlan, features: &[String]) -> anyhow::Result
     for name in features {
         if !seen.insert(name.as_str()) {
             return Err(crate::input_error(format!(
-                "two measurement columns are both named `{name}`"
+                "{source}: two measurement columns are both named `{name}`"
             )));
         }
         fields.push(Field::new(name, DataType::Float64, true));

@@ -49,12 +49,20 @@ pub enum Value {
 }
 
 impl Value {
-    /// A CSV field as CellProfiler writes it: an integer, a real, text, or empty.
+    /// A CSV field as CellProfiler writes it: an integer, a real, text, or empty. An integer
+    /// written otherwise than its canonical form (a plate `001`, a well `+1`) stays text, so that
+    /// it keeps its name (the SQLite backend stores such metadata as TEXT).
     pub fn parse(text: &str) -> Value {
         if text.is_empty() {
             Value::Null
-        } else if let Ok(int) = text.parse::<i64>() {
+        } else if let Some(int) = text
+            .parse::<i64>()
+            .ok()
+            .filter(|int| int.to_string() == text)
+        {
             Value::Int(int)
+        } else if text.parse::<i64>().is_ok() {
+            Value::Text(text.to_string())
         } else if let Ok(real) = text.parse::<f64>() {
             Value::Real(real)
         } else {
@@ -183,6 +191,11 @@ impl Layout {
             let Some(measurement) = name.strip_prefix(prefix) else {
                 continue;
             };
+            // ExportToSpreadsheet can add the image's metadata to every object file
+            // ("Add image metadata columns to your object data file"): not measurements.
+            if name.starts_with("Metadata_") {
+                continue;
+            }
             if position == image
                 || position == object
                 || name == "TableNumber"
@@ -271,5 +284,63 @@ impl Grouper {
     /// The last group, at the end of the file.
     pub fn finish(&mut self) -> Option<ObjectGroup> {
         self.current.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_values_keep_names_that_look_like_numbers() {
+        assert_eq!(Value::parse("1"), Value::Int(1));
+        assert_eq!(Value::parse("001"), Value::Text("001".into()));
+        assert_eq!(Value::parse("+1"), Value::Text("+1".into()));
+        assert_eq!(Value::parse("109.0"), Value::Real(109.0));
+        assert_eq!(Value::parse("A01"), Value::Text("A01".into()));
+        assert_eq!(Value::parse(""), Value::Null);
+        assert!(Value::Text("  ".into()).is_missing());
+    }
+
+    #[test]
+    fn groups_follow_images_and_refuse_an_unsorted_table() {
+        let mut grouper = Grouper::default();
+        assert!(grouper.push("t", 1, 1, &[], &[0.5]).unwrap().is_none());
+        assert!(grouper.push("t", 1, 2, &[], &[1.5]).unwrap().is_none());
+        let first = grouper.push("t", 3, 1, &[], &[2.5]).unwrap().unwrap();
+        assert_eq!(
+            (first.image, first.objects, first.values),
+            (1, vec![1, 2], vec![0.5, 1.5])
+        );
+        let error = grouper
+            .push("t", 2, 1, &[], &[0.0])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("ImageNumber 2 comes after ImageNumber 3"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn linking_columns_and_image_metadata_are_not_measurements() {
+        let names: Vec<String> = [
+            "ImageNumber",
+            "ObjectNumber",
+            "Metadata_Plate",
+            "Number_Object_Number",
+            "Parent_Cells",
+            "Parent_Nuclei",
+            "AreaShape_Area",
+        ]
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
+        let layout = Layout::find(Compartment::Cytoplasm, "t", &names, "", "ObjectNumber").unwrap();
+        assert_eq!(layout.parents, vec![4, 5]);
+        assert_eq!(
+            layout.features,
+            vec![(6, "Cytoplasm_AreaShape_Area".to_string())]
+        );
     }
 }

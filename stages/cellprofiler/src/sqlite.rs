@@ -39,7 +39,8 @@ pub fn sqlite_error(path: &Path, error: rusqlite::Error) -> anyhow::Error {
             | ErrorCode::DatabaseCorrupt
             | ErrorCode::NotADatabase
             | ErrorCode::CannotOpen
-            | ErrorCode::PermissionDenied,
+            | ErrorCode::PermissionDenied
+            | ErrorCode::ReadOnly,
         ) => crate::input_error(message),
         _ => anyhow::anyhow!(message),
     }
@@ -49,11 +50,22 @@ pub fn sqlite_error(path: &Path, error: rusqlite::Error) -> anyhow::Error {
 pub fn open(path: &Path, busy_timeout_ms: u32) -> anyhow::Result<Connection> {
     phenoflow_schemas::open_regular_file(path)
         .map_err(|source| anyhow::Error::new(source).context(format!("{}", path.display())))?;
+    // The bundled SQLite reads a file name starting with `file:` as a URI (which can name another
+    // file or VFS than the one checked and hashed): `./file:…` is always the file itself.
+    let opened = if path.to_string_lossy().starts_with("file:") {
+        Path::new(".").join(path)
+    } else {
+        path.to_path_buf()
+    };
     let connection = Connection::open_with_flags(
-        path,
+        &opened,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(|error| sqlite_error(path, error))?;
+    // Functions in whatever schema SQL is still evaluated may only be innocuous ones.
+    connection
+        .pragma_update(None, "trusted_schema", "OFF")
+        .map_err(|error| sqlite_error(path, error))?;
     connection
         .busy_timeout(Duration::from_millis(u64::from(busy_timeout_ms)))
         .map_err(|error| sqlite_error(path, error))?;
@@ -69,15 +81,56 @@ fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
 }
 
-/// The column names of `table`, or an error listing the file's tables.
+/// The column names of `table`, or an error listing the file's tables. Only a plain table is
+/// read: a view, a virtual table or a generated column would make the file's own SQL run on every
+/// read (a recursive view can hang the stage, `randomblob` in each row exhaust its memory).
 fn columns(connection: &Connection, path: &Path, table: &str) -> anyhow::Result<Vec<String>> {
-    let mut statement = connection
-        .prepare("SELECT name FROM pragma_table_info(?1)")
+    let kind: Option<(String, String)> = connection
+        .query_row(
+            "SELECT type, coalesce(sql, '') FROM sqlite_master WHERE name = ?1 COLLATE NOCASE",
+            [table],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .map(Some)
+        .or_else(|error| match error {
+            rusqlite::Error::QueryReturnedNoRows => Ok(None),
+            other => Err(other),
+        })
         .map_err(|error| sqlite_error(path, error))?;
-    let names = statement
-        .query_map([table], |row| row.get::<_, String>(0))
+    if let Some((kind, sql)) = &kind {
+        let is_virtual = sql
+            .trim_start()
+            .to_ascii_uppercase()
+            .starts_with("CREATE VIRTUAL");
+        if kind != "table" || is_virtual {
+            return Err(crate::input_error(format!(
+                "{}: `{table}` is a {}, not a table CellProfiler wrote; its SQL is not run",
+                path.display(),
+                if is_virtual {
+                    "virtual table"
+                } else {
+                    kind.as_str()
+                }
+            )));
+        }
+    }
+    let mut statement = connection
+        .prepare("SELECT name, hidden FROM pragma_table_xinfo(?1)")
+        .map_err(|error| sqlite_error(path, error))?;
+    let described = statement
+        .query_map([table], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?))
+        })
         .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
         .map_err(|error| sqlite_error(path, error))?;
+    if let Some((name, _)) = described.iter().find(|(_, hidden)| *hidden >= 2) {
+        return Err(crate::input_error(format!(
+            "{}: column `{name}` of `{table}` is a generated column (computed by the file's SQL on every \
+             read), not a measurement CellProfiler wrote",
+            path.display()
+        )));
+    }
+    let names: Vec<String> = described.into_iter().map(|(name, _)| name).collect();
     if names.is_empty() {
         let mut statement = connection
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -165,11 +218,6 @@ pub fn read_images(
                 images.len()
             ))
         })?;
-        if images.last().is_some_and(|last| last.number == number) {
-            return Err(crate::input_error(format!(
-                "{source}: ImageNumber {number} appears twice"
-            )));
-        }
         let mut values = Vec::with_capacity(metadata.len());
         for index in 0..metadata.len() {
             values.push(match value(1 + index) {
@@ -194,6 +242,17 @@ pub fn read_images(
             metadata: values,
             counts: image_counts,
         });
+    }
+    // Sorted here, not by SQL: a column mixing INTEGER and TEXT numbers sorts them apart.
+    images.sort_by_key(|row| row.number);
+    if let Some(pair) = images
+        .windows(2)
+        .find(|pair| pair[0].number == pair[1].number)
+    {
+        return Err(crate::input_error(format!(
+            "{source}: ImageNumber {} appears twice",
+            pair[0].number
+        )));
     }
     Ok(ImageTable {
         source,

@@ -277,7 +277,13 @@ pub fn page(report: &Report<'_>) -> String {
     let mut out = String::new();
     let title = match report.card {
         Some(card) => card.model.display_name().to_string(),
-        None => "supervised classification".to_string(),
+        None if !report.supervised.is_empty() => "supervised classification".to_string(),
+        // A profiling run without a model (CellProfiler features): its profile's name.
+        None => report
+            .compared
+            .first()
+            .map_or("profiling run", |(name, _)| name)
+            .to_string(),
     };
     let _ = write!(
         out,
