@@ -98,7 +98,9 @@ pipeline: bins ## Run a pipeline file: make pipeline PIPELINE=pipelines/bbbc021.
 	@$(WITH_ENV) $(BIN)/pf-run run $(PIPELINE) --jobs $(JOBS)
 
 demo-cellprofiler: bins ## The classical path: a 10-plate CellProfiler screen scaled from the real SQLite backend, through pipelines/cellprofiler.toml
-	@$(WITH_ENV) $(PYTHON) tests/python/make_cp_screen.py $${PHENOFLOW_SHARED_DATA}/cellprofiler/nf1_schwann/all_cellprofiler.sqlite out/cp-screen --plates 10
+	@$(WITH_ENV) backend=$${PHENOFLOW_SHARED_DATA}/cellprofiler/nf1_schwann/all_cellprofiler.sqlite; \
+	    test -f $$backend || { echo "demo-cellprofiler: $$backend is missing: set PHENOFLOW_SHARED_DATA to the shared data folder (its README lists cellprofiler/)" >&2; exit 2; }; \
+	    $(PYTHON) tests/python/make_cp_screen.py $$backend out/cp-screen --plates 10
 	@$(WITH_ENV) $(BIN)/pf-run run pipelines/cellprofiler.toml
 	@$(WITH_ENV) $(PYTHON) tests/python/print_metrics.py "CellProfiler=$(ROOT)/out/cellprofiler/metrics.parquet"
 	@echo "demo-cellprofiler: report in out/cellprofiler/report/report.html"

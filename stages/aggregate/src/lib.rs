@@ -1001,7 +1001,7 @@ fn string_array<T: AsRef<str>>(values: &[T]) -> ArrayRef {
 
 /// Cells → wells with the median, in passes of whole plates. Polars' median keeps every value of
 /// its groups until the end (a 2.3 GB table of CellProfiler cells took 3.4 GB); a pass holds at
-/// most `--median-pass-mib` of feature values (256 by default: that table then takes 0.77 GB, in
+/// most `--median-pass-mib` of feature values (256 by default: that table then took 0.77 GB, in
 /// no more time), one plate larger than that is a pass of its own, and everything that fits is
 /// one pass. Each pass is filtered to its plates (row-group statistics skip the rest of a
 /// plate-ordered file); a well lies on one plate, so every well's aggregate is the same as in one
