@@ -115,21 +115,11 @@ pub fn read_images(path: &Path) -> anyhow::Result<ImageTable> {
             counts: image_counts,
         });
     }
-    rows.sort_by_key(|row| row.number);
-    if let Some(pair) = rows
-        .windows(2)
-        .find(|pair| pair[0].number == pair[1].number)
-    {
-        return Err(crate::input_error(format!(
-            "{source}: ImageNumber {} appears twice",
-            pair[0].number
-        )));
-    }
-    Ok(ImageTable {
+    ImageTable::new(
         source,
-        columns: metadata.iter().map(|&index| names[index].clone()).collect(),
+        metadata.iter().map(|&index| names[index].clone()).collect(),
         rows,
-    })
+    )
 }
 
 /// One compartment CSV, image by image.

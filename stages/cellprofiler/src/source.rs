@@ -101,6 +101,32 @@ pub struct ImageTable {
     pub rows: Vec<ImageRow>,
 }
 
+impl ImageTable {
+    /// The image table of `rows` in any order: sorted by image number here (not by SQL, where a
+    /// column mixing INTEGER and TEXT numbers sorts them apart), no image twice.
+    pub fn new(
+        source: String,
+        columns: Vec<String>,
+        mut rows: Vec<ImageRow>,
+    ) -> anyhow::Result<ImageTable> {
+        rows.sort_by_key(|row| row.number);
+        if let Some(pair) = rows
+            .windows(2)
+            .find(|pair| pair[0].number == pair[1].number)
+        {
+            return Err(crate::input_error(format!(
+                "{source}: ImageNumber {} appears twice",
+                pair[0].number
+            )));
+        }
+        Ok(ImageTable {
+            source,
+            columns,
+            rows,
+        })
+    }
+}
+
 #[derive(Debug)]
 pub struct ImageRow {
     pub number: i64,

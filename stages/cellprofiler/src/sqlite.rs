@@ -243,25 +243,14 @@ pub fn read_images(
             counts: image_counts,
         });
     }
-    // Sorted here, not by SQL: a column mixing INTEGER and TEXT numbers sorts them apart.
-    images.sort_by_key(|row| row.number);
-    if let Some(pair) = images
-        .windows(2)
-        .find(|pair| pair[0].number == pair[1].number)
-    {
-        return Err(crate::input_error(format!(
-            "{source}: ImageNumber {} appears twice",
-            pair[0].number
-        )));
-    }
-    Ok(ImageTable {
+    ImageTable::new(
         source,
-        columns: metadata
+        metadata
             .iter()
             .map(|name| name.trim_start_matches("Image_").to_string())
             .collect(),
-        rows: images,
-    })
+        images,
+    )
 }
 
 /// The ordered query of one compartment table, prepared; [`SqliteGroups`] runs it.
