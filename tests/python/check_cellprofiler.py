@@ -68,6 +68,16 @@ def features(frame):
     return [c for c in frame.columns if c.startswith(PREFIXES)]
 
 
+def same_features(ours, expected, other):
+    """Fails unless the feature columns of `ours` are exactly `expected` (sorted)."""
+    found = sorted(features(ours))
+    if found != expected:
+        fail(
+            f"feature columns differ: ours only {sorted(set(found) - set(expected))[:5]}, "
+            f"{other} only {sorted(set(expected) - set(found))[:5]}"
+        )
+
+
 def compare(ours, ref, names, what, tolerance=1e-12):
     a = ours[names].to_numpy(dtype=float)
     b = ref[names].to_numpy(dtype=float)
@@ -84,11 +94,7 @@ def check_sqlite(ours_path, backend):
     ref = single_cells(backend).merge_single_cells()
     ours = pq.read_table(ours_path).to_pandas()
     expected = sorted(set(features(ref)) - NOT_FEATURES)
-    if sorted(features(ours)) != expected:
-        fail(
-            f"feature columns differ: ours only {sorted(set(features(ours)) - set(expected))[:5]}, "
-            f"pycytominer only {sorted(set(expected) - set(features(ours)))[:5]}"
-        )
+    same_features(ours, expected, "pycytominer")
     if len(ours) != len(ref):
         fail(f"{len(ours)} cells, pycytominer {len(ref)}")
     ref = ref.sort_values(["Metadata_ImageNumber", "Metadata_Cells_Number_Object_Number"]).reset_index(drop=True)
@@ -162,11 +168,7 @@ def check_csv(ours_path, folder):
     ours = pq.read_table(ours_path).to_pandas()
     ours = ours.sort_values(["Metadata_ImageNumber", "Metadata_ObjectNumber"]).reset_index(drop=True)
     expected = sorted(c for c in features(merged) if not c.endswith("_Number_Object_Number"))
-    if sorted(features(ours)) != expected:
-        fail(
-            f"feature columns differ: ours only {sorted(set(features(ours)) - set(expected))[:5]}, "
-            f"reference only {sorted(set(expected) - set(features(ours)))[:5]}"
-        )
+    same_features(ours, expected, "reference")
     if len(ours) != len(merged):
         fail(f"{len(ours)} cells, the pandas merge {len(merged)}")
     if list(ours["Metadata_Plate"].astype(str)) != list(merged["Metadata_Plate"].astype(str)):
@@ -216,8 +218,7 @@ def check_same(a_path, b_path):
     keys = ["Metadata_ImageNumber", "Metadata_ObjectNumber"]
     a = a.sort_values(keys).reset_index(drop=True)
     b = b.sort_values(keys).reset_index(drop=True)
-    if sorted(features(a)) != sorted(features(b)):
-        fail("feature columns differ")
+    same_features(a, sorted(features(b)), Path(b_path).name)
     for key in keys + ["Metadata_Plate", "Metadata_Well", "Metadata_Nuclei_Number_Object_Number"]:
         if list(a[key].astype(str)) != list(b[key].astype(str)):
             fail(f"{key} differs")

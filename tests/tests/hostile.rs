@@ -2019,23 +2019,19 @@ fn feature_selection_and_report_comparisons_refuse_bad_settings_by_name() {
         ],
     )
     .assert_success();
-    let aggregate = |extra: &[&str]| {
+    let (platemap, moa) = (arg(&path("platemap.csv")), arg(&path("moa.csv")));
+    // The classical path's median wells of one input, into the folder's wells.parquet.
+    let median = |input: &str, extra: &[&str]| {
         let mut args = vec![
-            "--input".to_string(),
-            arg(&path("cells.parquet")),
-            "--cell-aggregation".into(),
-            "median".into(),
-            "--platemap".into(),
-            arg(&path("platemap.csv")),
-            "--moa-csv".into(),
-            arg(&path("moa.csv")),
-            "--wells".into(),
-            arg(&path("wells.parquet")),
-            "--treatments".into(),
-            arg(&path("treatments.parquet")),
+            "--cell-aggregation",
+            "median",
+            "--platemap",
+            platemap.as_str(),
+            "--moa-csv",
+            moa.as_str(),
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        run(&stage("pf-aggregate"), &args)
+        args.extend_from_slice(extra);
+        aggregate(&[&path(input)], temp.path(), &args)
     };
     for (extra, fragments) in [
         (
@@ -2069,16 +2065,19 @@ fn feature_selection_and_report_comparisons_refuse_bad_settings_by_name() {
             &["variance_threshold would drop every one of the 1189 features"],
         ),
     ] {
-        aggregate(extra).assert_failure(2, fragments);
+        median("cells.parquet", extra).assert_failure(2, fragments);
         assert!(!path("wells.parquet").exists(), "{extra:?} wrote wells");
     }
     // --blocklist without the blocklist operation would be ignored without a word.
-    aggregate(&[
-        "--feature-select",
-        "variance-threshold",
-        "--blocklist",
-        "list.txt",
-    ])
+    median(
+        "cells.parquet",
+        &[
+            "--feature-select",
+            "variance-threshold",
+            "--blocklist",
+            "list.txt",
+        ],
+    )
     .assert_failure(2, &["--blocklist", "not among --feature-select"]);
     // A NaN (not a null) in a cell: the median would sort it last and return a biased number; it
     // is reported as the mean's is, and drop-na-columns counts it as missing, as pandas does.
@@ -2091,27 +2090,10 @@ fn feature_selection_and_report_comparisons_refuse_bad_settings_by_name() {
         ],
     )
     .assert_success();
-    let with_nan = |extra: &[&str]| {
-        let mut args = vec![
-            "--input".to_string(),
-            arg(&path("nan.parquet")),
-            "--cell-aggregation".into(),
-            "median".into(),
-            "--platemap".into(),
-            arg(&path("platemap.csv")),
-            "--moa-csv".into(),
-            arg(&path("moa.csv")),
-            "--wells".into(),
-            arg(&path("nan-wells.parquet")),
-            "--treatments".into(),
-            arg(&path("nan-treatments.parquet")),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        run(&stage("pf-aggregate"), &args)
-    };
-    with_nan(&[]).assert_failure(2, &["feature `Cells_AreaShape_Area` is NaN"]);
-    assert!(!path("nan-wells.parquet").exists());
-    let skipped = with_nan(&["--feature-select", "drop-na-columns"]);
+
+    median("nan.parquet", &[]).assert_failure(2, &["feature `Cells_AreaShape_Area` is NaN"]);
+    assert!(!path("wells.parquet").exists());
+    let skipped = median("nan.parquet", &["--feature-select", "drop-na-columns"]);
     skipped.assert_success();
     assert!(
         skipped
@@ -2121,7 +2103,7 @@ fn feature_selection_and_report_comparisons_refuse_bad_settings_by_name() {
         skipped.stderr
     );
     // A comparison without a label, and one whose file is missing.
-    aggregate(&[]).assert_success();
+    median("cells.parquet", &[]).assert_success();
     run(
         &stage("pf-classify"),
         &[

@@ -3189,47 +3189,42 @@ fn the_cellprofiler_pipeline_runs_from_a_backend_to_a_report_that_compares_runs(
 
     // The same screen without feature selection, beside the selected run in one report.
     let plain = |name: &str| arg(&out.join(name));
-    run(
-        &stage("pf-aggregate"),
-        &[
+    let moa = arg(&folder.join("screen/moa.csv"));
+    // Median wells of `input` with `platemap` into `<prefix>-wells.parquet` and
+    // `<prefix>-treatments.parquet`.
+    let median = |input: &str, platemap: &str, prefix: &str, extra: &[&str]| {
+        let mut args = vec![
             "--input".to_string(),
-            plain("single_cells.parquet"),
+            plain(input),
             "--cell-aggregation".into(),
             "median".into(),
-            "--normalize".into(),
-            "mad-robustize".into(),
             "--platemap".into(),
-            arg(&folder.join("screen/platemap.csv")),
+            platemap.to_string(),
             "--moa-csv".into(),
-            arg(&folder.join("screen/moa.csv")),
+            moa.clone(),
             "--wells".into(),
-            plain("plain-wells.parquet"),
+            plain(&format!("{prefix}-wells.parquet")),
             "--treatments".into(),
-            plain("plain-treatments.parquet"),
-        ],
+            plain(&format!("{prefix}-treatments.parquet")),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        run(&stage("pf-aggregate"), &args)
+    };
+    let screen_platemap = arg(&folder.join("screen/platemap.csv"));
+    let robustize = ["--normalize", "mad-robustize"];
+    median(
+        "single_cells.parquet",
+        &screen_platemap,
+        "plain",
+        &robustize,
     )
     .assert_success();
     // The median in passes of whole plates (one plate a pass here) gives the same bytes.
-    let passes = run(
-        &stage("pf-aggregate"),
-        &[
-            "--input".to_string(),
-            plain("single_cells.parquet"),
-            "--cell-aggregation".into(),
-            "median".into(),
-            "--normalize".into(),
-            "mad-robustize".into(),
-            "--platemap".into(),
-            arg(&folder.join("screen/platemap.csv")),
-            "--moa-csv".into(),
-            arg(&folder.join("screen/moa.csv")),
-            "--median-pass-mib".into(),
-            "1".into(),
-            "--wells".into(),
-            plain("passes-wells.parquet"),
-            "--treatments".into(),
-            plain("passes-treatments.parquet"),
-        ],
+    let passes = median(
+        "single_cells.parquet",
+        &screen_platemap,
+        "passes",
+        &["--normalize", "mad-robustize", "--median-pass-mib", "1"],
     );
     passes.assert_success();
     assert!(
@@ -3254,40 +3249,24 @@ fn the_cellprofiler_pipeline_runs_from_a_backend_to_a_report_that_compares_runs(
         &[
             "integer-plates".into(),
             plain("single_cells.parquet"),
-            arg(&folder.join("screen/platemap.csv")),
+            screen_platemap.clone(),
             plain("numbered.parquet"),
             plain("numbered-platemap.csv"),
         ],
     )
     .assert_success();
-    for (passes, wells) in [
-        ("1", "numbered-passes.parquet"),
-        ("256", "numbered-one.parquet"),
-    ] {
-        run(
-            &stage("pf-aggregate"),
-            &[
-                "--input".to_string(),
-                plain("numbered.parquet"),
-                "--cell-aggregation".into(),
-                "median".into(),
-                "--platemap".into(),
-                plain("numbered-platemap.csv"),
-                "--moa-csv".into(),
-                arg(&folder.join("screen/moa.csv")),
-                "--median-pass-mib".into(),
-                passes.into(),
-                "--wells".into(),
-                plain(wells),
-                "--treatments".into(),
-                plain(&format!("treatments-{wells}")),
-            ],
+    for (passes, prefix) in [("1", "numbered-passes"), ("256", "numbered-one")] {
+        median(
+            "numbered.parquet",
+            &plain("numbered-platemap.csv"),
+            prefix,
+            &["--median-pass-mib", passes],
         )
         .assert_success();
     }
     assert_eq!(
-        std::fs::read(out.join("numbered-passes.parquet")).unwrap(),
-        std::fs::read(out.join("numbered-one.parquet")).unwrap(),
+        std::fs::read(out.join("numbered-passes-wells.parquet")).unwrap(),
+        std::fs::read(out.join("numbered-one-wells.parquet")).unwrap(),
         "numbered plates: the passes' wells differ from one pass's"
     );
     run(

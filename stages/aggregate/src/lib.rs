@@ -878,27 +878,39 @@ fn normalize_wells(wells: &mut Wells, cli: &Cli) -> anyhow::Result<Normalization
     Ok(report)
 }
 
+/// Keeps the elements of `values` whose position `keep` accepts.
+fn retain_positions<T>(values: &mut Vec<T>, keep: impl Fn(&usize) -> bool) {
+    let mut index = 0;
+    values.retain(|_| {
+        let kept = keep(&index);
+        index += 1;
+        kept
+    });
+}
+
 impl Wells {
     /// Removes the rows at `rows` (ascending indices).
     pub fn remove(&mut self, rows: &[usize]) {
         let drop: BTreeSet<usize> = rows.iter().copied().collect();
         let keep = |index: &usize| !drop.contains(index);
-        fn retain<T>(values: &mut Vec<T>, keep: impl Fn(&usize) -> bool) {
-            let mut index = 0;
-            values.retain(|_| {
-                let kept = keep(&index);
-                index += 1;
-                kept
-            });
+        retain_positions(&mut self.plate, keep);
+        retain_positions(&mut self.well, keep);
+        retain_positions(&mut self.compound, keep);
+        retain_positions(&mut self.concentration, keep);
+        retain_positions(&mut self.moa, keep);
+        retain_positions(&mut self.batch, keep);
+        retain_positions(&mut self.count, keep);
+        retain_positions(&mut self.features, keep);
+    }
+
+    /// Removes the feature columns at `columns`, from the names and from every row.
+    pub fn remove_features(&mut self, columns: &[usize]) {
+        let drop: BTreeSet<usize> = columns.iter().copied().collect();
+        let keep = |index: &usize| !drop.contains(index);
+        retain_positions(&mut self.feature_names, keep);
+        for row in &mut self.features {
+            retain_positions(row, keep);
         }
-        retain(&mut self.plate, keep);
-        retain(&mut self.well, keep);
-        retain(&mut self.compound, keep);
-        retain(&mut self.concentration, keep);
-        retain(&mut self.moa, keep);
-        retain(&mut self.batch, keep);
-        retain(&mut self.count, keep);
-        retain(&mut self.features, keep);
     }
 }
 
@@ -1176,29 +1188,34 @@ fn drop_na_columns(
     Ok((kept, report))
 }
 
+/// The feature names `--feature-select blocklist` drops (none without that operation), read
+/// before any cell is: a missing file or a `--blocklist` without its operation is reported at once.
+fn read_blocklist(cli: &Cli) -> anyhow::Result<Vec<String>> {
+    if !cli.feature_select.contains(&Selection::Blocklist) {
+        if cli.blocklist.is_some() {
+            return Err(input_error(
+                "--blocklist is given but `blocklist` is not among --feature-select's operations"
+                    .into(),
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    select::read_blocklist(cli.blocklist.as_deref())
+}
+
 /// The well-level operations of `--feature-select`, in order, on the normalised wells; returns
 /// how many features each dropped.
 fn select_features(
     wells: &mut Wells,
     cli: &Cli,
     missing: &MissingReport,
+    blocklist: &[String],
 ) -> anyhow::Result<BTreeMap<&'static str, usize>> {
     let mut dropped = BTreeMap::new();
-    if cli.blocklist.is_some() && !cli.feature_select.contains(&Selection::Blocklist) {
-        return Err(input_error(
-            "--blocklist is given but `blocklist` is not among --feature-select's operations"
-                .into(),
-        ));
-    }
     if cli.feature_select.is_empty() {
         return Ok(dropped);
     }
     let before = wells.feature_names.len() + missing.dropped;
-    let blocklist = if cli.feature_select.contains(&Selection::Blocklist) {
-        select::read_blocklist(cli.blocklist.as_deref())?
-    } else {
-        Vec::new()
-    };
     for &operation in &cli.feature_select {
         if operation == Selection::DropNaColumns {
             dropped.insert(operation.as_str(), missing.dropped);
@@ -1210,7 +1227,7 @@ fn select_features(
             &wells.features,
             cli.min_variance,
             cli.corr_threshold,
-            &blocklist,
+            blocklist,
         );
         *dropped.entry(operation.as_str()).or_insert(0) += excluded.len();
         if excluded.len() == wells.feature_names.len() {
@@ -1220,24 +1237,7 @@ fn select_features(
                 wells.feature_names.len()
             )));
         }
-        let keep: Vec<bool> = (0..wells.feature_names.len())
-            .map(|j| excluded.binary_search(&j).is_err())
-            .collect();
-        let retain = |values: &mut Vec<String>| {
-            let mut index = 0;
-            values.retain(|_| {
-                index += 1;
-                keep[index - 1]
-            });
-        };
-        retain(&mut wells.feature_names);
-        for row in &mut wells.features {
-            let mut index = 0;
-            row.retain(|_| {
-                index += 1;
-                keep[index - 1]
-            });
-        }
+        wells.remove_features(&excluded);
     }
     eprintln!(
         "pf-aggregate: feature selection kept {} of {} features ({}){}",
@@ -1279,6 +1279,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         &inputs,
     )?;
     let moa_table = cli.moa_csv.as_deref().map(MoaTable::read).transpose()?;
+    let blocklist = read_blocklist(&cli)?;
     let platemap = PlateMap::read(&cli)?;
     let mut frame = scan_inputs(&cli)?;
     // Content hashes for the provenance are computed while Polars aggregates: hashing a large
@@ -1405,7 +1406,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let normalization = normalize_wells(&mut wells, &cli)?;
-    let selected = select_features(&mut wells, &cli, &missing)?;
+    let selected = select_features(&mut wells, &cli, &missing, &blocklist)?;
     let treatments = aggregate_treatments(&wells, cli.well_aggregation)?;
 
     let params = serde_json::json!({

@@ -100,9 +100,7 @@ pub fn read_images(path: &Path) -> anyhow::Result<ImageTable> {
             // CellProfiler writes counts as `109.0` in some versions.
             *slot = column.and_then(|index| match Value::parse(record[index].trim()) {
                 Value::Int(count) => Some(count),
-                Value::Real(count) if count.fract() == 0.0 && count.abs() < 9.0e15 => {
-                    Some(count as i64)
-                }
+                Value::Real(count) => crate::source::whole_number(count),
                 _ => None,
             });
         }

@@ -99,11 +99,7 @@ fn ints(array: &dyn Array) -> Option<Vec<Option<i64>>> {
     floats(array).map(|values| {
         values
             .into_iter()
-            .map(|value| {
-                value
-                    .filter(|v| v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15)
-                    .map(|v| v as i64)
-            })
+            .map(|value| value.and_then(crate::source::whole_number))
             .collect()
     })
 }

@@ -80,12 +80,12 @@ fn params(cli: &Cli, source: &str) -> serde_json::Value {
 fn write_merged(
     cli: &Cli,
     images: &ImageTable,
-    mut sources: [&mut dyn GroupSource; 3],
+    sources: [&mut dyn GroupSource; 3],
     provenance: &Provenance,
 ) -> anyhow::Result<Summary> {
     let plan = MetadataPlan::new(images, &cli.plate_column, &cli.well_column)?;
     let features: Vec<String> = sources
-        .iter_mut()
+        .iter()
         .flat_map(|source| source.features().to_vec())
         .collect();
     let names: Vec<&str> = sources.iter().map(|source| source.source()).collect();

@@ -253,6 +253,12 @@ pub fn merge(
         .iter()
         .map(|source| source.features().len())
         .collect();
+    // How errors name the three tables, once (the streams are borrowed mutably per image).
+    let owned_names: Vec<String> = sources
+        .iter()
+        .map(|source| source.source().to_string())
+        .collect();
+    let names: Vec<&str> = owned_names.iter().map(String::as_str).collect();
     let mut summary = Summary {
         images: images.rows.len(),
         features: n_features.iter().sum(),
@@ -274,10 +280,6 @@ pub fn merge(
             streams[1].take(image.number, images)?,
             streams[2].take(image.number, images)?,
         ];
-        let names: Vec<&str> = streams
-            .iter()
-            .map(|stream| stream.source.source())
-            .collect();
         merge_image(
             images,
             image,
@@ -367,8 +369,8 @@ fn merge_image(
         summary.unlinked_nuclei += nuclei.objects.len();
         return Ok(());
     }
-    for (position, (_, name, _)) in plan.columns.iter().enumerate().take(2) {
-        if image.metadata[plan.columns[position].0].is_missing() {
+    for (index, name, _) in plan.columns.iter().take(2) {
+        if image.metadata[*index].is_missing() {
             return Err(crate::input_error(format!(
                 "{}: ImageNumber {} has no `{name}` value, and its {} cells need their plate and well",
                 images.source,

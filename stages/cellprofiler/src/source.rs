@@ -48,6 +48,11 @@ pub enum Value {
     Text(String),
 }
 
+/// A float that is a whole number (a count or an object number written `109.0`), exactly.
+pub fn whole_number(value: f64) -> Option<i64> {
+    (value.is_finite() && value.fract() == 0.0 && value.abs() < 9.0e15).then_some(value as i64)
+}
+
 impl Value {
     /// A CSV field as CellProfiler writes it: an integer, a real, text, or empty. An integer
     /// written otherwise than its canonical form (a plate `001`, a well `+1`) stays text, so that

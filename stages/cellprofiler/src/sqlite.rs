@@ -151,7 +151,7 @@ fn columns(connection: &Connection, path: &Path, table: &str) -> anyhow::Result<
 fn integer(value: ValueRef<'_>) -> Option<i64> {
     match value {
         ValueRef::Integer(int) => Some(int),
-        ValueRef::Real(real) if real.fract() == 0.0 && real.abs() < 9.0e15 => Some(real as i64),
+        ValueRef::Real(real) => crate::source::whole_number(real),
         ValueRef::Text(text) => std::str::from_utf8(text).ok()?.trim().parse().ok(),
         _ => None,
     }
@@ -197,12 +197,7 @@ pub fn read_images(
     let mut selected = vec![quote("ImageNumber")];
     selected.extend(metadata.iter().map(|name| quote(name)));
     selected.extend(counts.iter().flatten().map(|name| quote(name)));
-    let sql = format!(
-        "SELECT {} FROM {} ORDER BY {}",
-        selected.join(", "),
-        quote(&table),
-        quote("ImageNumber")
-    );
+    let sql = format!("SELECT {} FROM {}", selected.join(", "), quote(&table));
     let mut statement = connection
         .prepare(&sql)
         .map_err(|error| sqlite_error(path, error))?;
