@@ -297,8 +297,20 @@ fn vars_in_emitted_files_cannot_become_code_or_clash() {
     )
     .assert_success();
     let snakemake = python().parent().unwrap().join("snakemake");
-    let _ = run_in(folder, &snakemake, &["-n", "--cores", "1"]);
-    let _ = run_in(folder, &snakemake, &["--lint"]);
+    let bin_dir = format!("bin_dir={}", arg(stage("pf-run").parent().unwrap()));
+    // Snakemake reads every rule (the dry run stops only at the input that is not there).
+    let dry = run_in(
+        folder,
+        &snakemake,
+        &["-n", "--cores", "1", "--config", &bin_dir],
+    );
+    assert!(
+        dry.stderr.contains("Missing input files") || dry.stdout.contains("Missing input files"),
+        "{}{}",
+        dry.stdout,
+        dry.stderr
+    );
+    let _ = run_in(folder, &snakemake, &["--lint", "--config", &bin_dir]);
     assert!(
         !marker.exists(),
         "the Snakefile ran code from a pipeline file"
@@ -315,6 +327,16 @@ fn vars_in_emitted_files_cannot_become_code_or_clash() {
             "snakemake",
             plain("data = \"d\"\nbin_dir = \"/tmp\"", "\"cells.parquet\""),
             "[vars] bin_dir is a setting of the emitted file itself",
+        ),
+        (
+            "snakemake",
+            plain("data = \"d\"\nshards = \"3\"", "\"cells.parquet\""),
+            "[vars] shards is a setting of the emitted file itself",
+        ),
+        (
+            "snakemake",
+            plain("data = \"d\"\nconda-env = \"x\"", "\"cells.parquet\""),
+            "[vars] conda-env is a setting of the emitted file itself",
         ),
         (
             "snakemake",

@@ -2380,9 +2380,7 @@ fn snakemake_under_the_slurm_profile_asks_each_job_for_its_resources() {
         "{:?}",
         jobs["train_seed1"]
     );
-    // The linter: a log per job, parameters through params; what it still asks for is a conda
-    // environment or container, which the stages (binaries built against the project's venv)
-    // do not come as.
+    // The linter: a log per job, parameters through params, a conda environment per rule.
     let lint = run_in(
         folder,
         &snakemake,
@@ -2394,12 +2392,114 @@ fn snakemake_under_the_slurm_profile_asks_each_job_for_its_resources() {
         .chain(lint.stderr.lines())
         .filter_map(|line| line.trim_start().strip_prefix("* "))
         .collect();
-    assert_eq!(
-        lints.into_iter().collect::<Vec<_>>(),
-        ["Specify a conda environment or container for each rule.:"],
-        "{}{}",
+    assert!(
+        lints.is_empty() && lint.code == Some(0),
+        "{lints:?}\n{}{}",
         lint.stdout,
         lint.stderr
+    );
+}
+
+/// A pin of `name` (`name==version`) in a requirements-like text.
+fn pinned(text: &str, name: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .map(|line| line.trim_start_matches("- "))
+        .find(|line| line.starts_with(&format!("{name}==")))
+        .unwrap_or_else(|| panic!("no {name}== in:\n{text}"))
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn the_conda_environment_of_the_emitted_rules_gives_the_stages_their_libraries() {
+    // Its pins are what `make setup` installs.
+    let environment =
+        std::fs::read_to_string(root().join("pipelines/envs/phenoflow.yaml")).unwrap();
+    let requirements =
+        std::fs::read_to_string(root().join("tests/python/requirements.txt")).unwrap();
+    assert_eq!(
+        pinned(&environment, "torch"),
+        pinned(&requirements, "torch")
+    );
+    let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
+    let ort_version = makefile
+        .lines()
+        .find_map(|line| line.strip_prefix("ORT_VERSION := "))
+        .unwrap()
+        .trim();
+    assert_eq!(
+        pinned(&environment, "onnxruntime-gpu"),
+        format!("onnxruntime-gpu=={ort_version}")
+    );
+    // Its post-deploy script, run as Snakemake runs it: inside the new environment, here a
+    // prefix whose Python is the project's (the same wheels, laid out as in a conda prefix).
+    let temp = tempfile::tempdir().unwrap();
+    let prefix = temp.path().join("prefix");
+    std::fs::create_dir_all(prefix.join("bin")).unwrap();
+    std::fs::write(
+        prefix.join("bin/python"),
+        format!("#!/bin/sh\nexec '{}' \"$@\"\n", arg(&python())),
+    )
+    .unwrap();
+    run(
+        Path::new("chmod"),
+        &["+x", &arg(&prefix.join("bin/python"))],
+    )
+    .assert_success();
+    let script = root().join("pipelines/envs/phenoflow.post-deploy.sh");
+    let deployed: Outcome = std::process::Command::new("sh")
+        .arg(&script)
+        .env("CONDA_PREFIX", &prefix)
+        .output()
+        .unwrap()
+        .into();
+    deployed.assert_success();
+    let activate = prefix.join("etc/conda/activate.d/phenoflow.sh");
+    let activation = std::fs::read_to_string(&activate).unwrap();
+    assert!(
+        activation.contains("/torch/lib") && activation.contains("libonnxruntime.so."),
+        "{activation}"
+    );
+    // A job outside the environment has no ONNX Runtime: pf-embed stops and names the variable.
+    let folder = temp.path().join("run");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("tiny.toml"), TINY_PIPELINE).unwrap();
+    let job = |activated: bool| -> Outcome {
+        let command = format!(
+            "{}exec '{}' run tiny.toml",
+            if activated {
+                format!(". '{}' && ", arg(&activate))
+            } else {
+                String::new()
+            },
+            arg(&stage("pf-run"))
+        );
+        std::process::Command::new("bash")
+            .args(["-c", &command])
+            .current_dir(&folder)
+            .env_remove("ORT_DYLIB_PATH")
+            .env_remove("LD_LIBRARY_PATH")
+            .output()
+            .unwrap()
+            .into()
+    };
+    let outside = job(false);
+    assert_ne!(outside.code, Some(0), "{}", outside.stderr);
+    assert!(
+        outside.stderr.contains("ORT_DYLIB_PATH is not set"),
+        "{}",
+        outside.stderr
+    );
+    // Activated in it, the pipeline runs through.
+    let inside = job(true);
+    inside.assert_success();
+    assert!(
+        folder.join("out/report/report.html").exists(),
+        "{}",
+        inside.stderr
     );
 }
 

@@ -84,6 +84,9 @@ fn var_input_paths(prerequisites: &[PathBuf]) -> BTreeMap<String, usize> {
         .collect()
 }
 
+/// The conda environment of every emitted Snakemake rule, in the project.
+const CONDA_ENV_FILE: &str = "pipelines/envs/phenoflow.yaml";
+
 /// The stand-in of a merging step's k-th group of shards in its command while emitting.
 fn gather_token(index: usize) -> String {
     format!("\u{27e6}#shards:{index}\u{27e7}")
@@ -151,14 +154,14 @@ fn python_path(pipeline: &Pipeline, text: &str) -> String {
 }
 
 /// The var names an engine cannot take: its own settings (`bin_dir` of Snakemake's config and
-/// Nextflow's params, `root` of Nextflow's), and two names that differ only by `-` and `_` (one
+/// Nextflow's params, `shards` and `conda_env` of Snakemake's, `root` of Nextflow's), and two names that differ only by `-` and `_` (one
 /// param or config key in the emitted text); and a var in an output's file name, whose
 /// extension decides whether the output is a folder and where its shard number goes.
 fn check_emitted_vars(pipeline: &Pipeline, engine: &str) -> anyhow::Result<()> {
     let mut seen: BTreeMap<String, &str> = BTreeMap::new();
     for name in pipeline.vars.keys() {
         let key = nextflow_param(name);
-        if ["bin_dir", "root"].contains(&key.as_str()) {
+        if ["bin_dir", "root", "shards", "conda_env"].contains(&key.as_str()) {
             return Err(phenoflow_schemas::InputError(format!(
                 "pf-run emit {engine}: [vars] {name} is a setting of the emitted file itself; rename the var"
             ))
@@ -503,8 +506,18 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             .map(|name| format!(" {name}=..."))
             .collect::<String>()
     );
-    let _ = writeln!(out, "import shlex\n");
+    let _ = writeln!(out, "import os\nimport shlex\n");
     let _ = writeln!(out, "BIN = config.get(\"bin_dir\", \"target/release\")");
+    // The stages' run-time libraries (libtorch, ONNX Runtime) as a conda environment, for
+    // `--software-deployment-method conda`; its post-deploy script points the stages at them.
+    // By default the project's own file, found from the binaries' folder (<root>/target/release).
+    let _ = writeln!(
+        out,
+        "CONDA_ENV = os.path.abspath(config.get(\"conda_env\", os.path.join(BIN, os.pardir, os.pardir, {})))\n\
+         if not os.path.isfile(CONDA_ENV):\n    \
+         raise ValueError(\"config conda_env = %s: no such file; give --config conda_env=<phenoflow>/{CONDA_ENV_FILE}\" % CONDA_ENV)",
+        python_str(CONDA_ENV_FILE)
+    );
     // The fan-out width is a setting too (`--config shards=55`: one job per plate of BBBC021).
     let _ = writeln!(
         out,
@@ -607,6 +620,7 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
             "    benchmark: {}",
             python_str(&job_file(pipeline, "benchmarks", &rule, shard, "tsv"))
         );
+        let _ = writeln!(out, "    conda: CONDA_ENV");
         let resources = job_resources(&step.stage);
         let (threads, explicit_threads) = step_threads(step);
         let _ = writeln!(out, "    threads: {threads}");
