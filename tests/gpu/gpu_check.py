@@ -301,8 +301,8 @@ class Check:
         flags = (["--tf32"] if tf32 else []) + (["--cudnn-benchmark"] if benchmark else [])
         name = f"vae-b{batch}" + ("-tf32" if tf32 else "") + ("-cudnn-benchmark" if benchmark else "")
         folder = self.work / name
-        ours = self.run([self.stage("pf-train"), "--cells", self.work / "cells.parquet", "--out", folder, "--model", "cytovae",
-                         "--epochs", epochs, "--batch-size", batch, "--latent-dim", 256, "--device", self.device, "--quiet",
+        ours = self.run([self.stage("pf-train"), "--cells", self.work / "cells.parquet", "--output", folder, "--model", "cytovae",
+                         "--epochs", epochs, "--batch-size", batch, "--latent-dim", 256, "--device", self.device, "--no-progress",
                          "--n-reconstructions", 1, *flags], 900, memory=True)
         ours_rates = self.rates(folder)
         theirs = self.run([sys.executable, self.reference, "vae", "--cells", self.work / "cells.parquet", "--device", self.device,
@@ -327,7 +327,7 @@ class Check:
     def agreement(self) -> dict:
         agree = self.work / "agree.parquet"
         common = ["--cells", agree, "--model", "cytovae", "--epochs", 2, "--batch-size", self.batches[0], "--latent-dim", 256, "--seed", 0,
-                  "--quiet", "--n-reconstructions", 1]
+                  "--no-progress", "--n-reconstructions", 1]
         if self.cpu:
             sides = {"cpu, 1 thread": ["--device", "cpu", "--threads", 1], "cpu, all threads": ["--device", "cpu"]}
         else:
@@ -335,7 +335,7 @@ class Check:
         logs = {}
         for index, (side, flags) in enumerate(sides.items()):
             folder = self.work / f"agree-{index}"
-            self.run([self.stage("pf-train"), *common, "--out", folder, *flags], 900)
+            self.run([self.stage("pf-train"), *common, "--output", folder, *flags], 900)
             log = self.train_log(folder)
             logs[side] = log[log.Term.isin(["loss", "reconstruction", "kl"])]
         (a_name, a), (b_name, b) = logs.items()
@@ -404,8 +404,8 @@ class Check:
                   "--no-progress"], 600)
         epochs = 2 if self.cpu else 4
         folder = self.work / "resnet18"
-        ours = self.run([self.stage("pf-train"), "--cells", whole, "--out", folder, "--model", "resnet18", "--label", "treatment",
-                         "--epochs", epochs, "--batch-size", batch, "--augment", "none", "--device", self.device, "--quiet"],
+        ours = self.run([self.stage("pf-train"), "--cells", whole, "--output", folder, "--model", "resnet18", "--label", "treatment",
+                         "--epochs", epochs, "--batch-size", batch, "--augment", "none", "--device", self.device, "--no-progress"],
                         900, memory=True)
         ours_rates = self.rates(folder)
         theirs = self.run([sys.executable, self.reference, "resnet", "--cells", whole, "--device", self.device,

@@ -110,8 +110,8 @@ def reference_epochs(pixels: torch.Tensor, device: str, batch: int, epochs: int,
 
 def ours_epochs(binary: str, cells: pathlib.Path, out: pathlib.Path, device: str, batch: int, epochs: int, latent: int) -> list[float]:
     subprocess.run(
-        [binary, "--cells", str(cells), "--out", str(out), "--model", "cytovae", "--epochs", str(epochs),
-         "--batch-size", str(batch), "--latent-dim", str(latent), "--device", device, "--quiet", "--n-reconstructions", "1"],
+        [binary, "--cells", str(cells), "--output", str(out), "--model", "cytovae", "--epochs", str(epochs),
+         "--batch-size", str(batch), "--latent-dim", str(latent), "--device", device, "--no-progress", "--n-reconstructions", "1"],
         check=True,
     )
     log = pq.read_table(out / "training_log.parquet").to_pandas()

@@ -833,7 +833,7 @@ fn sizes_and_thread_counts_are_bounded_by_what_the_input_can_need() {
         &[
             "--cells",
             "c",
-            "--out",
+            "--output",
             "o",
             "--model",
             "cytovae",
@@ -1019,7 +1019,7 @@ fn missing_things_are_named_with_exit_2() {
         &[
             "--cells",
             &arg(&empty),
-            "--out",
+            "--output",
             &arg(&model),
             "--model",
             "cytovae",
@@ -1093,7 +1093,7 @@ fn train_tiny(cells: &[&Path], model: &Path) -> Outcome {
     }
     args.extend(
         [
-            "--out",
+            "--output",
             &arg(model),
             "--model",
             "cytovae",
@@ -1103,7 +1103,7 @@ fn train_tiny(cells: &[&Path], model: &Path) -> Outcome {
             "8",
             "--batch-size",
             "32",
-            "--quiet",
+            "--no-progress",
             "--threads",
             "2",
         ]

@@ -1143,7 +1143,7 @@ fn train_args(cells: &Path, out: &Path, model: &str, epochs: usize) -> Vec<Strin
     vec![
         "--cells".into(),
         arg(cells),
-        "--out".into(),
+        "--output".into(),
         arg(out),
         "--model".into(),
         model.into(),
@@ -1155,7 +1155,7 @@ fn train_args(cells: &Path, out: &Path, model: &str, epochs: usize) -> Vec<Strin
         "32".into(),
         "--seed".into(),
         "5".into(),
-        "--quiet".into(),
+        "--no-progress".into(),
         "--reference-cells".into(),
         "259".into(),
     ]
@@ -1748,6 +1748,9 @@ fn train_rejects_bad_input_and_stops_on_non_finite_losses() {
 // pf-run
 
 /// A small pipeline over the tiny synthetic screen (2 plates, 2 shards), every stage for real.
+/// The tiny synthetic screen end to end. Its train step keeps pf-train's old flag names (`out`,
+/// `quiet`, now `output`, `no-progress`): the stages list hidden aliases, so older pipeline files
+/// still run.
 const TINY_PIPELINE: &str = r#"
 [pipeline]
 name = "tiny"
@@ -2104,6 +2107,20 @@ fn pipeline_files_are_checked_before_anything_runs() {
     check(
         TINY_PIPELINE.replace("epochs = 1,", "epochs = 1, learning-rat = 0.1,"),
         &["step `train`: pf-train does not accept --learning-rat"],
+    );
+    // A flag that only the help text names (pf-classify's examples show `summarize --output`)
+    // is not one of the step's flags: the stage lists its flags, pf-run no longer reads --help.
+    check(
+        TINY_PIPELINE.replace(
+            "outputs = { predictions = \"predictions.parquet\", metrics = \"metrics.parquet\" }",
+            "outputs = { predictions = \"predictions.parquet\", metrics = \"metrics.parquet\", output = \"x.parquet\" }",
+        ),
+        &["step `classify`: pf-classify does not accept --output"],
+    );
+    // A subcommand the stage does not have.
+    check(
+        TINY_PIPELINE.replace("command = \"bbbc021\"", "command = \"bbbc022\""),
+        &["step `preprocess`: pf-preprocess does not know the command `bbbc022`"],
     );
     check(
         TINY_PIPELINE.replace("\"@synth.output/BBBC021_v1_moa.csv\"", "\"moa.csv\""),
@@ -2493,6 +2510,38 @@ fn the_conda_environment_of_the_emitted_rules_gives_the_stages_their_libraries()
         "{}",
         outside.stderr
     );
+    // The emitted rules name it; a conda_env setting that names no file is refused.
+    pf_run(
+        &folder,
+        &["emit", "snakemake", "tiny.toml", "--output", "Snakefile"],
+    )
+    .assert_success();
+    let snakemake = python().parent().unwrap().join("snakemake");
+    let bin_dir = format!("bin_dir={}", arg(stage("pf-run").parent().unwrap()));
+    let snakefile = std::fs::read_to_string(folder.join("Snakefile")).unwrap();
+    let rules = snakefile.matches("\nrule ").count();
+    assert!(rules > 5, "{snakefile}");
+    assert_eq!(
+        snakefile.matches("\n    conda: CONDA_ENV\n").count(),
+        rules - 1,
+        "every rule but `all`: {snakefile}"
+    );
+    let elsewhere = folder.join("no-such-env.yaml");
+    let refused = run_in(
+        &folder,
+        &snakemake,
+        &[
+            "-n",
+            "--config",
+            &bin_dir,
+            &format!("conda_env={}", arg(&elsewhere)),
+        ],
+    );
+    let said = format!("{}{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.code == Some(1) && said.contains("no-such-env.yaml: no such file"),
+        "{said}"
+    );
     // Activated in it, the pipeline runs through.
     let inside = job(true);
     inside.assert_success();
@@ -2501,6 +2550,48 @@ fn the_conda_environment_of_the_emitted_rules_gives_the_stages_their_libraries()
         "{}",
         inside.stderr
     );
+}
+
+#[test]
+fn help_texts_in_docs_cli_do_not_drift() {
+    // docs/cli/ holds the --help of every stage and subcommand (`make cli-docs`); written again
+    // from the binaries under test, every file is the same and none is missing or left over.
+    let temp = tempfile::tempdir().unwrap();
+    let bin_dir = stage("pf-run").parent().unwrap().to_path_buf();
+    std::process::Command::new(root().join("tests/cli_docs.sh"))
+        .arg(&bin_dir)
+        .arg(temp.path())
+        .env("PHENOFLOW_PYTHON", python())
+        .output()
+        .map(Outcome::from)
+        .unwrap()
+        .assert_success();
+    let texts = |folder: &Path| -> std::collections::BTreeMap<String, String> {
+        std::fs::read_dir(folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .filter(|path| path.extension().is_some_and(|extension| extension == "txt"))
+            .map(|path| {
+                (
+                    path.file_name().unwrap().to_string_lossy().into_owned(),
+                    std::fs::read_to_string(&path).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let (written, shipped) = (texts(temp.path()), texts(&root().join("docs/cli")));
+    assert!(written.len() >= 17, "{:?}", written.keys());
+    assert_eq!(
+        written.keys().collect::<Vec<_>>(),
+        shipped.keys().collect::<Vec<_>>(),
+        "docs/cli is out of date: run `make cli-docs`"
+    );
+    for (name, text) in &written {
+        assert_eq!(
+            text, &shipped[name],
+            "docs/cli/{name} is out of date: run `make cli-docs`"
+        );
+    }
 }
 
 #[test]
@@ -2805,13 +2896,13 @@ fn every_classifier_learns_a_separable_problem_on_the_same_split() {
         let mut all = vec![
             "--cells".to_string(),
             arg(&cells),
-            "--out".into(),
+            "--output".into(),
             arg(&out),
             "--model".into(),
             name.into(),
             "--seed".into(),
             "3".into(),
-            "--quiet".into(),
+            "--no-progress".into(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
         train(&all).assert_success();
@@ -2841,7 +2932,7 @@ fn every_classifier_learns_a_separable_problem_on_the_same_split() {
                 classifier,
                 "--seed",
                 "3",
-                "--out",
+                "--output",
                 &arg(&out),
             ],
         )

@@ -60,7 +60,7 @@ process cnn {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/cnn --batch-size 32 --epochs 15 --label '${params.label.toString().replace("'", "'\\''")}' --model cnn --quiet --seed '${params.seed.toString().replace("'", "'\\''")}'
+    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --output out/cpjump1/cnn --batch-size 32 --epochs 15 --label '${params.label.toString().replace("'", "'\\''")}' --model cnn --no-progress --seed '${params.seed.toString().replace("'", "'\\''")}'
     """
 }
 
@@ -79,7 +79,7 @@ process resnet18 {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label '${params.label.toString().replace("'", "'\\''")}' --model resnet18 --quiet --seed '${params.seed.toString().replace("'", "'\\''")}'
+    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --output out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label '${params.label.toString().replace("'", "'\\''")}' --model resnet18 --no-progress --seed '${params.seed.toString().replace("'", "'\\''")}'
     """
 }
 
@@ -97,7 +97,7 @@ process random_forest {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/random-forest --classifier random-forest --label '${params.label.toString().replace("'", "'\\''")}' --seed '${params.seed.toString().replace("'", "'\\''")}'
+    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --output out/cpjump1/random-forest --classifier random-forest --label '${params.label.toString().replace("'", "'\\''")}' --seed '${params.seed.toString().replace("'", "'\\''")}'
     """
 }
 
@@ -115,7 +115,7 @@ process svm {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/svm --classifier svm --label '${params.label.toString().replace("'", "'\\''")}' --seed '${params.seed.toString().replace("'", "'\\''")}'
+    "${params.bin_dir}"/pf-baseline --input out/cpjump1/whole.parquet --output out/cpjump1/svm --classifier svm --label '${params.label.toString().replace("'", "'\\''")}' --seed '${params.seed.toString().replace("'", "'\\''")}'
     """
 }
 

@@ -18,22 +18,22 @@ out/cpjump1/whole.parquet &: out/cpjump1/screen
 # step cnn
 out/cpjump1/cnn &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	"$(PF_BIN)"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/cnn --batch-size 32 --epochs 15 --label treatment --model cnn --quiet --seed 0
+	"$(PF_BIN)"/pf-train --cells out/cpjump1/whole.parquet --output out/cpjump1/cnn --batch-size 32 --epochs 15 --label treatment --model cnn --no-progress --seed 0
 
 # step resnet18
 out/cpjump1/resnet18 &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	"$(PF_BIN)"/pf-train --cells out/cpjump1/whole.parquet --out out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label treatment --model resnet18 --quiet --seed 0
+	"$(PF_BIN)"/pf-train --cells out/cpjump1/whole.parquet --output out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label treatment --model resnet18 --no-progress --seed 0
 
 # step random_forest
 out/cpjump1/random-forest &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	"$(PF_BIN)"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/random-forest --classifier random-forest --label treatment --seed 0
+	"$(PF_BIN)"/pf-baseline --input out/cpjump1/whole.parquet --output out/cpjump1/random-forest --classifier random-forest --label treatment --seed 0
 
 # step svm
 out/cpjump1/svm &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	"$(PF_BIN)"/pf-baseline --input out/cpjump1/whole.parquet --out out/cpjump1/svm --classifier svm --label treatment --seed 0
+	"$(PF_BIN)"/pf-baseline --input out/cpjump1/whole.parquet --output out/cpjump1/svm --classifier svm --label treatment --seed 0
 
 # step report
 out/cpjump1/report &: out/cpjump1/cnn out/cpjump1/resnet18 out/cpjump1/random-forest out/cpjump1/svm pipelines/cpjump1.toml

@@ -1509,11 +1509,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Exit code for an error: 2 for bad input, 1 otherwise.
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |_| false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,7 +1,5 @@
-//! `pf-aggregate`: parse arguments, run, print the whole error chain, map it to an exit code
-//! (2 = bad usage or input, 1 = runtime failure).
-
-use clap::Parser;
+//! `pf-aggregate`: the stage kit parses its arguments, runs it, prints the whole error chain and
+//! maps it to an exit code (2 = bad usage or input, 1 = a failure of the machine).
 
 /// Polars allocates and frees a buffer per column per morsel; glibc's malloc hands such large
 /// buffers back to the kernel each time, so every morsel faults in and zeroes fresh pages (a
@@ -26,15 +24,9 @@ fn main() -> std::process::ExitCode {
             std::env::set_var(name, value);
         }
     }
-    let cli = pf_aggregate::args::Cli::parse();
-    match pf_aggregate::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!(
-                "pf-aggregate: error: {}",
-                phenoflow_schemas::chain_message(error.chain())
-            );
-            std::process::ExitCode::from(pf_aggregate::exit_code(&error))
-        }
-    }
+    phenoflow_kit::main(
+        "pf-aggregate",
+        pf_aggregate::run,
+        phenoflow_kit::no_stage_input_errors,
+    )
 }

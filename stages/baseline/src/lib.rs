@@ -4,6 +4,8 @@
 //! uses (`phenoflow_schemas::classification`), writing the same `metrics` and
 //! `class_predictions` tables.
 
+pub mod args;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -12,9 +14,10 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type};
 use arrow_array::Array;
 use arrow_schema::DataType;
-use clap::{Parser, ValueEnum};
-use phenoflow_schemas::classification::{score_and_write, Annotations, HoldOut, CLASSIFIER_KEY};
+use phenoflow_schemas::classification::{score_and_write, Annotations, CLASSIFIER_KEY};
 use phenoflow_schemas::seeded::derive_seed;
+
+pub use crate::args::{ClassifierArg, Cli};
 use phenoflow_schemas::tables::METADATA_PREFIX;
 use phenoflow_schemas::{
     hash_file, read_provenance, CellPixels, InputError, ParquetTableReader, Provenance, TableKind,
@@ -27,93 +30,6 @@ use smartcore::ensemble::random_forest_classifier::{
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::svm::svc::{SVCParameters, SVC};
 use smartcore::svm::Kernels;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "pf-baseline",
-    version,
-    about = "Random forest and RBF-SVM classifiers of a label on pixels or embeddings (the second seed's baselines)",
-    long_about = "Fits a random forest or an RBF-kernel SVM (smartcore) to predict --label from the flattened, \
-                  standardised pixels of a `cells` table (e.g. pf-preprocess whole --size 128 --grey, the second \
-                  seed's input) or from the features of an `embeddings` table, on the seeded hold-out split that \
-                  pf-train --model cnn|resnet18 uses with the same --label, --hold-out, --test-fraction and --seed. \
-                  Writes metrics.parquet (accuracy, balanced accuracy, macro-F1, per-class precision / recall / F1, \
-                  confusion counts, majority-class baseline) and class_predictions.parquet into --out.",
-    after_long_help = "Examples:\n  \
-        pf-baseline --input out/whole.parquet --classifier random-forest --out out/rf\n  \
-        pf-baseline --input out/whole.parquet --classifier svm --c 10 --out out/svm\n  \
-        pf-baseline --input out/embeddings.parquet --classifier svm --label Metadata_MoA --hold-out compound --out out/svm-moa"
-)]
-pub struct Cli {
-    /// A `cells` table (pixels) or an `embeddings` table (features); repeat for shards.
-    #[arg(long, required = true)]
-    pub input: Vec<PathBuf>,
-
-    /// Folder to write metrics.parquet and class_predictions.parquet into.
-    #[arg(long)]
-    pub out: PathBuf,
-
-    #[arg(long, value_enum)]
-    pub classifier: ClassifierArg,
-
-    /// The label to predict: a column (`Metadata_Compound`, `Metadata_MoA`, ...) or `treatment`
-    /// (compound at concentration).
-    #[arg(long, default_value = "treatment")]
-    pub label: String,
-
-    /// What the test split holds out (as pf-train): stratified (a seeded fraction of every
-    /// label's rows), compound (whole compounds) or plate (whole plates).
-    #[arg(long, default_value = "stratified", value_parser = HoldOut::parse)]
-    pub hold_out: HoldOut,
-
-    /// Fraction held out for testing.
-    #[arg(long, default_value_t = 0.2)]
-    pub test_fraction: f64,
-
-    /// Seed of the split (the same seed as pf-train's gives the same split) and of the forest.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-
-    /// Random forest: number of trees.
-    #[arg(long, default_value_t = 100)]
-    pub trees: u16,
-
-    /// Random forest: features tried at each split (default √features, scikit-learn's "sqrt").
-    #[arg(long)]
-    pub max_features: Option<usize>,
-
-    /// Random forest: maximum depth (default: grow until leaves are pure).
-    #[arg(long)]
-    pub max_depth: Option<u16>,
-
-    /// SVM: regularisation C.
-    #[arg(long, default_value_t = 1.0)]
-    pub c: f64,
-
-    /// SVM: RBF γ (default 1 / (features · variance) = 1 / features after standardising,
-    /// scikit-learn's "scale").
-    #[arg(long)]
-    pub gamma: Option<f64>,
-
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ClassifierArg {
-    RandomForest,
-    Svm,
-}
-
-impl ClassifierArg {
-    pub fn name(self) -> &'static str {
-        match self {
-            ClassifierArg::RandomForest => "random-forest",
-            ClassifierArg::Svm => "svm",
-        }
-    }
-}
 
 const FOREST_STREAM: u64 = 3 << 32;
 
@@ -555,9 +471,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     provenance
         .extra
         .insert("label_column".into(), cli.label.clone());
-    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    std::fs::create_dir_all(&cli.output)
+        .with_context(|| format!("creating {}", cli.output.display()))?;
     let scores = score_and_write(
-        &cli.out,
+        &cli.output,
         &annotations,
         &split,
         hold_out,
@@ -568,15 +485,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     println!(
         "{}; wrote {} in {:.1} s",
         scores.summary(cli.classifier.name()),
-        cli.out.display(),
+        cli.output.display(),
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Exit code for an error chain: 2 for bad input, 1 otherwise.
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |_| false)
 }
 
 #[cfg(test)]

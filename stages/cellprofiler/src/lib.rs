@@ -242,10 +242,6 @@ fn record_input(provenance: &mut Provenance, path: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |_| false)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

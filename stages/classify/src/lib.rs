@@ -442,8 +442,3 @@ fn write_metrics(
     writer.finish()?;
     Ok(())
 }
-
-/// Exit code for an error: 2 for bad input, 1 otherwise.
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |_| false)
-}

@@ -34,10 +34,6 @@ const SPIKE_MEAN: &str = "spike_mean";
 /// Batches decoded ahead of the one being embedded.
 const PREFETCH: usize = 2;
 
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |_| false)
-}
-
 /// An encoder session and the model card it carries.
 pub struct Encoder {
     pub session: Session,

@@ -74,10 +74,6 @@ fn spike_mean(graph: &mut GraphBuilder, expectation: SpikeExpectation, capped: &
 pub const DECODER_INPUT: &str = "z";
 pub const DECODER_OUTPUT: &str = "reconstruction";
 
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |_| false)
-}
-
 /// The float tensors of a checkpoint, by name.
 pub struct Weights {
     path: PathBuf,

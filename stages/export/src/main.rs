@@ -1,18 +1,10 @@
-//! `pf-export`: parse arguments, run, print the whole error chain, map it to an exit code
-//! (2 = bad usage or input, 1 = runtime failure).
-
-use clap::Parser;
+//! `pf-export`: the stage kit parses its arguments, runs it, prints the whole error chain and
+//! maps it to an exit code (2 = bad usage or input, 1 = a failure of the machine).
 
 fn main() -> std::process::ExitCode {
-    let cli = pf_export::args::Cli::parse();
-    match pf_export::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!(
-                "pf-export: error: {}",
-                phenoflow_schemas::chain_message(error.chain())
-            );
-            std::process::ExitCode::from(pf_export::exit_code(&error))
-        }
-    }
+    phenoflow_kit::main(
+        "pf-export",
+        pf_export::run,
+        phenoflow_kit::no_stage_input_errors,
+    )
 }

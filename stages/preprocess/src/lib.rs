@@ -98,11 +98,9 @@ pub(crate) fn provenance(
     Ok(provenance)
 }
 
-/// Exit code for an error: 2 for bad usage or input, 1 for anything else.
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |cause| {
-        cause
-            .downcast_ref::<PreprocessError>()
-            .is_some_and(PreprocessError::is_bad_input)
-    })
+/// What this stage's own errors count as bad input (exit 2; see `phenoflow_kit::main`).
+pub fn is_input_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause
+        .downcast_ref::<PreprocessError>()
+        .is_some_and(PreprocessError::is_bad_input)
 }

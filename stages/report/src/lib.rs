@@ -20,10 +20,6 @@ use crate::args::Cli;
 use crate::figures::{Figure, Tile};
 use crate::inputs::{CellKey, Embeddings};
 
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |_| false)
-}
-
 /// The exported decoder in an ONNX Runtime session.
 struct Decoder {
     path: std::path::PathBuf,

@@ -510,12 +510,15 @@ pub fn snakemake(pipeline: &Pipeline) -> anyhow::Result<String> {
     let _ = writeln!(out, "BIN = config.get(\"bin_dir\", \"target/release\")");
     // The stages' run-time libraries (libtorch, ONNX Runtime) as a conda environment, for
     // `--software-deployment-method conda`; its post-deploy script points the stages at them.
-    // By default the project's own file, found from the binaries' folder (<root>/target/release).
+    // By default the project's own file, found from the binaries' folder (<root>/target/release);
+    // binaries outside a checkout have none, and their jobs run in Snakemake's own environment.
     let _ = writeln!(
         out,
         "CONDA_ENV = os.path.abspath(config.get(\"conda_env\", os.path.join(BIN, os.pardir, os.pardir, {})))\n\
          if not os.path.isfile(CONDA_ENV):\n    \
-         raise ValueError(\"config conda_env = %s: no such file; give --config conda_env=<phenoflow>/{CONDA_ENV_FILE}\" % CONDA_ENV)",
+         if \"conda_env\" in config:\n        \
+         raise ValueError(\"config conda_env = %s: no such file\" % CONDA_ENV)\n    \
+         CONDA_ENV = None",
         python_str(CONDA_ENV_FILE)
     );
     // The fan-out width is a setting too (`--config shards=55`: one job per plate of BBBC021).

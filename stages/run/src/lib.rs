@@ -160,10 +160,9 @@ fn stale_temporary_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |cause| {
-        cause.downcast_ref::<PipelineError>().is_some()
-    })
+/// What this stage's own errors count as bad input (exit 2; see `phenoflow_kit::main`).
+pub fn is_input_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause.downcast_ref::<PipelineError>().is_some()
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -191,13 +190,14 @@ fn bad(pipeline: &Pipeline, reason: String) -> anyhow::Error {
 }
 
 /// Checks every step against its stage binary: the binary exists, and it accepts every flag
-/// the step passes (read from its `--help`). Returns each stage's binary and version.
+/// the step passes (as the stage lists them, `--pf-flags`). Returns each stage's binary and
+/// version.
 fn check_stages(
     pipeline: &Pipeline,
     bin_dir: &Path,
 ) -> anyhow::Result<BTreeMap<String, StageInfo>> {
     let mut stages: BTreeMap<String, StageInfo> = BTreeMap::new();
-    let mut flags_of: BTreeMap<(String, Option<String>), BTreeSet<String>> = BTreeMap::new();
+    let mut flags_of: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
     for step in &pipeline.steps {
         let binary = bin_dir.join(&step.stage);
         if !binary.is_file() {
@@ -226,34 +226,44 @@ fn check_stages(
                 },
             );
         }
-        let key = (step.stage.clone(), step.command.clone());
-        if !flags_of.contains_key(&key) {
-            let mut command = Command::new(&binary);
-            command.args(step.command.iter()).arg("--help");
-            let output = command
+        if !flags_of.contains_key(&step.stage) {
+            // The stage lists its flags and its subcommands' (phenoflow_kit::flags): words in
+            // help texts are not flags, hidden aliases of renamed flags are.
+            let output = Command::new(&binary)
+                .arg(phenoflow_kit::FLAGS_ARG)
                 .output()
-                .with_context(|| format!("running {} --help", binary.display()))?;
-            if !output.status.success() {
-                return Err(bad(
-                    pipeline,
-                    format!(
-                        "step `{}`: {} does not know the command `{}`",
-                        step.spec_name,
-                        step.stage,
-                        step.command.clone().unwrap_or_default()
-                    ),
-                ));
-            }
-            let help = String::from_utf8_lossy(&output.stdout).into_owned();
-            let flags = help
-                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
-                .filter_map(|token| token.strip_prefix("--"))
-                .filter(|flag| !flag.is_empty())
-                .map(str::to_string)
-                .collect();
-            flags_of.insert(key.clone(), flags);
+                .with_context(|| {
+                    format!("running {} {}", binary.display(), phenoflow_kit::FLAGS_ARG)
+                })?;
+            let listed = output
+                .status
+                .success()
+                .then(|| phenoflow_kit::parse_flags(&String::from_utf8_lossy(&output.stdout)).ok())
+                .flatten()
+                .ok_or_else(|| {
+                    bad(
+                        pipeline,
+                        format!(
+                            "step `{}`: {} does not list its flags ({}): not a phenoflow stage of this version",
+                            step.spec_name,
+                            binary.display(),
+                            phenoflow_kit::FLAGS_ARG
+                        ),
+                    )
+                })?;
+            flags_of.insert(step.stage.clone(), listed);
         }
-        let flags = &flags_of[&key];
+        let Some(flags) = flags_of[&step.stage].get(step.command.as_deref().unwrap_or("")) else {
+            return Err(bad(
+                pipeline,
+                format!(
+                    "step `{}`: {} does not know the command `{}`",
+                    step.spec_name,
+                    step.stage,
+                    step.command.clone().unwrap_or_default()
+                ),
+            ));
+        };
         let used = step
             .inputs
             .iter()

@@ -506,13 +506,9 @@ fn replace_folder(partial: &Path, output: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Exit code for an error: 2 for bad usage, 1 otherwise.
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    if error.downcast_ref::<args::UsageError>().is_some() {
-        2
-    } else {
-        1
-    }
+/// What pf-synth's own errors count as bad usage (exit 2; see `phenoflow_kit::main`).
+pub fn is_input_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause.downcast_ref::<args::UsageError>().is_some()
 }
 
 /// The selection used by `--preset`.

@@ -1,15 +1,6 @@
-//! `pf-synth`: parse arguments, run, print the whole error chain, map it to an exit code
-//! (2 = bad usage, 1 = runtime failure).
-
-use clap::Parser;
+//! `pf-synth`: the stage kit parses its arguments, runs it, prints the whole error chain and
+//! maps it to an exit code (2 = bad usage or input, 1 = a failure of the machine).
 
 fn main() -> std::process::ExitCode {
-    let cli = pf_synth::args::Cli::parse();
-    match pf_synth::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("pf-synth: error: {error:#}");
-            std::process::ExitCode::from(pf_synth::exit_code(&error))
-        }
-    }
+    phenoflow_kit::main("pf-synth", pf_synth::run, pf_synth::is_input_error)
 }

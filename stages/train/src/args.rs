@@ -17,7 +17,7 @@ use crate::error::TrainError;
     version,
     about = "Train a CytoAE / CytoVAE / SparseVAE / CytoVAEGAN / SparseVAEGAN, or a supervised CNN / ResNet-18, on a cells table (libtorch)",
     long_about = "Train one of the seed paper's generative models of single cells on a `cells` table, on CUDA \
-                  when present and on the CPU otherwise. Writes, into --out: checkpoint.safetensors (model \
+                  when present and on the CPU otherwise. Writes, into --output: checkpoint.safetensors (model \
                   weights), training_state.safetensors (optimiser and discriminator, for --resume), \
                   model_card.json (every setting, the data's hash, the seed), training_log.parquet (every loss \
                   term per epoch, train and validation) and reconstructions.png.\n\n\
@@ -27,11 +27,11 @@ use crate::error::TrainError;
                   macro-F1, per-class precision / recall / F1, confusion counts, and the majority-class baseline) \
                   and class_predictions.parquet (every held-out image with its true and predicted label).",
     after_long_help = "Examples:\n  \
-        pf-train --cells out/cells.parquet --model cytovae --beta 1 --epochs 50 --out out/cytovae\n  \
-        pf-train --cells out/cells.parquet --model sparsevae --alpha 0.1 --sampler balanced --out out/svae\n  \
-        pf-train --cells out/cells.parquet --model cytovae --epochs 80 --out out/cytovae --resume\n  \
-        pf-train --cells out/whole.parquet --model resnet18 --label treatment --epochs 20 --out out/resnet18\n  \
-        pf-train --cells out/cells.parquet --model cnn --label Metadata_MoA --hold-out compound --class-weights balanced --out out/cnn\n  \
+        pf-train --cells out/cells.parquet --model cytovae --beta 1 --epochs 50 --output out/cytovae\n  \
+        pf-train --cells out/cells.parquet --model sparsevae --alpha 0.1 --sampler balanced --output out/svae\n  \
+        pf-train --cells out/cells.parquet --model cytovae --epochs 80 --output out/cytovae --resume\n  \
+        pf-train --cells out/whole.parquet --model resnet18 --label treatment --epochs 20 --output out/resnet18\n  \
+        pf-train --cells out/cells.parquet --model cnn --label Metadata_MoA --hold-out compound --class-weights balanced --output out/cnn\n  \
         pf-train --list-devices                          # what libtorch sees: CUDA, devices, cuDNN"
 )]
 pub struct Cli {
@@ -40,8 +40,8 @@ pub struct Cli {
     pub cells: Vec<PathBuf>,
 
     /// The folder to write the checkpoint, model card, training log and reconstructions into.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, alias = "out")]
+    pub output: PathBuf,
 
     /// Which model to train.
     #[arg(long, value_enum)]
@@ -149,7 +149,7 @@ pub struct Cli {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 
-    /// Continue the run in --out from its last finished epoch up to --epochs (same settings).
+    /// Continue the run in --output from its last finished epoch up to --epochs (same settings).
     #[arg(long)]
     pub resume: bool,
 
@@ -197,9 +197,9 @@ pub struct Cli {
     #[arg(long)]
     pub data_on_host: bool,
 
-    /// Print a line per epoch even on a terminal (the progress bar is hidden off a terminal).
-    #[arg(long)]
-    pub quiet: bool,
+    /// Hide the progress bar and the per-epoch lines (errors and warnings still print).
+    #[arg(long, alias = "quiet")]
+    pub no_progress: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -56,13 +56,11 @@ const ORDER_STREAM: u64 = 1 << 32;
 const NOISE_STREAM: u64 = 2 << 32;
 const VALIDATION_STREAM: u64 = 3 << 32;
 
-/// Exit code for an error chain (2 = bad usage or input, 1 = runtime failure).
-pub fn exit_code(error: &anyhow::Error) -> u8 {
-    phenoflow_schemas::exit_code(error.chain(), |cause| {
-        cause
-            .downcast_ref::<TrainError>()
-            .is_some_and(TrainError::is_input_error)
-    })
+/// What this stage's own errors count as bad input (exit 2; see `phenoflow_kit::main`).
+pub fn is_input_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause
+        .downcast_ref::<TrainError>()
+        .is_some_and(TrainError::is_input_error)
 }
 
 /// One row of the training log.
@@ -132,7 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         grad_clip_norm: settings.grad_clip_norm,
         reconstruction_loss: "sum-squared-error".into(),
     };
-    let card_path = cli.out.join(MODEL_CARD_FILE);
+    let card_path = cli.output.join(MODEL_CARD_FILE);
     // The run to continue, and the folder its files are in.
     let (previous, previous_path, previous_folder) = match (&cli.start_from, cli.resume) {
         (Some(start), _) => (
@@ -149,9 +147,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         (None, true) => (
             Some(ModelCard::read(&card_path).context("--resume")?),
             card_path.clone(),
-            cli.out.clone(),
+            cli.output.clone(),
         ),
-        (None, false) => (None, card_path.clone(), cli.out.clone()),
+        (None, false) => (None, card_path.clone(), cli.output.clone()),
     };
 
     // Hash the input on another thread while it is being read.
@@ -289,7 +287,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         log_rows = read_log(&previous_folder.join(TRAINING_LOG_FILE))?;
         log_rows.retain(|row| (row.epoch as usize) <= first_epoch);
     }
-    if !cli.quiet {
+    if !cli.no_progress {
         eprintln!(
             "pf-train: {} on {:?}: {} cells ({} train, {} validation, {} treatments) of {:?} read in {:.1} s; {} parameters; {}",
             kind.name(),
@@ -309,11 +307,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         );
     }
 
-    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    std::fs::create_dir_all(&cli.output)
+        .with_context(|| format!("creating {}", cli.output.display()))?;
     if first_epoch == cli.epochs {
         // --start-from a run that already has every epoch asked for: its model, as it is.
         card.epochs_completed = first_epoch;
-        save(&trainer, &card, &log_rows, &cli.out)?;
+        save(&trainer, &card, &log_rows, &cli.output)?;
     }
     let names = term_names(kind);
     for epoch in first_epoch..cli.epochs {
@@ -327,7 +326,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             epoch,
             pixels.device(),
         );
-        let progress = progress_bar(n_batches, epoch_number, cli.epochs, cli.quiet);
+        let progress = progress_bar(n_batches, epoch_number, cli.epochs, cli.no_progress);
         let epoch_started = Instant::now();
         let mut sums: Vec<Tensor> = names
             .iter()
@@ -392,7 +391,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 value,
             });
         }
-        if !cli.quiet {
+        if !cli.no_progress {
             let validation = if validation_means.is_empty() {
                 String::new()
             } else {
@@ -405,7 +404,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             );
         }
         card.epochs_completed = epoch_number;
-        save(&trainer, &card, &log_rows, &cli.out)?;
+        save(&trainer, &card, &log_rows, &cli.output)?;
     }
 
     // Reconstructions of the first validation cells (training cells when none are held out),
@@ -427,7 +426,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             trainer.spike_sampler(card.epochs_completed.saturating_sub(1)),
         );
         let reconstructions = trainer.vae.decoder.forward_t(&profiles, false);
-        let path = cli.out.join(RECONSTRUCTIONS_FILE);
+        let path = cli.output.join(RECONSTRUCTIONS_FILE);
         figures::write_reconstructions(&path, &images, &reconstructions)
             .with_context(|| format!("writing {}", path.display()))
     })?;
@@ -443,12 +442,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         card.epochs_completed.saturating_sub(1),
         &pixels,
         &reference,
-        &cli.out.join(REFERENCE_OUTPUTS_FILE),
+        &cli.output.join(REFERENCE_OUTPUTS_FILE),
     )?;
-    if !cli.quiet {
+    if !cli.no_progress {
         eprintln!(
             "pf-train: wrote {} ({} epochs) in {:.1} s",
-            cli.out.display(),
+            cli.output.display(),
             card.epochs_completed,
             started.elapsed().as_secs_f64()
         );

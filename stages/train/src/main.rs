@@ -1,7 +1,5 @@
-//! `pf-train`: parse arguments, run, print the whole error chain, map it to an exit code
-//! (2 = bad usage or input, 1 = runtime failure).
-
-use clap::Parser;
+//! `pf-train`: the stage kit parses its arguments, runs it, prints the whole error chain and
+//! maps it to an exit code (2 = bad usage or input, 1 = a failure of the machine).
 
 fn main() -> std::process::ExitCode {
     // `--list-devices` takes no other argument (clap refuses it with any), so it is answered
@@ -10,15 +8,5 @@ fn main() -> std::process::ExitCode {
         println!("{}", pf_train::describe_devices());
         return std::process::ExitCode::SUCCESS;
     }
-    let cli = pf_train::args::Cli::parse();
-    match pf_train::run(cli) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!(
-                "pf-train: error: {}",
-                phenoflow_schemas::chain_message(error.chain())
-            );
-            std::process::ExitCode::from(pf_train::exit_code(&error))
-        }
-    }
+    phenoflow_kit::main("pf-train", pf_train::run, pf_train::is_input_error)
 }

@@ -189,7 +189,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         .iter()
         .map(|&row| annotations.labels[row])
         .collect();
-    if !cli.quiet {
+    if !cli.no_progress {
         eprintln!(
             "pf-train: {} on {device:?}: {} images of {:?} ({} train, {} test held out {}), {} classes of `{}`, read in {:.1} s; {parameter_count} parameters",
             architecture.name(),
@@ -204,7 +204,8 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         );
     }
 
-    std::fs::create_dir_all(&cli.out).with_context(|| format!("creating {}", cli.out.display()))?;
+    std::fs::create_dir_all(&cli.output)
+        .with_context(|| format!("creating {}", cli.output.display()))?;
     let mut log_rows: Vec<LogRow> = Vec::new();
     let mut scored = None;
     for epoch in 0..cli.epochs {
@@ -218,7 +219,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
             epoch,
             pixels.device(),
         );
-        let progress = progress_bar(n_batches, epoch_number, cli.epochs, cli.quiet);
+        let progress = progress_bar(n_batches, epoch_number, cli.epochs, cli.no_progress);
         let epoch_started = Instant::now();
         let mut loss_sum = Tensor::zeros([], (Kind::Double, device));
         let mut correct_sum = Tensor::zeros([], (Kind::Int64, device));
@@ -292,7 +293,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
                 value,
             });
         }
-        if !cli.quiet {
+        if !cli.no_progress {
             eprintln!(
                 "pf-train: epoch {epoch_number}/{}: train loss {train_loss:.4}, accuracy {train_accuracy:.3} | test loss {:.4}, accuracy {:.3}, balanced accuracy {:.3} | {images_per_second:.0} img/s, {train_seconds:.1} s",
                 cli.epochs,
@@ -365,12 +366,12 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         .insert("label_column".into(), cli.label.clone());
 
     checkpoint::write(
-        &cli.out.join(CHECKPOINT_FILE),
+        &cli.output.join(CHECKPOINT_FILE),
         &checkpoint::named_tensors(&store, ""),
     )?;
-    write_log(&cli.out.join(TRAINING_LOG_FILE), &log_rows, &provenance)?;
+    write_log(&cli.output.join(TRAINING_LOG_FILE), &log_rows, &provenance)?;
     let scores = score_and_write(
-        &cli.out,
+        &cli.output,
         &annotations,
         &split,
         hold_out,
@@ -378,13 +379,13 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
         &scored.confidence,
         &provenance,
     )?;
-    let card_path = cli.out.join(CLASSIFIER_CARD_FILE);
+    let card_path = cli.output.join(CLASSIFIER_CARD_FILE);
     atomic_write(&card_path, serde_json::to_string_pretty(&card)?.as_bytes())
         .with_context(|| format!("writing {}", card_path.display()))?;
     println!(
         "{}; wrote {}",
         scores.summary(architecture.name()),
-        cli.out.display()
+        cli.output.display()
     );
     Ok(())
 }

@@ -1,0 +1,123 @@
+//! The stage kit: what every phenoflow stage does the same way, so that each `main.rs` is a
+//! few lines. [`main`] parses the arguments, runs the stage, prints the whole error chain and
+//! maps it to the exit-code policy (2 = bad usage or bad input, 1 = a failure of the machine:
+//! disk, memory, a bug); it also answers [`FLAGS_ARG`], the machine-readable list of the flags
+//! a stage and each of its subcommands accept, which `pf-run` checks pipeline steps against
+//! (hidden aliases of renamed flags included, words in help texts not).
+//!
+//! Light on purpose: clap, anyhow and the contract crate, nothing heavy.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+/// The argument that makes a stage print its flags as JSON and exit (see [`flags`]).
+pub const FLAGS_ARG: &str = "--pf-flags";
+
+/// Runs a stage: `stage` is its binary's name (for error lines), `run` the stage itself,
+/// `is_stage_input_error` what the stage's own error types count as bad input (beyond the
+/// contract's [`phenoflow_schemas::InputError`], schema errors and unreadable inputs).
+pub fn main<C: clap::Parser>(
+    stage: &str,
+    run: impl FnOnce(C) -> anyhow::Result<()>,
+    is_stage_input_error: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> ExitCode {
+    let mut arguments = std::env::args_os().skip(1);
+    if arguments.next().is_some_and(|first| first == FLAGS_ARG) && arguments.next().is_none() {
+        println!("{}", flags(&C::command()));
+        return ExitCode::SUCCESS;
+    }
+    let cli = C::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!(
+                "{stage}: error: {}",
+                phenoflow_schemas::chain_message(error.chain())
+            );
+            ExitCode::from(exit_code(&error, is_stage_input_error))
+        }
+    }
+}
+
+/// The exit code of a stage's error: 2 for bad usage or input, 1 otherwise.
+pub fn exit_code(
+    error: &anyhow::Error,
+    is_stage_input_error: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> u8 {
+    phenoflow_schemas::exit_code(error.chain(), is_stage_input_error)
+}
+
+/// No stage-specific input errors beyond the contract's.
+pub fn no_stage_input_errors(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
+}
+
+/// The long flags of a command and of each subcommand, with their aliases (hidden ones too), as
+/// JSON: `{"": ["cells", "out", "output", ...], "summarize": [...]}` (`""` is the command
+/// itself); `--help` and `--version` are left out.
+pub fn flags(command: &clap::Command) -> String {
+    let mut commands: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    commands.insert(String::new(), long_flags(command));
+    for subcommand in command.get_subcommands() {
+        commands.insert(subcommand.get_name().to_string(), long_flags(subcommand));
+    }
+    serde_json::to_string(&commands).expect("a map of strings is JSON")
+}
+
+fn long_flags(command: &clap::Command) -> Vec<String> {
+    let mut names: Vec<String> = command
+        .get_arguments()
+        .filter(|argument| !argument.is_positional())
+        // A step has no use for these (the stage would print and write nothing).
+        .filter(|argument| !["help", "version"].contains(&argument.get_id().as_str()))
+        .flat_map(|argument| {
+            argument
+                .get_long()
+                .into_iter()
+                .chain(argument.get_all_aliases().unwrap_or_default())
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Reads what [`flags`] wrote.
+pub fn parse_flags(text: &str) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+    Ok(serde_json::from_str(text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{Parser, Subcommand};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        /// Where to write; see also --not-a-flag in this text.
+        #[arg(long, alias = "out")]
+        output: String,
+        #[arg(long = "no-progress", alias = "quiet")]
+        no_progress: bool,
+        #[command(subcommand)]
+        command: Option<Command>,
+    }
+
+    #[derive(Debug, Subcommand)]
+    enum Command {
+        Summarize {
+            #[arg(long)]
+            metrics: Vec<String>,
+        },
+    }
+
+    #[test]
+    fn flags_name_every_long_flag_and_hidden_alias_and_nothing_from_help_texts() {
+        let listed = parse_flags(&flags(&<Cli as clap::CommandFactory>::command())).unwrap();
+        assert_eq!(listed[""], ["no-progress", "out", "output", "quiet"]);
+        assert_eq!(listed["summarize"], ["metrics"]);
+        assert!(!listed[""].iter().any(|flag| flag == "not-a-flag"));
+    }
+}
