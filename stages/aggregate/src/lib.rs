@@ -11,6 +11,7 @@ pub mod controls;
 pub mod normalize;
 pub mod platemap;
 pub mod select;
+pub mod settings;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use crate::args::{Aggregation, Cli, InputLevel, PositiveControls};
 use crate::normalize::Normalization;
 use crate::platemap::PlateMap;
 use crate::select::Selection;
+use crate::settings::{Found, Params};
 
 pub(crate) fn input_error(message: String) -> anyhow::Error {
     InputError(message).into()
@@ -1264,39 +1266,101 @@ fn select_features(
     Ok(dropped)
 }
 
-/// Runs the stage.
+/// Runs the stage: resolve the settings, read the wells, compute, write.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let inputs: Vec<&Path> = cli
-        .input
-        .iter()
-        .chain(cli.moa_csv.iter())
-        .chain(cli.platemap.iter())
-        .map(PathBuf::as_path)
-        .collect();
-    check_outputs_are_not_inputs(
-        &[("--wells", &cli.wells), ("--treatments", &cli.treatments)],
-        &inputs,
+    let params = Params::of(&cli);
+    let inputs = Inputs::open(&cli)?;
+    let (mut wells, mut found, missing) = read_wells(
+        &cli,
+        inputs.frame,
+        inputs.platemap.as_ref(),
+        inputs.moa_table.as_ref(),
     )?;
-    let moa_table = cli.moa_csv.as_deref().map(MoaTable::read).transpose()?;
-    let blocklist = read_blocklist(&cli)?;
-    let platemap = PlateMap::read(&cli)?;
-    let mut frame = scan_inputs(&cli)?;
-    // Content hashes for the provenance are computed while Polars aggregates: hashing a large
-    // input is otherwise a third of the run.
-    let hashed_inputs: Vec<std::path::PathBuf> = cli
-        .input
-        .iter()
-        .chain(cli.moa_csv.iter())
-        .chain(cli.platemap.iter())
-        .cloned()
-        .collect();
-    let hasher = std::thread::spawn(move || {
-        hashed_inputs
-            .into_iter()
-            .map(|path| Ok((path.display().to_string(), hash_file(&path)?)))
-            .collect::<Result<Vec<(String, String)>, phenoflow_schemas::SchemaError>>()
-    });
+    set_aside_positive_controls(&cli, &mut wells, &mut found);
+    check_every_treatment_has_wells(&cli, &wells, inputs.moa_table.as_ref(), &found)?;
+    let normalization = normalize_wells(&mut wells, &cli)?;
+    found.tvn_shrinkage = normalization.tvn.map(|fit| fit.shrinkage);
+    found.tvn_epsilon = normalization.tvn.map(|fit| fit.epsilon);
+    found.floored_plates = normalization.floored_plates;
+    found.features_dropped = select_features(&mut wells, &cli, &missing, &inputs.blocklist)?;
+    let treatments = aggregate_treatments(&wells, cli.well_aggregation)?;
+    let provenance = provenance(&cli, &params, &found, inputs.hasher)?;
+    write_wells(&cli.wells, &wells, &provenance)?;
+    write_treatments(
+        &cli.treatments,
+        &treatments,
+        &wells.feature_names,
+        &provenance,
+    )?;
+    eprintln!(
+        "pf-aggregate: {} wells and {} treatments ({} features) written to {} and {} in {:.2} s",
+        wells.plate.len(),
+        treatments.compound.len(),
+        wells.feature_names.len(),
+        cli.wells.display(),
+        cli.treatments.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The content hashes of the inputs, computed on a thread of their own while Polars aggregates
+/// (hashing a large input is otherwise a third of the run).
+type Hasher =
+    std::thread::JoinHandle<Result<Vec<(String, String)>, phenoflow_schemas::SchemaError>>;
+
+/// Everything the run reads before it aggregates: checked, and the cells' scan set up.
+struct Inputs {
+    moa_table: Option<MoaTable>,
+    blocklist: Vec<String>,
+    platemap: Option<PlateMap>,
+    frame: LazyFrame,
+    hasher: Hasher,
+}
+
+impl Inputs {
+    fn open(cli: &Cli) -> anyhow::Result<Self> {
+        let inputs: Vec<&Path> = cli
+            .input
+            .iter()
+            .chain(cli.moa_csv.iter())
+            .chain(cli.platemap.iter())
+            .map(PathBuf::as_path)
+            .collect();
+        check_outputs_are_not_inputs(
+            &[("--wells", &cli.wells), ("--treatments", &cli.treatments)],
+            &inputs,
+        )?;
+        let moa_table = cli.moa_csv.as_deref().map(MoaTable::read).transpose()?;
+        let blocklist = read_blocklist(cli)?;
+        let platemap = PlateMap::read(cli)?;
+        let frame = scan_inputs(cli)?;
+        let hashed: Vec<PathBuf> = inputs.into_iter().map(Path::to_path_buf).collect();
+        let hasher = std::thread::spawn(move || {
+            hashed
+                .into_iter()
+                .map(|path| Ok((path.display().to_string(), hash_file(&path)?)))
+                .collect()
+        });
+        Ok(Self {
+            moa_table,
+            blocklist,
+            platemap,
+            frame,
+            hasher,
+        })
+    }
+}
+
+/// Cells (or wells) → the well table: the columns resolved and checked, `drop-na-columns` on the
+/// cells, the aggregate, the plate map and MoA table joined; every well has a MoA.
+fn read_wells(
+    cli: &Cli,
+    mut frame: LazyFrame,
+    platemap: Option<&PlateMap>,
+    moa_table: Option<&MoaTable>,
+) -> anyhow::Result<(Wells, Found, MissingReport)> {
     let schema = frame.collect_schema().map_err(|error| {
         input_error(format!(
             "{}: cannot read the columns: {error}",
@@ -1307,9 +1371,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 .join(", ")
         ))
     })?;
-    let schema = match &platemap {
+    let schema = match platemap {
         Some(platemap) => {
-            let annotated = platemap.annotated_schema(&cli, &schema)?;
+            let annotated = platemap.annotated_schema(cli, &schema)?;
             eprintln!(
                 "pf-aggregate: wells annotated from {} ({})",
                 platemap.path.display(),
@@ -1319,13 +1383,12 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
         None => schema,
     };
-    let (map, features) = resolve_columns(&cli, &schema)?;
-    check_row_groups(&cli, &map, &features)?;
-    let drop_na = cli.feature_select.contains(&Selection::DropNaColumns);
-    let (features, missing) = if drop_na {
+    let (map, features) = resolve_columns(cli, &schema)?;
+    check_row_groups(cli, &map, &features)?;
+    let (features, missing) = if cli.feature_select.contains(&Selection::DropNaColumns) {
         drop_na_columns(&frame, features, cli.na_cutoff)?
     } else {
-        check_no_null_features(&cli, &features)?;
+        check_no_null_features(cli, &features)?;
         (features, MissingReport::default())
     };
     if cli.level == InputLevel::Cells {
@@ -1335,18 +1398,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     // for that 2.3 GB table, 0.9× for 500k × 256 float32), and chunking would slow it by a third.
     let well_frame =
         if cli.level == InputLevel::Cells && cli.cell_aggregation == Aggregation::Median {
-            wells_by_plate_chunks(&cli, frame, &map, &features, platemap.as_ref())?
+            wells_by_plate_chunks(cli, frame, &map, &features, platemap)?
         } else {
-            well_frame(&cli, frame, &map, &features, platemap.as_ref())?
+            well_frame(cli, frame, &map, &features, platemap)?
         };
-    let mut wells = collect_wells(
-        &cli,
-        platemap.as_ref(),
-        &well_frame,
-        &map,
-        &features,
-        moa_table.as_ref(),
-    )?;
+    let wells = collect_wells(cli, platemap, &well_frame, &map, &features, moa_table)?;
     drop(well_frame);
     if let Some((row, _)) = wells.moa.iter().enumerate().find(|(_, moa)| moa.is_none()) {
         return Err(input_error(format!(
@@ -1362,94 +1418,100 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             }
         )));
     }
-    let plate_controls = controls::find(&wells, &cli.control);
-    if !plate_controls.wells.is_empty() {
-        match cli.positive_controls {
-            PositiveControls::Drop => {
-                wells.remove(&plate_controls.wells);
-                eprintln!(
-                    "pf-aggregate: {} positive-control well(s) left out (--positive-controls keep to keep them): {}",
-                    plate_controls.wells.len(),
-                    plate_controls.describe().join("; ")
-                );
-            }
-            PositiveControls::Keep => eprintln!(
-                "pf-aggregate: {} positive-control well(s) kept as treatment wells: {}",
+    let found = Found {
+        columns: vec![
+            Some(map.plate),
+            Some(map.well),
+            Some(map.compound),
+            Some(map.concentration),
+            map.moa,
+            map.batch,
+        ],
+        platemap_columns: platemap.map(PlateMap::describe),
+        ..Found::default()
+    };
+    Ok((wells, found, missing))
+}
+
+/// Positive-control wells (a treatment at the same positions on every plate) are left out, or
+/// kept with `--positive-controls keep`; either way the provenance names them.
+fn set_aside_positive_controls(cli: &Cli, wells: &mut Wells, found: &mut Found) {
+    let plate_controls = controls::find(wells, &cli.control);
+    found.positive_control_treatments = plate_controls.describe();
+    if plate_controls.wells.is_empty() {
+        return;
+    }
+    match cli.positive_controls {
+        PositiveControls::Drop => {
+            wells.remove(&plate_controls.wells);
+            found.positive_control_wells = plate_controls.wells.len();
+            eprintln!(
+                "pf-aggregate: {} positive-control well(s) left out (--positive-controls keep to keep them): {}",
                 plate_controls.wells.len(),
                 plate_controls.describe().join("; ")
-            ),
+            );
         }
+        PositiveControls::Keep => eprintln!(
+            "pf-aggregate: {} positive-control well(s) kept as treatment wells: {}",
+            plate_controls.wells.len(),
+            plate_controls.describe().join("; ")
+        ),
     }
-    if let Some(table) = &moa_table {
-        let present: BTreeSet<(String, i64)> = wells
-            .compound
-            .iter()
-            .zip(&wells.concentration)
-            .map(|(c, k)| (c.clone(), concentration_key(*k)))
-            .collect();
-        let missing: Vec<String> = table
-            .treatments()
-            .filter(|(c, k)| !present.contains(&(c.to_string(), concentration_key(*k))))
-            .map(|(c, k)| format!("({c}, {k})"))
-            .collect();
-        if !missing.is_empty() && !cli.allow_missing_treatments {
-            return Err(input_error(format!(
-                "{} treatment(s) of the MoA table have no wells: {} (pass --allow-missing-treatments for a partial screen){}",
-                missing.len(),
-                missing.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
-                if cli.positive_controls == PositiveControls::Drop && !plate_controls.wells.is_empty() {
-                    "; positive-control wells were left out (--positive-controls keep counts them)"
-                } else {
-                    ""
-                }
-            )));
-        }
-    }
-    let normalization = normalize_wells(&mut wells, &cli)?;
-    let selected = select_features(&mut wells, &cli, &missing, &blocklist)?;
-    let treatments = aggregate_treatments(&wells, cli.well_aggregation)?;
+}
 
-    let params = serde_json::json!({
-        "level": cli.level.as_str(),
-        "cell_aggregation": cli.cell_aggregation,
-        "well_aggregation": cli.well_aggregation,
-        "normalize": cli.normalize,
-        "control": cli.control,
-        "tvn_regularization": cli.tvn_regularization,
-        "tvn_ridge": cli.tvn_ridge,
-        "tvn_shrinkage": normalization.tvn.map(|fit| fit.shrinkage),
-        "tvn_epsilon": normalization.tvn.map(|fit| fit.epsilon),
-        "coral": cli.coral,
-        "coral_lambda": cli.coral_lambda,
-        "floored_plates": normalization.floored_plates,
-        "positive_controls": cli.positive_controls,
-        "positive_control_wells": if cli.positive_controls == PositiveControls::Drop {
-            plate_controls.wells.len()
+/// Every treatment of the MoA table has wells, unless `--allow-missing-treatments`.
+fn check_every_treatment_has_wells(
+    cli: &Cli,
+    wells: &Wells,
+    moa_table: Option<&MoaTable>,
+    found: &Found,
+) -> anyhow::Result<()> {
+    let Some(table) = moa_table else {
+        return Ok(());
+    };
+    let present: BTreeSet<(String, i64)> = wells
+        .compound
+        .iter()
+        .zip(&wells.concentration)
+        .map(|(c, k)| (c.clone(), concentration_key(*k)))
+        .collect();
+    let missing: Vec<String> = table
+        .treatments()
+        .filter(|(c, k)| !present.contains(&(c.to_string(), concentration_key(*k))))
+        .map(|(c, k)| format!("({c}, {k})"))
+        .collect();
+    if missing.is_empty() || cli.allow_missing_treatments {
+        return Ok(());
+    }
+    Err(input_error(format!(
+        "{} treatment(s) of the MoA table have no wells: {} (pass --allow-missing-treatments for a partial screen){}",
+        missing.len(),
+        missing.iter().take(10).cloned().collect::<Vec<_>>().join(", "),
+        if found.positive_control_wells > 0 {
+            "; positive-control wells were left out (--positive-controls keep counts them)"
         } else {
-            0
-        },
-        "positive_control_treatments": plate_controls.describe(),
-        "feature_prefix": cli.feature_prefix,
-        "columns": [map.plate, map.well, map.compound, map.concentration, map.moa, map.batch],
-        "platemap_columns": platemap.as_ref().map(PlateMap::describe),
-        "feature_select": cli.feature_select,
-        "min_variance": cli.min_variance,
-        "corr_threshold": cli.corr_threshold,
-        "na_cutoff": cli.na_cutoff,
-        "blocklist": cli.blocklist.as_ref().map(|path| path.display().to_string()),
-        "features_dropped": selected,
-    });
+            ""
+        }
+    )))
+}
+
+/// The provenance of both tables, with the inputs' hashes; two inputs with the same content (a
+/// shard copied under another name) would count every cell twice and are refused.
+fn provenance(
+    cli: &Cli,
+    params: &Params,
+    found: &Found,
+    hasher: Hasher,
+) -> anyhow::Result<Provenance> {
     let mut provenance = Provenance::new(
         TableKind::Wells,
         "pf-aggregate",
         env!("CARGO_PKG_VERSION"),
-        params,
+        settings::provenance_params(params, found),
     );
     let hashes = hasher
         .join()
         .map_err(|_| anyhow::anyhow!("the input-hashing thread panicked"))??;
-    // Two inputs with the same content (a shard copied under another name) count every cell
-    // twice.
     let inputs = &hashes[..cli.input.len()];
     for (index, (path, hash)) in inputs.iter().enumerate() {
         if let Some((other, _)) = inputs[..index].iter().find(|(_, other)| other == hash) {
@@ -1459,7 +1521,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     provenance.inputs.extend(hashes);
-    let wells_columns: Vec<ArrayRef> = vec![
+    Ok(provenance)
+}
+
+fn write_wells(path: &Path, wells: &Wells, provenance: &Provenance) -> anyhow::Result<()> {
+    let columns: Vec<ArrayRef> = vec![
         string_array(&wells.plate),
         string_array(&wells.well),
         string_array(&wells.compound),
@@ -1471,14 +1537,22 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Arc::new(Int64Array::from(wells.count.clone())),
     ];
     write_table(
-        &cli.wells,
+        path,
         TableKind::Wells,
-        wells_columns,
+        columns,
         &wells.feature_names,
         &wells.features,
-        &provenance,
-    )?;
-    let treatment_columns: Vec<ArrayRef> = vec![
+        provenance,
+    )
+}
+
+fn write_treatments(
+    path: &Path,
+    treatments: &Treatments,
+    feature_names: &[String],
+    provenance: &Provenance,
+) -> anyhow::Result<()> {
+    let columns: Vec<ArrayRef> = vec![
         string_array(&treatments.compound),
         Arc::new(Float64Array::from(treatments.concentration.clone())),
         Arc::new(StringArray::from_iter(
@@ -1490,23 +1564,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Arc::new(Int64Array::from(treatments.count.clone())),
     ];
     write_table(
-        &cli.treatments,
+        path,
         TableKind::Treatments,
-        treatment_columns,
-        &wells.feature_names,
+        columns,
+        feature_names,
         &treatments.features,
-        &provenance,
-    )?;
-    eprintln!(
-        "pf-aggregate: {} wells and {} treatments ({} features) written to {} and {} in {:.2} s",
-        wells.plate.len(),
-        treatments.compound.len(),
-        wells.feature_names.len(),
-        cli.wells.display(),
-        cli.treatments.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
+        provenance,
+    )
 }
 
 #[cfg(test)]
