@@ -352,6 +352,8 @@ fn selected_plates(cli: &Cli) -> anyhow::Result<Option<BTreeSet<String>>> {
     Ok(Some(selected))
 }
 
+/// Runs the stage: resolve the settings, open the encoder and the cells, embed every batch,
+/// write.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let mut inputs: Vec<&Path> = vec![cli.cells.as_path()];
     inputs.extend(cli.encoder.as_deref());
@@ -367,89 +369,29 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let environment = init_onnx_runtime()?;
     let mut encoder = open_encoder(&environment, &encoder_path, cli.device, cli.threads)?;
     let card = encoder.card.clone();
-    // The output μ is multiplied by (none for a plain μ profile).
-    let gate: Option<&str> = match cli.profile {
-        ProfileArg::Auto if card.model.is_sparse() => Some(SPIKE_MEAN),
-        ProfileArg::Auto | ProfileArg::Mu => None,
-        ProfileArg::MuSpikeMean | ProfileArg::MuGamma if !card.model.is_sparse() => {
-            return Err(InputError(format!(
-                "--profile {}: {} is not a sparse model (it has no spike selector)",
-                if cli.profile == ProfileArg::MuGamma {
-                    "mu-gamma"
-                } else {
-                    "mu-spike-mean"
-                },
-                card.model.name()
-            ))
-            .into())
-        }
-        ProfileArg::MuSpikeMean => Some(SPIKE_MEAN),
-        ProfileArg::MuGamma => Some("gamma"),
+    let gate = profile_gate(&cli, &card)?;
+    let hasher = {
+        let (cells, encoder) = (cli.cells.clone(), encoder_path.clone());
+        std::thread::spawn(move || -> anyhow::Result<(String, String)> {
+            Ok((hash_file(&cells)?, hash_file(&encoder)?))
+        })
     };
-    let profile_name = match gate {
-        None => "mu",
-        Some(SPIKE_MEAN) => "mu-spike-mean",
-        Some(_) => "mu-gamma",
-    };
-    if cli.with_gamma && !card.model.is_sparse() {
-        return Err(InputError(format!("--with-gamma: {} has no gamma", card.model.name())).into());
-    }
-
-    let cells_path = cli.cells.clone();
-    let encoder_file = encoder_path.clone();
-    let hasher = std::thread::spawn(move || -> anyhow::Result<(String, String)> {
-        Ok((hash_file(&cells_path)?, hash_file(&encoder_file)?))
-    });
     let reader = ParquetTableReader::open(&cli.cells, TableKind::Cells, cli.batch_size, None)?;
-    let schema = reader.schema().clone();
-    let shape = pixel_shape(&schema, &cli.cells)?;
-    let cells_shape = [
-        shape.channels as i64,
-        shape.height as i64,
-        shape.width as i64,
-    ];
-    if cells_shape != card.input_shape {
-        return Err(InputError(format!(
-            "{}: cells are {:?} (C, H, W) but the encoder {} takes {:?}",
-            cli.cells.display(),
-            cells_shape,
-            encoder_path.display(),
-            card.input_shape
-        ))
-        .into());
-    }
+    let layout = OutputLayout::of(&cli, reader.schema(), &card, &encoder_path)?;
     let total_rows = reader.n_rows();
-
-    let latent_dim = card.hyperparameters.latent_dim as usize;
-    let model_name = card.model.display_name();
-    let metadata_columns = metadata_indices(&schema);
-    let mut feature_names = column_names("Cells", model_name, "z", latent_dim);
-    if cli.with_log_sigma {
-        feature_names.extend(column_names(
-            "Posterior",
-            model_name,
-            "logsigma",
-            latent_dim,
-        ));
-    }
-    if cli.with_gamma {
-        feature_names.extend(column_names("Posterior", model_name, "gamma", latent_dim));
-    }
-    let output_schema = output_schema(&schema, &metadata_columns, &feature_names);
-
-    let params = serde_json::json!({
-        "model": card.model.name(),
-        "profile": profile_name,
-        "with_log_sigma": cli.with_log_sigma,
-        "with_gamma": cli.with_gamma,
-        "plates": keep.as_ref().map(|plates| plates.iter().cloned().collect::<Vec<_>>()),
-        "normalization": card.normalization,
-    });
+    let params = Params {
+        model: card.model.name(),
+        profile: gate.name(),
+        with_log_sigma: cli.with_log_sigma,
+        with_gamma: cli.with_gamma,
+        plates: keep.as_ref().map(|plates| plates.iter().cloned().collect()),
+        normalization: card.normalization.clone(),
+    };
     let mut provenance = Provenance::new(
         TableKind::Embeddings,
         STAGE,
         env!("CARGO_PKG_VERSION"),
-        params,
+        serde_json::to_value(&params).expect("settings serialise to JSON"),
     );
     provenance.seed = Some(card.seed);
     provenance.extra.insert(
@@ -465,7 +407,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .insert(encoder_path.display().to_string(), encoder_hash);
     let (mut writer, progress) = start_output(
         &cli,
-        output_schema.clone(),
+        layout.schema.clone(),
         &provenance,
         total_rows,
         "embedding",
@@ -475,83 +417,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         cli.cells.clone(),
         keep,
         card.clone(),
-        metadata_columns,
+        layout.metadata_columns.clone(),
     );
-    let [channels, height, width] = card.input_shape;
     let mut n_cells = 0usize;
     for prepared in receiver {
         let prepared = prepared.with_context(|| format!("reading {}", cli.cells.display()))?;
         let n_rows = prepared.metadata.num_rows();
-        let input = TensorRef::from_array_view((
-            [n_rows, channels as usize, height as usize, width as usize],
-            &prepared.inputs[..],
-        ))
-        .map_err(|error| anyhow!("{error}"))?;
-        let outputs = encoder
-            .session
-            .run(ort::inputs!["cells" => input])
-            .map_err(|error| anyhow!("{}: ONNX Runtime: {error}", encoder_path.display()))?;
-        let extract = |name: &str| -> anyhow::Result<Vec<f32>> {
-            let value = outputs.get(name).ok_or_else(|| {
-                InputError(format!(
-                    "{}: the encoder has no output `{name}`",
-                    encoder_path.display()
-                ))
-            })?;
-            let (_, values) = value
-                .try_extract_tensor::<f32>()
-                .map_err(|error| anyhow!("output `{name}`: {error}"))?;
-            if values.len() != n_rows * latent_dim {
-                return Err(InputError(format!(
-                    "{}: output `{name}` has {} values for {n_rows} cells of latent size {latent_dim}",
-                    encoder_path.display(),
-                    values.len()
-                ))
-                .into());
-            }
-            Ok(values.to_vec())
-        };
-        let mut profile = extract("mu")?;
-        let gamma = if cli.with_gamma {
-            Some(extract("gamma")?)
-        } else {
-            None
-        };
-        if let Some(gate) = gate {
-            let gates = extract(gate).map_err(|error| {
-                if gate == SPIKE_MEAN {
-                    error.context(
-                        "a sparse encoder exported before encoders carried `spike_mean` lacks it: export the model again with pf-export (or pass --profile mu-gamma for the old profile)",
-                    )
-                } else {
-                    error
-                }
-            })?;
-            profile
-                .iter_mut()
-                .zip(&gates)
-                .for_each(|(value, gate)| *value *= gate);
-        }
-        if let Some(row) = profile
-            .chunks(latent_dim)
-            .position(|row| row.iter().any(|value| !value.is_finite()))
-        {
-            return Err(anyhow!(
-                "{}: the encoder gave a non-finite profile for cell {} of the selection",
-                encoder_path.display(),
-                n_cells + row
-            ));
-        }
-        let mut columns: Vec<ArrayRef> = prepared.metadata.columns().to_vec();
-        columns.extend(columns_of(&profile, n_rows, latent_dim));
-        if cli.with_log_sigma {
-            columns.extend(columns_of(&extract("log_sigma")?, n_rows, latent_dim));
-        }
-        if let (true, Some(gamma)) = (cli.with_gamma, &gamma) {
-            columns.extend(columns_of(gamma, n_rows, latent_dim));
-        }
-        drop(outputs);
-        writer.write(&RecordBatch::try_new(output_schema.clone(), columns)?)?;
+        let columns = embed_batch(&cli, &mut encoder, &encoder_path, gate, &prepared, n_cells)?;
+        writer.write(&RecordBatch::try_new(layout.schema.clone(), columns)?)?;
         n_cells += n_rows;
         progress.inc(n_rows as u64);
     }
@@ -572,10 +445,207 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         "pf-embed: {} cells → {} ({} features, {}, {}) in {seconds:.1} s ({:.0} cells/s)",
         n_cells,
         cli.output.display(),
-        latent_dim,
-        profile_name,
+        card.hyperparameters.latent_dim,
+        gate.name(),
         encoder.execution_provider,
         n_cells as f64 / seconds
     );
     Ok(())
+}
+
+/// What changes the embeddings, recorded as their provenance params.
+#[derive(Debug, serde::Serialize)]
+struct Params {
+    model: &'static str,
+    profile: &'static str,
+    with_log_sigma: bool,
+    with_gamma: bool,
+    plates: Option<Vec<String>>,
+    normalization: phenoflow_schemas::Normalization,
+}
+
+/// What the profile μ is multiplied by: nothing, E[s] (`spike_mean`) or γ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gate {
+    None,
+    SpikeMean,
+    Gamma,
+}
+
+impl Gate {
+    fn name(self) -> &'static str {
+        match self {
+            Gate::None => "mu",
+            Gate::SpikeMean => "mu-spike-mean",
+            Gate::Gamma => "mu-gamma",
+        }
+    }
+
+    /// The encoder output the profile is multiplied by.
+    fn output(self) -> Option<&'static str> {
+        match self {
+            Gate::None => None,
+            Gate::SpikeMean => Some(SPIKE_MEAN),
+            Gate::Gamma => Some("gamma"),
+        }
+    }
+}
+
+/// `--profile` (and `--with-gamma`) against the model: sparse models' profiles are μ·E[s] by
+/// default; a gate a dense model has not is an error.
+fn profile_gate(cli: &Cli, card: &ModelCard) -> anyhow::Result<Gate> {
+    let gate = match cli.profile {
+        ProfileArg::Auto if card.model.is_sparse() => Gate::SpikeMean,
+        ProfileArg::Auto | ProfileArg::Mu => Gate::None,
+        ProfileArg::MuSpikeMean | ProfileArg::MuGamma if !card.model.is_sparse() => {
+            return Err(InputError(format!(
+                "--profile {}: {} is not a sparse model (it has no spike selector)",
+                if cli.profile == ProfileArg::MuGamma {
+                    "mu-gamma"
+                } else {
+                    "mu-spike-mean"
+                },
+                card.model.name()
+            ))
+            .into())
+        }
+        ProfileArg::MuSpikeMean => Gate::SpikeMean,
+        ProfileArg::MuGamma => Gate::Gamma,
+    };
+    if cli.with_gamma && !card.model.is_sparse() {
+        return Err(InputError(format!("--with-gamma: {} has no gamma", card.model.name())).into());
+    }
+    Ok(gate)
+}
+
+/// The output table's columns: the cells' metadata, then the profile (and log σ, γ when asked).
+struct OutputLayout {
+    metadata_columns: Vec<usize>,
+    schema: SchemaRef,
+}
+
+impl OutputLayout {
+    /// Checks the cells fit the encoder (C, H, W) and names the output's columns.
+    fn of(cli: &Cli, schema: &SchemaRef, card: &ModelCard, encoder: &Path) -> anyhow::Result<Self> {
+        let shape = pixel_shape(schema, &cli.cells)?;
+        let cells_shape = [
+            shape.channels as i64,
+            shape.height as i64,
+            shape.width as i64,
+        ];
+        if cells_shape != card.input_shape {
+            return Err(InputError(format!(
+                "{}: cells are {:?} (C, H, W) but the encoder {} takes {:?}",
+                cli.cells.display(),
+                cells_shape,
+                encoder.display(),
+                card.input_shape
+            ))
+            .into());
+        }
+        let latent_dim = card.hyperparameters.latent_dim as usize;
+        let model_name = card.model.display_name();
+        let metadata_columns = metadata_indices(schema);
+        let mut feature_names = column_names("Cells", model_name, "z", latent_dim);
+        if cli.with_log_sigma {
+            feature_names.extend(column_names(
+                "Posterior",
+                model_name,
+                "logsigma",
+                latent_dim,
+            ));
+        }
+        if cli.with_gamma {
+            feature_names.extend(column_names("Posterior", model_name, "gamma", latent_dim));
+        }
+        let schema = output_schema(schema, &metadata_columns, &feature_names);
+        Ok(Self {
+            metadata_columns,
+            schema,
+        })
+    }
+}
+
+/// One batch of cells through the encoder: the output columns (metadata, profile, log σ, γ);
+/// `first_cell` numbers the batch's cells in errors.
+fn embed_batch(
+    cli: &Cli,
+    encoder: &mut Encoder,
+    encoder_path: &Path,
+    gate: Gate,
+    prepared: &Prepared,
+    first_cell: usize,
+) -> anyhow::Result<Vec<ArrayRef>> {
+    let latent_dim = encoder.card.hyperparameters.latent_dim as usize;
+    let [channels, height, width] = encoder.card.input_shape;
+    let n_rows = prepared.metadata.num_rows();
+    let input = TensorRef::from_array_view((
+        [n_rows, channels as usize, height as usize, width as usize],
+        &prepared.inputs[..],
+    ))
+    .map_err(|error| anyhow!("{error}"))?;
+    let outputs = encoder
+        .session
+        .run(ort::inputs!["cells" => input])
+        .map_err(|error| anyhow!("{}: ONNX Runtime: {error}", encoder_path.display()))?;
+    let extract = |name: &str| -> anyhow::Result<Vec<f32>> {
+        let value = outputs.get(name).ok_or_else(|| {
+            InputError(format!(
+                "{}: the encoder has no output `{name}`",
+                encoder_path.display()
+            ))
+        })?;
+        let (_, values) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|error| anyhow!("output `{name}`: {error}"))?;
+        if values.len() != n_rows * latent_dim {
+            return Err(InputError(format!(
+                "{}: output `{name}` has {} values for {n_rows} cells of latent size {latent_dim}",
+                encoder_path.display(),
+                values.len()
+            ))
+            .into());
+        }
+        Ok(values.to_vec())
+    };
+    let mut profile = extract("mu")?;
+    let gamma = if cli.with_gamma {
+        Some(extract("gamma")?)
+    } else {
+        None
+    };
+    if let Some(gate_output) = gate.output() {
+        let gates = extract(gate_output).map_err(|error| {
+            if gate == Gate::SpikeMean {
+                error.context(
+                    "a sparse encoder exported before encoders carried `spike_mean` lacks it: export the model again with pf-export (or pass --profile mu-gamma for the old profile)",
+                )
+            } else {
+                error
+            }
+        })?;
+        profile
+            .iter_mut()
+            .zip(&gates)
+            .for_each(|(value, gate)| *value *= gate);
+    }
+    if let Some(row) = profile
+        .chunks(latent_dim)
+        .position(|row| row.iter().any(|value| !value.is_finite()))
+    {
+        return Err(anyhow!(
+            "{}: the encoder gave a non-finite profile for cell {} of the selection",
+            encoder_path.display(),
+            first_cell + row
+        ));
+    }
+    let mut columns: Vec<ArrayRef> = prepared.metadata.columns().to_vec();
+    columns.extend(columns_of(&profile, n_rows, latent_dim));
+    if cli.with_log_sigma {
+        columns.extend(columns_of(&extract("log_sigma")?, n_rows, latent_dim));
+    }
+    if let Some(gamma) = &gamma {
+        columns.extend(columns_of(gamma, n_rows, latent_dim));
+    }
+    Ok(columns)
 }
