@@ -70,7 +70,7 @@ lint: setup ## cargo fmt --check and clippy -D warnings
 	@$(WITH_ENV) cargo fmt --all --check && cargo clippy --release --workspace --all-targets -- -D warnings
 
 bins: setup ## Build only the stage binaries (release)
-	@$(WITH_ENV) cargo build --release --bins
+	@$(WITH_ENV) cargo build --release --workspace --bins
 
 demo: bins ## The whole pipeline on the synthetic screen; prints the NSC / NSCB accuracy and where the outputs are
 	@$(WITH_ENV) $(BIN)/pf-run run pipelines/demo.toml --jobs 2

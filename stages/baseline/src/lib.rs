@@ -385,7 +385,8 @@ fn argmax(values: &[f64]) -> usize {
     best
 }
 
-pub fn run(cli: Cli) -> anyhow::Result<()> {
+/// The thread pool, and the classifiers' settings in range.
+fn check_settings(cli: &Cli) -> anyhow::Result<()> {
     if let Some(threads) = cli.threads {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads.max(1))
@@ -401,6 +402,62 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if let Some(gamma) = cli.gamma.filter(|g| !(*g > 0.0 && g.is_finite())) {
         return Err(InputError(format!("--gamma must be positive, got {gamma}")).into());
     }
+    Ok(())
+}
+
+/// What changes the outputs, recorded as their provenance params.
+#[derive(Debug, serde::Serialize)]
+struct Params<'a> {
+    classifier: &'static str,
+    label: &'a str,
+    hold_out: &'static str,
+    test_fraction: f64,
+    trees: u16,
+    max_features: Option<usize>,
+    max_depth: Option<u16>,
+    c: f64,
+    gamma: Option<f64>,
+    /// Features are standardised on the training rows.
+    standardised: bool,
+}
+
+/// The provenance of both tables: the params, the inputs' hashes, the seed, the classifier.
+fn provenance(cli: &Cli) -> anyhow::Result<Provenance> {
+    let params = Params {
+        classifier: cli.classifier.name(),
+        label: &cli.label,
+        hold_out: cli.hold_out.name(),
+        test_fraction: cli.test_fraction,
+        trees: cli.trees,
+        max_features: cli.max_features,
+        max_depth: cli.max_depth,
+        c: cli.c,
+        gamma: cli.gamma,
+        standardised: true,
+    };
+    let mut provenance = Provenance::new(
+        TableKind::Metrics,
+        "pf-baseline",
+        env!("CARGO_PKG_VERSION"),
+        serde_json::to_value(params).expect("settings serialise to JSON"),
+    );
+    for path in &cli.input {
+        provenance
+            .inputs
+            .insert(path.display().to_string(), hash_file(path)?);
+    }
+    provenance.seed = Some(cli.seed);
+    provenance
+        .extra
+        .insert(CLASSIFIER_KEY.into(), cli.classifier.name().into());
+    provenance
+        .extra
+        .insert("label_column".into(), cli.label.clone());
+    Ok(provenance)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    check_settings(&cli)?;
     let started = Instant::now();
     // The labels first: a wrong --label fails before the pixels are read.
     let kind = input_kind(&cli.input)?;
@@ -441,36 +498,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         ClassifierArg::Svm => svm(&train_x, &train_y, &test_x, n_classes, &cli)?,
     };
 
-    let params = serde_json::json!({
-        "classifier": cli.classifier.name(),
-        "label": cli.label,
-        "hold_out": hold_out.name(),
-        "test_fraction": cli.test_fraction,
-        "trees": cli.trees,
-        "max_features": cli.max_features,
-        "max_depth": cli.max_depth,
-        "c": cli.c,
-        "gamma": cli.gamma,
-        "standardised": true,
-    });
-    let mut provenance = Provenance::new(
-        TableKind::Metrics,
-        "pf-baseline",
-        env!("CARGO_PKG_VERSION"),
-        params,
-    );
-    for path in &cli.input {
-        provenance
-            .inputs
-            .insert(path.display().to_string(), hash_file(path)?);
-    }
-    provenance.seed = Some(cli.seed);
-    provenance
-        .extra
-        .insert(CLASSIFIER_KEY.into(), cli.classifier.name().into());
-    provenance
-        .extra
-        .insert("label_column".into(), cli.label.clone());
+    let provenance = provenance(&cli)?;
     std::fs::create_dir_all(&cli.output)
         .with_context(|| format!("creating {}", cli.output.display()))?;
     let scores = score_and_write(

@@ -180,6 +180,64 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     )?;
     let treatments = read_treatments(&treatments_path, &cli.batch_column)?;
     let distances = distance_matrix(&treatments, cli.metric);
+    let (members, runs) = queries_and_protocols(&cli, &treatments, &treatments_path);
+    let scored: Vec<Scored> = runs
+        .into_iter()
+        .map(|(name, hold_out)| Scored {
+            name,
+            evaluation: evaluate(&treatments, &distances, &members, hold_out),
+            n_queries: members.len(),
+        })
+        .collect();
+    let (map, map_per_moa, map_queries) = mean_average_precision(&treatments, &distances, &members);
+    let params = serde_json::to_value(Params {
+        metric: cli.metric,
+        protocol: cli.protocol,
+        control: &cli.control,
+        batch_column: &cli.batch_column,
+    })
+    .expect("settings serialise to JSON");
+    let mut provenance = Provenance::new(
+        TableKind::Predictions,
+        "pf-classify",
+        env!("CARGO_PKG_VERSION"),
+        params,
+    );
+    provenance.inputs.insert(
+        treatments_path.display().to_string(),
+        hash_file(&treatments_path)?,
+    );
+    write_predictions(&predictions_path, &treatments, &scored, &provenance)?;
+    let mut metrics_provenance = provenance.clone();
+    metrics_provenance.table = TableKind::Metrics;
+    write_metrics(
+        &metrics_path,
+        &treatments,
+        &scored,
+        (map, &map_per_moa, map_queries),
+        &metrics_provenance,
+    )?;
+    print_summary(&cli, &treatments, &members, &scored, map, map_queries);
+    Ok(())
+}
+
+/// What changes the outputs, recorded as their provenance params.
+#[derive(Debug, serde::Serialize)]
+struct Params<'a> {
+    metric: crate::knn::Metric,
+    protocol: Protocol,
+    control: &'a str,
+    batch_column: &'a str,
+}
+
+/// The treatments that are queries (and candidates) and the hold-outs they are scored under:
+/// the standard protocol leaves the control out and scores NSC and NSCB; the seed-compatible one
+/// keeps every treatment and scores NSC only.
+fn queries_and_protocols(
+    cli: &Cli,
+    treatments: &[Treatment],
+    treatments_path: &Path,
+) -> (Vec<usize>, Vec<(&'static str, HoldOut)>) {
     let (members, runs): (Vec<usize>, Vec<(&'static str, HoldOut)>) = match cli.protocol {
         Protocol::Standard => (
             (0..treatments.len())
@@ -206,43 +264,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             cli.control
         );
     }
-    let scored: Vec<Scored> = runs
-        .into_iter()
-        .map(|(name, hold_out)| Scored {
-            name,
-            evaluation: evaluate(&treatments, &distances, &members, hold_out),
-            n_queries: members.len(),
-        })
-        .collect();
-    let (map, map_per_moa, map_queries) = mean_average_precision(&treatments, &distances, &members);
+    (members, runs)
+}
 
-    let params = serde_json::json!({
-        "metric": cli.metric,
-        "protocol": cli.protocol,
-        "control": cli.control,
-        "batch_column": cli.batch_column,
-    });
-    let mut provenance = Provenance::new(
-        TableKind::Predictions,
-        "pf-classify",
-        env!("CARGO_PKG_VERSION"),
-        params.clone(),
-    );
-    provenance.inputs.insert(
-        treatments_path.display().to_string(),
-        hash_file(&treatments_path)?,
-    );
-    write_predictions(&predictions_path, &treatments, &scored, &provenance)?;
-    let mut metrics_provenance = provenance.clone();
-    metrics_provenance.table = TableKind::Metrics;
-    write_metrics(
-        &metrics_path,
-        &treatments,
-        &scored,
-        (map, &map_per_moa, map_queries),
-        &metrics_provenance,
-    )?;
-
+/// The accuracies on standard output, n/a where nothing was scorable.
+fn print_summary(
+    cli: &Cli,
+    treatments: &[Treatment],
+    members: &[usize],
+    scored: &[Scored],
+    map: f64,
+    map_queries: usize,
+) {
     let moas: BTreeSet<&str> = members
         .iter()
         .map(|&i| treatments[i].moa.as_str())
@@ -254,7 +287,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         cli.metric,
         cli.protocol
     );
-    for run in &scored {
+    for run in scored {
         let evaluation = &run.evaluation;
         if evaluation.predictions.is_empty() {
             println!(
@@ -291,7 +324,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     } else {
         println!("  mAP (MoA retrieval, NSC candidates) {map:.3} over {map_queries} queries");
     }
-    Ok(())
 }
 
 fn write_predictions(

@@ -269,7 +269,8 @@ fn render_and_write(
     Ok(ground_truth_rows(field, &cells))
 }
 
-/// Runs the stage.
+/// Runs the stage: the panel and/or a screen (BBBC021-like, or the CPJUMP1-like design), written
+/// into a partial folder and renamed into place.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings()?;
     if let Some(threads) = settings.threads {
@@ -324,7 +325,31 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         std::fs::create_dir_all(partial.join(folder))
             .with_context(|| format!("creating {}", partial.join(folder).display()))?;
     }
-    let progress = progress_bar(&settings, fields.len());
+    render_fields(&settings, &partial, &effects, &fields)?;
+    write_tables(&settings, &partial, &effects, &fields)?;
+    replace_folder(&partial, output)?;
+    eprintln!(
+        "pf-synth: wrote {} fields ({} plates, {} wells) of {}x{} to {} in {:.1} s",
+        fields.len(),
+        folders.len(),
+        fields.iter().filter(|f| f.site == 1).count(),
+        settings.size.width,
+        settings.size.height,
+        output.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Every field's images into the partial folder (rayon over fields) and every drawn cell's
+/// ground truth, in field order; a failure removes the partial folder.
+fn render_fields(
+    settings: &args::Settings,
+    partial: &Path,
+    effects: &BTreeMap<String, CompoundEffect>,
+    fields: &[Field],
+) -> anyhow::Result<()> {
+    let progress = progress_bar(settings, fields.len());
     let truth_path = partial.join(GROUND_TRUTH_CELLS);
     let mut truth = BufWriter::new(
         std::fs::File::create(&truth_path)
@@ -337,7 +362,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         .try_for_each(|chunk| -> anyhow::Result<()> {
             let rows = chunk
                 .par_iter()
-                .map(|field| render_and_write(&settings, &partial, &effects, field, &progress))
+                .map(|field| render_and_write(settings, partial, effects, field, &progress))
                 .collect::<anyhow::Result<Vec<String>>>()?;
             for row in rows {
                 truth.write_all(row.as_bytes())?;
@@ -348,16 +373,27 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     drop(truth);
     progress.finish_and_clear();
     if let Err(error) = result {
-        let _ = std::fs::remove_dir_all(&partial);
+        let _ = std::fs::remove_dir_all(partial);
         return Err(error);
     }
+    Ok(())
+}
+
+/// The tables beside the images: the ground truth per treatment, the image and MoA tables in
+/// the published layout, and pf-synth.json (the settings and the number of fields).
+fn write_tables(
+    settings: &args::Settings,
+    partial: &Path,
+    effects: &BTreeMap<String, CompoundEffect>,
+    fields: &[Field],
+) -> anyhow::Result<()> {
     std::fs::write(
         partial.join(GROUND_TRUTH_TREATMENTS),
-        ground_truth_treatments(&fields, &effects),
+        ground_truth_treatments(fields, effects),
     )?;
     let mut table = String::with_capacity(fields.len() * 300);
     table.push_str(IMAGE_TABLE_HEADER);
-    for field in &fields {
+    for field in fields {
         table.push('\n');
         table.push_str(&layout::image_table_row(field));
     }
@@ -385,17 +421,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     )?;
     params.flush()?;
     drop(params);
-    replace_folder(&partial, output)?;
-    eprintln!(
-        "pf-synth: wrote {} fields ({} plates, {} wells) of {}x{} to {} in {:.1} s",
-        fields.len(),
-        folders.len(),
-        fields.iter().filter(|f| f.site == 1).count(),
-        settings.size.width,
-        settings.size.height,
-        output.display(),
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 
