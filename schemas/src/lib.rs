@@ -12,6 +12,7 @@ pub mod classification;
 mod error;
 pub mod keys;
 pub mod metrics;
+pub mod moa;
 pub mod model_card;
 pub mod parquet_io;
 pub mod pipeline;
@@ -30,6 +31,7 @@ pub use keys::{
     batch_of_plate, concentration_key, parse_non_negative, parse_positive, parse_shard,
     parse_threads, shard_plates, MAX_THREADS,
 };
+pub use moa::MoaTable;
 pub use model_card::{ModelCard, ModelKind, Normalization};
 pub use parquet_io::{
     read_provenance, read_table, ParallelTableWriter, ParquetTableReader, ParquetTableWriter,

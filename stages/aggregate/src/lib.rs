@@ -23,7 +23,7 @@ use arrow_schema::{DataType, Field, Schema};
 use phenoflow_schemas::parquet_io::{column_null_counts, largest_row_group};
 use phenoflow_schemas::{
     batch_of_plate, check_outputs_are_not_inputs, concentration_key, hash_file, read_provenance,
-    InputError, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
+    InputError, MoaTable, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
 };
 use polars::prelude::{
     col, concat, len, DataFrame, DataType as PlDataType, Engine, Expr, LazyCsvReader,
@@ -681,90 +681,6 @@ fn collect_wells(
         return Err(input_error("the input has no rows".into()));
     }
     Ok(out)
-}
-
-/// `compound,concentration,moa` (BBBC021_v1_moa.csv style, CR line endings allowed), joined on
-/// the compound and the numeric concentration (to 1e-6).
-#[derive(Debug, Clone, Default)]
-pub struct MoaTable {
-    moa: BTreeMap<(String, i64), String>,
-}
-
-impl MoaTable {
-    pub fn read(path: &Path) -> anyhow::Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let mut lines = text
-            .split(['\r', '\n'])
-            .filter(|line| !line.trim().is_empty());
-        let header: Vec<String> = lines
-            .next()
-            .unwrap_or("")
-            .trim_start_matches('\u{feff}')
-            .split(',')
-            .map(|h| h.trim().trim_matches('"').to_lowercase())
-            .collect();
-        let index = |name: &str| {
-            header
-                .iter()
-                .position(|h| h == name)
-                .ok_or_else(|| input_error(format!("{}: no `{name}` column", path.display())))
-        };
-        let (compound, concentration, moa) =
-            (index("compound")?, index("concentration")?, index("moa")?);
-        let mut table = BTreeMap::new();
-        for (line_number, line) in lines.enumerate() {
-            let fields = split_csv_line(line);
-            let get = |i: usize| fields.get(i).map(String::as_str).unwrap_or("");
-            let value: f64 = get(concentration).parse().map_err(|_| {
-                input_error(format!(
-                    "{}: line {}: concentration `{}` is not a number",
-                    path.display(),
-                    line_number + 2,
-                    get(concentration)
-                ))
-            })?;
-            let key = (get(compound).to_string(), concentration_key(value));
-            if let Some(other) = table.get(&key) {
-                if other != get(moa) {
-                    return Err(input_error(format!(
-                        "{}: line {}: ({}, {}) is `{}` here but `{other}` on an earlier line",
-                        path.display(),
-                        line_number + 2,
-                        get(compound),
-                        get(concentration),
-                        get(moa)
-                    )));
-                }
-            }
-            table.insert(key, get(moa).to_string());
-        }
-        Ok(Self { moa: table })
-    }
-
-    pub fn moa(&self, compound: &str, concentration: f64) -> Option<&str> {
-        self.moa
-            .get(&(compound.to_string(), concentration_key(concentration)))
-            .map(String::as_str)
-    }
-
-    pub fn treatments(&self) -> impl Iterator<Item = (&str, f64)> {
-        self.moa.keys().map(|(c, k)| (c.as_str(), *k as f64 / 1e6))
-    }
-}
-
-/// Splits one CSV line, honouring double quotes (compound names such as `"ICI-182,780"`).
-fn split_csv_line(line: &str) -> Vec<String> {
-    let mut fields = vec![String::new()];
-    let mut quoted = false;
-    for character in line.chars() {
-        match character {
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(String::new()),
-            other => fields.last_mut().expect("one field").push(other),
-        }
-    }
-    fields.into_iter().map(|f| f.trim().to_string()).collect()
 }
 
 /// What the normalisation did, for the provenance.
@@ -1477,8 +1393,8 @@ fn check_every_treatment_has_wells(
         .collect();
     let missing: Vec<String> = table
         .treatments()
-        .filter(|(c, k)| !present.contains(&(c.to_string(), concentration_key(*k))))
-        .map(|(c, k)| format!("({c}, {k})"))
+        .filter(|(c, k, _)| !present.contains(&(c.to_string(), concentration_key(*k))))
+        .map(|(c, k, _)| format!("({c}, {k})"))
         .collect();
     if missing.is_empty() || cli.allow_missing_treatments {
         return Ok(());
@@ -1576,14 +1492,6 @@ fn write_treatments(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn csv_lines_keep_quoted_commas() {
-        assert_eq!(
-            split_csv_line("\"ICI-182,780\",30,Epithelial"),
-            vec!["ICI-182,780", "30", "Epithelial"]
-        );
-    }
 
     #[test]
     fn treatments_take_the_median_of_their_wells_and_join_batches() {

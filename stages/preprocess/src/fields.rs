@@ -16,9 +16,10 @@ use crate::csv_table::CsvTable;
 use crate::error::{PreprocessError, Result};
 use crate::geometry::{crop_cell, resize_area, EdgePolicy};
 use crate::image_io::{read_tiff, GrayImage};
-use crate::layout::{FieldRecord, ImageTable, ImageTableOptions, MoaTable};
+use crate::layout::{FieldRecord, ImageTable, ImageTableOptions};
 use crate::nuclei::{detect_nuclei, NucleusParams};
 use crate::sink::{CellsSink, ItemCells, RunCounts};
+use phenoflow_schemas::MoaTable;
 
 /// Fields decoded at once per worker thread; bounds memory (a 1024×1280×3 uint16 field is 7.5 MB).
 const FIELDS_PER_THREAD_IN_FLIGHT: usize = 2;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use phenoflow_schemas::{batch_of_plate, concentration_key};
+use phenoflow_schemas::{batch_of_plate, MoaTable};
 
 use crate::csv_table::{Column, CsvTable};
 use crate::error::{PreprocessError, Result};
@@ -42,13 +42,6 @@ pub struct FieldRecord {
     pub channel_paths: Vec<PathBuf>,
 }
 
-/// Treatments keyed by compound and concentration (matched as numbers, to 1e-6 µM).
-#[derive(Debug, Clone)]
-pub struct MoaTable {
-    pub path: PathBuf,
-    moa_by_treatment: HashMap<(String, i64), String>,
-}
-
 /// The site number written in BBBC021-style file names: `G10_s1_w1<GUID>.tif` → 1.
 pub fn site_from_file_name(file_name: &str) -> Option<i32> {
     file_name.split('_').find_map(|part| {
@@ -57,63 +50,6 @@ pub fn site_from_file_name(file_name: &str) -> Option<i32> {
             .then(|| digits.parse().ok())
             .flatten()
     })
-}
-
-impl MoaTable {
-    pub fn read(path: &Path) -> Result<Self> {
-        let table = CsvTable::read(path)?;
-        let compound = table.require(&["compound", "Compound", "Metadata_Compound"])?;
-        let concentration =
-            table.require(&["concentration", "Concentration", "Metadata_Concentration"])?;
-        let moa = table.require(&["moa", "MoA", "Metadata_MoA", "Metadata_moa"])?;
-        let mut moa_by_treatment = HashMap::new();
-        for row in table.rows() {
-            let key = (
-                row.text(&compound)?.to_string(),
-                concentration_key(row.number(&concentration)?),
-            );
-            let moa_name = row.text(&moa)?.to_string();
-            if let Some(previous) = moa_by_treatment.insert(key.clone(), moa_name.clone()) {
-                if previous != moa_name {
-                    return Err(row.error(
-                        &moa,
-                        format!(
-                            "treatment ({}, {}) already has MoA `{previous}`",
-                            key.0,
-                            key.1 as f64 / 1e6
-                        ),
-                    ));
-                }
-            }
-        }
-        if moa_by_treatment.is_empty() {
-            return Err(PreprocessError::Invalid(format!(
-                "{}: the MoA table has no rows",
-                path.display()
-            )));
-        }
-        Ok(Self {
-            path: path.to_path_buf(),
-            moa_by_treatment,
-        })
-    }
-
-    pub fn moa(&self, compound: &str, concentration: f64) -> Option<&str> {
-        self.moa_by_treatment
-            .get(&(compound.to_string(), concentration_key(concentration)))
-            .map(String::as_str)
-    }
-
-    /// Number of treatments (rows).
-    pub fn n_treatments(&self) -> usize {
-        self.moa_by_treatment.len()
-    }
-
-    pub fn treatments(&self) -> impl Iterator<Item = (&str, f64, &str)> {
-        self.moa_by_treatment
-            .iter()
-            .map(|((compound, key), moa)| (compound.as_str(), *key as f64 / 1e6, moa.as_str()))
-    }
 }
 
 /// The key columns of BBBC021-style tables (the image table and the DTU `metadata.csv`), under
@@ -244,7 +180,7 @@ impl ImageTable {
                                 line: row.line,
                                 compound: compound_name,
                                 concentration: concentration_value,
-                                moa_path: moa_table.path.clone(),
+                                moa_path: moa_table.path().to_path_buf(),
                             })
                         }
                     },
@@ -333,6 +269,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use phenoflow_schemas::concentration_key;
 
     fn shared_data() -> PathBuf {
         std::env::var_os("PHENOFLOW_SHARED_DATA")
@@ -347,7 +284,7 @@ mod tests {
     #[test]
     fn published_moa_table_has_103_treatments_plus_dmso() {
         let moa = MoaTable::read(&shared_data().join("bbbc021/BBBC021_v1_moa.csv")).unwrap();
-        assert_eq!(moa.n_treatments(), 104);
+        assert_eq!(moa.len(), 104);
         let compounds: BTreeSet<&str> = moa.treatments().map(|t| t.0).collect();
         let moas: BTreeSet<&str> = moa.treatments().map(|t| t.2).collect();
         assert_eq!(compounds.len(), 39, "38 compounds + DMSO");

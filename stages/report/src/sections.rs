@@ -351,7 +351,7 @@ pub(crate) fn supervised(cli: &Cli, page: &mut Page) -> anyhow::Result<()> {
         // pf-classify's MoA metrics share the table kind; their protocols are NSC / NSCB.
         if result.classifier.is_empty() || result.protocol.starts_with("NSC") {
             return Err(InputError(format!(
-                "{}: the metrics of pf-classify's 1-NN MoA protocol ({}), not of a page.supervised classifier \
+                "{}: the metrics of pf-classify's 1-NN MoA protocol ({}), not of a supervised classifier \
                  (pf-train --model cnn|resnet18, pf-baseline); give it as --metrics",
                 path.display(),
                 if result.protocol.is_empty() { "no classifier recorded" } else { &result.protocol }
