@@ -67,7 +67,7 @@ impl Annotations {
                 .filter(|name| name.starts_with(METADATA_PREFIX))
                 .collect();
             let needed: Vec<&str> = if label == TREATMENT_LABEL {
-                vec!["Metadata_Compound", "Metadata_Concentration"]
+                vec![crate::columns::COMPOUND, crate::columns::CONCENTRATION]
             } else {
                 vec![label]
             };
@@ -231,11 +231,11 @@ impl Annotations {
 fn label_values(batch: &RecordBatch, label: &str) -> Result<Vec<Option<String>>, String> {
     if label == TREATMENT_LABEL {
         let compounds = batch
-            .column_by_name("Metadata_Compound")
+            .column_by_name(crate::columns::COMPOUND)
             .and_then(|array| text_values(array.as_ref()))
             .ok_or("`Metadata_Compound` is not a text column")?;
         let concentrations = batch
-            .column_by_name("Metadata_Concentration")
+            .column_by_name(crate::columns::CONCENTRATION)
             .and_then(|array| array.as_primitive_opt::<Float64Type>())
             .ok_or("`Metadata_Concentration` is not a Float64 column")?;
         return Ok(compounds
@@ -339,8 +339,8 @@ impl HoldOut {
     fn group_column(self) -> Option<&'static str> {
         match self {
             HoldOut::Stratified => None,
-            HoldOut::Compound => Some("Metadata_Compound"),
-            HoldOut::Plate => Some("Metadata_Plate"),
+            HoldOut::Compound => Some(crate::columns::COMPOUND),
+            HoldOut::Plate => Some(crate::columns::PLATE),
         }
     }
 }

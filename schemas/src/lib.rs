@@ -9,6 +9,7 @@ pub mod architecture;
 mod atomic;
 pub mod cells;
 pub mod classification;
+pub mod columns;
 mod error;
 pub mod keys;
 pub mod metrics;

@@ -95,27 +95,27 @@ pub const METADATA_PREFIX: &str = "Metadata_";
 pub const IMAGE_PATH_PREFIX: &str = "Image_Path_";
 
 const IMAGE_MANIFEST_COLUMNS: &[ColumnSpec] = &[
-    column("Metadata_Plate", Utf8),
-    column("Metadata_Well", Utf8),
-    column("Metadata_Site", Int32),
-    column("Metadata_Compound", Utf8),
-    column("Metadata_Concentration", Float64),
-    nullable("Metadata_MoA", Utf8),
-    column("Metadata_Batch", Utf8),
-    nullable("Metadata_ImageNumber", Int64),
+    column(crate::columns::PLATE, Utf8),
+    column(crate::columns::WELL, Utf8),
+    column(crate::columns::SITE, Int32),
+    column(crate::columns::COMPOUND, Utf8),
+    column(crate::columns::CONCENTRATION, Float64),
+    nullable(crate::columns::MOA, Utf8),
+    column(crate::columns::BATCH, Utf8),
+    nullable(crate::columns::IMAGE_NUMBER, Int64),
 ];
 
 const CELLS_COLUMNS: &[ColumnSpec] = &[
-    column("Metadata_Plate", Utf8),
-    column("Metadata_Well", Utf8),
-    column("Metadata_Site", Int32),
-    column("Metadata_Compound", Utf8),
-    column("Metadata_Concentration", Float64),
-    nullable("Metadata_MoA", Utf8),
-    column("Metadata_Batch", Utf8),
-    column("Metadata_ObjectNumber", Int32),
-    nullable("Metadata_Location_Center_X", Float64),
-    nullable("Metadata_Location_Center_Y", Float64),
+    column(crate::columns::PLATE, Utf8),
+    column(crate::columns::WELL, Utf8),
+    column(crate::columns::SITE, Int32),
+    column(crate::columns::COMPOUND, Utf8),
+    column(crate::columns::CONCENTRATION, Float64),
+    nullable(crate::columns::MOA, Utf8),
+    column(crate::columns::BATCH, Utf8),
+    column(crate::columns::OBJECT_NUMBER, Int32),
+    nullable(crate::columns::LOCATION_CENTER_X, Float64),
+    nullable(crate::columns::LOCATION_CENTER_Y, Float64),
     column(PIXELS_COLUMN, PixelTensor),
 ];
 
@@ -123,46 +123,46 @@ const CELLS_COLUMNS: &[ColumnSpec] = &[
 /// the image's plate and well (and its other `Metadata_*` columns, whatever types they hold), the
 /// image and cell object numbers; features nullable (a measurement CellProfiler could not make).
 const SINGLE_CELLS_COLUMNS: &[ColumnSpec] = &[
-    column("Metadata_Plate", Utf8),
-    column("Metadata_Well", Utf8),
-    column("Metadata_ImageNumber", Int64),
-    column("Metadata_ObjectNumber", Int64),
+    column(crate::columns::PLATE, Utf8),
+    column(crate::columns::WELL, Utf8),
+    column(crate::columns::IMAGE_NUMBER, Int64),
+    column(crate::columns::OBJECT_NUMBER, Int64),
 ];
 
 const EMBEDDINGS_COLUMNS: &[ColumnSpec] = &[
-    column("Metadata_Plate", Utf8),
-    column("Metadata_Well", Utf8),
-    column("Metadata_Site", Int32),
-    column("Metadata_Compound", Utf8),
-    column("Metadata_Concentration", Float64),
-    nullable("Metadata_MoA", Utf8),
-    column("Metadata_Batch", Utf8),
-    column("Metadata_ObjectNumber", Int32),
+    column(crate::columns::PLATE, Utf8),
+    column(crate::columns::WELL, Utf8),
+    column(crate::columns::SITE, Int32),
+    column(crate::columns::COMPOUND, Utf8),
+    column(crate::columns::CONCENTRATION, Float64),
+    nullable(crate::columns::MOA, Utf8),
+    column(crate::columns::BATCH, Utf8),
+    column(crate::columns::OBJECT_NUMBER, Int32),
 ];
 
 const WELLS_COLUMNS: &[ColumnSpec] = &[
-    column("Metadata_Plate", Utf8),
-    column("Metadata_Well", Utf8),
-    column("Metadata_Compound", Utf8),
-    column("Metadata_Concentration", Float64),
-    nullable("Metadata_MoA", Utf8),
-    column("Metadata_Batch", Utf8),
-    column("Metadata_Count_Cells", Int64),
+    column(crate::columns::PLATE, Utf8),
+    column(crate::columns::WELL, Utf8),
+    column(crate::columns::COMPOUND, Utf8),
+    column(crate::columns::CONCENTRATION, Float64),
+    nullable(crate::columns::MOA, Utf8),
+    column(crate::columns::BATCH, Utf8),
+    column(crate::columns::COUNT_CELLS, Int64),
 ];
 
 const TREATMENTS_COLUMNS: &[ColumnSpec] = &[
-    column("Metadata_Compound", Utf8),
-    column("Metadata_Concentration", Float64),
-    nullable("Metadata_MoA", Utf8),
-    nullable("Metadata_Batch", Utf8),
-    column("Metadata_Count_Wells", Int64),
+    column(crate::columns::COMPOUND, Utf8),
+    column(crate::columns::CONCENTRATION, Float64),
+    nullable(crate::columns::MOA, Utf8),
+    nullable(crate::columns::BATCH, Utf8),
+    column(crate::columns::COUNT_WELLS, Int64),
 ];
 
 const PREDICTIONS_COLUMNS: &[ColumnSpec] = &[
-    column("Metadata_Compound", Utf8),
-    column("Metadata_Concentration", Float64),
-    column("Metadata_MoA", Utf8),
-    nullable("Metadata_Batch", Utf8),
+    column(crate::columns::COMPOUND, Utf8),
+    column(crate::columns::CONCENTRATION, Float64),
+    column(crate::columns::MOA, Utf8),
+    nullable(crate::columns::BATCH, Utf8),
     column("Protocol", Utf8),
     column("Nearest_Compound", Utf8),
     column("Nearest_Concentration", Float64),

@@ -1,7 +1,7 @@
 //! The house rules the code keeps (ARCHITECTURE.md, "Rules the tidy test enforces"): every Rust
 //! file opens with a `//!` comment; every stage has a README, an `args.rs` and a `main.rs` of a
 //! few lines through the stage kit; no stage depends on another; the contract and the kit pull in
-//! no heavy crate; no stage's `run()` grows past 100 lines.
+//! no heavy crate; no stage's `run()` grows past 100 lines; key column names come from the contract.
 
 use std::path::{Path, PathBuf};
 
@@ -149,5 +149,41 @@ fn no_stage_run_function_grows_past_100_lines() {
     assert!(
         long.is_empty(),
         "run() reads as resolve → read → compute → write; split these: {long:?}"
+    );
+}
+
+#[test]
+fn key_column_names_come_from_the_contract() {
+    // A whole `"Metadata_…"` string literal in a stage: the name belongs in
+    // phenoflow_schemas::columns. pf-cellprofiler's list of CytoTable's spellings is the exception.
+    let mut found = Vec::new();
+    for stage in stages() {
+        for file in rust_files(&stage.join("src")) {
+            if file.ends_with("cellprofiler/src/cytotable.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (number, line) in text.lines().enumerate() {
+                let mut rest = line;
+                while let Some(start) = rest.find("\"Metadata_") {
+                    let literal = &rest[start + 1..];
+                    let end = literal.find('"').unwrap_or(literal.len());
+                    let name = &literal[..end];
+                    if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        found.push(format!(
+                            "{}:{}: \"{name}\"",
+                            file.strip_prefix(root()).unwrap().display(),
+                            number + 1
+                        ));
+                    }
+                    rest = &literal[end.min(literal.len())..];
+                    rest = rest.get(1..).unwrap_or("");
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "use phenoflow_schemas::columns: {found:?}"
     );
 }

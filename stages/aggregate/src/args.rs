@@ -166,19 +166,19 @@ pub struct Cli {
     pub blocklist: Option<PathBuf>,
 
     /// Input column holding the plate.
-    #[arg(long, default_value = "Metadata_Plate")]
+    #[arg(long, default_value = phenoflow_schemas::columns::PLATE)]
     pub plate_column: String,
 
     /// Input column holding the well.
-    #[arg(long, default_value = "Metadata_Well")]
+    #[arg(long, default_value = phenoflow_schemas::columns::WELL)]
     pub well_column: String,
 
     /// Input column holding the compound.
-    #[arg(long, default_value = "Metadata_Compound")]
+    #[arg(long, default_value = phenoflow_schemas::columns::COMPOUND)]
     pub compound_column: String,
 
     /// Input column holding the concentration.
-    #[arg(long, default_value = "Metadata_Concentration")]
+    #[arg(long, default_value = phenoflow_schemas::columns::CONCENTRATION)]
     pub concentration_column: String,
 
     /// Input column holding the MoA [default: Metadata_MoA when present].

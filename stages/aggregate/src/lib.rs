@@ -247,12 +247,22 @@ fn check_no_null_features(cli: &Cli, features: &[String]) -> anyhow::Result<()> 
 /// phenoflow's (site, object number), or CellProfiler's ([table number,] image number, object
 /// number).
 const CELL_IDENTITY: [&[&str]; 5] = [
-    &["Metadata_Site", "Metadata_ObjectNumber"],
+    &[
+        phenoflow_schemas::columns::SITE,
+        phenoflow_schemas::columns::OBJECT_NUMBER,
+    ],
     // pf-cellprofiler's single cells of an image table without a site: the image and the cell.
-    &["Metadata_ImageNumber", "Metadata_ObjectNumber"],
+    &[
+        phenoflow_schemas::columns::IMAGE_NUMBER,
+        phenoflow_schemas::columns::OBJECT_NUMBER,
+    ],
     // Distributed CellProfiler numbers images from 1 in every job: TableNumber tells them apart.
     &["TableNumber", "ImageNumber", "ObjectNumber"],
-    &["Metadata_TableNumber", "ImageNumber", "ObjectNumber"],
+    &[
+        phenoflow_schemas::columns::TABLE_NUMBER,
+        "ImageNumber",
+        "ObjectNumber",
+    ],
     &["ImageNumber", "ObjectNumber"],
 ];
 
@@ -372,8 +382,8 @@ fn resolve_columns(
     let moa = match &cli.moa_column {
         Some(name) => Some(require(name, "--moa-column")?),
         None => schema
-            .contains("Metadata_MoA")
-            .then(|| "Metadata_MoA".to_string()),
+            .contains(phenoflow_schemas::columns::MOA)
+            .then(|| phenoflow_schemas::columns::MOA.to_string()),
     };
     if moa.is_none() && cli.moa_csv.is_none() {
         return Err(input_error(format!(
@@ -383,8 +393,8 @@ fn resolve_columns(
     let batch = match &cli.batch_column {
         Some(name) => Some(require(name, "--batch-column")?),
         None => schema
-            .contains("Metadata_Batch")
-            .then(|| "Metadata_Batch".to_string()),
+            .contains(phenoflow_schemas::columns::BATCH)
+            .then(|| phenoflow_schemas::columns::BATCH.to_string()),
     };
     let map = ColumnMap {
         plate: require(&cli.plate_column, "--plate-column")?,
@@ -413,7 +423,7 @@ fn resolve_columns(
         .map(|(name, dtype)| (name.as_str(), dtype))
         .filter(|(name, _)| {
             !keys.contains(name)
-                && !name.starts_with("Metadata_")
+                && !name.starts_with(phenoflow_schemas::columns::PREFIX)
                 && cli
                     .feature_prefix
                     .iter()
@@ -500,7 +510,7 @@ fn well_frame(
     let nan_is_missing = cli.feature_select.contains(&Selection::DropNaColumns);
     let grouped = match cli.level {
         InputLevel::Cells => {
-            aggs.push(len().alias("Metadata_Count_Cells"));
+            aggs.push(len().alias(phenoflow_schemas::columns::COUNT_CELLS));
             aggs.extend(features.iter().map(|name| {
                 let is_float = matches!(
                     schema.get(name.as_str()),
@@ -526,13 +536,24 @@ fn well_frame(
         None => grouped,
     };
     let mut renamed = vec![
-        (map.plate.as_str(), "Metadata_Plate"),
-        (map.well.as_str(), "Metadata_Well"),
-        (map.compound.as_str(), "Metadata_Compound"),
-        (map.concentration.as_str(), "Metadata_Concentration"),
+        (map.plate.as_str(), phenoflow_schemas::columns::PLATE),
+        (map.well.as_str(), phenoflow_schemas::columns::WELL),
+        (map.compound.as_str(), phenoflow_schemas::columns::COMPOUND),
+        (
+            map.concentration.as_str(),
+            phenoflow_schemas::columns::CONCENTRATION,
+        ),
     ];
-    renamed.extend(map.moa.as_deref().map(|moa| (moa, "Metadata_MoA")));
-    renamed.extend(map.batch.as_deref().map(|batch| (batch, "Metadata_Batch")));
+    renamed.extend(
+        map.moa
+            .as_deref()
+            .map(|moa| (moa, phenoflow_schemas::columns::MOA)),
+    );
+    renamed.extend(
+        map.batch
+            .as_deref()
+            .map(|batch| (batch, phenoflow_schemas::columns::BATCH)),
+    );
     renamed.retain(|(from, to)| from != to);
     // The streaming engine reads the input in morsels and keeps only per-well running
     // aggregates, so memory does not grow with the number of cells.
@@ -583,22 +604,22 @@ fn collect_wells(
     features: &[String],
     moa_table: Option<&MoaTable>,
 ) -> anyhow::Result<Wells> {
-    let plates = strings(frame, "Metadata_Plate")?;
-    let wells = strings(frame, "Metadata_Well")?;
-    let compounds = strings(frame, "Metadata_Compound")?;
-    let concentrations = floats(frame, "Metadata_Concentration")?;
+    let plates = strings(frame, phenoflow_schemas::columns::PLATE)?;
+    let wells = strings(frame, phenoflow_schemas::columns::WELL)?;
+    let compounds = strings(frame, phenoflow_schemas::columns::COMPOUND)?;
+    let concentrations = floats(frame, phenoflow_schemas::columns::CONCENTRATION)?;
     let moas = if map.moa.is_some() {
-        strings(frame, "Metadata_MoA")?
+        strings(frame, phenoflow_schemas::columns::MOA)?
     } else {
         vec![None; frame.height()]
     };
     let batches = if map.batch.is_some() {
-        strings(frame, "Metadata_Batch")?
+        strings(frame, phenoflow_schemas::columns::BATCH)?
     } else {
         vec![None; frame.height()]
     };
     let counts: Vec<Option<f64>> = match cli.level {
-        InputLevel::Cells => floats(frame, "Metadata_Count_Cells")?,
+        InputLevel::Cells => floats(frame, phenoflow_schemas::columns::COUNT_CELLS)?,
         InputLevel::Wells => floats(frame, "__rows")?,
     };
     let feature_columns: Vec<Vec<Option<f64>>> = features
@@ -1012,7 +1033,10 @@ fn wells_by_plate_chunks(
     // Passes follow the plates' own order; one pass sorts the wells after the plate map's join
     // (which reads plates as text): the same order here, whatever the plate column's type.
     Ok(joined.sort(
-        ["Metadata_Plate", "Metadata_Well"],
+        [
+            phenoflow_schemas::columns::PLATE,
+            phenoflow_schemas::columns::WELL,
+        ],
         SortMultipleOptions::default(),
     )?)
 }

@@ -19,22 +19,26 @@ use crate::{input_error, ColumnMap};
 
 /// The columns looked for, in order, when a `--platemap-*-column` is not given.
 const PLATE_COLUMNS: &[&str] = &[
-    "Metadata_Plate",
+    phenoflow_schemas::columns::PLATE,
     "Image_Metadata_Plate",
     "Image_Metadata_Plate_DAPI",
     "Plate",
 ];
 const WELL_COLUMNS: &[&str] = &[
-    "Metadata_Well",
-    "Metadata_well_position",
+    phenoflow_schemas::columns::WELL,
+    phenoflow_schemas::columns::WELL_POSITION,
     "Image_Metadata_Well",
     "Image_Metadata_Well_DAPI",
     "Well",
     "well_position",
 ];
-const COMPOUND_COLUMNS: &[&str] = &["Metadata_Compound", "Image_Metadata_Compound", "Compound"];
+const COMPOUND_COLUMNS: &[&str] = &[
+    phenoflow_schemas::columns::COMPOUND,
+    "Image_Metadata_Compound",
+    "Compound",
+];
 const CONCENTRATION_COLUMNS: &[&str] = &[
-    "Metadata_Concentration",
+    phenoflow_schemas::columns::CONCENTRATION,
     "Image_Metadata_Concentration",
     "Concentration",
 ];

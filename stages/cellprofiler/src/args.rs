@@ -57,11 +57,11 @@ pub struct Cli {
     pub busy_timeout_ms: u32,
 
     /// The image metadata column naming the plate (after `Image_` is dropped from SQLite names).
-    #[arg(long, default_value = "Metadata_Plate")]
+    #[arg(long, default_value = phenoflow_schemas::columns::PLATE)]
     pub plate_column: String,
 
     /// The image metadata column naming the well.
-    #[arg(long, default_value = "Metadata_Well")]
+    #[arg(long, default_value = phenoflow_schemas::columns::WELL)]
     pub well_column: String,
 
     /// Where to write the `single_cells` table.

@@ -72,7 +72,7 @@ pub fn read_images(path: &Path) -> anyhow::Result<ImageTable> {
             ))
         })?;
     let metadata: Vec<usize> = (0..names.len())
-        .filter(|&index| names[index].starts_with("Metadata_"))
+        .filter(|&index| names[index].starts_with(phenoflow_schemas::columns::PREFIX))
         .collect();
     let counts: Vec<Option<usize>> = Compartment::ALL
         .iter()

@@ -20,10 +20,10 @@ use phenoflow_schemas::ParquetTableWriter;
 use crate::source::{Compartment, GroupSource, ImageRow, ImageTable, ObjectGroup, Value};
 
 /// The object-number columns every row carries besides the image's metadata.
-pub const IMAGE_NUMBER: &str = "Metadata_ImageNumber";
-pub const CELL_NUMBER: &str = "Metadata_ObjectNumber";
-pub const CYTOPLASM_NUMBER: &str = "Metadata_Cytoplasm_Number_Object_Number";
-pub const NUCLEUS_NUMBER: &str = "Metadata_Nuclei_Number_Object_Number";
+pub const IMAGE_NUMBER: &str = phenoflow_schemas::columns::IMAGE_NUMBER;
+pub const CELL_NUMBER: &str = phenoflow_schemas::columns::OBJECT_NUMBER;
+pub const CYTOPLASM_NUMBER: &str = phenoflow_schemas::columns::CYTOPLASM_NUMBER;
+pub const NUCLEUS_NUMBER: &str = phenoflow_schemas::columns::NUCLEUS_NUMBER;
 
 /// What the merge saw, for stderr and the provenance.
 #[derive(Debug, Default)]
@@ -74,12 +74,20 @@ impl MetadataPlan {
         let plate = find(plate_column, "--plate-column")?;
         let well = find(well_column, "--well-column")?;
         let mut columns = vec![
-            (plate, "Metadata_Plate".to_string(), MetadataType::Text),
-            (well, "Metadata_Well".to_string(), MetadataType::Text),
+            (
+                plate,
+                phenoflow_schemas::columns::PLATE.to_string(),
+                MetadataType::Text,
+            ),
+            (
+                well,
+                phenoflow_schemas::columns::WELL.to_string(),
+                MetadataType::Text,
+            ),
         ];
         let reserved = [
-            "Metadata_Plate",
-            "Metadata_Well",
+            phenoflow_schemas::columns::PLATE,
+            phenoflow_schemas::columns::WELL,
             IMAGE_NUMBER,
             CELL_NUMBER,
             CYTOPLASM_NUMBER,

@@ -224,7 +224,7 @@ impl Layout {
             };
             // ExportToSpreadsheet can add the image's metadata to every object file
             // ("Add image metadata columns to your object data file"): not measurements.
-            if name.starts_with("Metadata_") {
+            if name.starts_with(phenoflow_schemas::columns::PREFIX) {
                 continue;
             }
             if position == image
@@ -358,7 +358,7 @@ mod tests {
         let names: Vec<String> = [
             "ImageNumber",
             "ObjectNumber",
-            "Metadata_Plate",
+            phenoflow_schemas::columns::PLATE,
             "Number_Object_Number",
             "Parent_Cells",
             "Parent_Nuclei",

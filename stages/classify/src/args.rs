@@ -55,7 +55,7 @@ pub struct Cli {
     pub control: String,
 
     /// The column holding each treatment's batches (`;`-separated) for NSCB.
-    #[arg(long, default_value = "Metadata_Batch")]
+    #[arg(long, default_value = phenoflow_schemas::columns::BATCH)]
     pub batch_column: String,
 }
 

@@ -40,7 +40,7 @@ pub fn read_treatments(path: &Path, batch_column: &str) -> anyhow::Result<Vec<Tr
         .fields()
         .iter()
         .filter(|f| {
-            !f.name().starts_with("Metadata_")
+            !f.name().starts_with(phenoflow_schemas::columns::PREFIX)
                 && matches!(f.data_type(), DataType::Float32 | DataType::Float64)
         })
         .map(|f| f.name().clone())
@@ -59,11 +59,11 @@ pub fn read_treatments(path: &Path, batch_column: &str) -> anyhow::Result<Vec<Tr
             })?;
             Ok(cast)
         };
-        let compounds = strings("Metadata_Compound")?;
-        let moas = strings("Metadata_MoA")?;
+        let compounds = strings(phenoflow_schemas::columns::COMPOUND)?;
+        let moas = strings(phenoflow_schemas::columns::MOA)?;
         let batches = strings(batch_column)?;
         let concentrations = batch
-            .column_by_name("Metadata_Concentration")
+            .column_by_name(phenoflow_schemas::columns::CONCENTRATION)
             .and_then(|c| c.as_any().downcast_ref::<Float64Array>().cloned())
             .expect("validated Float64 column");
         let features: Vec<Vec<f64>> = feature_names

@@ -172,7 +172,9 @@ pub(crate) fn keep_plates(
     let Some(plates) = plates else {
         return Ok(batch);
     };
-    let column = batch.column_by_name("Metadata_Plate").expect("validated");
+    let column = batch
+        .column_by_name(phenoflow_schemas::columns::PLATE)
+        .expect("validated");
     let mask: BooleanArray = column
         .as_string::<i32>()
         .iter()
@@ -242,12 +244,18 @@ pub(crate) fn pixel_shape(
 
 /// The plates of a cells table, sorted.
 fn plates_of(path: &Path) -> anyhow::Result<Vec<String>> {
-    let reader =
-        ParquetTableReader::open(path, TableKind::Cells, 65_536, Some(&["Metadata_Plate"]))?;
+    let reader = ParquetTableReader::open(
+        path,
+        TableKind::Cells,
+        65_536,
+        Some(&[phenoflow_schemas::columns::PLATE]),
+    )?;
     let mut plates = BTreeSet::new();
     for batch in reader {
         let batch = batch?;
-        let column = batch.column_by_name("Metadata_Plate").expect("validated");
+        let column = batch
+            .column_by_name(phenoflow_schemas::columns::PLATE)
+            .expect("validated");
         for plate in column.as_string::<i32>().iter().flatten() {
             plates.insert(plate.to_string());
         }

@@ -69,16 +69,21 @@ impl KeyColumns {
             plate: table.require(&[
                 "Image_Metadata_Plate_DAPI",
                 "Image_Metadata_Plate",
-                "Metadata_Plate",
+                phenoflow_schemas::columns::PLATE,
             ])?,
             well: table.require(&[
                 "Image_Metadata_Well_DAPI",
                 "Image_Metadata_Well",
-                "Metadata_Well",
+                phenoflow_schemas::columns::WELL,
             ])?,
-            compound: table.require(&["Image_Metadata_Compound", "Metadata_Compound"])?,
-            concentration: table
-                .require(&["Image_Metadata_Concentration", "Metadata_Concentration"])?,
+            compound: table.require(&[
+                "Image_Metadata_Compound",
+                phenoflow_schemas::columns::COMPOUND,
+            ])?,
+            concentration: table.require(&[
+                "Image_Metadata_Concentration",
+                phenoflow_schemas::columns::CONCENTRATION,
+            ])?,
         })
     }
 }
@@ -119,7 +124,7 @@ impl ImageTable {
             compound,
             concentration,
         } = KeyColumns::require(&table)?;
-        let site = table.find(&["Image_Metadata_Site", "Metadata_Site"]);
+        let site = table.find(&["Image_Metadata_Site", phenoflow_schemas::columns::SITE]);
         let table_number = table.find(&["TableNumber"]);
         let image_number = table.find(&["ImageNumber"]);
         let channel_columns = options

@@ -45,7 +45,11 @@ fn read_metadata(
         compound,
         concentration,
     } = KeyColumns::require(&table)?;
-    let moa = table.require(&["moa", "Metadata_MoA", "Metadata_moa"])?;
+    let moa = table.require(&[
+        "moa",
+        phenoflow_schemas::columns::MOA,
+        phenoflow_schemas::columns::MOA_LOWERCASE,
+    ])?;
     let shard_plates = match shard {
         None => None,
         Some(shard) => {

@@ -310,7 +310,9 @@ mod tests {
             .unwrap()
             .iter()
             .flat_map(|batch| {
-                let column = batch.column_by_name("Metadata_ObjectNumber").unwrap();
+                let column = batch
+                    .column_by_name(phenoflow_schemas::columns::OBJECT_NUMBER)
+                    .unwrap();
                 let values = column.as_any().downcast_ref::<Int32Array>().unwrap();
                 (0..values.len())
                     .map(|i| values.value(i))

@@ -279,18 +279,18 @@ pub struct TreatmentMapInput {
 pub fn treatment_map_input(path: &Path, control: &str) -> anyhow::Result<TreatmentMapInput> {
     let mut input = TreatmentMapInput::default();
     for batch in phenoflow_schemas::read_table(path, TableKind::Treatments)? {
-        let compounds = crate::inputs::strings(&batch, "Metadata_Compound", path)?;
+        let compounds = crate::inputs::strings(&batch, phenoflow_schemas::columns::COMPOUND, path)?;
         let concentrations = batch
-            .column_by_name("Metadata_Concentration")
+            .column_by_name(phenoflow_schemas::columns::CONCENTRATION)
             .expect("validated")
             .as_primitive::<Float64Type>();
-        let moas = crate::inputs::strings(&batch, "Metadata_MoA", path)?;
+        let moas = crate::inputs::strings(&batch, phenoflow_schemas::columns::MOA, path)?;
         let features: Vec<Vec<f64>> = batch
             .schema()
             .fields()
             .iter()
             .zip(batch.columns())
-            .filter(|(field, _)| !field.name().starts_with("Metadata_"))
+            .filter(|(field, _)| !field.name().starts_with(phenoflow_schemas::columns::PREFIX))
             .filter_map(|(_, column)| {
                 column
                     .as_primitive_opt::<Float64Type>()

@@ -145,14 +145,14 @@ impl Embeddings {
             has_gamma &= gamma_names.len() == feature_names.len();
             for batch in reader {
                 let batch = batch?;
-                let plates = strings(&batch, "Metadata_Plate", path)?;
-                let wells = strings(&batch, "Metadata_Well", path)?;
-                let sites = int32s(&batch, "Metadata_Site", path)?;
-                let objects = int32s(&batch, "Metadata_ObjectNumber", path)?;
-                let compounds = strings(&batch, "Metadata_Compound", path)?;
-                let moas = strings(&batch, "Metadata_MoA", path)?;
+                let plates = strings(&batch, phenoflow_schemas::columns::PLATE, path)?;
+                let wells = strings(&batch, phenoflow_schemas::columns::WELL, path)?;
+                let sites = int32s(&batch, phenoflow_schemas::columns::SITE, path)?;
+                let objects = int32s(&batch, phenoflow_schemas::columns::OBJECT_NUMBER, path)?;
+                let compounds = strings(&batch, phenoflow_schemas::columns::COMPOUND, path)?;
+                let moas = strings(&batch, phenoflow_schemas::columns::MOA, path)?;
                 let concentrations = batch
-                    .column_by_name("Metadata_Concentration")
+                    .column_by_name(phenoflow_schemas::columns::CONCENTRATION)
                     .expect("validated")
                     .as_primitive::<Float64Type>();
                 let read_block = |names: &[String]| -> anyhow::Result<Vec<Vec<f32>>> {
@@ -225,19 +225,19 @@ pub fn read_cell_pixels(
     let n_channels = card.input_shape[0] as usize;
     for path in paths {
         let columns = [
-            "Metadata_Plate",
-            "Metadata_Well",
-            "Metadata_Site",
-            "Metadata_ObjectNumber",
+            phenoflow_schemas::columns::PLATE,
+            phenoflow_schemas::columns::WELL,
+            phenoflow_schemas::columns::SITE,
+            phenoflow_schemas::columns::OBJECT_NUMBER,
             phenoflow_schemas::PIXELS_COLUMN,
         ];
         let reader = ParquetTableReader::open(path, TableKind::Cells, 4096, Some(&columns))?;
         for batch in reader {
             let batch = batch?;
-            let plates = strings(&batch, "Metadata_Plate", path)?;
-            let wells = strings(&batch, "Metadata_Well", path)?;
-            let sites = int32s(&batch, "Metadata_Site", path)?;
-            let objects = int32s(&batch, "Metadata_ObjectNumber", path)?;
+            let plates = strings(&batch, phenoflow_schemas::columns::PLATE, path)?;
+            let wells = strings(&batch, phenoflow_schemas::columns::WELL, path)?;
+            let sites = int32s(&batch, phenoflow_schemas::columns::SITE, path)?;
+            let objects = int32s(&batch, phenoflow_schemas::columns::OBJECT_NUMBER, path)?;
             let pixels = CellPixels::from_batch(&batch, path)?;
             let shape = pixels.shape();
             if [
@@ -289,7 +289,7 @@ pub fn confusion_matrices(path: &Path) -> anyhow::Result<Vec<Confusion>> {
     let mut pairs: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
     for batch in phenoflow_schemas::read_table(path, TableKind::Predictions)? {
         let protocols = strings(&batch, "Protocol", path)?;
-        let truths = strings(&batch, "Metadata_MoA", path)?;
+        let truths = strings(&batch, phenoflow_schemas::columns::MOA, path)?;
         let predictions = strings(&batch, "Predicted_MoA", path)?;
         for row in 0..batch.num_rows() {
             pairs

@@ -46,7 +46,11 @@ impl CellData {
                 path: path.to_path_buf(),
                 reason,
             };
-            let columns = ["Metadata_Compound", "Metadata_Concentration", PIXELS_COLUMN];
+            let columns = [
+                phenoflow_schemas::columns::COMPOUND,
+                phenoflow_schemas::columns::CONCENTRATION,
+                PIXELS_COLUMN,
+            ];
             let reader = ParquetTableReader::open(path, TableKind::Cells, 2048, Some(&columns))
                 .map_err(TrainError::Table)?;
             if channel_names.is_none() {
@@ -73,11 +77,11 @@ impl CellData {
                 }
                 values.reserve(n_rows * tensor_shape.len());
                 let compounds = batch
-                    .column_by_name("Metadata_Compound")
+                    .column_by_name(phenoflow_schemas::columns::COMPOUND)
                     .and_then(|column| column.as_string_opt::<i32>())
                     .ok_or_else(|| bad("column `Metadata_Compound` is not a Utf8 column".into()))?;
                 let concentrations = batch
-                    .column_by_name("Metadata_Concentration")
+                    .column_by_name(phenoflow_schemas::columns::CONCENTRATION)
                     .and_then(|column| column.as_primitive_opt::<Float64Type>())
                     .ok_or_else(|| {
                         bad("column `Metadata_Concentration` is not a Float64 column".into())
