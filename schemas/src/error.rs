@@ -74,6 +74,8 @@ pub enum SchemaError {
     },
     #[error("{path}: model card: {reason}")]
     BadModelCard { path: PathBuf, reason: String },
+    #[error("{path}: {reason}")]
+    BadMoaTable { path: PathBuf, reason: String },
     #[error("{path}: provenance metadata: {reason}")]
     BadProvenance { path: PathBuf, reason: String },
     #[error("{path}: label column `{column}`: {reason}")]

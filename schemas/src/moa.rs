@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::{concentration_key, InputError};
+use crate::{concentration_key, SchemaError};
 
 /// The accepted names of each column, compared without case.
 const COMPOUND: [&str; 2] = ["compound", "metadata_compound"];
@@ -18,21 +18,37 @@ const MOA: [&str; 2] = ["moa", "metadata_moa"];
 /// The largest MoA table read.
 const MAX_BYTES: u64 = 64 << 20;
 
-/// The line (from 1, as an editor counts it: CR, LF and CRLF each end one) of the record that
-/// starts at a byte offset (the CSV reader's offset may fall before blank lines it skipped).
-fn line_of(bytes: &[u8], offset: usize) -> usize {
-    let start = bytes
-        .iter()
-        .skip(offset)
-        .position(|&byte| byte != b'\r' && byte != b'\n')
-        .map_or(bytes.len(), |skipped| offset + skipped);
-    1 + bytes[..start]
-        .iter()
-        .enumerate()
-        .filter(|&(index, &byte)| {
-            byte == b'\n' || (byte == b'\r' && bytes.get(index + 1) != Some(&b'\n'))
-        })
-        .count()
+/// Lines (from 1, as an editor counts them: CR, LF and CRLF each end one) of records read in
+/// order, counted once over the file: each call goes on from where the last one stopped.
+#[derive(Debug, Default)]
+struct LineCounter {
+    /// Bytes counted so far, and the line breaks among them.
+    counted: usize,
+    breaks: usize,
+}
+
+impl LineCounter {
+    /// The line of the record at a byte offset (the CSV reader's offset may fall before blank
+    /// lines it skipped; offsets only grow).
+    fn line_of(&mut self, bytes: &[u8], offset: usize) -> usize {
+        let start = bytes
+            .iter()
+            .skip(offset)
+            .position(|&byte| byte != b'\r' && byte != b'\n')
+            .map_or(bytes.len(), |skipped| offset + skipped);
+        if start > self.counted {
+            self.breaks += bytes[self.counted..start]
+                .iter()
+                .enumerate()
+                .filter(|&(index, &byte)| {
+                    byte == b'\n'
+                        || (byte == b'\r' && bytes.get(self.counted + index + 1) != Some(&b'\n'))
+                })
+                .count();
+            self.counted = start;
+        }
+        1 + self.breaks
+    }
 }
 
 /// Treatments keyed by compound and concentration (to 1e-6), with their MoA.
@@ -45,13 +61,21 @@ pub struct MoaTable {
 impl MoaTable {
     /// Reads a MoA table; a missing column, an empty or non-numeric value, a treatment given two
     /// MoAs, or a table without rows is bad input naming the file (and the line).
-    pub fn read(path: &Path) -> Result<Self, InputError> {
-        let bad = |reason: String| InputError(format!("{}: {reason}", path.display()));
-        let file = crate::open_regular_file(path).map_err(|error| bad(error.to_string()))?;
+    pub fn read(path: &Path) -> Result<Self, SchemaError> {
+        let bad = |reason: String| SchemaError::BadMoaTable {
+            path: path.to_path_buf(),
+            reason,
+        };
+        // An unreadable file keeps its I/O error: not found is bad input, a failing disk is not.
+        let io = |source: std::io::Error| SchemaError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = crate::open_regular_file(path).map_err(io)?;
         // A MoA table holds a line per treatment (BBBC021's: 104); anything far larger is not one.
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_BYTES + 1), &mut bytes)
-            .map_err(|error| bad(error.to_string()))?;
+            .map_err(io)?;
         if bytes.len() as u64 > MAX_BYTES {
             return Err(bad(format!(
                 "larger than {} MiB: not a MoA table",
@@ -87,13 +111,14 @@ impl MoaTable {
         let (compound, concentration, moa) =
             (column(COMPOUND)?, column(CONCENTRATION)?, column(MOA)?);
         let mut table = BTreeMap::new();
+        let mut lines = LineCounter::default();
         for record in reader.records() {
             let record = record.map_err(|error| bad(format!("not a CSV table: {error}")))?;
-            let line = line_of(&bytes, record.position().map_or(0, |p| p.byte()) as usize);
+            let line = lines.line_of(&bytes, record.position().map_or(0, |p| p.byte()) as usize);
             if record.iter().all(str::is_empty) {
                 continue;
             }
-            let value = |index: usize, name: &str| -> Result<&str, InputError> {
+            let value = |index: usize, name: &str| -> Result<&str, SchemaError> {
                 match record.get(index).unwrap_or("") {
                     "" => Err(bad(format!("line {line}: `{name}` is empty"))),
                     text => Ok(text),
@@ -167,7 +192,7 @@ impl MoaTable {
 mod tests {
     use super::*;
 
-    fn read(text: &str) -> Result<MoaTable, InputError> {
+    fn read(text: &str) -> Result<MoaTable, SchemaError> {
         let folder = tempfile::tempdir().unwrap();
         let path = folder.path().join("moa.csv");
         std::fs::write(&path, text).unwrap();

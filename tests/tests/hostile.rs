@@ -1518,6 +1518,54 @@ fn moa_metrics_are_not_taken_for_a_classifiers_metrics() {
         ],
     );
     assert!(!report.exists());
+    // A supervised classifier's metrics without their per-class rows (cut by hand): named too.
+    run(
+        &stage("pf-baseline"),
+        &[
+            "--input",
+            &arg(&cells),
+            "--classifier",
+            "random-forest",
+            "--label",
+            "Metadata_MoA",
+            "--trees",
+            "5",
+            "--output",
+            &arg(&temp.path().join("rf")),
+        ],
+    )
+    .assert_success();
+    let cut = temp.path().join("cut.parquet");
+    run(
+        &python(),
+        &[
+            "-c",
+            "import sys, pyarrow.parquet as pq, pyarrow.compute as pc\n\
+             t = pq.read_table(sys.argv[1])\n\
+             pq.write_table(t.filter(pc.equal(t['Scope'], 'all')), sys.argv[2])",
+            &arg(&temp.path().join("rf/metrics.parquet")),
+            &arg(&cut),
+        ],
+    )
+    .assert_success();
+    run(
+        &stage("pf-report"),
+        &[
+            "--classifier-metrics",
+            &arg(&cut),
+            "--output",
+            &arg(&report),
+        ],
+    )
+    .assert_failure(
+        2,
+        &[
+            "cut.parquet",
+            "no per-class rows",
+            "not the metrics of a supervised classifier",
+        ],
+    );
+    assert!(!report.exists());
 }
 
 // ---------------------------------------------------------------------------------------------

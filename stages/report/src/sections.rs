@@ -360,7 +360,7 @@ pub(crate) fn supervised(cli: &Cli, page: &mut Page) -> anyhow::Result<()> {
         }
         if result.evaluation.classes.is_empty() {
             return Err(InputError(format!(
-                "{}: no per-class rows; not the metrics of a page.supervised classifier (pf-train --model cnn|resnet18, pf-baseline)",
+                "{}: no per-class rows; not the metrics of a supervised classifier (pf-train --model cnn|resnet18, pf-baseline)",
                 path.display()
             ))
             .into());
