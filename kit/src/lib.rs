@@ -5,7 +5,10 @@
 //! a stage and each of its subcommands accept, which `pf-run` checks pipeline steps against
 //! (hidden aliases of renamed flags included, words in help texts not).
 //!
-//! Light on purpose: clap, anyhow and the contract crate, nothing heavy.
+//! It also holds the two things every long-running stage sets up the same way: the worker
+//! threads of `--threads` ([`use_threads`]) and the progress bar ([`progress_bar`]).
+//!
+//! Light on purpose: clap, anyhow, indicatif, rayon and the contract crate, nothing heavy.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -82,6 +85,35 @@ fn long_flags(command: &clap::Command) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// Sets rayon's global pool to `--threads` workers (all cores when not given; at least one).
+pub fn use_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(threads) = threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .build_global()
+            .map_err(|error| anyhow::anyhow!("setting up {threads} threads: {error}"))?;
+    }
+    Ok(())
+}
+
+/// The progress bar every stage shows on stderr, `label [=====>   ] 12/340 unit, 25/s, eta 13s`
+/// and the stage's message after it; hidden with `--no-progress` (`hidden`) and, by indicatif,
+/// whenever stderr is not a terminal, so logs stay clean.
+pub fn progress_bar(len: usize, label: &str, unit: &str, hidden: bool) -> indicatif::ProgressBar {
+    if hidden {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{label} [{{bar:30}}] {{pos}}/{{len}} {unit}, {{per_sec}}, eta {{eta}} {{msg}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 /// Reads what [`flags`] wrote.

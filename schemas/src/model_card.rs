@@ -14,6 +14,19 @@ pub const MODEL_CARD_FORMAT: &str = "phenoflow.model_card";
 /// Bumped whenever a field changes meaning; readers accept only their own version.
 pub const MODEL_CARD_VERSION: u32 = 2;
 
+/// The metadata pf-export writes into every ONNX file and pf-embed reads back: the model card
+/// (as JSON), which half of the model the file is, and the model's name.
+pub mod onnx_metadata {
+    /// The whole model card, as JSON.
+    pub const MODEL_CARD: &str = "phenoflow.model_card";
+    /// [`ENCODER`] or [`DECODER`].
+    pub const ROLE: &str = "phenoflow.role";
+    /// The model's name (`cytovae`, …).
+    pub const MODEL: &str = "phenoflow.model";
+    pub const ENCODER: &str = "encoder";
+    pub const DECODER: &str = "decoder";
+}
+
 /// The generative models of the seed paper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -387,12 +387,7 @@ fn argmax(values: &[f64]) -> usize {
 
 /// The thread pool, and the classifiers' settings in range.
 fn check_settings(cli: &Cli) -> anyhow::Result<()> {
-    if let Some(threads) = cli.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .build_global()
-            .context("setting up threads")?;
-    }
+    phenoflow_kit::use_threads(cli.threads)?;
     if cli.trees == 0 {
         return Err(InputError("--trees must be at least 1".into()).into());
     }

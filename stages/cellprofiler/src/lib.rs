@@ -13,7 +13,7 @@ pub mod sqlite;
 
 use std::path::{Path, PathBuf};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use phenoflow_schemas::{
     check_outputs_are_not_inputs, hash_file, InputError, ParquetTableWriter, Provenance, TableKind,
 };
@@ -53,17 +53,7 @@ fn rows_per_group(n_features: usize) -> usize {
 }
 
 fn progress_bar(cli: &Cli, images: usize) -> ProgressBar {
-    let progress = if cli.no_progress {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(images as u64)
-    };
-    progress.set_style(
-        ProgressStyle::with_template("merging [{bar:30}] {pos}/{len} images, {per_sec}, eta {eta}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    progress
+    phenoflow_kit::progress_bar(images, "merging", "images", cli.no_progress)
 }
 
 fn params(cli: &Cli, source: &str) -> serde_json::Value {

@@ -16,9 +16,10 @@ use anyhow::{anyhow, Context};
 use arrow_array::cast::AsArray;
 use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use ort::session::Session;
 use ort::value::TensorRef;
+use phenoflow_schemas::model_card::onnx_metadata;
 use phenoflow_schemas::tables::METADATA_PREFIX;
 use phenoflow_schemas::{
     hash_file, parse_shard, shard_plates, CellPixels, InputError, ModelCard, ParquetTableReader,
@@ -124,14 +125,15 @@ pub fn open_encoder(
     let metadata = session
         .metadata()
         .map_err(|error| anyhow!("{}: {error}", path.display()))?;
-    let card_json = metadata.custom("phenoflow.model_card").ok_or_else(|| {
+    let card_json = metadata.custom(onnx_metadata::MODEL_CARD).ok_or_else(|| {
         InputError(format!(
-            "{}: not a phenoflow encoder (no `phenoflow.model_card` in its metadata; export it with pf-export)",
-            path.display()
+            "{}: not a phenoflow encoder (no `{}` in its metadata; export it with pf-export)",
+            path.display(),
+            onnx_metadata::MODEL_CARD
         ))
     })?;
-    let role = metadata.custom("phenoflow.role").unwrap_or_default();
-    if role != "encoder" {
+    let role = metadata.custom(onnx_metadata::ROLE).unwrap_or_default();
+    if role != onnx_metadata::ENCODER {
         return Err(InputError(format!(
             "{}: this is the {role}, not the encoder",
             path.display()
@@ -216,18 +218,7 @@ pub(crate) fn start_output(
         provenance,
         65_536,
     )?;
-    let progress = if cli.no_progress {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total as u64)
-    };
-    progress.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what} [{{bar:30}}] {{pos}}/{{len}} cells, {{per_sec}}, eta {{eta}}"
-        ))
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
+    let progress = phenoflow_kit::progress_bar(total, what, "cells", cli.no_progress);
     Ok((writer, progress))
 }
 

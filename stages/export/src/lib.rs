@@ -14,6 +14,7 @@ use anyhow::Context;
 use phenoflow_schemas::architecture::{
     self, SpikeExpectation, BATCH_NORM_EPSILON, KERNEL, LEAKY_SLOPE,
 };
+use phenoflow_schemas::model_card::onnx_metadata;
 use phenoflow_schemas::{InputError, ModelCard};
 use prost::Message;
 
@@ -198,11 +199,11 @@ fn leaky_relu(graph: &mut GraphBuilder, input: &str) -> String {
 fn metadata(card: &ModelCard, role: &str) -> Vec<(String, String)> {
     vec![
         (
-            "phenoflow.model_card".into(),
+            onnx_metadata::MODEL_CARD.into(),
             serde_json::to_string(card).expect("a model card serialises"),
         ),
-        ("phenoflow.role".into(), role.into()),
-        ("phenoflow.model".into(), card.model.name().into()),
+        (onnx_metadata::ROLE.into(), role.into()),
+        (onnx_metadata::MODEL.into(), card.model.name().into()),
     ]
 }
 
@@ -309,7 +310,7 @@ pub fn encoder_model(card: &ModelCard, weights: &Weights) -> anyhow::Result<onnx
         vec![batched_value(ENCODER_INPUT, &[channels, height, width])],
         outputs,
         &doc,
-        metadata(card, "encoder"),
+        metadata(card, onnx_metadata::ENCODER),
     ))
 }
 
@@ -380,7 +381,7 @@ pub fn decoder_model(card: &ModelCard, weights: &Weights) -> anyhow::Result<onnx
         vec![batched_value(DECODER_INPUT, &[latent])],
         vec![batched_value(DECODER_OUTPUT, &[channels, height, width])],
         &doc,
-        metadata(card, "decoder"),
+        metadata(card, onnx_metadata::DECODER),
     ))
 }
 

@@ -9,6 +9,7 @@ pub mod args;
 pub mod csv_table;
 pub mod error;
 pub mod fields;
+pub mod filters;
 pub mod geometry;
 pub mod image_io;
 pub mod layout;
@@ -34,12 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Mode::Singlecell(args) => &args.common,
         Mode::Whole(args) => &args.common,
     };
-    if let Some(threads) = common.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .build_global()
-            .map_err(|error| anyhow::anyhow!("setting up {threads} threads: {error}"))?;
-    }
+    phenoflow_kit::use_threads(common.threads)?;
     let mut inputs: Vec<&Path> = Vec::new();
     let mut outputs: Vec<(&str, &Path)> = vec![("--output", &common.output)];
     let metadata;

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Condvar, Mutex};
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use phenoflow_schemas::{
     CellKeys, CellsBatchBuilder, ParallelTableWriter, Provenance, TableKind, TensorShape,
 };
@@ -65,17 +65,7 @@ impl CellsSink {
         show_progress: bool,
         unit: &str,
     ) -> Self {
-        let progress = if show_progress {
-            ProgressBar::with_draw_target(Some(n_items as u64), ProgressDrawTarget::stderr())
-        } else {
-            ProgressBar::hidden()
-        };
-        progress.set_style(
-            ProgressStyle::with_template(&format!(
-                "{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}}) {{msg}}"
-            ))
-            .expect("valid progress template"),
-        );
+        let progress = phenoflow_kit::progress_bar(n_items, "pf-preprocess", unit, !show_progress);
         Self {
             writer: None,
             builder: CellsBatchBuilder::with_capacity(shape, ROWS_PER_BATCH),

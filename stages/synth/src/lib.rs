@@ -18,7 +18,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use crate::args::Cli;
@@ -273,12 +273,7 @@ fn render_and_write(
 /// into a partial folder and renamed into place.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings()?;
-    if let Some(threads) = settings.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(threads.max(1))
-            .build_global()
-            .map_err(|error| anyhow::anyhow!("setting up {threads} threads: {error}"))?;
-    }
+    phenoflow_kit::use_threads(settings.threads)?;
     if let Some(panel_path) = &settings.panel {
         panel::write_panel(panel_path, settings.seed)
             .with_context(|| format!("writing the panel {}", panel_path.display()))?;
@@ -425,18 +420,7 @@ fn write_tables(
 }
 
 fn progress_bar(settings: &args::Settings, n_fields: usize) -> ProgressBar {
-    let progress = if settings.no_progress {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::with_draw_target(Some(n_fields as u64), ProgressDrawTarget::stderr())
-    };
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} fields ({per_sec}, eta {eta})",
-        )
-        .expect("valid progress template"),
-    );
-    progress
+    phenoflow_kit::progress_bar(n_fields, "rendering", "fields", settings.no_progress)
 }
 
 /// `--preset cpjump1`: the CPJUMP1-like screen, written and renamed into place like the other.

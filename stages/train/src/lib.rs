@@ -22,7 +22,7 @@ use std::time::Instant;
 use anyhow::Context;
 use arrow_array::{Float64Array, Int32Array, RecordBatch, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use phenoflow_schemas::model_card::{
     Hyperparameters, TrainingData, MODEL_CARD_FORMAT, MODEL_CARD_VERSION,
 };
@@ -652,17 +652,12 @@ pub(crate) fn progress_bar(
     n_epochs: usize,
     quiet: bool,
 ) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(n_batches as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{prefix} [{bar:24}] {pos}/{len} {msg}")
-            .expect("a valid template")
-            .progress_chars("=> "),
-    );
-    bar.set_prefix(format!("epoch {epoch}/{n_epochs}"));
-    bar
+    phenoflow_kit::progress_bar(
+        n_batches,
+        &format!("epoch {epoch}/{n_epochs}"),
+        "batches",
+        quiet,
+    )
 }
 
 /// A resumed run must be the same run: same model, data, seed and settings (only the number of
