@@ -1597,8 +1597,14 @@ fn pid_of_stage(name: &str, parent: u32) -> Option<u32> {
                 .find(|line| line.starts_with(key))
                 .map(|line| line[key.len()..].trim().to_string())
         };
+        // pf-run's pre-flight also starts the stage (`--pf-flags`, `--version`) before it takes
+        // the workdir's lock: only the step itself, which has an `--output`, counts.
+        let is_step = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|line| line.split(|&b| b == 0).any(|arg| arg == b"--output"))
+            .unwrap_or(false);
         if field("Name:").as_deref() == Some(name)
             && field("PPid:").and_then(|p| p.parse().ok()) == Some(parent)
+            && is_step
         {
             return Some(pid);
         }
