@@ -81,8 +81,8 @@ demo: bins ## The whole pipeline on the synthetic screen; prints the NSC / NSCB 
 demo-model: bins ## Train the model the demo starts from, models/demo-cytovae (DEMO_MODEL_EPOCHS=20 CPU epochs: about an hour on 2 cores)
 	@$(WITH_ENV) $(BIN)/pf-run run pipelines/demo.toml --only synth && $(BIN)/pf-run run pipelines/demo.toml --only preprocess
 	@rm -rf $(ROOT)/out/demo-model
-	@$(WITH_ENV) $(BIN)/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet \
-	    --out out/demo-model --model cytovae --epochs $(DEMO_MODEL_EPOCHS) --batch-size 64 --latent-dim 64 \
+	@$(WITH_ENV) $(BIN)/pf-train generative --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet \
+	    --output out/demo-model --model cytovae --epochs $(DEMO_MODEL_EPOCHS) --batch-size 64 --latent-dim 64 \
 	    --beta 1.0 --seed 0
 	@mkdir -p $(ROOT)/models/demo-cytovae
 	@cp $(ROOT)/out/demo-model/model_card.json $(ROOT)/out/demo-model/checkpoint.safetensors \

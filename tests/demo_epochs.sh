@@ -31,7 +31,7 @@ for epochs in 2 5 10 20; do
   resume=()
   [ -f "$OUT/cytovae/model_card.json" ] && resume=(--resume)
   started=$(date +%s)
-  "$BIN/pf-train" --cells "${cells[0]}" --cells "${cells[1]}" --output "$OUT/cytovae" --batch-size 64 \
+  "$BIN/pf-train" generative --cells "${cells[0]}" --cells "${cells[1]}" --output "$OUT/cytovae" --batch-size 64 \
       --beta 1.0 --epochs "$epochs" --latent-dim 64 --model cytovae --seed 0 --no-progress "${resume[@]}"
   seconds=$(( $(date +%s) - started ))
   "$BIN/pf-export" --model-card "$OUT/cytovae/model_card.json" --encoder "$OUT/encoder.onnx" \

@@ -87,6 +87,49 @@ fn long_flags(command: &clap::Command) -> Vec<String> {
     names
 }
 
+/// `--threads`: the worker threads of a stage that spreads its work over cores (rayon's global
+/// pool; see [`use_threads`]).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ThreadsArgs {
+    /// Worker threads (default: all cores; at most 1024).
+    #[arg(long, value_parser = phenoflow_schemas::parse_threads)]
+    pub threads: Option<usize>,
+}
+
+impl ThreadsArgs {
+    /// Sets rayon's global pool to these threads.
+    pub fn install(self) -> anyhow::Result<()> {
+        use_threads(self.threads)
+    }
+}
+
+/// `--no-progress` (the hidden alias `--quiet` is its old name in pf-train).
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct ProgressArgs {
+    /// Hide the progress bar (hidden anyway when stderr is not a terminal).
+    #[arg(long, alias = "quiet")]
+    pub no_progress: bool,
+}
+
+/// The seeded hold-out split of a supervised classifier, shared by `pf-train classifier` and
+/// `pf-baseline` so that the same flags give the same split in both.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SplitArgs {
+    /// The label to predict: a column (`Metadata_Compound`, `Metadata_MoA`, ...) or `treatment`
+    /// (compound at concentration, the second seed's label).
+    #[arg(long, default_value = "treatment")]
+    pub label: String,
+
+    /// What the test split holds out: stratified (a seeded fraction of every label's rows, the
+    /// second seed's split), compound (whole compounds) or plate (whole plates).
+    #[arg(long, default_value = "stratified", value_parser = phenoflow_schemas::classification::HoldOut::parse)]
+    pub hold_out: phenoflow_schemas::classification::HoldOut,
+
+    /// Fraction held out for testing.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+}
+
 /// Sets rayon's global pool to `--threads` workers (all cores when not given; at least one).
 pub fn use_threads(threads: Option<usize>) -> anyhow::Result<()> {
     if let Some(threads) = threads {

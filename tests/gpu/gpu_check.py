@@ -12,7 +12,7 @@ Steps, in order of importance (a step that would outrun --deadline is skipped an
   vae-b256     the same at batch 256
   agreement    pf-train from one seed on the CPU and on CUDA: loss per epoch within a tolerance
   embed        pf-export -> pf-embed (ONNX Runtime) vs PyTorch eager on the same weights
-  resnet18     pf-train --model resnet18 vs torchvision's resnet18, 128x128 grey fields
+  resnet18     pf-train classifier --model resnet18 vs torchvision's resnet18, 128x128 grey fields
   vae-b256-tf32, vae-b256-cudnn-benchmark   the same two loops with TF32 / cuDNN autotuning
 
 Writes into --out: gpu_check.json (every figure and the exact commands), gpu_check.txt (the
@@ -301,7 +301,7 @@ class Check:
         flags = (["--tf32"] if tf32 else []) + (["--cudnn-benchmark"] if benchmark else [])
         name = f"vae-b{batch}" + ("-tf32" if tf32 else "") + ("-cudnn-benchmark" if benchmark else "")
         folder = self.work / name
-        ours = self.run([self.stage("pf-train"), "--cells", self.work / "cells.parquet", "--output", folder, "--model", "cytovae",
+        ours = self.run([self.stage("pf-train"), "generative", "--cells", self.work / "cells.parquet", "--output", folder, "--model", "cytovae",
                          "--epochs", epochs, "--batch-size", batch, "--latent-dim", 256, "--device", self.device, "--no-progress",
                          "--n-reconstructions", 1, *flags], 900, memory=True)
         ours_rates = self.rates(folder)
@@ -326,7 +326,7 @@ class Check:
 
     def agreement(self) -> dict:
         agree = self.work / "agree.parquet"
-        common = ["--cells", agree, "--model", "cytovae", "--epochs", 2, "--batch-size", self.batches[0], "--latent-dim", 256, "--seed", 0,
+        common = ["generative", "--cells", agree, "--model", "cytovae", "--epochs", 2, "--batch-size", self.batches[0], "--latent-dim", 256, "--seed", 0,
                   "--no-progress", "--n-reconstructions", 1]
         if self.cpu:
             sides = {"cpu, 1 thread": ["--device", "cpu", "--threads", 1], "cpu, all threads": ["--device", "cpu"]}
@@ -404,7 +404,7 @@ class Check:
                   "--no-progress"], 600)
         epochs = 2 if self.cpu else 4
         folder = self.work / "resnet18"
-        ours = self.run([self.stage("pf-train"), "--cells", whole, "--output", folder, "--model", "resnet18", "--label", "treatment",
+        ours = self.run([self.stage("pf-train"), "classifier", "--cells", whole, "--output", folder, "--model", "resnet18", "--label", "treatment",
                          "--epochs", epochs, "--batch-size", batch, "--augment", "none", "--device", self.device, "--no-progress"],
                         900, memory=True)
         ours_rates = self.rates(folder)

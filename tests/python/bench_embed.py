@@ -76,7 +76,7 @@ def main() -> None:
     cells = make_cells(args.fixture, args.n_cells, args.workdir, f"{args.bin_dir}/pf-preprocess")
     model = args.workdir / "model"
     if not (model / "encoder.onnx").exists():
-        subprocess.run([f"{args.bin_dir}/pf-train", "--cells", str(cells), "--output", str(model), "--model", "cytovae",
+        subprocess.run([f"{args.bin_dir}/pf-train", "generative", "--cells", str(cells), "--output", str(model), "--model", "cytovae",
                         "--epochs", "1", "--no-progress", "--device", "cpu"], check=True)
         subprocess.run([f"{args.bin_dir}/pf-export", "--model-card", str(model / "model_card.json"), "--encoder",
                         str(model / "encoder.onnx"), "--decoder", str(model / "decoder.onnx")], check=True)

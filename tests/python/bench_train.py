@@ -110,7 +110,7 @@ def reference_epochs(pixels: torch.Tensor, device: str, batch: int, epochs: int,
 
 def ours_epochs(binary: str, cells: pathlib.Path, out: pathlib.Path, device: str, batch: int, epochs: int, latent: int) -> list[float]:
     subprocess.run(
-        [binary, "--cells", str(cells), "--output", str(out), "--model", "cytovae", "--epochs", str(epochs),
+        [binary, "generative", "--cells", str(cells), "--output", str(out), "--model", "cytovae", "--epochs", str(epochs),
          "--batch-size", str(batch), "--latent-dim", str(latent), "--device", device, "--no-progress", "--n-reconstructions", "1"],
         check=True,
     )

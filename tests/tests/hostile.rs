@@ -9,8 +9,8 @@
 //! | code execution through `pf-run emit` | newline in name / description; `$(…)` in values and `--set`; a quote before a var in a Snakefile path; a var named as an engine setting, two vars that are one setting, a var in an output's file name; `"`, `\` and braces in Snakemake strings; `$` in Nextflow scripts; `stage` with a path; paths with spaces still run |
 //! | paths that escape their roots | outputs absolute or `..`; `Image_PathName_*` absolute or `..`; `Multi_Cell_Image_Name` with `..`; a model card's checkpoint elsewhere |
 //! | panics | `.npy` shape overflow; `--centers` at 1e300; text as `large_string` / `string_view` (pandas, Polars) under `--shard` |
-//! | values that exhaust the machine or hang | `--crop-size 100000`; `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`, `--shards` 0, 1025 or beyond 64 bits; 101 seeds (in the file or `--seeds`); a seed beyond i64; 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
-//! | exit codes and messages | an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a missing input (named once, its cause once; pf-train too), a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
+//! | values that exhaust the machine or hang | `--crop-size 100000`; `--epochs 0`, `--jobs 0` (clap's ranges); `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`, `--shards` 0, 1025 or beyond 64 bits; 101 seeds (in the file or `--seeds`); a seed beyond i64; 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
+//! | exit codes and messages | pf-train's flat flags of before its subcommands, one track's flag given to the other (and a pipeline file of then, named by pf-run's pre-flight); an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a missing input (named once, its cause once; pf-train too), a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
 //! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; a plate map with two treatments in a well, a well it lacks, no well column, a text concentration, an empty compound, profiles already annotated; NaN or negative sigmas and ridges |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
 //! | disk full | a write to a full file system is exit 1 and leaves nothing |
@@ -598,6 +598,48 @@ fn numbers_that_are_not_numbers_are_usage_errors() {
         .assert_failure(2, &["--tvn-ridge", "finite number ≥ 0"]);
 }
 
+#[test]
+fn each_track_of_pf_train_takes_only_its_own_flags_and_ranges_are_clap_s() {
+    let temp = tempfile::tempdir().unwrap();
+    let common = ["--cells", "c.parquet", "--output", "o"];
+    let train = |args: &[&str]| run(&stage("pf-train"), args);
+    // The flat flags of before the subcommands: a usage error that lists the two tracks.
+    let mut flat = common.to_vec();
+    flat.extend(["--model", "cytovae"]);
+    train(&flat).assert_failure(2, &["generative", "classifier"]);
+    // A generative flag given to a classifier, and a classifier's flag given to a generative model.
+    let mut classifier = vec!["classifier"];
+    classifier.extend(common);
+    classifier.extend(["--model", "cnn", "--latent-dim", "8"]);
+    train(&classifier).assert_failure(2, &["--latent-dim"]);
+    let mut generative = vec!["generative"];
+    generative.extend(common);
+    generative.extend(["--model", "cytovae", "--label", "treatment"]);
+    train(&generative).assert_failure(2, &["--label"]);
+    // A classifier is not a generative model, nor the reverse.
+    let mut swapped = vec!["generative"];
+    swapped.extend(common);
+    swapped.extend(["--model", "cnn"]);
+    train(&swapped).assert_failure(2, &["--model", "cnn"]);
+    // Ranges clap checks before anything is read.
+    let mut no_epochs = vec!["generative"];
+    no_epochs.extend(common);
+    no_epochs.extend(["--model", "cytovae", "--epochs", "0"]);
+    train(&no_epochs).assert_failure(2, &["--epochs"]);
+    std::fs::write(temp.path().join("p.toml"), SLEEPY).unwrap();
+    pf_run(temp.path(), &["run", "p.toml", "--jobs", "0"]).assert_failure(2, &["--jobs"]);
+    // A pipeline file of before the subcommands: the pre-flight names the step and the flag.
+    std::fs::write(
+        temp.path().join("old.toml"),
+        "[pipeline]\nname = \"old\"\nworkdir = \"out\"\n\n[[step]]\nname = \"train\"\n\
+         stage = \"pf-train\"\ninputs = { cells = \"c.parquet\" }\noutputs = { output = \"m\" }\n\
+         params = { model = \"cytovae\" }\n",
+    )
+    .unwrap();
+    pf_run(temp.path(), &["run", "old.toml", "--dry-run"])
+        .assert_failure(2, &["step `train`", "--cells"]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Panics
 
@@ -831,6 +873,7 @@ fn sizes_and_thread_counts_are_bounded_by_what_the_input_can_need() {
     run(
         &stage("pf-train"),
         &[
+            "generative",
             "--cells",
             "c",
             "--output",
@@ -1017,6 +1060,7 @@ fn missing_things_are_named_with_exit_2() {
     run(
         &stage("pf-train"),
         &[
+            "generative",
             "--cells",
             &arg(&empty),
             "--output",
@@ -1086,7 +1130,7 @@ fn classify(treatments: &Path, predictions: &Path, metrics: &Path) -> Outcome {
 
 /// A one-epoch CytoVAE of latent 8 on the given cells tables.
 fn train_tiny(cells: &[&Path], model: &Path) -> Outcome {
-    let mut args = Vec::new();
+    let mut args = vec!["generative".to_string()];
     for table in cells {
         args.push("--cells".to_string());
         args.push(arg(table));

@@ -41,7 +41,7 @@ process train {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/bbbc021-singlecell/cells.shard0.parquet --cells out/bbbc021-singlecell/cells.shard1.parquet --cells out/bbbc021-singlecell/cells.shard2.parquet --cells out/bbbc021-singlecell/cells.shard3.parquet --output out/bbbc021-singlecell/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+    "${params.bin_dir}"/pf-train generative --cells out/bbbc021-singlecell/cells.shard0.parquet --cells out/bbbc021-singlecell/cells.shard1.parquet --cells out/bbbc021-singlecell/cells.shard2.parquet --cells out/bbbc021-singlecell/cells.shard3.parquet --output out/bbbc021-singlecell/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 

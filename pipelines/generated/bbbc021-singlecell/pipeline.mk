@@ -28,7 +28,7 @@ out/bbbc021-singlecell/cells.shard3.parquet &: data/bbbc021-singlecell
 # step train
 out/bbbc021-singlecell/cytovae &: out/bbbc021-singlecell/cells.shard0.parquet out/bbbc021-singlecell/cells.shard1.parquet out/bbbc021-singlecell/cells.shard2.parquet out/bbbc021-singlecell/cells.shard3.parquet
 	@mkdir -p out/bbbc021-singlecell
-	"$(PF_BIN)"/pf-train --cells out/bbbc021-singlecell/cells.shard0.parquet --cells out/bbbc021-singlecell/cells.shard1.parquet --cells out/bbbc021-singlecell/cells.shard2.parquet --cells out/bbbc021-singlecell/cells.shard3.parquet --output out/bbbc021-singlecell/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/bbbc021-singlecell/cells.shard0.parquet --cells out/bbbc021-singlecell/cells.shard1.parquet --cells out/bbbc021-singlecell/cells.shard2.parquet --cells out/bbbc021-singlecell/cells.shard3.parquet --output out/bbbc021-singlecell/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
 # step export
 out/bbbc021-singlecell/decoder.onnx out/bbbc021-singlecell/encoder.onnx &: out/bbbc021-singlecell/cytovae

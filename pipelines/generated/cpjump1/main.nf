@@ -60,7 +60,7 @@ process cnn {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --output out/cpjump1/cnn --batch-size 32 --epochs 15 --label '${params.label.toString().replace("'", "'\\''")}' --model cnn --no-progress --seed '${params.seed.toString().replace("'", "'\\''")}'
+    "${params.bin_dir}"/pf-train classifier --cells out/cpjump1/whole.parquet --output out/cpjump1/cnn --batch-size 32 --epochs 15 --label '${params.label.toString().replace("'", "'\\''")}' --model cnn --no-progress --seed '${params.seed.toString().replace("'", "'\\''")}'
     """
 }
 
@@ -79,7 +79,7 @@ process resnet18 {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/cpjump1/whole.parquet --output out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label '${params.label.toString().replace("'", "'\\''")}' --model resnet18 --no-progress --seed '${params.seed.toString().replace("'", "'\\''")}'
+    "${params.bin_dir}"/pf-train classifier --cells out/cpjump1/whole.parquet --output out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label '${params.label.toString().replace("'", "'\\''")}' --model resnet18 --no-progress --seed '${params.seed.toString().replace("'", "'\\''")}'
     """
 }
 

@@ -18,12 +18,12 @@ out/cpjump1/whole.parquet &: out/cpjump1/screen
 # step cnn
 out/cpjump1/cnn &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	"$(PF_BIN)"/pf-train --cells out/cpjump1/whole.parquet --output out/cpjump1/cnn --batch-size 32 --epochs 15 --label treatment --model cnn --no-progress --seed 0
+	"$(PF_BIN)"/pf-train classifier --cells out/cpjump1/whole.parquet --output out/cpjump1/cnn --batch-size 32 --epochs 15 --label treatment --model cnn --no-progress --seed 0
 
 # step resnet18
 out/cpjump1/resnet18 &: out/cpjump1/whole.parquet
 	@mkdir -p out/cpjump1
-	"$(PF_BIN)"/pf-train --cells out/cpjump1/whole.parquet --output out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label treatment --model resnet18 --no-progress --seed 0
+	"$(PF_BIN)"/pf-train classifier --cells out/cpjump1/whole.parquet --output out/cpjump1/resnet18 --batch-size 32 --epochs 12 --label treatment --model resnet18 --no-progress --seed 0
 
 # step random_forest
 out/cpjump1/random-forest &: out/cpjump1/whole.parquet

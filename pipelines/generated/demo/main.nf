@@ -58,7 +58,7 @@ process train {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --start-from models/demo-cytovae/model_card.json --output out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 20 --latent-dim 64 --model cytovae --seed 0
+    "${params.bin_dir}"/pf-train generative --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --start-from models/demo-cytovae/model_card.json --output out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 20 --latent-dim 64 --model cytovae --seed 0
     """
 }
 

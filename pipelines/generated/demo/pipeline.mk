@@ -23,7 +23,7 @@ out/demo/cells.shard1.parquet &: out/demo/synthetic
 # step train
 out/demo/cytovae &: out/demo/cells.shard0.parquet out/demo/cells.shard1.parquet models/demo-cytovae/model_card.json
 	@mkdir -p out/demo
-	"$(PF_BIN)"/pf-train --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --start-from models/demo-cytovae/model_card.json --output out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 20 --latent-dim 64 --model cytovae --seed 0
+	"$(PF_BIN)"/pf-train generative --cells out/demo/cells.shard0.parquet --cells out/demo/cells.shard1.parquet --start-from models/demo-cytovae/model_card.json --output out/demo/cytovae --batch-size 64 --beta 1.0 --epochs 20 --latent-dim 64 --model cytovae --seed 0
 
 # step export
 out/demo/decoder.onnx out/demo/encoder.onnx &: out/demo/cytovae

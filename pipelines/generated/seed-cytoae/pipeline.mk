@@ -28,17 +28,17 @@ out/seed-cytoae/cells.shard3.parquet &: data/bbbc021-singlecell
 # step train-seed0
 out/seed-cytoae/seed0/cytoae &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet
 	@mkdir -p out/seed-cytoae/seed0
-	"$(PF_BIN)"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --output out/seed-cytoae/seed0/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --output out/seed-cytoae/seed0/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed1
 out/seed-cytoae/seed1/cytoae &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet
 	@mkdir -p out/seed-cytoae/seed1
-	"$(PF_BIN)"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --output out/seed-cytoae/seed1/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 1 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --output out/seed-cytoae/seed1/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 1 --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed2
 out/seed-cytoae/seed2/cytoae &: out/seed-cytoae/cells.shard0.parquet out/seed-cytoae/cells.shard1.parquet out/seed-cytoae/cells.shard2.parquet out/seed-cytoae/cells.shard3.parquet
 	@mkdir -p out/seed-cytoae/seed2
-	"$(PF_BIN)"/pf-train --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --output out/seed-cytoae/seed2/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 2 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-cytoae/cells.shard0.parquet --cells out/seed-cytoae/cells.shard1.parquet --cells out/seed-cytoae/cells.shard2.parquet --cells out/seed-cytoae/cells.shard3.parquet --output out/seed-cytoae/seed2/cytoae --batch-size 64 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytoae --seed 2 --validation-fraction 0.1 --weight-decay 0.001
 
 # step export-seed0
 out/seed-cytoae/seed0/decoder.onnx out/seed-cytoae/seed0/encoder.onnx &: out/seed-cytoae/seed0/cytoae

@@ -28,17 +28,17 @@ out/seed-cytovae/cells.shard3.parquet &: data/bbbc021-singlecell
 # step train-seed0
 out/seed-cytovae/seed0/cytovae &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet
 	@mkdir -p out/seed-cytovae/seed0
-	"$(PF_BIN)"/pf-train --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --output out/seed-cytovae/seed0/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --output out/seed-cytovae/seed0/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed1
 out/seed-cytovae/seed1/cytovae &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet
 	@mkdir -p out/seed-cytovae/seed1
-	"$(PF_BIN)"/pf-train --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --output out/seed-cytovae/seed1/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 1 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --output out/seed-cytovae/seed1/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 1 --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed2
 out/seed-cytovae/seed2/cytovae &: out/seed-cytovae/cells.shard0.parquet out/seed-cytovae/cells.shard1.parquet out/seed-cytovae/cells.shard2.parquet out/seed-cytovae/cells.shard3.parquet
 	@mkdir -p out/seed-cytovae/seed2
-	"$(PF_BIN)"/pf-train --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --output out/seed-cytovae/seed2/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 2 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-cytovae/cells.shard0.parquet --cells out/seed-cytovae/cells.shard1.parquet --cells out/seed-cytovae/cells.shard2.parquet --cells out/seed-cytovae/cells.shard3.parquet --output out/seed-cytovae/seed2/cytovae --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovae --seed 2 --validation-fraction 0.1 --weight-decay 0.001
 
 # step export-seed0
 out/seed-cytovae/seed0/decoder.onnx out/seed-cytovae/seed0/encoder.onnx &: out/seed-cytovae/seed0/cytovae

@@ -41,7 +41,7 @@ process train_seed0 {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed0/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+    "${params.bin_dir}"/pf-train generative --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed0/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 0 --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
@@ -60,7 +60,7 @@ process train_seed1 {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed1/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 1 --validation-fraction 0.1 --weight-decay 0.001
+    "${params.bin_dir}"/pf-train generative --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed1/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 1 --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
@@ -79,7 +79,7 @@ process train_seed2 {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed2/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 2 --validation-fraction 0.1 --weight-decay 0.001
+    "${params.bin_dir}"/pf-train generative --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed2/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 2 --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 

@@ -28,17 +28,17 @@ out/seed-cytovaegan/cells.shard3.parquet &: data/bbbc021-singlecell
 # step train-seed0
 out/seed-cytovaegan/seed0/cytovaegan &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet
 	@mkdir -p out/seed-cytovaegan/seed0
-	"$(PF_BIN)"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed0/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 0 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed0/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 0 --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed1
 out/seed-cytovaegan/seed1/cytovaegan &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet
 	@mkdir -p out/seed-cytovaegan/seed1
-	"$(PF_BIN)"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed1/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 1 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed1/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 1 --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed2
 out/seed-cytovaegan/seed2/cytovaegan &: out/seed-cytovaegan/cells.shard0.parquet out/seed-cytovaegan/cells.shard1.parquet out/seed-cytovaegan/cells.shard2.parquet out/seed-cytovaegan/cells.shard3.parquet
 	@mkdir -p out/seed-cytovaegan/seed2
-	"$(PF_BIN)"/pf-train --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed2/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 2 --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-cytovaegan/cells.shard0.parquet --cells out/seed-cytovaegan/cells.shard1.parquet --cells out/seed-cytovaegan/cells.shard2.parquet --cells out/seed-cytovaegan/cells.shard3.parquet --output out/seed-cytovaegan/seed2/cytovaegan --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model cytovaegan --seed 2 --validation-fraction 0.1 --weight-decay 0.001
 
 # step export-seed0
 out/seed-cytovaegan/seed0/decoder.onnx out/seed-cytovaegan/seed0/encoder.onnx &: out/seed-cytovaegan/seed0/cytovaegan

@@ -41,7 +41,7 @@ process train_seed0 {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed0/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+    "${params.bin_dir}"/pf-train generative --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed0/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
@@ -60,7 +60,7 @@ process train_seed1 {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed1/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 1 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+    "${params.bin_dir}"/pf-train generative --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed1/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 1 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 
@@ -79,7 +79,7 @@ process train_seed2 {
     script:
     """
     cd "${params.root}"
-    "${params.bin_dir}"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed2/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 2 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+    "${params.bin_dir}"/pf-train generative --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed2/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 2 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
     """
 }
 

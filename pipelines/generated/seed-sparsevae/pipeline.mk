@@ -28,17 +28,17 @@ out/seed-sparsevae/cells.shard3.parquet &: data/bbbc021-singlecell
 # step train-seed0
 out/seed-sparsevae/seed0/sparsevae &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet
 	@mkdir -p out/seed-sparsevae/seed0
-	"$(PF_BIN)"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed0/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed0/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed1
 out/seed-sparsevae/seed1/sparsevae &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet
 	@mkdir -p out/seed-sparsevae/seed1
-	"$(PF_BIN)"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed1/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 1 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed1/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 1 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed2
 out/seed-sparsevae/seed2/sparsevae &: out/seed-sparsevae/cells.shard0.parquet out/seed-sparsevae/cells.shard1.parquet out/seed-sparsevae/cells.shard2.parquet out/seed-sparsevae/cells.shard3.parquet
 	@mkdir -p out/seed-sparsevae/seed2
-	"$(PF_BIN)"/pf-train --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed2/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 2 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-sparsevae/cells.shard0.parquet --cells out/seed-sparsevae/cells.shard1.parquet --cells out/seed-sparsevae/cells.shard2.parquet --cells out/seed-sparsevae/cells.shard3.parquet --output out/seed-sparsevae/seed2/sparsevae --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevae --seed 2 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
 # step export-seed0
 out/seed-sparsevae/seed0/decoder.onnx out/seed-sparsevae/seed0/encoder.onnx &: out/seed-sparsevae/seed0/sparsevae

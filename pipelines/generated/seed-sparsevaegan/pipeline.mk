@@ -28,17 +28,17 @@ out/seed-sparsevaegan/cells.shard3.parquet &: data/bbbc021-singlecell
 # step train-seed0
 out/seed-sparsevaegan/seed0/sparsevaegan &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet
 	@mkdir -p out/seed-sparsevaegan/seed0
-	"$(PF_BIN)"/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --output out/seed-sparsevaegan/seed0/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --output out/seed-sparsevaegan/seed0/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 0 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed1
 out/seed-sparsevaegan/seed1/sparsevaegan &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet
 	@mkdir -p out/seed-sparsevaegan/seed1
-	"$(PF_BIN)"/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --output out/seed-sparsevaegan/seed1/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 1 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --output out/seed-sparsevaegan/seed1/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 1 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
 # step train-seed2
 out/seed-sparsevaegan/seed2/sparsevaegan &: out/seed-sparsevaegan/cells.shard0.parquet out/seed-sparsevaegan/cells.shard1.parquet out/seed-sparsevaegan/cells.shard2.parquet out/seed-sparsevaegan/cells.shard3.parquet
 	@mkdir -p out/seed-sparsevaegan/seed2
-	"$(PF_BIN)"/pf-train --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --output out/seed-sparsevaegan/seed2/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 2 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
+	"$(PF_BIN)"/pf-train generative --cells out/seed-sparsevaegan/cells.shard0.parquet --cells out/seed-sparsevaegan/cells.shard1.parquet --cells out/seed-sparsevaegan/cells.shard2.parquet --cells out/seed-sparsevaegan/cells.shard3.parquet --output out/seed-sparsevaegan/seed2/sparsevaegan --alpha 0.1 --batch-size 64 --beta 1.0 --epochs 50 --latent-dim 256 --learning-rate 0.001 --model sparsevaegan --seed 2 --spike-sampler dtu --validation-fraction 0.1 --weight-decay 0.001
 
 # step export-seed0
 out/seed-sparsevaegan/seed0/decoder.onnx out/seed-sparsevaegan/seed0/encoder.onnx &: out/seed-sparsevaegan/seed0/sparsevaegan

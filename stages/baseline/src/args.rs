@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::{Parser, ValueEnum};
-use phenoflow_schemas::classification::HoldOut;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -13,7 +12,7 @@ use phenoflow_schemas::classification::HoldOut;
     long_about = "Fits a random forest or an RBF-kernel SVM (smartcore) to predict --label from the flattened, \
                   standardised pixels of a `cells` table (e.g. pf-preprocess whole --size 128 --grey, the second \
                   seed's input) or from the features of an `embeddings` table, on the seeded hold-out split that \
-                  pf-train --model cnn|resnet18 uses with the same --label, --hold-out, --test-fraction and --seed. \
+                  pf-train classifier uses with the same --label, --hold-out, --test-fraction and --seed. \
                   Writes metrics.parquet (accuracy, balanced accuracy, macro-F1, per-class precision / recall / F1, \
                   confusion counts, majority-class baseline) and class_predictions.parquet into --output.",
     after_long_help = "Examples:\n  \
@@ -33,19 +32,9 @@ pub struct Cli {
     #[arg(long, value_enum)]
     pub classifier: ClassifierArg,
 
-    /// The label to predict: a column (`Metadata_Compound`, `Metadata_MoA`, ...) or `treatment`
-    /// (compound at concentration).
-    #[arg(long, default_value = "treatment")]
-    pub label: String,
-
-    /// What the test split holds out (as pf-train): stratified (a seeded fraction of every
-    /// label's rows), compound (whole compounds) or plate (whole plates).
-    #[arg(long, default_value = "stratified", value_parser = HoldOut::parse)]
-    pub hold_out: HoldOut,
-
-    /// Fraction held out for testing.
-    #[arg(long, default_value_t = 0.2)]
-    pub test_fraction: f64,
+    /// The label and the hold-out split (the same flags as pf-train classifier's).
+    #[command(flatten)]
+    pub split: phenoflow_kit::SplitArgs,
 
     /// Seed of the split (the same seed as pf-train's gives the same split) and of the forest.
     #[arg(long, default_value_t = 0)]
@@ -72,9 +61,8 @@ pub struct Cli {
     #[arg(long)]
     pub gamma: Option<f64>,
 
-    /// Worker threads (default: all cores).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: phenoflow_kit::ThreadsArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,6 +1,6 @@
 //! `pf-baseline`: the second seed's classical classifiers — a random forest and an RBF-kernel SVM
 //! (smartcore) — on flattened, standardised pixels of a `cells` table or on the features of an
-//! `embeddings` table, trained and scored on exactly the split `pf-train --model cnn|resnet18`
+//! `embeddings` table, trained and scored on exactly the split `pf-train classifier`
 //! uses (`phenoflow_schemas::classification`), writing the same `metrics` and
 //! `class_predictions` tables.
 
@@ -387,7 +387,7 @@ fn argmax(values: &[f64]) -> usize {
 
 /// The thread pool, and the classifiers' settings in range.
 fn check_settings(cli: &Cli) -> anyhow::Result<()> {
-    phenoflow_kit::use_threads(cli.threads)?;
+    cli.threads.install()?;
     if cli.trees == 0 {
         return Err(InputError("--trees must be at least 1".into()).into());
     }
@@ -420,9 +420,9 @@ struct Params<'a> {
 fn provenance(cli: &Cli) -> anyhow::Result<Provenance> {
     let params = Params {
         classifier: cli.classifier.name(),
-        label: &cli.label,
-        hold_out: cli.hold_out.name(),
-        test_fraction: cli.test_fraction,
+        label: &cli.split.label,
+        hold_out: cli.split.hold_out.name(),
+        test_fraction: cli.split.test_fraction,
         trees: cli.trees,
         max_features: cli.max_features,
         max_depth: cli.max_depth,
@@ -447,7 +447,7 @@ fn provenance(cli: &Cli) -> anyhow::Result<Provenance> {
         .insert(CLASSIFIER_KEY.into(), cli.classifier.name().into());
     provenance
         .extra
-        .insert("label_column".into(), cli.label.clone());
+        .insert("label_column".into(), cli.split.label.clone());
     Ok(provenance)
 }
 
@@ -456,7 +456,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let started = Instant::now();
     // The labels first: a wrong --label fails before the pixels are read.
     let kind = input_kind(&cli.input)?;
-    let annotations = Annotations::read(&cli.input, kind, &cli.label)?;
+    let annotations = Annotations::read(&cli.input, kind, &cli.split.label)?;
     let features = read_features(&cli.input, kind)?;
     if annotations.len() != features.n_rows || features.n_rows == 0 {
         return Err(InputError(format!(
@@ -467,8 +467,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         ))
         .into());
     }
-    let hold_out = cli.hold_out;
-    let split = annotations.split(hold_out, cli.test_fraction, cli.seed)?;
+    let hold_out = cli.split.hold_out;
+    let split = annotations.split(hold_out, cli.split.test_fraction, cli.seed)?;
     let (train_x, test_x) = standardise(&features, &split.train, &split.test);
     let train_y: Vec<u32> = split.train.iter().map(|&r| annotations.labels[r]).collect();
     eprintln!(
@@ -485,7 +485,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         split.test.len(),
         hold_out.name(),
         annotations.classes.len(),
-        cli.label
+        cli.split.label
     );
     let n_classes = annotations.classes.len();
     let predicted = match cli.classifier {

@@ -68,7 +68,6 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub output: PathBuf,
 
-    /// No progress bar (it is hidden anyway when stderr is not a terminal).
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub progress: phenoflow_kit::ProgressArgs,
 }

@@ -53,7 +53,7 @@ fn rows_per_group(n_features: usize) -> usize {
 }
 
 fn progress_bar(cli: &Cli, images: usize) -> ProgressBar {
-    phenoflow_kit::progress_bar(images, "merging", "images", cli.no_progress)
+    phenoflow_kit::progress_bar(images, "merging", "images", cli.progress.no_progress)
 }
 
 fn params(cli: &Cli, source: &str) -> serde_json::Value {

@@ -78,9 +78,8 @@ pub struct Cli {
     #[arg(long, default_value_t = 0, value_parser = phenoflow_schemas::parse_threads)]
     pub threads: usize,
 
-    /// Hide the progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub progress: phenoflow_kit::ProgressArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -218,7 +218,7 @@ pub(crate) fn start_output(
         provenance,
         65_536,
     )?;
-    let progress = phenoflow_kit::progress_bar(total, what, "cells", cli.no_progress);
+    let progress = phenoflow_kit::progress_bar(total, what, "cells", cli.progress.no_progress);
     Ok((writer, progress))
 }
 

@@ -58,13 +58,11 @@ pub struct CommonArgs {
     #[arg(long)]
     pub skip_bad: bool,
 
-    /// Worker threads (default: all cores; at most 1024).
-    #[arg(long, value_parser = phenoflow_schemas::parse_threads)]
-    pub threads: Option<usize>,
+    #[command(flatten)]
+    pub threads: phenoflow_kit::ThreadsArgs,
 
-    /// Do not draw a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub progress: phenoflow_kit::ProgressArgs,
 }
 
 /// Options of the layouts driven by an image table (`bbbc021` and `whole`).

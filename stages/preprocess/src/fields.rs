@@ -223,7 +223,7 @@ fn write_cells(
         shape,
         table.fields.len(),
         common.skip_bad,
-        !common.no_progress,
+        !common.progress.no_progress,
         "fields",
     );
     let in_flight = rayon::current_num_threads() * FIELDS_PER_THREAD_IN_FLIGHT;

@@ -35,7 +35,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Mode::Singlecell(args) => &args.common,
         Mode::Whole(args) => &args.common,
     };
-    phenoflow_kit::use_threads(common.threads)?;
+    common.threads.install()?;
     let mut inputs: Vec<&Path> = Vec::new();
     let mut outputs: Vec<(&str, &Path)> = vec![("--output", &common.output)];
     let metadata;

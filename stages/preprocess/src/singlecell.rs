@@ -221,7 +221,7 @@ pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
         shape,
         cells.len(),
         args.common.skip_bad,
-        !args.common.no_progress,
+        !args.common.progress.no_progress,
         "cells",
     )
     .allow_empty();

@@ -27,7 +27,7 @@ pub struct Cli {
     #[arg(long)]
     pub model_card: Option<PathBuf>,
 
-    /// The metrics.parquet of a supervised classifier (pf-train --model cnn|resnet18, pf-baseline);
+    /// The metrics.parquet of a supervised classifier (pf-train classifier, pf-baseline);
     /// repeat to compare several on one page.
     #[arg(long)]
     pub classifier_metrics: Vec<PathBuf>,

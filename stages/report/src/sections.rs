@@ -352,7 +352,7 @@ pub(crate) fn supervised(cli: &Cli, page: &mut Page) -> anyhow::Result<()> {
         if result.classifier.is_empty() || result.protocol.starts_with("NSC") {
             return Err(InputError(format!(
                 "{}: the metrics of pf-classify's 1-NN MoA protocol ({}), not of a supervised classifier \
-                 (pf-train --model cnn|resnet18, pf-baseline); give it as --metrics",
+                 (pf-train classifier, pf-baseline); give it as --metrics",
                 path.display(),
                 if result.protocol.is_empty() { "no classifier recorded" } else { &result.protocol }
             ))
@@ -360,7 +360,7 @@ pub(crate) fn supervised(cli: &Cli, page: &mut Page) -> anyhow::Result<()> {
         }
         if result.evaluation.classes.is_empty() {
             return Err(InputError(format!(
-                "{}: no per-class rows; not the metrics of a supervised classifier (pf-train --model cnn|resnet18, pf-baseline)",
+                "{}: no per-class rows; not the metrics of a supervised classifier (pf-train classifier, pf-baseline)",
                 path.display()
             ))
             .into());

@@ -53,8 +53,8 @@ pub struct RunArgs {
     #[arg(long)]
     pub force: bool,
 
-    /// Independent steps run in parallel, up to this many at once.
-    #[arg(long, short, default_value_t = 1)]
+    /// Independent steps run in parallel, up to this many at once (1 to 1024).
+    #[arg(long, short, default_value_t = 1, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub jobs: usize,
 
     #[command(flatten)]

@@ -273,17 +273,15 @@ fn check_stages(
             .chain(step.passes_shard_flag.then(|| "shard".to_string()));
         for flag in used {
             if !flags.contains(&flag) {
+                let called = match &step.command {
+                    Some(command) => format!("{} {command}", step.stage),
+                    None => step.stage.clone(),
+                };
                 return Err(bad(
                     pipeline,
                     format!(
-                        "step `{}`: {}{} does not accept --{flag} (see `{} --help`)",
+                        "step `{}`: {called} does not accept --{flag} (see `{called} --help`)",
                         step.spec_name,
-                        step.stage,
-                        step.command
-                            .as_ref()
-                            .map(|command| format!(" {command}"))
-                            .unwrap_or_default(),
-                        step.stage
                     ),
                 ));
             }
@@ -415,9 +413,6 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from(".")),
     };
     let stages = check_stages(&pipeline, &bin_dir)?;
-    if args.jobs == 0 {
-        return Err(InputError("--jobs must be at least 1".into()).into());
-    }
     let select = |name: &str| -> anyhow::Result<BTreeSet<String>> {
         let selected = pipeline.select(name);
         if selected.is_empty() {

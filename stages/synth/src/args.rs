@@ -91,13 +91,11 @@ pub struct Cli {
     #[arg(long)]
     pub force: bool,
 
-    /// Worker threads (default: all cores; at most 1024).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(0..=1024))]
-    pub threads: Option<u16>,
+    #[command(flatten)]
+    pub threads: phenoflow_kit::ThreadsArgs,
 
-    /// Do not draw a progress bar.
-    #[arg(long)]
-    pub no_progress: bool,
+    #[command(flatten)]
+    pub progress: phenoflow_kit::ProgressArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -124,7 +122,7 @@ pub struct Settings {
     pub size: FieldSize,
     pub panel: Option<PathBuf>,
     pub force: bool,
-    pub threads: Option<usize>,
+    pub threads: phenoflow_kit::ThreadsArgs,
     pub no_progress: bool,
 }
 
@@ -242,8 +240,8 @@ impl Cli {
             size,
             panel: self.panel.clone(),
             force: self.force,
-            threads: self.threads.map(usize::from),
-            no_progress: self.no_progress,
+            threads: self.threads,
+            no_progress: self.progress.no_progress,
         })
     }
 }

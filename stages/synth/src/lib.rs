@@ -273,7 +273,7 @@ fn render_and_write(
 /// into a partial folder and renamed into place.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = cli.settings()?;
-    phenoflow_kit::use_threads(settings.threads)?;
+    settings.threads.install()?;
     if let Some(panel_path) = &settings.panel {
         panel::write_panel(panel_path, settings.seed)
             .with_context(|| format!("writing the panel {}", panel_path.display()))?;

@@ -3,8 +3,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
-use phenoflow_schemas::classification::HoldOut;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use phenoflow_schemas::ModelKind;
 
 use crate::classifier::Architecture;
@@ -15,37 +14,141 @@ use crate::error::TrainError;
 #[command(
     name = "pf-train",
     version,
-    about = "Train a CytoAE / CytoVAE / SparseVAE / CytoVAEGAN / SparseVAEGAN, or a supervised CNN / ResNet-18, on a cells table (libtorch)",
-    long_about = "Train one of the seed paper's generative models of single cells on a `cells` table, on CUDA \
-                  when present and on the CPU otherwise. Writes, into --output: checkpoint.safetensors (model \
-                  weights), training_state.safetensors (optimiser and discriminator, for --resume), \
-                  model_card.json (every setting, the data's hash, the seed), training_log.parquet (every loss \
-                  term per epoch, train and validation) and reconstructions.png.\n\n\
-                  --model cnn / resnet18 train a supervised classifier of --label (the second seed) on a seeded \
-                  hold-out split and write checkpoint.safetensors, classifier.json, training_log.parquet (loss, \
-                  accuracy and balanced accuracy per epoch), metrics.parquet (accuracy, balanced accuracy, \
-                  macro-F1, per-class precision / recall / F1, confusion counts, and the majority-class baseline) \
-                  and class_predictions.parquet (every held-out image with its true and predicted label).",
+    subcommand_required = true,
+    about = "Train a CytoAE / CytoVAE / SparseVAE / CytoVAEGAN / SparseVAEGAN (generative), or a supervised CNN / ResNet-18 (classifier), on a cells table (libtorch)",
+    long_about = "Train, on CUDA when present and on the CPU otherwise, one of the seed paper's generative models \
+                  of single cells (pf-train generative) or a supervised classifier of a label, the second seed's \
+                  CNN or ResNet-18 (pf-train classifier), on a `cells` table. Each subcommand takes only its own \
+                  flags; see pf-train generative --help and pf-train classifier --help.",
     after_long_help = "Examples:\n  \
-        pf-train --cells out/cells.parquet --model cytovae --beta 1 --epochs 50 --output out/cytovae\n  \
-        pf-train --cells out/cells.parquet --model sparsevae --alpha 0.1 --sampler balanced --output out/svae\n  \
-        pf-train --cells out/cells.parquet --model cytovae --epochs 80 --output out/cytovae --resume\n  \
-        pf-train --cells out/whole.parquet --model resnet18 --label treatment --epochs 20 --output out/resnet18\n  \
-        pf-train --cells out/cells.parquet --model cnn --label Metadata_MoA --hold-out compound --class-weights balanced --output out/cnn\n  \
+        pf-train generative --cells out/cells.parquet --model cytovae --beta 1 --epochs 50 --output out/cytovae\n  \
+        pf-train classifier --cells out/whole.parquet --model resnet18 --label treatment --epochs 20 --output out/resnet18\n  \
         pf-train --list-devices                          # what libtorch sees: CUDA, devices, cuDNN"
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Track,
+
+    /// Print what libtorch sees (CUDA, its devices, cuDNN) and exit; takes no other argument.
+    #[arg(long, exclusive = true)]
+    pub list_devices: bool,
+}
+
+/// The two tracks, each with its own flags.
+#[derive(Debug, Subcommand)]
+pub enum Track {
+    /// A generative model of single cells: CytoAE, CytoVAE, SparseVAE, CytoVAEGAN, SparseVAEGAN (the first seed).
+    #[command(
+        long_about = "Train one of the seed paper's generative models of single cells on a `cells` table. Writes, \
+                      into --output: checkpoint.safetensors (model weights), training_state.safetensors (optimiser \
+                      and discriminator, for --resume), model_card.json (every setting, the data's hash, the seed), \
+                      training_log.parquet (every loss term per epoch, train and validation), \
+                      reference_outputs.safetensors (for pf-export's check) and reconstructions.png.",
+        after_long_help = "Examples:\n  \
+            pf-train generative --cells out/cells.parquet --model cytovae --beta 1 --epochs 50 --output out/cytovae\n  \
+            pf-train generative --cells out/cells.parquet --model sparsevae --alpha 0.1 --sampler balanced --output out/svae\n  \
+            pf-train generative --cells out/cells.parquet --model cytovae --epochs 80 --output out/cytovae --resume\n  \
+            pf-train generative --cells out/cells.parquet --model cytovae --epochs 20 --start-from models/demo-cytovae/model_card.json --output out/m"
+    )]
+    Generative(GenerativeArgs),
+    /// A supervised classifier of a label: the second seed's CNN or ResNet-18.
+    #[command(
+        long_about = "Train a supervised classifier of --label (the second seed) on a seeded hold-out split of a \
+                      `cells` table (single cells, or whole fields from pf-preprocess whole). Writes, into --output: \
+                      checkpoint.safetensors, classifier.json, training_log.parquet (loss, accuracy and balanced \
+                      accuracy per epoch), metrics.parquet (accuracy, balanced accuracy, macro-F1, per-class \
+                      precision / recall / F1, confusion counts, and the majority-class baseline) and \
+                      class_predictions.parquet (every held-out image with its true and predicted label). \
+                      pf-baseline with the same --label, --hold-out, --test-fraction and --seed holds out the same rows.",
+        after_long_help = "Examples:\n  \
+            pf-train classifier --cells out/whole.parquet --model resnet18 --label treatment --epochs 20 --output out/resnet18\n  \
+            pf-train classifier --cells out/cells.parquet --model cnn --label Metadata_MoA --hold-out compound --class-weights balanced --output out/cnn"
+    )]
+    Classifier(ClassifierArgs),
+}
+
+/// The flags both tracks share: data, optimisation, device and output.
+#[derive(Debug, Args)]
+pub struct TrainingArgs {
     /// The `cells` table to train on (from pf-preprocess); repeat for per-plate shards.
     #[arg(long, required = true)]
     pub cells: Vec<PathBuf>,
 
-    /// The folder to write the checkpoint, model card, training log and reconstructions into.
+    /// The folder to write the checkpoint, card, training log and the other outputs into.
     #[arg(long, alias = "out")]
     pub output: PathBuf,
 
+    /// Number of epochs to train (at least 1; in total, when a generative run resumes).
+    #[arg(long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub epochs: usize,
+
+    /// Cells per batch (with --sampler balanced: one cell per treatment or class, so their number).
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub learning_rate: f64,
+
+    /// Adam weight decay (coupled L2 on every parameter, as the seeds' torch.optim.Adam); default
+    /// 1e-3 for the generative models (the first seed), 0 for the classifiers.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+
+    /// shuffle: every training cell once per epoch; balanced: one cell per treatment (compound,
+    /// concentration), or per class for a classifier, in every batch, cycling through their cells.
+    #[arg(long, value_enum, default_value_t = SamplerArg::Shuffle)]
+    pub sampler: SamplerArg,
+
+    /// Pixel normalisation, applied on the device and recorded in the model card.
+    #[arg(long, value_enum, default_value_t = NormalizationArg::PerImageChannelMax)]
+    pub normalization: NormalizationArg,
+
+    /// Divisor for --normalization fixed.
+    #[arg(long, default_value_t = 65535.0)]
+    pub fixed_divisor: f32,
+
+    /// Seed of the split, the batch order, the weights and the sampling noise.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// auto (CUDA when present), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+
+    /// Intra-op CPU threads (0 = libtorch's default, all cores; at most 1024).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=1024))]
+    pub threads: i32,
+
+    /// Allow TF32 matrix multiplies on Ampere or newer GPUs.
+    #[arg(long)]
+    pub tf32: bool,
+
+    /// Let cuDNN time its convolution algorithms on the first batches and keep the fastest
+    /// (faster on a GPU; the chosen algorithms, and so the last bits of the results, may differ
+    /// from run to run).
+    #[arg(long)]
+    pub cudnn_benchmark: bool,
+
+    /// Keep the whole dataset on the host and copy each batch to the device (for data sets that
+    /// do not fit in GPU memory; by default it is moved to the device when it fits).
+    #[arg(long)]
+    pub data_on_host: bool,
+
+    /// Hide the progress bar and the per-epoch lines (errors and warnings still print).
+    #[arg(long, alias = "quiet")]
+    pub no_progress: bool,
+}
+
+/// `pf-train generative`.
+#[derive(Debug, Args)]
+pub struct GenerativeArgs {
     /// Which model to train.
     #[arg(long, value_enum)]
-    pub model: ModelArg,
+    pub model: GenerativeModelArg,
+
+    #[command(flatten)]
+    pub training: TrainingArgs,
 
     /// Size of the latent space.
     #[arg(long, default_value_t = 256)]
@@ -60,59 +163,9 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.1)]
     pub alpha: f64,
 
-    /// Number of epochs to train (in total, when resuming).
-    #[arg(long, default_value_t = 50)]
-    pub epochs: usize,
-
-    /// Cells per batch (with --sampler balanced: one cell per treatment, so the number of treatments).
-    #[arg(long, default_value_t = 64)]
-    pub batch_size: usize,
-
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    pub learning_rate: f64,
-
-    /// Adam weight decay (coupled L2 on every parameter, as the seeds' torch.optim.Adam); default
-    /// 1e-3 for the generative models (the first seed), 0 for cnn and resnet18.
-    #[arg(long)]
-    pub weight_decay: Option<f64>,
-
-    /// cnn / resnet18: the label to predict: a column of the cells table (`Metadata_Compound`,
-    /// `Metadata_MoA`, ...) or `treatment` (compound at concentration, the second seed's label).
-    #[arg(long, default_value = "treatment", help_heading = "Supervised models")]
-    pub label: String,
-
-    /// cnn / resnet18: what the test split holds out: a seeded fraction of every label's images
-    /// (stratified, the second seed's split), whole compounds, or whole plates.
-    #[arg(long, default_value = "stratified", value_parser = HoldOut::parse, help_heading = "Supervised models")]
-    pub hold_out: HoldOut,
-
-    /// cnn / resnet18: fraction held out for testing.
-    #[arg(long, default_value_t = 0.2, help_heading = "Supervised models")]
-    pub test_fraction: f64,
-
-    /// cnn / resnet18: weight each class's cross-entropy by n / (classes · n_class) (balanced, as
-    /// scikit-learn's class_weight="balanced"), or not at all.
-    #[arg(long, value_enum, default_value_t = ClassWeightsArg::None, help_heading = "Supervised models")]
-    pub class_weights: ClassWeightsArg,
-
-    /// cnn / resnet18: random flips and 90° turns of every training image (the eight symmetries
-    /// of the square; the orientation of a field carries no biology), or none.
-    #[arg(long, value_enum, default_value_t = AugmentArg::Dihedral, help_heading = "Supervised models")]
-    pub augment: AugmentArg,
-
-    /// cnn: dropout before the fully connected layer.
-    #[arg(long, default_value_t = 0.5, help_heading = "Supervised models")]
-    pub dropout: f64,
-
     /// Fraction of cells held out for validation (a seeded split by cell).
     #[arg(long, default_value_t = 0.1)]
     pub validation_fraction: f64,
-
-    /// shuffle: every training cell once per epoch; balanced: one cell per treatment (compound,
-    /// concentration) in every batch, cycling through each treatment's cells.
-    #[arg(long, value_enum, default_value_t = SamplerArg::Shuffle)]
-    pub sampler: SamplerArg,
 
     /// How the spike selector is sampled (sparse models): vsc = the Variational Sparse Coding
     /// reference (η ~ U(0,1), temperature c, log γ capped at 0); dtu = the seed code (η ~ N(0,1),
@@ -137,18 +190,6 @@ pub struct Cli {
     #[arg(long, default_value_t = 0.0)]
     pub grad_clip_norm: f64,
 
-    /// Pixel normalisation, applied on the device and recorded in the model card.
-    #[arg(long, value_enum, default_value_t = NormalizationArg::PerImageChannelMax)]
-    pub normalization: NormalizationArg,
-
-    /// Divisor for --normalization fixed.
-    #[arg(long, default_value_t = 65535.0)]
-    pub fixed_divisor: f32,
-
-    /// Seed of the split, the batch order, the weights and the sampling noise.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-
     /// Continue the run in --output from its last finished epoch up to --epochs (same settings).
     #[arg(long)]
     pub resume: bool,
@@ -169,71 +210,68 @@ pub struct Cli {
     /// reference_outputs.safetensors, against which an exported model is checked.
     #[arg(long, default_value_t = 64)]
     pub reference_cells: usize,
+}
 
-    /// auto (CUDA when present), cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+/// `pf-train classifier`.
+#[derive(Debug, Args)]
+pub struct ClassifierArgs {
+    /// Which classifier to train.
+    #[arg(long, value_enum)]
+    pub model: Architecture,
 
-    /// Intra-op CPU threads (0 = libtorch's default, all cores; at most 1024).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(i32).range(0..=1024))]
-    pub threads: i32,
+    #[command(flatten)]
+    pub training: TrainingArgs,
 
-    /// Allow TF32 matrix multiplies on Ampere or newer GPUs.
-    #[arg(long)]
-    pub tf32: bool,
+    /// The label and the hold-out split (the same flags as pf-baseline's).
+    #[command(flatten)]
+    pub split: phenoflow_kit::SplitArgs,
 
-    /// Let cuDNN time its convolution algorithms on the first batches and keep the fastest
-    /// (faster on a GPU; the chosen algorithms, and so the last bits of the results, may differ
-    /// from run to run).
-    #[arg(long)]
-    pub cudnn_benchmark: bool,
+    /// Weight each class's cross-entropy by n / (classes · n_class) (balanced, as scikit-learn's
+    /// class_weight="balanced"), or not at all.
+    #[arg(long, value_enum, default_value_t = ClassWeightsArg::None)]
+    pub class_weights: ClassWeightsArg,
 
-    /// Print what libtorch sees (CUDA, its devices, cuDNN) and exit; takes no other argument.
-    #[arg(long, exclusive = true)]
-    pub list_devices: bool,
+    /// Random flips and 90° turns of every training image (the eight symmetries of the square;
+    /// the orientation of a field carries no biology), or none.
+    #[arg(long, value_enum, default_value_t = AugmentArg::Dihedral)]
+    pub augment: AugmentArg,
 
-    /// Keep the whole dataset on the host and copy each batch to the device (for data sets that
-    /// do not fit in GPU memory; by default it is moved to the device when it fits).
-    #[arg(long)]
-    pub data_on_host: bool,
+    /// cnn: dropout before the fully connected layer.
+    #[arg(long, default_value_t = 0.5)]
+    pub dropout: f64,
+}
 
-    /// Hide the progress bar and the per-epoch lines (errors and warnings still print).
-    #[arg(long, alias = "quiet")]
-    pub no_progress: bool,
+impl std::ops::Deref for GenerativeArgs {
+    type Target = TrainingArgs;
+    fn deref(&self) -> &TrainingArgs {
+        &self.training
+    }
+}
+
+impl std::ops::Deref for ClassifierArgs {
+    type Target = TrainingArgs;
+    fn deref(&self) -> &TrainingArgs {
+        &self.training
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ModelArg {
+pub enum GenerativeModelArg {
     Cytoae,
     Cytovae,
     Sparsevae,
     Cytovaegan,
     Sparsevaegan,
-    /// Supervised: the second seed's three-block CNN.
-    Cnn,
-    /// Supervised: ResNet-18 adapted to the input channels.
-    Resnet18,
 }
 
-impl ModelArg {
-    /// The generative model kind, `None` for the supervised models.
-    pub fn generative(self) -> Option<ModelKind> {
+impl GenerativeModelArg {
+    pub fn kind(self) -> ModelKind {
         match self {
-            ModelArg::Cytoae => Some(ModelKind::CytoAe),
-            ModelArg::Cytovae => Some(ModelKind::CytoVae),
-            ModelArg::Sparsevae => Some(ModelKind::SparseVae),
-            ModelArg::Cytovaegan => Some(ModelKind::CytoVaeGan),
-            ModelArg::Sparsevaegan => Some(ModelKind::SparseVaeGan),
-            ModelArg::Cnn | ModelArg::Resnet18 => None,
-        }
-    }
-
-    /// The supervised architecture, `None` for the generative models.
-    pub fn supervised(self) -> Option<Architecture> {
-        match self {
-            ModelArg::Cnn => Some(Architecture::Cnn),
-            ModelArg::Resnet18 => Some(Architecture::Resnet18),
-            _ => None,
+            GenerativeModelArg::Cytoae => ModelKind::CytoAe,
+            GenerativeModelArg::Cytovae => ModelKind::CytoVae,
+            GenerativeModelArg::Sparsevae => ModelKind::SparseVae,
+            GenerativeModelArg::Cytovaegan => ModelKind::CytoVaeGan,
+            GenerativeModelArg::Sparsevaegan => ModelKind::SparseVaeGan,
         }
     }
 }
@@ -281,52 +319,15 @@ pub struct Settings {
     pub device: tch::Device,
 }
 
-impl Cli {
-    /// --weight-decay, or the model's default (1e-3 generative, 0 supervised).
+impl GenerativeArgs {
+    /// --weight-decay, or the generative models' default, 1e-3 (the first seed's).
     pub fn weight_decay(&self) -> f64 {
-        self.weight_decay
-            .unwrap_or(if self.model.supervised().is_some() {
-                0.0
-            } else {
-                1e-3
-            })
-    }
-
-    /// The checks every model shares: epochs, batch size, learning rate and weight decay.
-    pub fn check_optimisation(&self) -> Result<(), TrainError> {
-        let bad = |message: String| Err(TrainError::Settings(message));
-        if self.epochs == 0 {
-            return bad("--epochs must be at least 1".into());
-        }
-        if self.batch_size < 2 {
-            return bad(format!(
-                "--batch-size must be at least 2 (batch normalisation needs two images), got {}",
-                self.batch_size
-            ));
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad(format!(
-                "--learning-rate must be positive, got {}",
-                self.learning_rate
-            ));
-        }
-        if !(self.weight_decay() >= 0.0 && self.weight_decay().is_finite()) {
-            return bad(format!(
-                "--weight-decay must be ≥ 0, got {}",
-                self.weight_decay()
-            ));
-        }
-        Ok(())
+        self.training.weight_decay.unwrap_or(1e-3)
     }
 
     /// Checks everything that can be checked before reading data.
     pub fn settings(&self) -> Result<Settings, TrainError> {
-        let Some(model) = self.model.generative() else {
-            return Err(TrainError::Settings(format!(
-                "--model {:?} is a supervised model",
-                self.model
-            )));
-        };
+        let model = self.model.kind();
         let bad = |message: String| Err(TrainError::Settings(message));
         if self.latent_dim < 1 {
             return bad(format!(
@@ -334,7 +335,7 @@ impl Cli {
                 self.latent_dim
             ));
         }
-        self.check_optimisation()?;
+        self.training.check_optimisation(self.weight_decay())?;
         if !(0.0..0.9).contains(&self.validation_fraction) {
             return bad(format!(
                 "--validation-fraction must be in [0, 0.9), got {}",
@@ -380,6 +381,37 @@ impl Cli {
             grad_clip_norm,
             device,
         })
+    }
+}
+
+impl ClassifierArgs {
+    /// --weight-decay, or the classifiers' default, 0.
+    pub fn weight_decay(&self) -> f64 {
+        self.training.weight_decay.unwrap_or(0.0)
+    }
+}
+
+impl TrainingArgs {
+    /// The checks both tracks share: batch size, learning rate and weight decay (clap checks
+    /// --epochs).
+    pub fn check_optimisation(&self, weight_decay: f64) -> Result<(), TrainError> {
+        let bad = |message: String| Err(TrainError::Settings(message));
+        if self.batch_size < 2 {
+            return bad(format!(
+                "--batch-size must be at least 2 (batch normalisation needs two images), got {}",
+                self.batch_size
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(format!(
+                "--learning-rate must be positive, got {}",
+                self.learning_rate
+            ));
+        }
+        if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+            return bad(format!("--weight-decay must be ≥ 0, got {weight_decay}"));
+        }
+        Ok(())
     }
 }
 

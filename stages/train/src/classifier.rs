@@ -9,7 +9,9 @@ use crate::init;
 use tch::Tensor;
 
 /// Which supervised architecture.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
     /// Three blocks of 3×3 convolution (32, 64, 128 filters), ReLU and 2×2 max pooling, dropout,

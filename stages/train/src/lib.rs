@@ -31,7 +31,10 @@ use phenoflow_schemas::{
 };
 use tch::{Device, Kind, Tensor};
 
-use crate::args::{Cli, NormalizationArg, SamplerArg, Settings, SpikeSamplerArg};
+use crate::args::{
+    Cli, GenerativeArgs, NormalizationArg, SamplerArg, Settings, SpikeSamplerArg, Track,
+    TrainingArgs,
+};
 use crate::data::{count_treatments, derive_seed, epoch_batches, CellData, Split};
 use crate::error::TrainError;
 use crate::model::Geometry;
@@ -72,6 +75,25 @@ pub struct LogRow {
     pub value: f64,
 }
 
+/// The message for a call with training flags but no track (`pf-train --cells … --model cnn`, as
+/// pf-train took them before its two subcommands); `None` for anything else, which clap answers.
+pub fn missing_track(mut arguments: impl Iterator<Item = std::ffi::OsString>) -> Option<String> {
+    let first = arguments.next()?;
+    let first = first.to_string_lossy();
+    let answered_by_clap = ["--help", "-h", "--version", "-V", "--list-devices"];
+    if !first.starts_with("--") || answered_by_clap.contains(&first.as_ref()) {
+        return None;
+    }
+    if first == phenoflow_kit::FLAGS_ARG {
+        return None;
+    }
+    Some(format!(
+        "`{first}` before a track: name it first, `pf-train generative …` (--model cytoae, \
+         cytovae, sparsevae, cytovaegan or sparsevaegan) or `pf-train classifier …` (--model cnn or \
+         resnet18); each takes its own flags (pf-train generative --help, pf-train classifier --help)"
+    ))
+}
+
 /// What libtorch sees: CUDA and its devices, cuDNN, and where `--device auto` trains.
 pub fn describe_devices() -> String {
     let yes = |b: bool| if b { "yes" } else { "no" };
@@ -85,7 +107,7 @@ pub fn describe_devices() -> String {
 }
 
 /// Thread count, TF32 and cuDNN autotuning, for both tracks; before any CUDA context exists.
-fn configure_backend(cli: &Cli) {
+pub(crate) fn configure_backend(cli: &TrainingArgs) {
     if cli.threads > 0 {
         tch::set_num_threads(cli.threads);
     }
@@ -100,17 +122,22 @@ fn configure_backend(cli: &Cli) {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    configure_backend(&cli);
-    if let Some(architecture) = cli.model.supervised() {
-        return supervised::run(&cli, architecture);
+    match cli.command {
+        Track::Generative(args) => run_generative(&args),
+        Track::Classifier(args) => supervised::run(&args),
     }
+}
+
+/// `pf-train generative`.
+fn run_generative(cli: &GenerativeArgs) -> anyhow::Result<()> {
+    configure_backend(cli);
     let settings = cli.settings()?;
     let device = settings.device;
-    let previous = Previous::find(&cli)?;
+    let previous = Previous::find(cli)?;
     let started = Instant::now();
-    let cells = Cells::read(&cli)?;
+    let cells = Cells::read(cli)?;
     let (data, split) = (&cells.data, &cells.split);
-    let mut card = model_card(&cli, &settings, &cells, previous.as_ref());
+    let mut card = model_card(cli, &settings, &cells, previous.as_ref());
     if let Some(previous) = &previous {
         check_resumable(
             &previous.card,
@@ -176,7 +203,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     }
     for epoch in first_epoch..cli.epochs {
         log_rows.extend(train_epoch(
-            &cli,
+            cli,
             &mut trainer,
             &cells,
             &pixels,
@@ -186,7 +213,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         card.epochs_completed = epoch + 1;
         save(&trainer, &card, &log_rows, &cli.output)?;
     }
-    write_final_outputs(&cli, &trainer, &card, split, &pixels, device)?;
+    write_final_outputs(cli, &trainer, &card, split, &pixels, device)?;
     if !cli.no_progress {
         eprintln!(
             "pf-train: wrote {} ({} epochs) in {:.1} s",
@@ -206,7 +233,7 @@ struct Previous {
 }
 
 impl Previous {
-    fn find(cli: &Cli) -> anyhow::Result<Option<Self>> {
+    fn find(cli: &GenerativeArgs) -> anyhow::Result<Option<Self>> {
         Ok(match (&cli.start_from, cli.resume) {
             (Some(start), _) => Some(Self {
                 // The cause names the file.
@@ -242,7 +269,7 @@ struct Cells {
 }
 
 impl Cells {
-    fn read(cli: &Cli) -> anyhow::Result<Self> {
+    fn read(cli: &GenerativeArgs) -> anyhow::Result<Self> {
         // Hash the input on another thread while it is being read.
         let cells_paths = cli.cells.clone();
         let hasher = std::thread::spawn(move || hash_files(&cells_paths));
@@ -306,7 +333,7 @@ impl Cells {
 
 /// The model card of this run: every setting, the data's hash, where it started from.
 fn model_card(
-    cli: &Cli,
+    cli: &GenerativeArgs,
     settings: &Settings,
     cells: &Cells,
     previous: Option<&Previous>,
@@ -383,7 +410,7 @@ fn model_card(
 
 /// One epoch: the training batches, then the validation cells; its rows of the training log.
 fn train_epoch(
-    cli: &Cli,
+    cli: &GenerativeArgs,
     trainer: &mut Trainer,
     cells: &Cells,
     pixels: &Tensor,
@@ -486,7 +513,7 @@ fn train_epoch(
 /// decoded from their profile vectors (never a sampled z), and the reference outputs an exported
 /// model must reproduce.
 fn write_final_outputs(
-    cli: &Cli,
+    cli: &GenerativeArgs,
     trainer: &Trainer,
     card: &ModelCard,
     split: &Split,

@@ -8,5 +8,9 @@ fn main() -> std::process::ExitCode {
         println!("{}", pf_train::describe_devices());
         return std::process::ExitCode::SUCCESS;
     }
+    if let Some(message) = pf_train::missing_track(std::env::args_os().skip(1)) {
+        eprintln!("pf-train: error: {message}");
+        return std::process::ExitCode::from(2);
+    }
     phenoflow_kit::main("pf-train", pf_train::run, pf_train::is_input_error)
 }

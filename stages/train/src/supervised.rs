@@ -1,4 +1,4 @@
-//! `pf-train --model cnn|resnet18`: supervised classification of a label (treatment, compound,
+//! `pf-train classifier`: supervised classification of a label (treatment, compound,
 //! MoA, ...) from images, the second seed's track. The split, the scores and the tables written
 //! are those of `phenoflow_schemas::classification`, shared with `pf-baseline`, so every
 //! classifier is scored on the same held-out images.
@@ -13,7 +13,9 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Reduction, Tensor};
 
 use crate::adam::Adam;
-use crate::args::{parse_device, AugmentArg, ClassWeightsArg, Cli, NormalizationArg, SamplerArg};
+use crate::args::{
+    parse_device, AugmentArg, ClassWeightsArg, ClassifierArgs, NormalizationArg, SamplerArg,
+};
 use crate::classifier::{Architecture, Classifier, MIN_SIDE};
 use crate::data::{derive_seed, CellData};
 use crate::error::TrainError;
@@ -65,7 +67,9 @@ struct Scored {
     loss: f64,
 }
 
-pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
+pub fn run(cli: &ClassifierArgs) -> anyhow::Result<()> {
+    crate::configure_backend(cli);
+    let architecture = cli.model;
     check_settings(cli)?;
     let device = parse_device(&cli.device)?;
     let started = Instant::now();
@@ -81,7 +85,7 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
             images.split.test.len(),
             images.hold_out.name(),
             images.n_classes,
-            cli.label,
+            cli.split.label,
             started.elapsed().as_secs_f64(),
             net.parameter_count,
         );
@@ -101,14 +105,9 @@ pub fn run(cli: &Cli, architecture: Architecture) -> anyhow::Result<()> {
 }
 
 /// The settings only the supervised models have, in range.
-fn check_settings(cli: &Cli) -> anyhow::Result<()> {
+fn check_settings(cli: &ClassifierArgs) -> anyhow::Result<()> {
     let bad = |message: String| -> anyhow::Result<()> { Err(TrainError::Settings(message).into()) };
-    if cli.resume {
-        return bad(
-            "--resume is for the generative models; retrain cnn / resnet18 from scratch".into(),
-        );
-    }
-    cli.check_optimisation()?;
+    cli.check_optimisation(cli.weight_decay())?;
     if !(0.0..1.0).contains(&cli.dropout) {
         return bad(format!("--dropout must be in [0, 1), got {}", cli.dropout));
     }
@@ -131,10 +130,10 @@ struct Images {
 }
 
 impl Images {
-    fn read(cli: &Cli, architecture: Architecture) -> anyhow::Result<Self> {
+    fn read(cli: &ClassifierArgs, architecture: Architecture) -> anyhow::Result<Self> {
         let first = cli.cells[0].clone();
         // The labels first: a wrong --label fails before the pixels are read.
-        let annotations = Annotations::read(&cli.cells, TableKind::Cells, &cli.label)?;
+        let annotations = Annotations::read(&cli.cells, TableKind::Cells, &cli.split.label)?;
         let data = CellData::read(&cli.cells)?;
         if annotations.len() != data.n_cells() {
             return Err(TrainError::Data {
@@ -159,8 +158,8 @@ impl Images {
             .into());
         }
         let n_classes = annotations.classes.len();
-        let hold_out = cli.hold_out;
-        let split = annotations.split(hold_out, cli.test_fraction, cli.seed)?;
+        let hold_out = cli.split.hold_out;
+        let split = annotations.split(hold_out, cli.split.test_fraction, cli.seed)?;
         let train: Vec<i64> = split.train.iter().map(|&row| row as i64).collect();
         let balanced = cli.sampler == SamplerArg::Balanced;
         let batch_size = if balanced {
@@ -228,7 +227,12 @@ struct Net {
 }
 
 impl Net {
-    fn new(cli: &Cli, architecture: Architecture, images: &Images, device: Device) -> Self {
+    fn new(
+        cli: &ClassifierArgs,
+        architecture: Architecture,
+        images: &Images,
+        device: Device,
+    ) -> Self {
         let weight_decay = cli.weight_decay();
         let [channels, height, width] = images.data.shape;
         // Class weights n / (k · n_c) over the training images (scikit-learn's "balanced").
@@ -292,7 +296,7 @@ impl Net {
 
 /// One epoch over the training images, then the held-out ones: the log rows and the scores.
 fn train_epoch(
-    cli: &Cli,
+    cli: &ClassifierArgs,
     images: &Images,
     net: &mut Net,
     device: Device,
@@ -407,7 +411,7 @@ fn train_epoch(
 /// Weights, card, log, scores and per-image predictions of the last epoch (the test split is
 /// never used to pick an epoch).
 fn write_outputs(
-    cli: &Cli,
+    cli: &ClassifierArgs,
     architecture: Architecture,
     images: &Images,
     net: &Net,
@@ -428,10 +432,10 @@ fn write_outputs(
         input_shape: images.data.shape,
         channel_names: images.data.channel_names.clone(),
         normalization: images.normalization.clone(),
-        label_column: cli.label.clone(),
+        label_column: cli.split.label.clone(),
         classes: images.annotations.classes.clone(),
         hold_out: images.hold_out.name(),
-        test_fraction: cli.test_fraction,
+        test_fraction: cli.split.test_fraction,
         class_weights: match cli.class_weights {
             ClassWeightsArg::None => "none",
             ClassWeightsArg::Balanced => "balanced",
@@ -474,7 +478,7 @@ fn write_outputs(
         .insert(CLASSIFIER_KEY.into(), architecture.name().into());
     provenance
         .extra
-        .insert("label_column".into(), cli.label.clone());
+        .insert("label_column".into(), cli.split.label.clone());
 
     checkpoint::write(
         &cli.output.join(CHECKPOINT_FILE),

@@ -67,6 +67,7 @@ fn every_classifier_learns_a_separable_problem_on_the_same_split() {
     ] {
         let out = folder.path().join(name);
         let mut all = vec![
+            "classifier".to_string(),
             "--cells".to_string(),
             arg(&cells),
             "--output".into(),
@@ -151,6 +152,7 @@ fn classifiers_reject_a_missing_label_column_and_a_single_class() {
     let cells = separable_cells(folder.path());
     let out = folder.path().join("out");
     train(&[
+        "classifier",
         "--cells",
         &arg(&cells),
         "--out",
@@ -216,6 +218,7 @@ fn classifiers_reject_a_missing_label_column_and_a_single_class() {
     )
     .assert_failure(2, &["Metadata_Concentration"]);
     train(&[
+        "classifier",
         "--cells",
         &arg(&cells),
         "--out",

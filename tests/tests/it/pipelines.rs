@@ -31,6 +31,7 @@ params = { no-progress = true }
 [[step]]
 name = "train"
 stage = "pf-train"
+command = "generative"
 inputs = { cells = "@preprocess.output" }
 outputs = { out = "model" }
 params = { model = "cytovae", epochs = 1, batch-size = 32, latent-dim = 8, quiet = true, threads = 2 }
@@ -353,7 +354,7 @@ fn pipeline_files_are_checked_before_anything_runs() {
             "fan_out = \"shard\"\ninputs = { cells",
             "fan_out = \"shard\"\ncolour = 1\ninputs = { cells",
         ),
-        &["p.toml", "unknown field `colour`", "line 40"],
+        &["p.toml", "unknown field `colour`", "line 41"],
     );
     check(
         TINY_PIPELINE.replace("stage = \"pf-export\"", "stage = \"pf-exprot\""),
@@ -361,7 +362,7 @@ fn pipeline_files_are_checked_before_anything_runs() {
     );
     check(
         TINY_PIPELINE.replace("epochs = 1,", "epochs = 1, learning-rat = 0.1,"),
-        &["step `train`: pf-train does not accept --learning-rat"],
+        &["step `train`: pf-train generative does not accept --learning-rat (see `pf-train generative --help`)"],
     );
     // A flag that only the help text names (pf-classify's examples show `summarize --output`)
     // is not one of the step's flags: the stage lists its flags, pf-run no longer reads --help.

@@ -21,8 +21,18 @@ pub(crate) fn tiny_cells(folder: &Path) -> PathBuf {
     output
 }
 
+/// Sets the value of a flag that `args` already has.
+pub(crate) fn set_flag(args: &mut [String], flag: &str, value: &str) {
+    let at = args
+        .iter()
+        .position(|arg| arg == flag)
+        .unwrap_or_else(|| panic!("{flag} is not in {args:?}"));
+    args[at + 1] = value.into();
+}
+
 pub(crate) fn train_args(cells: &Path, out: &Path, model: &str, epochs: usize) -> Vec<String> {
     vec![
+        "generative".into(),
         "--cells".into(),
         arg(cells),
         "--output".into(),
@@ -192,7 +202,7 @@ fn same_seed_gives_identical_weights_and_resume_equals_an_uninterrupted_run() {
             assert!(weights(&started) == weights(&at_two), "started as is");
             let card = std::fs::read_to_string(started.join("model_card.json")).unwrap();
             assert!(card.contains("\"started_from\""), "{card}");
-            start[7] = "3".into();
+            set_flag(&mut start, "--epochs", "3");
             train(&start).assert_success();
             assert!(
                 weights(&started) == weights(&straight),
@@ -224,7 +234,7 @@ fn same_seed_gives_identical_weights_and_resume_equals_an_uninterrupted_run() {
             assert!(!temp.path().join("wrong/checkpoint.safetensors").exists());
         }
         let mut other_seed = train_args(&cells, &temp.path().join("other"), model, 1);
-        other_seed[13] = "6".into();
+        set_flag(&mut other_seed, "--seed", "6");
         train(&other_seed).assert_success();
         assert!(weights(&temp.path().join("other")) != weights(&straight));
     }
@@ -272,7 +282,7 @@ fn train_rejects_bad_input_and_stops_on_non_finite_losses() {
     bad_beta.extend(["--beta".into(), "2".into()]);
     train(&bad_beta).assert_failure(2, &["cytoae is CytoVAE with β = 0"]);
     let mut too_big = train_args(&cells, &out, "cytovae", 1);
-    too_big[9] = "1000".into();
+    set_flag(&mut too_big, "--batch-size", "1000");
     train(&too_big).assert_failure(2, &["fewer than one batch of 1000"]);
     let mut balanced = train_args(&cells, &out, "cytovae", 1);
     balanced.extend(["--sampler".into(), "balanced".into()]);
