@@ -26,7 +26,7 @@ GPU_BUNDLE := $(ROOT)/gpu-bundle
 
 JOBS ?= 2
 
-.PHONY: help setup bins build test lint demo demo-cellprofiler demo-model demo-epochs pipeline pipelines-generated cli-docs bench-preprocess bench-profiles bench-cellprofiler bench-scale bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
+.PHONY: help setup bins build test lint demo demo-cellprofiler demo-model demo-epochs pipeline pipelines-generated cli-docs table-docs bench-preprocess bench-profiles bench-cellprofiler bench-scale bench-train bench-embed synth-baseline gpu-bundle gpu-check gpu-check-cpu clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -115,6 +115,9 @@ pipelines-generated: bins ## Regenerate pipelines/generated/<name>/{pipeline.mk,
 
 cli-docs: bins ## Regenerate docs/cli/ (the --help of every stage and subcommand; a test checks for drift)
 	@$(WITH_ENV) tests/cli_docs.sh $(BIN) docs/cli
+
+table-docs: ## Regenerate the column tables of schemas/tables/*.md from the table specs (a test checks for drift)
+	@cargo run --release --quiet -p phenoflow-schemas --example table_docs
 
 bench-preprocess: build ## pf-preprocess vs numpy+tifffile+scikit-image on the same fields (BENCH_FIELDS=120)
 	@$(WITH_ENV) $(PYTHON) tests/python/bench_preprocess.py --bin $(BIN)/pf-preprocess --n-fields $(BENCH_FIELDS) --workdir $(ROOT)/bench-out/preprocess

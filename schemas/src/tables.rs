@@ -1,7 +1,8 @@
 //! The tables that pass between stages, as data: for each one its name, version, required
-//! columns (name, type, nullability) and whether it carries numeric feature columns. The Markdown
-//! file of the same name under `schemas/` documents units and meaning; this module is what every
-//! reader and writer checks against.
+//! columns (name, type, nullability, meaning) and whether it carries numeric feature columns.
+//! This module is what every reader and writer checks against; the column tables of the pages
+//! under `schemas/tables/` are generated from it (`make table-docs`, drift-tested), their prose
+//! is written by hand.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -69,21 +70,53 @@ pub struct ColumnSpec {
     pub name: &'static str,
     pub column_type: ColumnType,
     pub nullable: bool,
+    /// Unit and meaning, for the table's page under `schemas/tables/` (generated from here).
+    pub meaning: &'static str,
 }
 
-const fn column(name: &'static str, column_type: ColumnType) -> ColumnSpec {
+const fn column(name: &'static str, column_type: ColumnType, meaning: &'static str) -> ColumnSpec {
     ColumnSpec {
         name,
         column_type,
         nullable: false,
+        meaning,
     }
 }
 
-const fn nullable(name: &'static str, column_type: ColumnType) -> ColumnSpec {
+const fn nullable(
+    name: &'static str,
+    column_type: ColumnType,
+    meaning: &'static str,
+) -> ColumnSpec {
     ColumnSpec {
         name,
         column_type,
         nullable: true,
+        meaning,
+    }
+}
+
+/// Columns a table holds beyond its required ones, by pattern (features, per-channel paths, the
+/// input's other keys): documented with the table, checked by the rules of [`TableKind`].
+#[derive(Debug, Clone, Copy)]
+pub struct OtherColumns {
+    pub pattern: &'static str,
+    pub types: &'static str,
+    pub null: &'static str,
+    pub meaning: &'static str,
+}
+
+const fn other(
+    pattern: &'static str,
+    types: &'static str,
+    null: &'static str,
+    meaning: &'static str,
+) -> OtherColumns {
+    OtherColumns {
+        pattern,
+        types,
+        null,
+        meaning,
     }
 }
 
@@ -94,116 +127,366 @@ pub const METADATA_PREFIX: &str = "Metadata_";
 /// Prefix of the per-channel image path columns of the image manifest.
 pub const IMAGE_PATH_PREFIX: &str = "Image_Path_";
 
+// The meanings of the keys most tables share.
+const PLATE: &str = "plate name, e.g. `Week4_27481`";
+const WELL: &str = "well, e.g. `B02`";
+const SITE: &str = "site (field) within the well, from 1";
+const COMPOUND: &str = "compound name as in the image table (`DMSO` for controls)";
+const CONCENTRATION: &str = "concentration in µM";
+const BATCH: &str = "batch: the part of the plate name before `_` (`Week4`); the NSCB hold-out key";
+const MOA: &str = "mechanism of action from the MoA table";
+
 const IMAGE_MANIFEST_COLUMNS: &[ColumnSpec] = &[
-    column(crate::columns::PLATE, Utf8),
-    column(crate::columns::WELL, Utf8),
-    column(crate::columns::SITE, Int32),
-    column(crate::columns::COMPOUND, Utf8),
-    column(crate::columns::CONCENTRATION, Float64),
-    nullable(crate::columns::MOA, Utf8),
-    column(crate::columns::BATCH, Utf8),
-    nullable(crate::columns::IMAGE_NUMBER, Int64),
+    column(crate::columns::PLATE, Utf8, PLATE),
+    column(crate::columns::WELL, Utf8, WELL),
+    column(crate::columns::SITE, Int32, SITE),
+    column(crate::columns::COMPOUND, Utf8, COMPOUND),
+    column(crate::columns::CONCENTRATION, Float64, CONCENTRATION),
+    nullable(
+        crate::columns::MOA,
+        Utf8,
+        "mechanism of action; null when the treatment has no MoA row",
+    ),
+    column(crate::columns::BATCH, Utf8, BATCH),
+    nullable(
+        crate::columns::IMAGE_NUMBER,
+        Int64,
+        "`ImageNumber` of the image table, when it has one",
+    ),
 ];
 
 const CELLS_COLUMNS: &[ColumnSpec] = &[
-    column(crate::columns::PLATE, Utf8),
-    column(crate::columns::WELL, Utf8),
-    column(crate::columns::SITE, Int32),
-    column(crate::columns::COMPOUND, Utf8),
-    column(crate::columns::CONCENTRATION, Float64),
-    nullable(crate::columns::MOA, Utf8),
-    column(crate::columns::BATCH, Utf8),
-    column(crate::columns::OBJECT_NUMBER, Int32),
-    nullable(crate::columns::LOCATION_CENTER_X, Float64),
-    nullable(crate::columns::LOCATION_CENTER_Y, Float64),
-    column(PIXELS_COLUMN, PixelTensor),
+    column(crate::columns::PLATE, Utf8, PLATE),
+    column(crate::columns::WELL, Utf8, WELL),
+    column(crate::columns::SITE, Int32, SITE),
+    column(crate::columns::COMPOUND, Utf8, COMPOUND),
+    column(crate::columns::CONCENTRATION, Float64, CONCENTRATION),
+    nullable(
+        crate::columns::MOA,
+        Utf8,
+        "mechanism of action from the MoA table; null only under `--unannotated keep`",
+    ),
+    column(crate::columns::BATCH, Utf8, BATCH),
+    column(
+        crate::columns::OBJECT_NUMBER,
+        Int32,
+        "object number within the field, from 1 (detection order, or the CellProfiler \
+         `ObjectNumber`, or `Single_Cell_Image_Id + 1`)",
+    ),
+    nullable(
+        crate::columns::LOCATION_CENTER_X,
+        Float64,
+        "column of the crop centre in the field, pixels from 0 (null for pre-cropped cells)",
+    ),
+    nullable(
+        crate::columns::LOCATION_CENTER_Y,
+        Float64,
+        "row of the crop centre, pixels from 0",
+    ),
+    column(
+        PIXELS_COLUMN,
+        PixelTensor,
+        "raw intensities, shape `[C,H,W]` row-major, `dim_names` `[\"C\",\"H\",\"W\"]`",
+    ),
 ];
 
 /// CellProfiler single-cell features merged across compartments (written by `pf-cellprofiler`):
 /// the image's plate and well (and its other `Metadata_*` columns, whatever types they hold), the
 /// image and cell object numbers; features nullable (a measurement CellProfiler could not make).
 const SINGLE_CELLS_COLUMNS: &[ColumnSpec] = &[
-    column(crate::columns::PLATE, Utf8),
-    column(crate::columns::WELL, Utf8),
-    column(crate::columns::IMAGE_NUMBER, Int64),
-    column(crate::columns::OBJECT_NUMBER, Int64),
+    column(
+        crate::columns::PLATE,
+        Utf8,
+        "from the image table (`--plate-column`)",
+    ),
+    column(
+        crate::columns::WELL,
+        Utf8,
+        "from the image table (`--well-column`)",
+    ),
+    column(
+        crate::columns::IMAGE_NUMBER,
+        Int64,
+        "CellProfiler's image number",
+    ),
+    column(
+        crate::columns::OBJECT_NUMBER,
+        Int64,
+        "the cell's object number",
+    ),
 ];
 
 const EMBEDDINGS_COLUMNS: &[ColumnSpec] = &[
-    column(crate::columns::PLATE, Utf8),
-    column(crate::columns::WELL, Utf8),
-    column(crate::columns::SITE, Int32),
-    column(crate::columns::COMPOUND, Utf8),
-    column(crate::columns::CONCENTRATION, Float64),
-    nullable(crate::columns::MOA, Utf8),
-    column(crate::columns::BATCH, Utf8),
-    column(crate::columns::OBJECT_NUMBER, Int32),
+    column(crate::columns::PLATE, Utf8, PLATE),
+    column(crate::columns::WELL, Utf8, WELL),
+    column(crate::columns::SITE, Int32, SITE),
+    column(crate::columns::COMPOUND, Utf8, COMPOUND),
+    column(crate::columns::CONCENTRATION, Float64, CONCENTRATION),
+    nullable(crate::columns::MOA, Utf8, MOA),
+    column(crate::columns::BATCH, Utf8, BATCH),
+    column(
+        crate::columns::OBJECT_NUMBER,
+        Int32,
+        "object number within the field, as in `cells`",
+    ),
 ];
 
 const WELLS_COLUMNS: &[ColumnSpec] = &[
-    column(crate::columns::PLATE, Utf8),
-    column(crate::columns::WELL, Utf8),
-    column(crate::columns::COMPOUND, Utf8),
-    column(crate::columns::CONCENTRATION, Float64),
-    nullable(crate::columns::MOA, Utf8),
-    column(crate::columns::BATCH, Utf8),
-    column(crate::columns::COUNT_CELLS, Int64),
+    column(crate::columns::PLATE, Utf8, PLATE),
+    column(crate::columns::WELL, Utf8, WELL),
+    column(crate::columns::COMPOUND, Utf8, COMPOUND),
+    column(crate::columns::CONCENTRATION, Float64, CONCENTRATION),
+    nullable(crate::columns::MOA, Utf8, MOA),
+    column(crate::columns::BATCH, Utf8, BATCH),
+    column(
+        crate::columns::COUNT_CELLS,
+        Int64,
+        "cells aggregated into the well",
+    ),
 ];
 
 const TREATMENTS_COLUMNS: &[ColumnSpec] = &[
-    column(crate::columns::COMPOUND, Utf8),
-    column(crate::columns::CONCENTRATION, Float64),
-    nullable(crate::columns::MOA, Utf8),
-    nullable(crate::columns::BATCH, Utf8),
-    column(crate::columns::COUNT_WELLS, Int64),
+    column(crate::columns::COMPOUND, Utf8, COMPOUND),
+    column(crate::columns::CONCENTRATION, Float64, CONCENTRATION),
+    nullable(crate::columns::MOA, Utf8, MOA),
+    nullable(
+        crate::columns::BATCH,
+        Utf8,
+        "the batches of the treatment's wells, sorted and `;`-joined (`Week4`, or \
+         `Week1;Week2;…` for DMSO and taxol); NSCB compares these sets",
+    ),
+    column(crate::columns::COUNT_WELLS, Int64, "wells aggregated"),
 ];
 
 const PREDICTIONS_COLUMNS: &[ColumnSpec] = &[
-    column(crate::columns::COMPOUND, Utf8),
-    column(crate::columns::CONCENTRATION, Float64),
-    column(crate::columns::MOA, Utf8),
-    nullable(crate::columns::BATCH, Utf8),
-    column("Protocol", Utf8),
-    column("Nearest_Compound", Utf8),
-    column("Nearest_Concentration", Float64),
-    column("Predicted_MoA", Utf8),
-    column("Distance", Float64),
-    column("Correct", Boolean),
+    column(crate::columns::COMPOUND, Utf8, "the query's compound"),
+    column(
+        crate::columns::CONCENTRATION,
+        Float64,
+        "the query's concentration in µM",
+    ),
+    column(crate::columns::MOA, Utf8, "the query's mechanism of action"),
+    nullable(
+        crate::columns::BATCH,
+        Utf8,
+        "the query's batches (`;`-joined)",
+    ),
+    column(
+        "Protocol",
+        Utf8,
+        "`NSC`, `NSCB` (standard protocol) or `NSC-seed` (seed-compatible)",
+    ),
+    column("Nearest_Compound", Utf8, "the nearest admissible treatment"),
+    column("Nearest_Concentration", Float64, "its concentration in µM"),
+    column("Predicted_MoA", Utf8, "its MoA: the prediction"),
+    column(
+        "Distance",
+        Float64,
+        "cosine distance (1 − cosine similarity) or Euclidean distance",
+    ),
+    column("Correct", Boolean, "`Predicted_MoA == Metadata_MoA`"),
 ];
 
 const METRICS_COLUMNS: &[ColumnSpec] = &[
-    column("Metric", Utf8),
-    column("Protocol", Utf8),
-    column("Scope", Utf8),
-    column("Value", Float64),
-    nullable("Count", Int64),
+    column(
+        "Metric",
+        Utf8,
+        "e.g. `accuracy`, `recall`, `mean_average_precision`, `confusion`",
+    ),
+    column(
+        "Protocol",
+        Utf8,
+        "`NSC`, `NSCB`, `NSCB-<n>` (NSCB over all n queries, unscorable MoAs counted wrong), \
+         `NSC-seed`",
+    ),
+    column(
+        "Scope",
+        Utf8,
+        "`all`, an MoA name, or `true→predicted` for confusion counts",
+    ),
+    column(
+        "Value",
+        Float64,
+        "the value (fractions in [0, 1], counts as numbers)",
+    ),
+    nullable("Count", Int64, "the denominator or count behind the value"),
 ];
 
 const METRICS_SUMMARY_COLUMNS: &[ColumnSpec] = &[
-    column("Metric", Utf8),
-    column("Protocol", Utf8),
-    column("Scope", Utf8),
-    column("Mean", Float64),
-    nullable("SD", Float64),
-    column("Min", Float64),
-    column("Max", Float64),
-    column("Replicates", Int64),
-    nullable("Count", Int64),
+    column("Metric", Utf8, "as in [`metrics`](metrics.md)"),
+    column("Protocol", Utf8, "as in [`metrics`](metrics.md)"),
+    column("Scope", Utf8, "as in [`metrics`](metrics.md)"),
+    column("Mean", Float64, "mean of the replicates' values"),
+    nullable(
+        "SD",
+        Float64,
+        "sample standard deviation (denominator n − 1); null with one replicate",
+    ),
+    column("Min", Float64, "the smallest of the replicates' values"),
+    column("Max", Float64, "the largest of the replicates' values"),
+    column(
+        "Replicates",
+        Int64,
+        "how many replicates have the row (a per-MoA row a replicate could not score is not \
+         padded)",
+    ),
+    nullable(
+        "Count",
+        Int64,
+        "the replicates' common `Count` (queries, support); null when they differ",
+    ),
 ];
 
 const CLASS_PREDICTIONS_COLUMNS: &[ColumnSpec] = &[
-    column("Label", Utf8),
-    column("Predicted_Label", Utf8),
-    column("Confidence", Float64),
-    column("Correct", Boolean),
+    column(
+        "Label",
+        Utf8,
+        "the true label (the value of `--label`; for `treatment`, `compound@µM`)",
+    ),
+    column("Predicted_Label", Utf8, "the classifier's label"),
+    column(
+        "Confidence",
+        Float64,
+        "softmax probability of the prediction (CNNs, random forest: share of trees; SVM: share \
+         of one-vs-one votes)",
+    ),
+    column("Correct", Boolean, "`Predicted_Label == Label`"),
 ];
 
 const TRAINING_LOG_COLUMNS: &[ColumnSpec] = &[
-    column("Epoch", Int32),
-    column("Split", Utf8),
-    column("Term", Utf8),
-    column("Value", Float64),
+    column("Epoch", Int32, "epoch, from 1"),
+    column("Split", Utf8, "`train` or `validation`"),
+    column(
+        "Term",
+        Utf8,
+        "`reconstruction`, `kl`, `elbo`, `discriminator`, `feature_matching`, ...",
+    ),
+    column(
+        "Value",
+        Float64,
+        "the mean of the term per image over the epoch, finite",
+    ),
 ];
+
+const IMAGE_MANIFEST_OTHERS: &[OtherColumns] = &[other(
+    "`Image_Path_<channel>`",
+    "Utf8",
+    "no",
+    "resolved path of each channel's image, one column per channel, in tensor order",
+)];
+
+const EMBEDDINGS_OTHERS: &[OtherColumns] = &[other(
+    "features, e.g. `Cells_CytoVAE_z000` … `Cells_CytoVAE_z255`",
+    "Float32",
+    "no",
+    "the profile vector (posterior mean μ, or μ gated by γ for sparse models; never a sample), \
+     finite",
+)];
+
+const SINGLE_CELLS_OTHERS: &[OtherColumns] = &[
+    other(
+        "other `Metadata_*` of the image table",
+        "Int64, Float64 or Utf8",
+        "yes",
+        "as its values allow (`Metadata_Site`, …)",
+    ),
+    other(
+        "`Metadata_Cytoplasm_Number_Object_Number`, `Metadata_Nuclei_Number_Object_Number`",
+        "Int64",
+        "no (SQLite, CSV)",
+        "the cytoplasm and nucleus merged into the row",
+    ),
+    other(
+        "`Cells_*`, `Cytoplasm_*`, `Nuclei_*`",
+        "Float64",
+        "yes",
+        "CellProfiler's measurements; null where it could not make one",
+    ),
+];
+
+const WELLS_OTHERS: &[OtherColumns] = &[other(
+    "features",
+    "Float32 or Float64",
+    "no",
+    "aggregated features, finite",
+)];
+
+const TREATMENTS_OTHERS: &[OtherColumns] = &[other(
+    "features",
+    "Float32 or Float64",
+    "no",
+    "aggregated features, finite",
+)];
+
+const CLASS_PREDICTIONS_OTHERS: &[OtherColumns] = &[other(
+    "`Metadata_*`",
+    "as in the input",
+    "",
+    "every key column of the input row (plate, well, site, compound, ...)",
+)];
+
+/// The line that opens the generated column table of a page under `schemas/tables/`.
+pub const GENERATED_BEGIN: &str =
+    "<!-- columns: generated from schemas/src/tables.rs by `make table-docs`; edit them there -->";
+/// The line that closes it.
+pub const GENERATED_END: &str = "<!-- end of generated columns -->";
+
+/// A table's page under `schemas/tables/` with its column table and its title's version as the
+/// spec says: the text between [`GENERATED_BEGIN`] and [`GENERATED_END`] replaced (or, on a page
+/// without them, its first Markdown table), the rest, written by hand, kept.
+pub fn update_table_page(kind: TableKind, page: &str) -> Result<String, String> {
+    let title = format!("# `{}` (version {})", kind.name(), kind.version());
+    let mut lines = page.lines();
+    match lines.next() {
+        Some(first) if first.starts_with(&format!("# `{}`", kind.name())) => {}
+        other => {
+            return Err(format!(
+                "{}.md: the first line is {other:?}, not the title `{title}`",
+                kind.name()
+            ))
+        }
+    }
+    let body: Vec<&str> = lines.collect();
+    let (start, end) = match (
+        body.iter().position(|line| *line == GENERATED_BEGIN),
+        body.iter().position(|line| *line == GENERATED_END),
+    ) {
+        (Some(start), Some(end)) if start < end => (start, end + 1),
+        (None, None) => {
+            let start = body
+                .iter()
+                .position(|line| line.starts_with("| column |"))
+                .ok_or_else(|| format!("{}.md has no column table", kind.name()))?;
+            let end = start
+                + body[start..]
+                    .iter()
+                    .take_while(|line| line.starts_with('|'))
+                    .count();
+            (start, end)
+        }
+        _ => {
+            return Err(format!(
+                "{}.md: its generated columns are not between one `{GENERATED_BEGIN}` and one `{GENERATED_END}`",
+                kind.name()
+            ))
+        }
+    };
+    let mut text = format!("{title}\n");
+    for line in &body[..start] {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str(GENERATED_BEGIN);
+    text.push('\n');
+    text.push_str(&kind.markdown_columns());
+    text.push_str(GENERATED_END);
+    text.push('\n');
+    for line in &body[end..] {
+        text.push_str(line);
+        text.push('\n');
+    }
+    Ok(text)
+}
 
 /// Every table that passes between stages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -290,6 +573,50 @@ impl TableKind {
             TableKind::TrainingLog => TRAINING_LOG_COLUMNS,
             TableKind::ClassPredictions => CLASS_PREDICTIONS_COLUMNS,
         }
+    }
+
+    /// What the table holds beyond its required columns, by pattern (documentation only).
+    pub fn other_columns(self) -> &'static [OtherColumns] {
+        match self {
+            TableKind::ImageManifest => IMAGE_MANIFEST_OTHERS,
+            TableKind::Embeddings => EMBEDDINGS_OTHERS,
+            TableKind::SingleCells => SINGLE_CELLS_OTHERS,
+            TableKind::Wells => WELLS_OTHERS,
+            TableKind::Treatments => TREATMENTS_OTHERS,
+            TableKind::ClassPredictions => CLASS_PREDICTIONS_OTHERS,
+            TableKind::Cells
+            | TableKind::Predictions
+            | TableKind::Metrics
+            | TableKind::MetricsSummary
+            | TableKind::TrainingLog => &[],
+        }
+    }
+
+    /// The table's columns as the Markdown table of its page under `schemas/tables/` (between
+    /// [`GENERATED_BEGIN`] and [`GENERATED_END`]; `make table-docs` writes it, a test compares).
+    pub fn markdown_columns(self) -> String {
+        let mut text = String::from("| column | type | null | meaning |\n|---|---|---|---|\n");
+        for spec in self.required_columns() {
+            let type_name = match spec.column_type {
+                ColumnType::PixelTensor => {
+                    "`arrow.fixed_shape_tensor` over `FixedSizeList<UInt16>`"
+                }
+                other => other.describe(),
+            };
+            text.push_str(&format!(
+                "| `{}` | {type_name} | {} | {} |\n",
+                spec.name,
+                if spec.nullable { "yes" } else { "no" },
+                spec.meaning
+            ));
+        }
+        for other in self.other_columns() {
+            text.push_str(&format!(
+                "| {} | {} | {} | {} |\n",
+                other.pattern, other.types, other.null, other.meaning
+            ));
+        }
+        text
     }
 
     /// Whether the table carries numeric feature columns (any column not starting with
@@ -469,6 +796,43 @@ fn first_non_finite(values: impl Iterator<Item = Option<f64>>) -> Option<usize> 
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_table_pages_hold_the_columns_of_the_specs() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tables");
+        for kind in TableKind::ALL {
+            let path = folder.join(format!("{}.md", kind.name()));
+            let page = std::fs::read_to_string(&path).unwrap();
+            let updated = update_table_page(kind, &page).unwrap();
+            assert!(
+                updated == page,
+                "{} differs from the spec in schemas/src/tables.rs: run `make table-docs`",
+                path.display()
+            );
+            for spec in kind.required_columns() {
+                assert!(
+                    !spec.meaning.is_empty(),
+                    "{}: {} has no meaning",
+                    kind.name(),
+                    spec.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_whose_columns_drifted_is_rewritten_and_its_prose_kept() {
+        let kind = TableKind::TrainingLog;
+        let page = format!(
+            "# `training_log` (version 0)\n\nProse.\n\n| column | type | null | meaning |\n|---|---|---|---|\n| `Epoch` | Int64 | no | old |\n\nMore prose.\n"
+        );
+        let updated = update_table_page(kind, &page).unwrap();
+        assert!(updated.starts_with("# `training_log` (version 1)\n\nProse.\n\n"));
+        assert!(updated.contains("| `Epoch` | Int32 | no | epoch, from 1 |"));
+        assert!(updated.contains(GENERATED_BEGIN) && updated.ends_with("\nMore prose.\n"));
+        assert_eq!(update_table_page(kind, &updated).unwrap(), updated);
+        assert!(update_table_page(TableKind::Cells, &page).is_err());
+    }
+
     use super::*;
 
     fn path() -> &'static Path {
