@@ -122,8 +122,8 @@ pub struct SplitArgs {
 
     /// What the test split holds out: stratified (a seeded fraction of every label's rows, the
     /// second seed's split), compound (whole compounds) or plate (whole plates).
-    #[arg(long, default_value = "stratified", value_parser = phenoflow_schemas::classification::HoldOut::parse)]
-    pub hold_out: phenoflow_schemas::classification::HoldOut,
+    #[arg(long, default_value = "stratified", value_parser = phenoflow_evaluation::classification::HoldOut::parse)]
+    pub hold_out: phenoflow_evaluation::classification::HoldOut,
 
     /// Fraction held out for testing.
     #[arg(long, default_value_t = 0.2)]

@@ -8,7 +8,6 @@
 pub mod architecture;
 mod atomic;
 pub mod cells;
-pub mod classification;
 pub mod columns;
 mod error;
 pub mod keys;
@@ -18,9 +17,9 @@ pub mod model_card;
 pub mod parquet_io;
 pub mod pipeline;
 pub mod provenance;
-pub mod seeded;
 pub mod tables;
 pub mod tensor;
+mod text;
 
 pub use atomic::{
     atomic_write, check_outputs_are_not_inputs, is_plain_file_name, leaves_its_root,
@@ -40,6 +39,7 @@ pub use parquet_io::{
 pub use provenance::{hash_file, hash_files, hash_params, Provenance};
 pub use tables::{ColumnSpec, ColumnType, TableKind};
 pub use tensor::{TensorShape, PIXELS_COLUMN};
+pub use text::text_values;
 
 /// The result type of this crate.
 pub type Result<T, E = SchemaError> = std::result::Result<T, E>;

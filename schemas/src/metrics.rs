@@ -33,7 +33,7 @@ pub struct MetricSummary {
 
 fn text(batch: &RecordBatch, name: &str) -> Vec<String> {
     let column = batch.column_by_name(name).expect("validated column");
-    crate::classification::text_values(column.as_ref())
+    crate::text_values(column.as_ref())
         .expect("validated string column")
         .into_iter()
         .map(Option::unwrap_or_default)

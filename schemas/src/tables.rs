@@ -822,9 +822,7 @@ mod tests {
     #[test]
     fn a_page_whose_columns_drifted_is_rewritten_and_its_prose_kept() {
         let kind = TableKind::TrainingLog;
-        let page = format!(
-            "# `training_log` (version 0)\n\nProse.\n\n| column | type | null | meaning |\n|---|---|---|---|\n| `Epoch` | Int64 | no | old |\n\nMore prose.\n"
-        );
+        let page = "# `training_log` (version 0)\n\nProse.\n\n| column | type | null | meaning |\n|---|---|---|---|\n| `Epoch` | Int64 | no | old |\n\nMore prose.\n".to_string();
         let updated = update_table_page(kind, &page).unwrap();
         assert!(updated.starts_with("# `training_log` (version 1)\n\nProse.\n\n"));
         assert!(updated.contains("| `Epoch` | Int32 | no | epoch, from 1 |"));

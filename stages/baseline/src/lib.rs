@@ -1,7 +1,7 @@
 //! `pf-baseline`: the second seed's classical classifiers — a random forest and an RBF-kernel SVM
 //! (smartcore) — on flattened, standardised pixels of a `cells` table or on the features of an
 //! `embeddings` table, trained and scored on exactly the split `pf-train classifier`
-//! uses (`phenoflow_schemas::classification`), writing the same `metrics` and
+//! uses (`phenoflow_evaluation::classification`), writing the same `metrics` and
 //! `class_predictions` tables.
 
 pub mod args;
@@ -14,8 +14,8 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type};
 use arrow_array::Array;
 use arrow_schema::DataType;
-use phenoflow_schemas::classification::{score_and_write, Annotations, CLASSIFIER_KEY};
-use phenoflow_schemas::seeded::derive_seed;
+use phenoflow_evaluation::classification::{score_and_write, Annotations, CLASSIFIER_KEY};
+use phenoflow_evaluation::seeded::derive_seed;
 
 pub use crate::args::{ClassifierArg, Cli};
 use phenoflow_schemas::tables::METADATA_PREFIX;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use base64::Engine as _;
-use phenoflow_schemas::classification::ClassifierResult;
+use phenoflow_evaluation::classification::ClassifierResult;
 use phenoflow_schemas::ModelCard;
 
 use crate::figures::Figure;

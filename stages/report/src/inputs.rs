@@ -34,7 +34,7 @@ pub(crate) fn strings(
         ))
         .into());
     }
-    Ok(phenoflow_schemas::classification::text_values(column.as_ref()).expect("a text column"))
+    Ok(phenoflow_schemas::text_values(column.as_ref()).expect("a text column"))
 }
 
 fn int32s(batch: &RecordBatch, name: &str, path: &Path) -> anyhow::Result<Vec<i32>> {

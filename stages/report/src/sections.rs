@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use phenoflow_schemas::classification::{read_classifier_metrics, ClassifierResult};
+use phenoflow_evaluation::classification::{read_classifier_metrics, ClassifierResult};
 use phenoflow_schemas::metrics::MetricSummary;
 use phenoflow_schemas::{InputError, ModelCard};
 

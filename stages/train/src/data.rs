@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::Float64Type;
-pub use phenoflow_schemas::seeded::{derive_seed, seeded_permutation};
+pub use phenoflow_evaluation::seeded::{derive_seed, seeded_permutation};
 use phenoflow_schemas::{
     concentration_key, CellPixels, ParquetTableReader, TableKind, PIXELS_COLUMN,
 };

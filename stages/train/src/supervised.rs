@@ -1,12 +1,14 @@
 //! `pf-train classifier`: supervised classification of a label (treatment, compound,
 //! MoA, ...) from images, the second seed's track. The split, the scores and the tables written
-//! are those of `phenoflow_schemas::classification`, shared with `pf-baseline`, so every
+//! are those of `phenoflow_evaluation::classification`, shared with `pf-baseline`, so every
 //! classifier is scored on the same held-out images.
 
 use std::time::Instant;
 
 use anyhow::Context;
-use phenoflow_schemas::classification::{score_and_write, Annotations, Evaluation, CLASSIFIER_KEY};
+use phenoflow_evaluation::classification::{
+    score_and_write, Annotations, Evaluation, CLASSIFIER_KEY,
+};
 use phenoflow_schemas::{atomic_write, hash_files, Normalization, Provenance, TableKind};
 use serde::Serialize;
 use tch::nn::{self, ModuleT};
@@ -119,14 +121,14 @@ fn check_settings(cli: &ClassifierArgs) -> anyhow::Result<()> {
 struct Images {
     annotations: Annotations,
     data: CellData,
-    split: phenoflow_schemas::classification::SplitIndices,
+    split: phenoflow_evaluation::classification::SplitIndices,
     train: Vec<i64>,
     balanced: bool,
     batch_size: usize,
     normalization: Normalization,
     n_classes: usize,
     test_truth: Vec<u32>,
-    hold_out: phenoflow_schemas::classification::HoldOut,
+    hold_out: phenoflow_evaluation::classification::HoldOut,
 }
 
 impl Images {

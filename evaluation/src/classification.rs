@@ -10,19 +10,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{Float64Type, Int32Type, Int64Type};
+use arrow_array::types::Float64Type;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray, UInt32Array,
 };
-use arrow_schema::{DataType, Field, Schema};
+use arrow_schema::{Field, Schema};
 
-use crate::parquet_io::file_schema;
-use crate::seeded::seeded_permutation;
-use crate::tables::METADATA_PREFIX;
-use crate::{
-    concentration_key, InputError, ParquetTableReader, ParquetTableWriter, Provenance, SchemaError,
-    TableKind,
+use phenoflow_schemas::parquet_io::file_schema;
+use phenoflow_schemas::tables::METADATA_PREFIX;
+use phenoflow_schemas::{
+    concentration_key, text_values, InputError, ParquetTableReader, ParquetTableWriter, Provenance,
+    SchemaError, TableKind,
 };
+
+use crate::seeded::seeded_permutation;
 
 /// The stream of a run's seed that draws the hold-out split (see `seeded::derive_seed`).
 const SPLIT_STREAM: u64 = 1;
@@ -67,7 +68,10 @@ impl Annotations {
                 .filter(|name| name.starts_with(METADATA_PREFIX))
                 .collect();
             let needed: Vec<&str> = if label == TREATMENT_LABEL {
-                vec![crate::columns::COMPOUND, crate::columns::CONCENTRATION]
+                vec![
+                    phenoflow_schemas::columns::COMPOUND,
+                    phenoflow_schemas::columns::CONCENTRATION,
+                ]
             } else {
                 vec![label]
             };
@@ -231,11 +235,11 @@ impl Annotations {
 fn label_values(batch: &RecordBatch, label: &str) -> Result<Vec<Option<String>>, String> {
     if label == TREATMENT_LABEL {
         let compounds = batch
-            .column_by_name(crate::columns::COMPOUND)
+            .column_by_name(phenoflow_schemas::columns::COMPOUND)
             .and_then(|array| text_values(array.as_ref()))
             .ok_or("`Metadata_Compound` is not a text column")?;
         let concentrations = batch
-            .column_by_name(crate::columns::CONCENTRATION)
+            .column_by_name(phenoflow_schemas::columns::CONCENTRATION)
             .and_then(|array| array.as_primitive_opt::<Float64Type>())
             .ok_or("`Metadata_Concentration` is not a Float64 column")?;
         return Ok(compounds
@@ -266,39 +270,6 @@ pub fn treatment_name(compound: &str, concentration: f64) -> String {
     // Through the key so that 0.30000000000000004 and 0.3 name the same treatment.
     let rounded = concentration_key(concentration) as f64 / 1e6;
     format!("{compound}@{rounded}")
-}
-
-/// A text or integer column as strings (text as Arrow's `Utf8`, `LargeUtf8` or `Utf8View`, as
-/// pyarrow, pandas and polars write them); `None` for any other type.
-pub fn text_values(array: &dyn Array) -> Option<Vec<Option<String>>> {
-    let collect = |get: &dyn Fn(usize) -> String| {
-        (0..array.len())
-            .map(|row| (!array.is_null(row)).then(|| get(row)))
-            .collect()
-    };
-    match array.data_type() {
-        DataType::Utf8 => {
-            let strings = array.as_string::<i32>();
-            Some(collect(&|row| strings.value(row).to_string()))
-        }
-        DataType::LargeUtf8 => {
-            let strings = array.as_string::<i64>();
-            Some(collect(&|row| strings.value(row).to_string()))
-        }
-        DataType::Utf8View => {
-            let strings = array.as_string_view();
-            Some(collect(&|row| strings.value(row).to_string()))
-        }
-        DataType::Int32 => {
-            let values = array.as_primitive::<Int32Type>();
-            Some(collect(&|row| values.value(row).to_string()))
-        }
-        DataType::Int64 => {
-            let values = array.as_primitive::<Int64Type>();
-            Some(collect(&|row| values.value(row).to_string()))
-        }
-        _ => None,
-    }
 }
 
 /// What is held out for testing.
@@ -339,8 +310,8 @@ impl HoldOut {
     fn group_column(self) -> Option<&'static str> {
         match self {
             HoldOut::Stratified => None,
-            HoldOut::Compound => Some(crate::columns::COMPOUND),
-            HoldOut::Plate => Some(crate::columns::PLATE),
+            HoldOut::Compound => Some(phenoflow_schemas::columns::COMPOUND),
+            HoldOut::Plate => Some(phenoflow_schemas::columns::PLATE),
         }
     }
 }
@@ -806,7 +777,7 @@ pub struct ClassifierResult {
 
 /// Reads a supervised classifier's `metrics` table.
 pub fn read_classifier_metrics(path: &Path) -> Result<ClassifierResult, SchemaError> {
-    let provenance = crate::read_provenance(path)?;
+    let provenance = phenoflow_schemas::read_provenance(path)?;
     let extra = |key: &str| {
         provenance
             .as_ref()
@@ -820,7 +791,7 @@ pub fn read_classifier_metrics(path: &Path) -> Result<ClassifierResult, SchemaEr
     let mut protocol = String::new();
     let mut scores: BTreeMap<String, (f64, f64, f64, i64)> = BTreeMap::new();
     let mut pairs: Vec<(String, String, u64)> = Vec::new();
-    for (metric, proto, scope, v, count) in crate::metrics::read_metrics(path)? {
+    for (metric, proto, scope, v, count) in phenoflow_schemas::metrics::read_metrics(path)? {
         let c = count.unwrap_or(0);
         protocol = proto;
         match metric.as_str() {
