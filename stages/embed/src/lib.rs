@@ -53,63 +53,33 @@ impl std::fmt::Debug for Encoder {
     }
 }
 
-/// Loads ONNX Runtime from `ORT_DYLIB_PATH` (once per process); sessions need the environment.
-pub fn init_onnx_runtime() -> anyhow::Result<ort::environment::Environment> {
-    let path = std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or_else(|| {
-        anyhow!("ORT_DYLIB_PATH is not set: point it at libonnxruntime.so (`make setup` writes it into .phenoflow.env)")
-    })?;
-    if !path.exists() {
-        return Err(anyhow!("ORT_DYLIB_PATH={}: no such file", path.display()));
-    }
-    let environment = ort::init_from(&path)
-        .map_err(|error| anyhow!("loading ONNX Runtime from {}: {error}", path.display()))?
-        .with_name("phenoflow")
-        .build()
-        .map_err(|error| anyhow!("starting ONNX Runtime: {error}"))?;
-    Ok(environment)
-}
-
 /// Opens an encoder, on CUDA when asked for or available (falling back to the CPU with a
 /// message), and reads its model card; errors name the file.
 pub fn open_encoder(
-    environment: &ort::environment::Environment,
+    environment: &phenoflow_onnx::Environment,
     path: &Path,
     device: DeviceArg,
     threads: usize,
 ) -> anyhow::Result<Encoder> {
-    let build = |cuda: bool| -> anyhow::Result<Session> {
-        let mut builder = Session::builder(environment).map_err(|error| anyhow!("{error}"))?;
-        if threads > 0 {
-            builder = builder
-                .with_intra_threads(threads)
-                .map_err(|error| anyhow!("{error}"))?;
-        }
-        if cuda {
-            builder = builder
-                .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
-                .map_err(|error| anyhow!("{error}"))?;
-        }
-        builder.commit_from_file(path).map_err(|error| {
-            InputError(format!(
-                "{}: not a loadable ONNX model (truncated or corrupt?): {error}",
-                path.display()
-            ))
-            .into()
-        })
+    let build = |cuda: bool| {
+        phenoflow_onnx::open(
+            environment,
+            path,
+            "encoder",
+            phenoflow_onnx::SessionOptions { threads, cuda },
+        )
     };
+    // Before a CUDA session is tried: a missing file is named as such, not as a CUDA failure.
     if !path.exists() {
         return Err(InputError(format!("{}: no such encoder file", path.display())).into());
     }
-    let cuda_built = {
-        use ort::ep::ExecutionProvider;
-        ort::ep::CUDA::is_available().unwrap_or(false)
-    };
+    let cuda_built = phenoflow_onnx::cuda_built();
     let (session, execution_provider) = match device {
         DeviceArg::Cpu => (build(false)?, "CPU"),
         DeviceArg::Cuda if !cuda_built => {
             return Err(anyhow!(
                 "--device cuda: this ONNX Runtime ({}) has no CUDA execution provider; install onnxruntime-gpu",
-                std::env::var("ORT_DYLIB_PATH").unwrap_or_default()
+                phenoflow_onnx::dylib_path().unwrap_or_default().display()
             ))
         }
         DeviceArg::Cuda => (build(true)?, "CUDA"),
@@ -365,7 +335,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         return handcrafted::run(&cli, keep);
     };
     let started = Instant::now();
-    let environment = init_onnx_runtime()?;
+    let environment = phenoflow_onnx::start()?;
     let mut encoder = open_encoder(&environment, &encoder_path, cli.device, cli.threads)?;
     let card = encoder.card.clone();
     let gate = profile_gate(&cli, &card)?;

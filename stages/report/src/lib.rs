@@ -21,32 +21,23 @@ use crate::figures::Tile;
 /// The exported decoder in an ONNX Runtime session.
 pub(crate) struct Decoder {
     path: std::path::PathBuf,
-    session: ort::session::Session,
+    session: phenoflow_onnx::Session,
     latent_dim: usize,
     // Sessions need their environment alive; ONNX Runtime allows one per process.
-    _environment: ort::environment::Environment,
+    _environment: phenoflow_onnx::Environment,
 }
 
 impl Decoder {
     fn open(path: &Path, card: &ModelCard) -> anyhow::Result<Self> {
-        let dylib = std::env::var_os("ORT_DYLIB_PATH").ok_or_else(|| {
-            anyhow!("ORT_DYLIB_PATH is not set: point it at libonnxruntime.so (`make setup` writes it into .phenoflow.env)")
-        })?;
-        let environment = ort::init_from(&dylib)
-            .map_err(|error| anyhow!("loading ONNX Runtime: {error}"))?
-            .build()
-            .map_err(|error| anyhow!("starting ONNX Runtime: {error}"))?;
-        let session = ort::session::Session::builder(&environment)
-            .map_err(|error| anyhow!("{error}"))?
-            .commit_from_file(path)
-            .map_err(|error| {
-                InputError(format!(
-                    "{}: not a loadable ONNX model: {error}",
-                    path.display()
-                ))
-            })?;
-        if !session.inputs().iter().any(|input| input.name() == "z") {
-            let names: Vec<&str> = session.inputs().iter().map(|input| input.name()).collect();
+        let environment = phenoflow_onnx::start()?;
+        let session = phenoflow_onnx::open(
+            &environment,
+            path,
+            "decoder",
+            phenoflow_onnx::SessionOptions::default(),
+        )?;
+        let names = phenoflow_onnx::input_names(&session);
+        if !names.iter().any(|name| name == "z") {
             return Err(InputError(format!(
                 "{}: not a pf-export decoder (it takes `{}`, not `z`)",
                 path.display(),

@@ -150,4 +150,29 @@ fn report_figures_from_the_real_cells_and_a_tiny_model() {
         2,
         &["encoder.onnx: not a pf-export decoder (it takes `cells`, not `z`)"],
     );
+    // A decoder that is missing or truncated: the same errors as pf-embed's (phenoflow-onnx).
+    let truncated = temp.path().join("truncated.onnx");
+    std::fs::write(&truncated, &std::fs::read(&decoder).unwrap()[..100]).unwrap();
+    for (file, message) in [
+        (temp.path().join("missing.onnx"), "no such decoder file"),
+        (truncated, "not a loadable ONNX model"),
+    ] {
+        run(
+            &stage("pf-report"),
+            &[
+                "--model-card",
+                &arg(&model.join("model_card.json")),
+                "--decoder",
+                &arg(&file),
+                "--cells",
+                &arg(&cells),
+                "--embeddings",
+                &arg(&embeddings),
+                "--output",
+                &arg(&temp.path().join("bad")),
+            ],
+        )
+        .assert_failure(2, &[&arg(&file), message]);
+        assert!(!temp.path().join("bad").exists());
+    }
 }
