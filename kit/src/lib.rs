@@ -130,6 +130,28 @@ pub struct SplitArgs {
     pub test_fraction: f64,
 }
 
+/// A table's provenance as every stage records it: `params`, the stage's serialisable settings
+/// that change the output (one struct, not a hand-typed JSON object, so the record cannot drift
+/// from what ran), and the content hash (BLAKE3) of each input file.
+pub fn provenance(
+    table: phenoflow_schemas::TableKind,
+    stage: &str,
+    stage_version: &str,
+    params: &impl serde::Serialize,
+    inputs: &[&std::path::Path],
+) -> anyhow::Result<phenoflow_schemas::Provenance> {
+    let params = serde_json::to_value(params)
+        .map_err(|error| anyhow::anyhow!("recording the parameters: {error}"))?;
+    let mut provenance = phenoflow_schemas::Provenance::new(table, stage, stage_version, params);
+    for input in inputs {
+        provenance.inputs.insert(
+            input.display().to_string(),
+            phenoflow_schemas::hash_file(input)?,
+        );
+    }
+    Ok(provenance)
+}
+
 /// Sets rayon's global pool to `--threads` workers (all cores when not given; at least one).
 pub fn use_threads(threads: Option<usize>) -> anyhow::Result<()> {
     if let Some(threads) = threads {

@@ -56,14 +56,26 @@ fn progress_bar(cli: &Cli, images: usize) -> ProgressBar {
     phenoflow_kit::progress_bar(images, "merging", "images", cli.progress.no_progress)
 }
 
-fn params(cli: &Cli, source: &str) -> serde_json::Value {
-    serde_json::json!({
-        "source": source,
-        "table_prefix": if cli.sqlite.is_some() { Some(&cli.table_prefix) } else { None },
-        "csv_prefix": if cli.csv_dir.is_some() { Some(&cli.csv_prefix) } else { None },
-        "plate_column": cli.plate_column,
-        "well_column": cli.well_column,
-    })
+/// What changes the merged table: recorded as its provenance params.
+#[derive(Debug, serde::Serialize)]
+struct Params<'a> {
+    /// `sqlite`, `csv` or `cytotable`.
+    source: &'static str,
+    table_prefix: Option<&'a str>,
+    csv_prefix: Option<&'a str>,
+    plate_column: &'a str,
+    well_column: &'a str,
+}
+
+fn params(cli: &Cli, source: &'static str) -> serde_json::Value {
+    let params = Params {
+        source,
+        table_prefix: cli.sqlite.is_some().then_some(cli.table_prefix.as_str()),
+        csv_prefix: cli.csv_dir.is_some().then_some(cli.csv_prefix.as_str()),
+        plate_column: &cli.plate_column,
+        well_column: &cli.well_column,
+    };
+    serde_json::to_value(params).expect("strings and options are JSON")
 }
 
 /// Writes the merged rows of one CSV or SQLite screen.

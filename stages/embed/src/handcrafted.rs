@@ -94,16 +94,16 @@ pub fn run(cli: &Cli, keep: Option<BTreeSet<String>>) -> anyhow::Result<()> {
         })
         .collect();
     let output_schema = crate::output_schema(&schema, &metadata_columns, &names);
-    let params = serde_json::json!({
-        "features": "handcrafted",
-        "per_channel": FEATURES,
-        "plates": keep.as_ref().map(|plates| plates.iter().cloned().collect::<Vec<_>>()),
-    });
+    let params = HandcraftedParams {
+        features: "handcrafted",
+        per_channel: &FEATURES,
+        plates: keep.as_ref().map(|plates| plates.iter().cloned().collect()),
+    };
     let mut provenance = Provenance::new(
         TableKind::Embeddings,
         crate::STAGE,
         env!("CARGO_PKG_VERSION"),
-        params,
+        serde_json::to_value(&params)?,
     );
     let hash = hasher.join().expect("hashing thread")?;
     provenance
@@ -165,4 +165,12 @@ mod tests {
         assert!((percentile(&sorted, 99.0) - 9.76).abs() < 1e-9);
         assert!((percentile(&sorted, 5.0) - 1.2).abs() < 1e-9);
     }
+}
+
+/// What changes the hand-crafted features: recorded as the table's provenance params.
+#[derive(Debug, serde::Serialize)]
+struct HandcraftedParams<'a> {
+    features: &'static str,
+    per_channel: &'a [&'a str],
+    plates: Option<Vec<String>>,
 }

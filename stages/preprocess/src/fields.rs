@@ -243,29 +243,11 @@ pub fn run_bbbc021(args: &Bbbc021Args) -> anyhow::Result<RunCounts> {
     let moa = MoaTable::read(&args.moa_csv)?;
     let table = read_fields(&args.table, Some(&moa))?;
     let centers = args.centers.as_deref().map(Centers::read).transpose()?;
-    let nucleus_params = NucleusParams {
-        smoothing_sigma: args.smoothing_sigma,
-        background_block: args.background_block,
-        threshold_scale: args.threshold_scale,
-        declump_sigma: args.declump_sigma,
-        min_distance: args.min_distance,
-        min_area: args.min_area,
-        max_area: args.max_area,
-    };
-    let params = serde_json::json!({
-        "mode": "bbbc021",
-        "channels": args.table.channels,
-        "crop_size_px": args.crop_size,
-        "edge": args.edge,
-        "unannotated": args.table.unannotated,
-        "plates": args.table.plates,
-        "shard": args.table.shard.map(|(index, count)| format!("{index}/{count}")),
-        "centers": args.centers.is_some(),
-        "nuclei": if args.centers.is_some() { serde_json::Value::Null } else { serde_json::to_value(nucleus_params)? },
-    });
+    let nucleus_params = args.nucleus_params();
     let mut inputs = vec![args.table.image_csv.as_path(), args.moa_csv.as_path()];
     inputs.extend(args.centers.as_deref());
-    let mut provenance = crate::provenance(TableKind::Cells, params.clone(), &inputs)?;
+    let mut provenance = crate::provenance(TableKind::Cells, &args.params(), &inputs)?;
+    let params = provenance.params.clone();
     provenance
         .extra
         .insert("channels".into(), args.table.channels.join(","));
@@ -363,18 +345,10 @@ fn crop_field(
 pub fn run_whole(args: &WholeArgs) -> anyhow::Result<RunCounts> {
     let moa = args.moa_csv.as_deref().map(MoaTable::read).transpose()?;
     let table = read_fields(&args.table, moa.as_ref())?;
-    let params = serde_json::json!({
-        "mode": "whole",
-        "channels": args.table.channels,
-        "size_px": args.size,
-        "grey": args.grey,
-        "unannotated": args.table.unannotated,
-        "plates": args.table.plates,
-        "shard": args.table.shard.map(|(index, count)| format!("{index}/{count}")),
-    });
     let mut inputs = vec![args.table.image_csv.as_path()];
     inputs.extend(args.moa_csv.as_deref());
-    let mut provenance = crate::provenance(TableKind::Cells, params.clone(), &inputs)?;
+    let mut provenance = crate::provenance(TableKind::Cells, &args.params(), &inputs)?;
+    let params = provenance.params.clone();
     let channel_names = if args.grey {
         "grey".to_string()
     } else {
@@ -437,7 +411,7 @@ fn write_manifest(
     params: serde_json::Value,
     inputs: &[&Path],
 ) -> anyhow::Result<()> {
-    let provenance = crate::provenance(TableKind::ImageManifest, params, inputs)?;
+    let provenance = crate::provenance(TableKind::ImageManifest, &params, inputs)?;
     let batch = build_manifest_batch(&table.fields, channels);
     let mut writer = ParquetTableWriter::create(
         path,

@@ -14,12 +14,13 @@ pub mod geometry;
 pub mod image_io;
 pub mod layout;
 pub mod nuclei;
+pub mod settings;
 pub mod singlecell;
 pub mod sink;
 
 use std::path::Path;
 
-use phenoflow_schemas::{hash_file, Provenance, TableKind};
+use phenoflow_schemas::{Provenance, TableKind};
 
 use crate::args::{Cli, CommonArgs, Mode};
 use crate::error::PreprocessError;
@@ -82,16 +83,10 @@ fn report(common: &CommonArgs, counts: &RunCounts, seconds: f64) {
 /// A provenance record for a `cells` (or manifest) table with the hashes of the given inputs.
 pub(crate) fn provenance(
     table: TableKind,
-    params: serde_json::Value,
+    params: &impl serde::Serialize,
     inputs: &[&Path],
-) -> Result<Provenance, phenoflow_schemas::SchemaError> {
-    let mut provenance = Provenance::new(table, STAGE, env!("CARGO_PKG_VERSION"), params);
-    for input in inputs {
-        provenance
-            .inputs
-            .insert(input.display().to_string(), hash_file(input)?);
-    }
-    Ok(provenance)
+) -> anyhow::Result<Provenance> {
+    phenoflow_kit::provenance(table, STAGE, env!("CARGO_PKG_VERSION"), params, inputs)
 }
 
 /// What this stage's own errors count as bad input (exit 2; see `phenoflow_kit::main`).

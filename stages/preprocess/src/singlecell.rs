@@ -206,13 +206,8 @@ pub fn run(args: &SinglecellArgs) -> anyhow::Result<RunCounts> {
         .into());
     }
     let shape = TensorShape::new(channels, height, width);
-    let params = serde_json::json!({
-        "mode": "singlecell",
-        "plates": args.plates,
-        "shard": args.shard.map(|(index, count)| format!("{index}/{count}")),
-        "layout": "HWC npy -> CHW",
-    });
-    let mut provenance = crate::provenance(TableKind::Cells, params, &[metadata.as_path()])?;
+    let mut provenance =
+        crate::provenance(TableKind::Cells, &args.params(), &[metadata.as_path()])?;
     provenance
         .extra
         .insert("channels".into(), "DNA,F-actin,beta-tubulin".into());
