@@ -11,7 +11,7 @@
 //! | panics | `.npy` shape overflow; `--centers` at 1e300; text as `large_string` / `string_view` (pandas, Polars) under `--shard` |
 //! | values that exhaust the machine or hang | `--crop-size 100000`; `--epochs 0`, `--jobs 0` (clap's ranges); `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`, `--shards` 0, 1025 or beyond 64 bits; 101 seeds (in the file or `--seeds`); a seed beyond i64; 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
 //! | exit codes and messages | pf-train's flat flags of before its subcommands, one track's flag given to the other (and a pipeline file of then, named by pf-run's pre-flight); an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a missing input (named once, its cause once; pf-train too), a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
-//! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; a plate map with two treatments in a well, a well it lacks, no well column, a text concentration, an empty compound, profiles already annotated; NaN or negative sigmas and ridges |
+//! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; a plate map with two treatments in a well, a well it lacks, no well column, a text concentration, an empty compound, profiles already annotated; NaN or negative sigmas and ridges; one column given as two keys to pf-aggregate |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
 //! | disk full | a write to a full file system is exit 1 and leaves nothing |
 //! | shipped pipelines on the project's data | more shards than plates |
@@ -596,6 +596,17 @@ fn numbers_that_are_not_numbers_are_usage_errors() {
     std::fs::write(&cells, CELLS_CSV).unwrap();
     aggregate(&[&cells], temp.path(), &["--tvn-ridge=-1"])
         .assert_failure(2, &["--tvn-ridge", "finite number ≥ 0"]);
+    // One column given as two keys: named, exit 2 (it was Polars' "duplicate output name", exit 1).
+    aggregate(
+        &[&cells],
+        temp.path(),
+        &["--compound-column", phenoflow_schemas::columns::PLATE],
+    )
+    .assert_failure(
+        2,
+        &["`Metadata_Plate` is both the --plate-column and the --compound-column"],
+    );
+    assert!(!temp.path().join("wells.parquet").exists());
 }
 
 #[test]

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use phenoflow_schemas::concentration_key;
 
-use crate::Wells;
+use crate::wells::Wells;
 
 /// What the rule found: the wells to set aside, and per treatment the positions it holds on
 /// every plate.

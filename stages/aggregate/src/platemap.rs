@@ -15,7 +15,8 @@ use polars::prelude::{
 };
 
 use crate::args::Cli;
-use crate::{input_error, ColumnMap};
+use crate::input::ColumnMap;
+use crate::input_error;
 
 /// The columns looked for, in order, when a `--platemap-*-column` is not given.
 const PLATE_COLUMNS: &[&str] = &[
@@ -66,7 +67,7 @@ fn pick(
         Some(name) => Err(input_error(format!(
             "{}: no column `{name}` ({flag}); columns: {}",
             path.display(),
-            crate::column_names(schema)
+            crate::input::column_names(schema)
         ))),
         None => candidates
             .iter()
@@ -77,7 +78,7 @@ fn pick(
                     "{}: none of the columns {} (name it with {flag}); columns: {}",
                     path.display(),
                     candidates.join(", "),
-                    crate::column_names(schema)
+                    crate::input::column_names(schema)
                 ))
             }),
     }
@@ -89,8 +90,8 @@ impl PlateMap {
         let Some(path) = &cli.platemap else {
             return Ok(None);
         };
-        crate::check_input_file(path)?;
-        let mut frame = crate::scan_one(path)?;
+        crate::input::check_input_file(path)?;
+        let mut frame = crate::input::scan_one(path)?;
         let schema = frame.collect_schema().map_err(|error| {
             input_error(format!(
                 "{}: cannot read the columns: {error}",
@@ -128,7 +129,7 @@ impl PlateMap {
             )?,
         ];
         // Plate, well and compound are names: a CSV's `001` plate must not become the number 1.
-        let frame = crate::scan_one_with_text(
+        let frame = crate::input::scan_one_with_text(
             path,
             &[
                 sources[0].as_str(),

@@ -58,7 +58,7 @@ pub fn read_blocklist(path: Option<&Path>) -> anyhow::Result<Vec<String>> {
     let text = match path {
         None => DEFAULT_BLOCKLIST.to_string(),
         Some(path) => {
-            crate::check_input_file(path)?;
+            crate::input::check_input_file(path)?;
             let bytes = std::fs::read(path)
                 .map_err(|error| anyhow::Error::new(error).context(path.display().to_string()))?;
             String::from_utf8(bytes)
