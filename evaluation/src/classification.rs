@@ -19,8 +19,8 @@ use arrow_schema::{Field, Schema};
 use phenoflow_schemas::parquet_io::file_schema;
 use phenoflow_schemas::tables::METADATA_PREFIX;
 use phenoflow_schemas::{
-    concentration_key, text_values, InputError, ParquetTableReader, ParquetTableWriter, Provenance,
-    SchemaError, TableKind,
+    concentration_key, text_values, write_table_at_once, InputError, ParquetTableReader,
+    Provenance, SchemaError, TableKind,
 };
 
 use crate::seeded::seeded_permutation;
@@ -688,18 +688,7 @@ pub fn write_metrics(
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
         Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.3))),
     ];
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns).map_err(|source| SchemaError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let mut provenance = provenance.clone();
-    provenance.table = TableKind::Metrics;
-    let mut writer =
-        ParquetTableWriter::create(path, TableKind::Metrics, schema, &provenance, 65_536)?;
-    writer.write(&batch)?;
-    writer.finish()?;
-    Ok(())
+    write_table_at_once(path, TableKind::Metrics, schema, columns, provenance)
 }
 
 /// Writes a `class_predictions` table: the `Metadata_*` keys of the test rows, their true and
@@ -746,19 +735,13 @@ pub fn write_class_predictions(
     ];
     columns.extend(keys.columns().iter().cloned());
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)?;
-    let mut provenance = provenance.clone();
-    provenance.table = TableKind::ClassPredictions;
-    let mut writer = ParquetTableWriter::create(
+    write_table_at_once(
         path,
         TableKind::ClassPredictions,
         schema,
-        &provenance,
-        65_536,
-    )?;
-    writer.write(&batch)?;
-    writer.finish()?;
-    Ok(())
+        columns,
+        provenance,
+    )
 }
 
 /// One classifier's results as read back from its `metrics` table (for reports).

@@ -34,7 +34,8 @@ pub use keys::{
 pub use moa::MoaTable;
 pub use model_card::{ModelCard, ModelKind, Normalization};
 pub use parquet_io::{
-    read_provenance, read_table, ParallelTableWriter, ParquetTableReader, ParquetTableWriter,
+    read_provenance, read_table, write_table_at_once, ParallelTableWriter, ParquetTableReader,
+    ParquetTableWriter,
 };
 pub use provenance::{hash_file, hash_files, hash_params, Provenance};
 pub use tables::{ColumnSpec, ColumnType, TableKind};

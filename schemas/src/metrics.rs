@@ -10,7 +10,7 @@ use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
 use arrow_schema::Schema;
 
-use crate::{ParquetTableWriter, Provenance, SchemaError, TableKind};
+use crate::{Provenance, SchemaError, TableKind};
 
 /// (metric, protocol, scope, value, count) of a `metrics` table.
 pub type MetricRow = (String, String, String, f64, Option<i64>);
@@ -134,18 +134,7 @@ pub fn write_metrics_summary(
         )),
         Arc::new(Int64Array::from_iter(rows.iter().map(|row| row.count))),
     ];
-    let batch =
-        RecordBatch::try_new(schema.clone(), columns).map_err(|source| SchemaError::Arrow {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    let mut provenance = provenance.clone();
-    provenance.table = TableKind::MetricsSummary;
-    let mut writer =
-        ParquetTableWriter::create(path, TableKind::MetricsSummary, schema, &provenance, 65_536)?;
-    writer.write(&batch)?;
-    writer.finish()?;
-    Ok(())
+    crate::write_table_at_once(path, TableKind::MetricsSummary, schema, columns, provenance)
 }
 
 #[cfg(test)]

@@ -189,3 +189,25 @@ impl Drop for ParquetTableWriter {
         }
     }
 }
+
+/// Writes a table small enough for one batch (metrics, predictions, logs, profiles) in one go:
+/// `columns` under `schema`, recorded with `provenance` as a table of `kind`; validated and
+/// atomic like every write.
+pub fn write_table_at_once(
+    path: &Path,
+    kind: TableKind,
+    schema: SchemaRef,
+    columns: Vec<ArrayRef>,
+    provenance: &Provenance,
+) -> Result<(), SchemaError> {
+    let batch =
+        RecordBatch::try_new(schema.clone(), columns).map_err(|source| SchemaError::Arrow {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let mut provenance = provenance.clone();
+    provenance.table = kind;
+    let mut writer = ParquetTableWriter::create(path, kind, schema, &provenance, 65_536)?;
+    writer.write(&batch)?;
+    writer.finish().map(|_| ())
+}

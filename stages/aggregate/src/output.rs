@@ -3,9 +3,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float64Array, Int64Array, RecordBatch, StringArray};
+use arrow_array::{ArrayRef, Float64Array, Int64Array, StringArray};
 use arrow_schema::{DataType, Field, Schema};
-use phenoflow_schemas::{ParquetTableWriter, Provenance, TableKind};
+use phenoflow_schemas::{write_table_at_once, Provenance, TableKind};
 
 use crate::args::Cli;
 use crate::input_error;
@@ -44,13 +44,9 @@ pub(crate) fn write_table(
     fields.extend(feature_fields(feature_names));
     columns.extend(feature_arrays(feature_names, features));
     let schema = Arc::new(Schema::new(fields));
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let mut provenance = provenance.clone();
-    provenance.table = kind;
-    let mut writer = ParquetTableWriter::create(path, kind, schema, &provenance, 65_536)?;
-    writer.write(&batch)?;
-    writer.finish()?;
-    Ok(())
+    Ok(write_table_at_once(
+        path, kind, schema, columns, provenance,
+    )?)
 }
 
 pub(crate) fn string_array<T: AsRef<str>>(values: &[T]) -> ArrayRef {

@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, BooleanArray, Float32Array, Float64Array, Int64Array, StringArray,
 };
 use arrow_schema::{DataType, Schema};
 use phenoflow_schemas::{
-    hash_file, InputError, ParquetTableReader, ParquetTableWriter, Provenance, TableKind,
+    hash_file, write_table_at_once, InputError, ParquetTableReader, Provenance, TableKind,
 };
 
 use crate::args::{Cli, Command, Protocol};
@@ -363,12 +363,13 @@ fn write_predictions(
         )),
     ];
     let schema = Arc::new(Schema::new(TableKind::Predictions.required_fields(None)));
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let mut writer =
-        ParquetTableWriter::create(path, TableKind::Predictions, schema, provenance, 65_536)?;
-    writer.write(&batch)?;
-    writer.finish()?;
-    Ok(())
+    Ok(write_table_at_once(
+        path,
+        TableKind::Predictions,
+        schema,
+        columns,
+        provenance,
+    )?)
 }
 
 type MapResult<'a> = (f64, &'a BTreeMap<String, f64>, usize);
@@ -467,10 +468,11 @@ fn write_metrics(
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.3))),
         Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.4))),
     ];
-    let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let mut writer =
-        ParquetTableWriter::create(path, TableKind::Metrics, schema, provenance, 65_536)?;
-    writer.write(&batch)?;
-    writer.finish()?;
-    Ok(())
+    Ok(write_table_at_once(
+        path,
+        TableKind::Metrics,
+        schema,
+        columns,
+        provenance,
+    )?)
 }

@@ -20,15 +20,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use arrow_array::{Float64Array, Int32Array, RecordBatch, StringArray};
+use arrow_array::{Float64Array, Int32Array, StringArray};
 use arrow_schema::{DataType, Field, Schema};
 use indicatif::ProgressBar;
 use phenoflow_schemas::model_card::{
     Hyperparameters, TrainingData, MODEL_CARD_FORMAT, MODEL_CARD_VERSION,
 };
-use phenoflow_schemas::{
-    hash_files, ModelCard, Normalization, ParquetTableWriter, Provenance, TableKind,
-};
+use phenoflow_schemas::{hash_files, ModelCard, Normalization, Provenance, TableKind};
 use tch::{Device, Kind, Tensor};
 
 use crate::args::{
@@ -857,33 +855,27 @@ pub(crate) fn write_log(
     rows: &[LogRow],
     provenance: &Provenance,
 ) -> anyhow::Result<()> {
-    let batch = RecordBatch::try_new(
-        log_schema(),
-        vec![
-            Arc::new(Int32Array::from_iter_values(
-                rows.iter().map(|row| row.epoch),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|row| row.split.as_str()),
-            )),
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|row| row.term.as_str()),
-            )),
-            Arc::new(Float64Array::from_iter_values(
-                rows.iter().map(|row| row.value),
-            )),
-        ],
-    )?;
-    let mut writer = ParquetTableWriter::create(
+    let columns: Vec<arrow_array::ArrayRef> = vec![
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|row| row.epoch),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|row| row.split.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|row| row.term.as_str()),
+        )),
+        Arc::new(Float64Array::from_iter_values(
+            rows.iter().map(|row| row.value),
+        )),
+    ];
+    Ok(phenoflow_schemas::write_table_at_once(
         path,
         TableKind::TrainingLog,
         log_schema(),
+        columns,
         provenance,
-        65_536,
-    )?;
-    writer.write(&batch)?;
-    writer.finish()?;
-    Ok(())
+    )?)
 }
 
 /// Reads a training log written by [`write_log`] (to append to it when resuming).
