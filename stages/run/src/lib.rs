@@ -11,12 +11,11 @@
 pub mod args;
 pub mod emit;
 pub mod hashing;
+mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
@@ -25,7 +24,6 @@ use phenoflow_schemas::InputError;
 
 use crate::args::{Cli, Command as CliCommand, RunArgs};
 use crate::hashing::HashCache;
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 /// The hidden first argument under which pf-run runs a stage for itself (see [`exec_stage`]).
 pub const STAGE_WRAPPER: &str = "__stage";
@@ -392,16 +390,6 @@ fn reason_to_run(
     Ok((None, inputs))
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum State {
-    Pending,
-    Running,
-    Done,
-    UpToDate,
-    Failed,
-    Skipped,
-}
-
 fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     let overrides = args.overrides.overrides();
     let pipeline = Pipeline::read_overridden(&args.pipeline, &overrides)?;
@@ -412,7 +400,51 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from(".")),
     };
-    let stages = check_stages(&pipeline, &bin_dir)?;
+    let mut stages = check_stages(&pipeline, &bin_dir)?;
+    let (forced, considered) = selected_steps(args, &pipeline)?;
+
+    std::fs::create_dir_all(pipeline.state_dir())
+        .with_context(|| format!("creating {}", pipeline.state_dir().display()))?;
+    // The lock is held before anything is cleaned up or run.
+    let _lock = WorkdirLock::take(&pipeline.state_dir())?;
+    remove_stale_temporaries(&pipeline);
+    let mut cache = HashCache::load(&pipeline.hash_cache_path());
+    for stage in stages.values_mut() {
+        stage.binary_hash = cache
+            .hash(&stage.binary)
+            .with_context(|| format!("hashing {}", stage.binary.display()))?
+            .unwrap_or_default();
+    }
+    if args.dry_run {
+        return dry_run(&pipeline, &stages, &forced, &considered, &mut cache);
+    }
+    let recorded = serde_json::to_vec_pretty(&overrides)?;
+    phenoflow_schemas::atomic_write(&pipeline.overrides_path(), &recorded)
+        .with_context(|| format!("writing {}", pipeline.overrides_path().display()))?;
+    let started = Instant::now();
+    let plan = schedule::Plan {
+        pipeline: &pipeline,
+        stages: &stages,
+        forced: &forced,
+        considered: &considered,
+        jobs: args.jobs,
+    };
+    let n_ran = schedule::run(&plan, &mut cache)?;
+    eprintln!(
+        "pf-run: {} ran {n_ran} of {} steps in {:.1} s",
+        pipeline.header.name,
+        pipeline.steps.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// The steps `--force`, `--only` or `--from` force to run, and the steps considered at all
+/// (`--only` considers only its own).
+fn selected_steps(
+    args: &RunArgs,
+    pipeline: &Pipeline,
+) -> anyhow::Result<(BTreeSet<String>, BTreeSet<String>)> {
     let select = |name: &str| -> anyhow::Result<BTreeSet<String>> {
         let selected = pipeline.select(name);
         if selected.is_empty() {
@@ -422,18 +454,21 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
                 .map(|spec| spec.name.as_str())
                 .collect();
             return Err(bad(
-                &pipeline,
+                pipeline,
                 format!("no step named `{name}` (steps: {})", names.join(", ")),
             ));
         }
         Ok(selected)
     };
-    let forced: BTreeSet<String> = if args.force {
+    let every = || -> BTreeSet<String> {
         pipeline
             .steps
             .iter()
             .map(|step| step.name.clone())
             .collect()
+    };
+    let forced: BTreeSet<String> = if args.force {
+        every()
     } else if let Some(only) = &args.only {
         select(only)?
     } else if let Some(from) = &args.from {
@@ -441,293 +476,52 @@ fn run_pipeline(args: &RunArgs) -> anyhow::Result<()> {
     } else {
         BTreeSet::new()
     };
-    let considered: BTreeSet<String> = match &args.only {
+    let considered = match &args.only {
         Some(_) => forced.clone(),
-        None => pipeline
-            .steps
-            .iter()
-            .map(|step| step.name.clone())
-            .collect(),
+        None => every(),
     };
+    Ok((forced, considered))
+}
 
-    std::fs::create_dir_all(pipeline.state_dir())
-        .with_context(|| format!("creating {}", pipeline.state_dir().display()))?;
-    // The lock is held before anything is cleaned up or run.
-    let _lock = WorkdirLock::take(&pipeline.state_dir())?;
-    remove_stale_temporaries(&pipeline);
-    let mut cache = HashCache::load(&pipeline.hash_cache_path());
-    let mut stages = stages;
-    for stage in stages.values_mut() {
-        stage.binary_hash = cache
-            .hash(&stage.binary)
-            .with_context(|| format!("hashing {}", stage.binary.display()))?
-            .unwrap_or_default();
-    }
-    let stages = stages;
-    let mut states: BTreeMap<String, State> = pipeline
+/// `--dry-run`: what would run and why, without running or writing anything but the hash cache.
+fn dry_run(
+    pipeline: &Pipeline,
+    stages: &BTreeMap<String, StageInfo>,
+    forced: &BTreeSet<String>,
+    considered: &BTreeSet<String>,
+    cache: &mut HashCache,
+) -> anyhow::Result<()> {
+    let mut will_run: BTreeSet<String> = BTreeSet::new();
+    for step in pipeline
         .steps
         .iter()
-        .map(|step| {
-            let state = if considered.contains(&step.name) {
-                State::Pending
-            } else {
-                State::UpToDate
-            };
-            (step.name.clone(), state)
-        })
-        .collect();
-
-    if !args.dry_run {
-        let recorded = serde_json::to_vec_pretty(&overrides)?;
-        phenoflow_schemas::atomic_write(&pipeline.overrides_path(), &recorded)
-            .with_context(|| format!("writing {}", pipeline.overrides_path().display()))?;
-    }
-    if args.dry_run {
-        let mut will_run: BTreeSet<String> = BTreeSet::new();
-        for step in pipeline
-            .steps
-            .iter()
-            .filter(|step| considered.contains(&step.name))
-        {
-            let upstream = step
-                .dependencies()
-                .into_iter()
-                .find(|dependency| will_run.contains(dependency));
-            let reason = if forced.contains(&step.name) {
-                Some("forced".to_string())
-            } else if let Some(upstream) = upstream {
-                Some(format!("`{upstream}` runs before it"))
-            } else {
-                reason_to_run(&pipeline, step, &stages[&step.stage], &mut cache)?.0
-            };
-            match reason {
-                Some(reason) => {
-                    will_run.insert(step.name.clone());
-                    println!("would run   {:<16} because {reason}", step.name);
-                    println!(
-                        "            {} {}",
-                        step.stage,
-                        shell_words(&step.arguments())
-                    );
-                }
-                None => println!("up to date  {}", step.name),
-            }
-        }
-        cache.save().ok();
-        return Ok(());
-    }
-
-    let started = Instant::now();
-    let (sender, receiver) = mpsc::channel::<(String, anyhow::Result<f64>)>();
-    // SIGINT / SIGTERM / SIGHUP: pass it on to the running stages, wait for them, stop.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register(signal, interrupted.clone())
-            .context("installing the signal handlers")?;
-    }
-    let children: Arc<Mutex<BTreeMap<String, u32>>> = Arc::default();
-    // This very binary, even if a rebuild replaces the file while the pipeline runs.
-    let self_binary = if Path::new("/proc/self/exe").exists() {
-        PathBuf::from("/proc/self/exe")
-    } else {
-        std::env::current_exe().context("finding pf-run's own binary")?
-    };
-    let parent = std::process::id();
-    let mut signalled: BTreeSet<u32> = BTreeSet::new();
-    let mut interrupted_at: Option<Instant> = None;
-    let mut running = 0usize;
-    let mut n_ran = 0usize;
-    let mut input_hashes: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    loop {
-        // Start every step whose producers are finished, up to --jobs at a time.
-        let mut progressed = false;
-        for step in &pipeline.steps {
-            if running >= args.jobs || interrupted.load(Ordering::Relaxed) {
-                break;
-            }
-            if states[&step.name] != State::Pending {
-                continue;
-            }
-            let dependencies = step.dependencies();
-            if dependencies.iter().any(|dependency| {
-                matches!(states.get(dependency), Some(State::Failed | State::Skipped))
-            }) {
-                states.insert(step.name.clone(), State::Skipped);
-                eprintln!("pf-run: skip  {} (an upstream step failed)", step.name);
-                progressed = true;
-                continue;
-            }
-            if dependencies.iter().any(|dependency| {
-                matches!(
-                    states.get(dependency),
-                    Some(State::Pending | State::Running)
-                )
-            }) {
-                continue;
-            }
-            let (reason, inputs) = if forced.contains(&step.name) {
-                let (_, inputs) = reason_to_run(&pipeline, step, &stages[&step.stage], &mut cache)?;
-                (Some("forced".to_string()), inputs)
-            } else {
-                reason_to_run(&pipeline, step, &stages[&step.stage], &mut cache)?
-            };
-            progressed = true;
-            let Some(reason) = reason else {
-                states.insert(step.name.clone(), State::UpToDate);
-                eprintln!("pf-run: ok    {} (up to date)", step.name);
-                continue;
-            };
-            eprintln!("pf-run: run   {} ({reason})", step.name);
-            input_hashes.insert(step.name.clone(), inputs);
-            states.insert(step.name.clone(), State::Running);
-            running += 1;
-            for output in &step.outputs {
-                if let Some(parent) = output.path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .with_context(|| format!("creating {}", parent.display()))?;
-                }
-            }
-            let binary = stages[&step.stage].binary.clone();
-            let arguments = step.arguments();
-            let name = step.name.clone();
-            let sender = sender.clone();
-            let (children, self_binary) = (children.clone(), self_binary.clone());
-            // The stage runs under `pf-run __stage`, which asks the kernel to kill it when this
-            // thread (and so pf-run) dies, even by SIGKILL, and then becomes the stage.
-            std::thread::spawn(move || {
-                let step_started = Instant::now();
-                let result = Command::new(&self_binary)
-                    .arg(STAGE_WRAPPER)
-                    .arg(parent.to_string())
-                    .arg(&binary)
-                    .args(&arguments)
-                    .spawn()
-                    .map_err(|error| anyhow!("cannot start {}: {error}", binary.display()))
-                    .and_then(|mut child| {
-                        children
-                            .lock()
-                            .expect("children")
-                            .insert(name.clone(), child.id());
-                        let status = child.wait();
-                        children.lock().expect("children").remove(&name);
-                        let status = status.map_err(|error| {
-                            anyhow!("waiting for {}: {error}", binary.display())
-                        })?;
-                        if status.success() {
-                            Ok(step_started.elapsed().as_secs_f64())
-                        } else {
-                            Err(anyhow!("{} exited with {status}", binary.display()))
-                        }
-                    });
-                let _ = sender.send((name, result));
-            });
-        }
-        if running == 0 {
-            if progressed && !interrupted.load(Ordering::Relaxed) {
-                continue;
-            }
-            break;
-        }
-        let (name, result) = loop {
-            if interrupted.load(Ordering::Relaxed) {
-                // SIGTERM to every running stage (also one that started a moment ago), and
-                // SIGKILL to what still runs 10 s later.
-                let since = *interrupted_at.get_or_insert_with(Instant::now);
-                let kill = since.elapsed() > std::time::Duration::from_secs(10);
-                for (step, pid) in children.lock().expect("children").iter() {
-                    let Some(process) = rustix::process::Pid::from_raw(*pid as i32) else {
-                        continue;
-                    };
-                    if kill {
-                        let _ =
-                            rustix::process::kill_process(process, rustix::process::Signal::KILL);
-                    } else if signalled.insert(*pid) {
-                        eprintln!("pf-run: interrupted: stopping {step} (pid {pid})");
-                        let _ =
-                            rustix::process::kill_process(process, rustix::process::Signal::TERM);
-                    }
-                }
-            }
-            match receiver.recv_timeout(std::time::Duration::from_millis(100)) {
-                Ok(report) => break report,
-                Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(mpsc::RecvTimeoutError::Disconnected) => unreachable!("a running step reports"),
-            }
+        .filter(|step| considered.contains(&step.name))
+    {
+        let upstream = step
+            .dependencies()
+            .into_iter()
+            .find(|dependency| will_run.contains(dependency));
+        let reason = if forced.contains(&step.name) {
+            Some("forced".to_string())
+        } else if let Some(upstream) = upstream {
+            Some(format!("`{upstream}` runs before it"))
+        } else {
+            reason_to_run(pipeline, step, &stages[&step.stage], cache)?.0
         };
-        running -= 1;
-        let step = pipeline.step(&name).expect("a known step");
-        match result {
-            Ok(seconds) => {
-                let mut outputs = BTreeMap::new();
-                for output in &step.outputs {
-                    let hash = cache.hash(&output.path)?.ok_or_else(|| {
-                        anyhow!(
-                            "step `{name}` succeeded but did not write {}",
-                            output.path.display()
-                        )
-                    })?;
-                    outputs.insert(output.path.display().to_string(), hash);
-                }
-                let manifest = StepRecord {
-                    step: name.clone(),
-                    stage: step.stage.clone(),
-                    stage_version: stages[&step.stage].version.clone(),
-                    binary_hash: stages[&step.stage].binary_hash.clone(),
-                    definition_hash: phenoflow_schemas::hash_params(&step.definition()),
-                    inputs: input_hashes.remove(&name).unwrap_or_default(),
-                    outputs,
-                    seconds: Some(seconds),
-                };
-                let text = serde_json::to_string_pretty(&manifest).expect("a manifest serialises");
-                let record = pipeline.record_path(step);
-                phenoflow_schemas::atomic_write(&record, text.as_bytes())
-                    .with_context(|| format!("recording step `{name}` in {}", record.display()))?;
-                cache.save().ok();
-                eprintln!("pf-run: done  {name} in {seconds:.1} s");
-                states.insert(name, State::Done);
-                n_ran += 1;
-            }
-            Err(error) => {
-                eprintln!(
-                    "pf-run: FAIL  {name}: {}",
-                    phenoflow_schemas::chain_message(error.chain())
+        match reason {
+            Some(reason) => {
+                will_run.insert(step.name.clone());
+                println!("would run   {:<16} because {reason}", step.name);
+                println!(
+                    "            {} {}",
+                    step.stage,
+                    shell_words(&step.arguments())
                 );
-                states.insert(name, State::Failed);
             }
+            None => println!("up to date  {}", step.name),
         }
     }
     cache.save().ok();
-    if interrupted.load(Ordering::Relaxed) {
-        return Err(anyhow!(
-            "interrupted: the running steps were stopped; the finished steps' outputs are intact and the rest runs next time"
-        ));
-    }
-    let failed: Vec<&String> = states
-        .iter()
-        .filter(|(_, state)| **state == State::Failed)
-        .map(|(name, _)| name)
-        .collect();
-    let skipped = states
-        .values()
-        .filter(|state| **state == State::Skipped)
-        .count();
-    if !failed.is_empty() {
-        return Err(anyhow!(
-            "{} step(s) failed ({}), {skipped} skipped; the outputs of the other steps are intact",
-            failed.len(),
-            failed
-                .iter()
-                .map(|name| name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
-    }
-    eprintln!(
-        "pf-run: {} ran {n_ran} of {} steps in {:.1} s",
-        pipeline.header.name,
-        pipeline.steps.len(),
-        started.elapsed().as_secs_f64()
-    );
     Ok(())
 }
 

@@ -21,9 +21,10 @@ use crate::args::{
 use crate::classifier::{Architecture, Classifier, MIN_SIDE};
 use crate::data::{derive_seed, CellData};
 use crate::error::TrainError;
+use crate::log::{write_log, LogRow};
 use crate::{
-    check_finite, checkpoint, describe, place_pixels, progress_bar, start_epoch, write_log, LogRow,
-    CHECKPOINT_FILE, INIT_STREAM, STAGE, TRAINING_LOG_FILE,
+    check_finite, checkpoint, describe, place_pixels, progress_bar, start_epoch, CHECKPOINT_FILE,
+    INIT_STREAM, STAGE, TRAINING_LOG_FILE,
 };
 
 pub const CLASSIFIER_CARD_FILE: &str = "classifier.json";
