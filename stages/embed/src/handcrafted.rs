@@ -84,16 +84,16 @@ pub fn run(cli: &Cli, keep: Option<BTreeSet<String>>) -> anyhow::Result<()> {
     let hasher = std::thread::spawn(move || hash_file(&cells_path));
     let reader = ParquetTableReader::open(&cli.cells, TableKind::Cells, cli.batch_size, None)?;
     let schema = reader.schema().clone();
-    let shape = crate::pixel_shape(&schema, &cli.cells)?;
+    let shape = crate::output::pixel_shape(&schema, &cli.cells)?;
     let (channels, height, width) = (shape.channels, shape.height, shape.width);
-    let metadata_columns = crate::metadata_indices(&schema);
+    let metadata_columns = crate::output::metadata_indices(&schema);
     let names: Vec<String> = FEATURES
         .iter()
         .flat_map(|feature| {
             (0..channels).map(move |c| format!("Cells_Handcrafted_{feature}_ch{c}"))
         })
         .collect();
-    let output_schema = crate::output_schema(&schema, &metadata_columns, &names);
+    let output_schema = crate::output::output_schema(&schema, &metadata_columns, &names);
     let params = HandcraftedParams {
         features: "handcrafted",
         per_channel: &FEATURES,
@@ -111,13 +111,13 @@ pub fn run(cli: &Cli, keep: Option<BTreeSet<String>>) -> anyhow::Result<()> {
         .insert(cli.cells.display().to_string(), hash);
     let total = reader.n_rows();
     let (mut writer, progress) =
-        crate::start_output(cli, output_schema.clone(), &provenance, total, "features")?;
+        crate::output::start_output(cli, output_schema.clone(), &provenance, total, "features")?;
     let n_features = names.len();
     let mut n_cells = 0usize;
     for batch in reader {
         let batch: RecordBatch = batch?;
         progress.inc(batch.num_rows() as u64);
-        let batch = crate::keep_plates(batch, keep.as_ref())?;
+        let batch = crate::output::keep_plates(batch, keep.as_ref())?;
         let n_rows = batch.num_rows();
         if n_rows == 0 {
             continue;

@@ -6,201 +6,38 @@
 pub mod args;
 pub mod handcrafted;
 
+mod encoder;
+mod output;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{anyhow, Context};
 use arrow_array::cast::AsArray;
-use arrow_array::{ArrayRef, BooleanArray, Float32Array, RecordBatch};
-use arrow_schema::{DataType, Field, Schema, SchemaRef};
-use indicatif::ProgressBar;
-use ort::session::Session;
+use arrow_array::{ArrayRef, RecordBatch};
 use ort::value::TensorRef;
-use phenoflow_schemas::model_card::onnx_metadata;
-use phenoflow_schemas::tables::METADATA_PREFIX;
 use phenoflow_schemas::{
     hash_file, parse_shard, shard_plates, CellPixels, InputError, ModelCard, ParquetTableReader,
-    ParquetTableWriter, Provenance, TableKind,
+    Provenance, TableKind,
 };
 use rayon::prelude::*;
 
-use crate::args::{Cli, DeviceArg, ProfileArg};
+use crate::args::Cli;
+use crate::encoder::{open_encoder, profile_gate, Encoder, Gate};
+use crate::output::{columns_of, keep_plates, start_output, OutputLayout};
 
 pub(crate) const STAGE: &str = "pf-embed";
 /// The sparse encoders' output with E[s] (pf-export's `SPIKE_MEAN_OUTPUT`).
-const SPIKE_MEAN: &str = "spike_mean";
+pub(crate) const SPIKE_MEAN: &str = "spike_mean";
 /// Batches decoded ahead of the one being embedded.
 const PREFETCH: usize = 2;
-
-/// An encoder session and the model card it carries.
-pub struct Encoder {
-    pub session: Session,
-    pub card: ModelCard,
-    pub execution_provider: &'static str,
-}
-
-impl std::fmt::Debug for Encoder {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            formatter,
-            "Encoder({}, {})",
-            self.card.model.name(),
-            self.execution_provider
-        )
-    }
-}
-
-/// Opens an encoder, on CUDA when asked for or available (falling back to the CPU with a
-/// message), and reads its model card; errors name the file.
-pub fn open_encoder(
-    environment: &phenoflow_onnx::Environment,
-    path: &Path,
-    device: DeviceArg,
-    threads: usize,
-) -> anyhow::Result<Encoder> {
-    let build = |cuda: bool| {
-        phenoflow_onnx::open(
-            environment,
-            path,
-            "encoder",
-            phenoflow_onnx::SessionOptions { threads, cuda },
-        )
-    };
-    // Before a CUDA session is tried: a missing file is named as such, not as a CUDA failure.
-    if !path.exists() {
-        return Err(InputError(format!("{}: no such encoder file", path.display())).into());
-    }
-    let cuda_built = phenoflow_onnx::cuda_built();
-    let (session, execution_provider) = match device {
-        DeviceArg::Cpu => (build(false)?, "CPU"),
-        DeviceArg::Cuda if !cuda_built => {
-            return Err(anyhow!(
-                "--device cuda: this ONNX Runtime ({}) has no CUDA execution provider; install onnxruntime-gpu",
-                phenoflow_onnx::dylib_path().unwrap_or_default().display()
-            ))
-        }
-        DeviceArg::Cuda => (build(true)?, "CUDA"),
-        DeviceArg::Auto if cuda_built => match build(true) {
-            Ok(session) => (session, "CUDA"),
-            Err(error) => {
-                eprintln!("pf-embed: CUDA execution provider unavailable ({error:#}); running on the CPU");
-                (build(false)?, "CPU")
-            }
-        },
-        DeviceArg::Auto => (build(false)?, "CPU"),
-    };
-    let metadata = session
-        .metadata()
-        .map_err(|error| anyhow!("{}: {error}", path.display()))?;
-    let card_json = metadata.custom(onnx_metadata::MODEL_CARD).ok_or_else(|| {
-        InputError(format!(
-            "{}: not a phenoflow encoder (no `{}` in its metadata; export it with pf-export)",
-            path.display(),
-            onnx_metadata::MODEL_CARD
-        ))
-    })?;
-    let role = metadata.custom(onnx_metadata::ROLE).unwrap_or_default();
-    if role != onnx_metadata::ENCODER {
-        return Err(InputError(format!(
-            "{}: this is the {role}, not the encoder",
-            path.display()
-        ))
-        .into());
-    }
-    let card = ModelCard::from_json(&card_json, path)?;
-    drop(metadata);
-    Ok(Encoder {
-        session,
-        card,
-        execution_provider,
-    })
-}
 
 /// One decoded, filtered and normalised batch.
 struct Prepared {
     metadata: RecordBatch,
     inputs: Vec<f32>,
-}
-
-/// The `Metadata_*` columns of the cells table, in its order.
-pub(crate) fn metadata_indices(schema: &Schema) -> Vec<usize> {
-    schema
-        .fields()
-        .iter()
-        .enumerate()
-        .filter(|(_, field)| field.name().starts_with(METADATA_PREFIX))
-        .map(|(index, _)| index)
-        .collect()
-}
-
-/// The rows of `batch` whose `Metadata_Plate` is in `plates` (every row when `None`).
-pub(crate) fn keep_plates(
-    batch: RecordBatch,
-    plates: Option<&BTreeSet<String>>,
-) -> anyhow::Result<RecordBatch> {
-    let Some(plates) = plates else {
-        return Ok(batch);
-    };
-    let column = batch
-        .column_by_name(phenoflow_schemas::columns::PLATE)
-        .expect("validated");
-    let mask: BooleanArray = column
-        .as_string::<i32>()
-        .iter()
-        .map(|plate| Some(plate.is_some_and(|plate| plates.contains(plate))))
-        .collect();
-    Ok(arrow_select::filter::filter_record_batch(&batch, &mask)?)
-}
-
-/// The output table's schema: the input's `Metadata_*` fields, then float32 features.
-pub(crate) fn output_schema(
-    schema: &Schema,
-    metadata_columns: &[usize],
-    feature_names: &[String],
-) -> SchemaRef {
-    let mut fields: Vec<Field> = metadata_columns
-        .iter()
-        .map(|&index| schema.field(index).clone())
-        .collect();
-    fields.extend(
-        feature_names
-            .iter()
-            .map(|name| Field::new(name, DataType::Float32, false)),
-    );
-    Arc::new(Schema::new(fields))
-}
-
-/// The embeddings writer and a progress bar over `total` cells (hidden with --no-progress).
-pub(crate) fn start_output(
-    cli: &Cli,
-    schema: SchemaRef,
-    provenance: &Provenance,
-    total: usize,
-    what: &str,
-) -> anyhow::Result<(ParquetTableWriter, ProgressBar)> {
-    let writer = ParquetTableWriter::create(
-        &cli.output,
-        TableKind::Embeddings,
-        schema,
-        provenance,
-        65_536,
-    )?;
-    let progress = phenoflow_kit::progress_bar(total, what, "cells", cli.progress.no_progress);
-    Ok((writer, progress))
-}
-
-/// The `[C, H, W]` of one cell of a cells table, from its pixel column.
-pub(crate) fn pixel_shape(
-    schema: &Schema,
-    path: &Path,
-) -> anyhow::Result<phenoflow_schemas::TensorShape> {
-    let field = schema
-        .field_with_name(phenoflow_schemas::PIXELS_COLUMN)
-        .map_err(|_| InputError(format!("{}: no pixel column", path.display())))?;
-    Ok(phenoflow_schemas::TensorShape::from_field(field, path)?)
 }
 
 /// The plates of a cells table, sorted.
@@ -267,25 +104,6 @@ fn spawn_reader(
         }
     });
     receiver
-}
-
-/// Feature column names: `<prefix>_<Model>_<kind>000`…
-fn column_names(prefix: &str, model: &str, kind: &str, latent_dim: usize) -> Vec<String> {
-    let width = latent_dim.saturating_sub(1).to_string().len().max(3);
-    (0..latent_dim)
-        .map(|dim| format!("{prefix}_{model}_{kind}{dim:0width$}"))
-        .collect()
-}
-
-/// Splits a row-major `[n, L]` block into L float columns.
-fn columns_of(values: &[f32], n_rows: usize, latent_dim: usize) -> Vec<ArrayRef> {
-    (0..latent_dim)
-        .map(|dim| {
-            Arc::new(Float32Array::from_iter_values(
-                (0..n_rows).map(|row| values[row * latent_dim + dim]),
-            )) as ArrayRef
-        })
-        .collect()
 }
 
 /// The plates to keep: `--plate`, then `--shard` over the sorted plates (`None`: every cell).
@@ -431,108 +249,6 @@ struct Params {
     with_gamma: bool,
     plates: Option<Vec<String>>,
     normalization: phenoflow_schemas::Normalization,
-}
-
-/// What the profile μ is multiplied by: nothing, E[s] (`spike_mean`) or γ.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Gate {
-    None,
-    SpikeMean,
-    Gamma,
-}
-
-impl Gate {
-    fn name(self) -> &'static str {
-        match self {
-            Gate::None => "mu",
-            Gate::SpikeMean => "mu-spike-mean",
-            Gate::Gamma => "mu-gamma",
-        }
-    }
-
-    /// The encoder output the profile is multiplied by.
-    fn output(self) -> Option<&'static str> {
-        match self {
-            Gate::None => None,
-            Gate::SpikeMean => Some(SPIKE_MEAN),
-            Gate::Gamma => Some("gamma"),
-        }
-    }
-}
-
-/// `--profile` (and `--with-gamma`) against the model: sparse models' profiles are μ·E[s] by
-/// default; a gate a dense model has not is an error.
-fn profile_gate(cli: &Cli, card: &ModelCard) -> anyhow::Result<Gate> {
-    let gate = match cli.profile {
-        ProfileArg::Auto if card.model.is_sparse() => Gate::SpikeMean,
-        ProfileArg::Auto | ProfileArg::Mu => Gate::None,
-        ProfileArg::MuSpikeMean | ProfileArg::MuGamma if !card.model.is_sparse() => {
-            return Err(InputError(format!(
-                "--profile {}: {} is not a sparse model (it has no spike selector)",
-                if cli.profile == ProfileArg::MuGamma {
-                    "mu-gamma"
-                } else {
-                    "mu-spike-mean"
-                },
-                card.model.name()
-            ))
-            .into())
-        }
-        ProfileArg::MuSpikeMean => Gate::SpikeMean,
-        ProfileArg::MuGamma => Gate::Gamma,
-    };
-    if cli.with_gamma && !card.model.is_sparse() {
-        return Err(InputError(format!("--with-gamma: {} has no gamma", card.model.name())).into());
-    }
-    Ok(gate)
-}
-
-/// The output table's columns: the cells' metadata, then the profile (and log σ, γ when asked).
-struct OutputLayout {
-    metadata_columns: Vec<usize>,
-    schema: SchemaRef,
-}
-
-impl OutputLayout {
-    /// Checks the cells fit the encoder (C, H, W) and names the output's columns.
-    fn of(cli: &Cli, schema: &SchemaRef, card: &ModelCard, encoder: &Path) -> anyhow::Result<Self> {
-        let shape = pixel_shape(schema, &cli.cells)?;
-        let cells_shape = [
-            shape.channels as i64,
-            shape.height as i64,
-            shape.width as i64,
-        ];
-        if cells_shape != card.input_shape {
-            return Err(InputError(format!(
-                "{}: cells are {:?} (C, H, W) but the encoder {} takes {:?}",
-                cli.cells.display(),
-                cells_shape,
-                encoder.display(),
-                card.input_shape
-            ))
-            .into());
-        }
-        let latent_dim = card.hyperparameters.latent_dim as usize;
-        let model_name = card.model.display_name();
-        let metadata_columns = metadata_indices(schema);
-        let mut feature_names = column_names("Cells", model_name, "z", latent_dim);
-        if cli.with_log_sigma {
-            feature_names.extend(column_names(
-                "Posterior",
-                model_name,
-                "logsigma",
-                latent_dim,
-            ));
-        }
-        if cli.with_gamma {
-            feature_names.extend(column_names("Posterior", model_name, "gamma", latent_dim));
-        }
-        let schema = output_schema(schema, &metadata_columns, &feature_names);
-        Ok(Self {
-            metadata_columns,
-            schema,
-        })
-    }
 }
 
 /// One batch of cells through the encoder: the output columns (metadata, profile, log σ, γ);
