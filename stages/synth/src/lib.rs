@@ -13,18 +13,16 @@ pub mod phenotype;
 pub mod render;
 pub mod rng;
 
+mod output;
+mod truth;
+
 use std::collections::BTreeMap;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use indicatif::ProgressBar;
-use rayon::prelude::*;
 
 use crate::args::Cli;
-use crate::layout::{
-    concentration_key, select_fields, Field, Selection, IMAGE_TABLE_HEADER, MOA_TABLE,
-};
+use crate::layout::{concentration_key, select_fields, Field, Selection};
+use crate::output::{partial_path, render_fields, replace_folder, write_cpjump1, write_tables};
 use crate::phenotype::{draw_cell_look, Acquisition, CompoundEffect, Look, MOAS, P};
 use crate::render::{acquire, draw_cell, place_cells, Canvas};
 use crate::rng::Rng;
@@ -111,73 +109,6 @@ pub fn render_field_with_truth(
     (acquire(canvas, &mut rng, &acquisition), cells)
 }
 
-/// The header of `ground_truth_cells.csv`.
-pub fn ground_truth_cells_header() -> String {
-    let mut header = String::from(
-        "Metadata_Plate,Metadata_Well,Metadata_Site,Metadata_Compound,Metadata_Concentration,\
-         Metadata_MoA,Metadata_Batch,Metadata_CellNumber,Metadata_Location_Center_X,\
-         Metadata_Location_Center_Y",
-    );
-    for name in phenotype::PARAM_NAMES {
-        header.push_str(",Cells_Truth_");
-        header.push_str(name);
-    }
-    header
-}
-
-/// The rows of `ground_truth_cells.csv` for one field's drawn cells.
-pub fn ground_truth_rows(field: &Field, cells: &[DrawnCell]) -> String {
-    let well = &field.well;
-    let mut rows = String::with_capacity(cells.len() * 320);
-    for (number, ((x, y), look)) in cells.iter().enumerate() {
-        rows.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{x},{y}",
-            layout::csv_field(&well.plate),
-            layout::csv_field(&well.well),
-            field.site,
-            layout::csv_field(&well.compound),
-            well.concentration,
-            layout::csv_field(well.moa.as_deref().unwrap_or("")),
-            layout::csv_field(well.week()),
-            number + 1,
-        ));
-        for value in look {
-            rows.push_str(&format!(",{value}"));
-        }
-        rows.push('\n');
-    }
-    rows
-}
-
-/// `ground_truth_treatments.csv`: every treatment of the screen with its compound's MoA (as
-/// drawn), strength and EC50, and the response at its concentration.
-pub fn ground_truth_treatments(
-    fields: &[Field],
-    effects: &BTreeMap<String, CompoundEffect>,
-) -> String {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut table = String::from(
-        "Metadata_Compound,Metadata_Concentration,Metadata_MoA,Truth_Strength,Truth_EC50_uM,Truth_Response\n",
-    );
-    for field in fields {
-        let well = &field.well;
-        if !seen.insert((well.compound.clone(), concentration_key(well.concentration))) {
-            continue;
-        }
-        let effect = &effects[&well.compound];
-        table.push_str(&format!(
-            "{},{},{},{},{},{}\n",
-            layout::csv_field(&well.compound),
-            well.concentration,
-            layout::csv_field(well.moa.as_deref().unwrap_or("")),
-            effect.strength,
-            effect.ec50_um,
-            effect.response(well.concentration),
-        ));
-    }
-    table
-}
-
 /// Draws one field's cells as fluorescence (before the camera), with the field's random stream
 /// and acquisition settings.
 pub fn draw_field(
@@ -222,52 +153,10 @@ fn draw_field_recording(
     (canvas, rng, acquisition)
 }
 
-fn write_tiff(path: &Path, width: usize, height: usize, pixels: &[u16]) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut encoder = tiff::encoder::TiffEncoder::new(BufWriter::new(file))
-        .with_context(|| format!("writing {}", path.display()))?;
-    encoder
-        .write_image::<tiff::encoder::colortype::Gray16>(width as u32, height as u32, pixels)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
-
 /// The per-cell ground truth pf-synth writes beside the image table.
 pub const GROUND_TRUTH_CELLS: &str = "ground_truth_cells.csv";
 /// The per-treatment ground truth.
 pub const GROUND_TRUTH_TREATMENTS: &str = "ground_truth_treatments.csv";
-
-/// Renders one field, writes its three TIFFs under `partial`, and returns its ground-truth rows.
-fn render_and_write(
-    settings: &args::Settings,
-    partial: &Path,
-    effects: &BTreeMap<String, CompoundEffect>,
-    field: &Field,
-    progress: &ProgressBar,
-) -> anyhow::Result<String> {
-    let (images, cells) = render_field_with_truth(
-        settings.seed,
-        field,
-        &effects[&field.well.compound],
-        settings.size,
-    );
-    for (file_name, pixels) in field
-        .file_names
-        .iter()
-        .zip([&images[0], &images[2], &images[1]])
-    {
-        // File order is DAPI (w1), tubulin (w2), actin (w4); images are DNA, actin, tubulin.
-        write_tiff(
-            &partial.join(field.folder()).join(file_name),
-            settings.size.width,
-            settings.size.height,
-            pixels,
-        )?;
-    }
-    progress.inc(1);
-    Ok(ground_truth_rows(field, &cells))
-}
 
 /// Runs the stage: the panel and/or a screen (BBBC021-like, or the CPJUMP1-like design), written
 /// into a partial folder and renamed into place.
@@ -333,185 +222,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         output.display(),
         started.elapsed().as_secs_f64()
     );
-    Ok(())
-}
-
-/// Every field's images into the partial folder (rayon over fields) and every drawn cell's
-/// ground truth, in field order; a failure removes the partial folder.
-fn render_fields(
-    settings: &args::Settings,
-    partial: &Path,
-    effects: &BTreeMap<String, CompoundEffect>,
-    fields: &[Field],
-) -> anyhow::Result<()> {
-    let progress = progress_bar(settings, fields.len());
-    let truth_path = partial.join(GROUND_TRUTH_CELLS);
-    let mut truth = BufWriter::new(
-        std::fs::File::create(&truth_path)
-            .with_context(|| format!("creating {}", truth_path.display()))?,
-    );
-    writeln!(truth, "{}", ground_truth_cells_header())?;
-    // In chunks, so the ground truth is written in field order without holding all of it.
-    let result = fields
-        .chunks(256)
-        .try_for_each(|chunk| -> anyhow::Result<()> {
-            let rows = chunk
-                .par_iter()
-                .map(|field| render_and_write(settings, partial, effects, field, &progress))
-                .collect::<anyhow::Result<Vec<String>>>()?;
-            for row in rows {
-                truth.write_all(row.as_bytes())?;
-            }
-            Ok(())
-        });
-    let result = result.and_then(|()| truth.flush().map_err(anyhow::Error::from));
-    drop(truth);
-    progress.finish_and_clear();
-    if let Err(error) = result {
-        let _ = std::fs::remove_dir_all(partial);
-        return Err(error);
-    }
-    Ok(())
-}
-
-/// The tables beside the images: the ground truth per treatment, the image and MoA tables in
-/// the published layout, and pf-synth.json (the settings and the number of fields).
-fn write_tables(
-    settings: &args::Settings,
-    partial: &Path,
-    effects: &BTreeMap<String, CompoundEffect>,
-    fields: &[Field],
-) -> anyhow::Result<()> {
-    std::fs::write(
-        partial.join(GROUND_TRUTH_TREATMENTS),
-        ground_truth_treatments(fields, effects),
-    )?;
-    let mut table = String::with_capacity(fields.len() * 300);
-    table.push_str(IMAGE_TABLE_HEADER);
-    for field in fields {
-        table.push('\n');
-        table.push_str(&layout::image_table_row(field));
-    }
-    table.push('\n');
-    std::fs::write(partial.join("BBBC021_v1_image.csv"), table)?;
-    std::fs::write(partial.join("BBBC021_v1_moa.csv"), MOA_TABLE)?;
-    let mut params = BufWriter::new(std::fs::File::create(partial.join("pf-synth.json"))?);
-    writeln!(
-        params,
-        "{}",
-        serde_json::json!({
-            "stage": "pf-synth",
-            "stage_version": env!("CARGO_PKG_VERSION"),
-            "seed": settings.seed,
-            "annotated_only": settings.selection.annotated_only,
-            "weeks": settings.selection.weeks,
-            "replicates": settings.selection.max_replicate,
-            "dmso_wells_per_plate": settings.selection.dmso_wells_per_plate,
-            "sites": settings.selection.sites,
-            "field_width": settings.size.width,
-            "field_height": settings.size.height,
-            "cells_per_field": settings.size.mean_cells,
-            "n_fields": fields.len(),
-        })
-    )?;
-    params.flush()?;
-    drop(params);
-    Ok(())
-}
-
-fn progress_bar(settings: &args::Settings, n_fields: usize) -> ProgressBar {
-    phenoflow_kit::progress_bar(n_fields, "rendering", "fields", settings.no_progress)
-}
-
-/// `--preset cpjump1`: the CPJUMP1-like screen, written and renamed into place like the other.
-fn write_cpjump1(
-    settings: &args::Settings,
-    design: &cpjump1::Design,
-    output: &Path,
-    started: std::time::Instant,
-) -> anyhow::Result<()> {
-    let partial = partial_path(output);
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial)
-            .with_context(|| format!("removing {}", partial.display()))?;
-    }
-    std::fs::create_dir_all(&partial).with_context(|| format!("creating {}", partial.display()))?;
-    let progress = progress_bar(settings, 0);
-    let result = cpjump1::write(&partial, settings.seed, design, settings.size, &progress);
-    progress.finish_and_clear();
-    let fields = match result {
-        Ok(fields) => fields,
-        Err(error) => {
-            let _ = std::fs::remove_dir_all(&partial);
-            return Err(error);
-        }
-    };
-    std::fs::write(
-        partial.join("pf-synth.json"),
-        serde_json::json!({
-            "stage": "pf-synth",
-            "stage_version": env!("CARGO_PKG_VERSION"),
-            "preset": "cpjump1",
-            "seed": settings.seed,
-            "compounds": design.n_compounds,
-            "plates": design.n_plates,
-            "dmso_wells_per_plate": design.dmso_wells_per_plate,
-            "sites": design.sites,
-            "channels": cpjump1::CHANNELS,
-            "field_width": settings.size.width,
-            "field_height": settings.size.height,
-            "cells_per_field": settings.size.mean_cells,
-            "n_fields": fields.len(),
-        })
-        .to_string()
-            + "\n",
-    )?;
-    replace_folder(&partial, output)?;
-    eprintln!(
-        "pf-synth: wrote a CPJUMP1-like screen of {} fields ({} compounds + DMSO, {} plates, 5 channels) of {}x{} to {} in {:.1} s",
-        fields.len(),
-        design.n_compounds,
-        design.n_plates,
-        settings.size.width,
-        settings.size.height,
-        output.display(),
-        started.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-fn partial_path(output: &Path) -> PathBuf {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "screen".into());
-    output.with_file_name(format!(".{name}.partial"))
-}
-
-/// Puts the finished folder in place of `output` (removing an old one only once the new one is
-/// complete).
-fn replace_folder(partial: &Path, output: &Path) -> anyhow::Result<()> {
-    if output.exists() {
-        let old = output.with_file_name(format!(
-            ".{}.old",
-            output
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        let _ = std::fs::remove_dir_all(&old);
-        std::fs::rename(output, &old)
-            .with_context(|| format!("moving the old {} aside", output.display()))?;
-        std::fs::rename(partial, output)
-            .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
-        std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
-    } else {
-        if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::rename(partial, output)
-            .with_context(|| format!("renaming {} to {}", partial.display(), output.display()))?;
-    }
     Ok(())
 }
 
