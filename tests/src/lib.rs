@@ -156,3 +156,80 @@ pub fn temp_files(folder: &Path) -> Vec<PathBuf> {
         })
         .unwrap_or_default()
 }
+
+/// A stage's command line, built flag by flag instead of as a list of strings:
+/// `Call::stage("pf-train").command("generative").path("--cells", &cells).flag("--epochs", 2)
+/// .switch("--no-progress").run()`.
+#[derive(Debug, Clone)]
+pub struct Call {
+    program: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    folder: Option<PathBuf>,
+}
+
+impl Call {
+    /// One of the project's stage binaries.
+    pub fn stage(name: &str) -> Self {
+        Self {
+            program: stage(name),
+            args: Vec::new(),
+            folder: None,
+        }
+    }
+
+    /// A subcommand (or any positional argument).
+    pub fn command(mut self, command: &str) -> Self {
+        self.args.push(command.into());
+        self
+    }
+
+    /// `--name value`.
+    pub fn flag(mut self, name: &str, value: impl std::fmt::Display) -> Self {
+        self.args.push(name.into());
+        self.args.push(value.to_string().into());
+        self
+    }
+
+    /// `--name path`.
+    pub fn path(mut self, name: &str, path: impl AsRef<Path>) -> Self {
+        self.args.push(name.into());
+        self.args.push(path.as_ref().as_os_str().to_os_string());
+        self
+    }
+
+    /// `--name path` once per path (`--cells a --cells b`).
+    pub fn paths<P: AsRef<Path>>(mut self, name: &str, paths: impl IntoIterator<Item = P>) -> Self {
+        for path in paths {
+            self = self.path(name, path);
+        }
+        self
+    }
+
+    /// A flag without a value.
+    pub fn switch(mut self, name: &str) -> Self {
+        self.args.push(name.into());
+        self
+    }
+
+    /// More arguments as they are.
+    pub fn args<S: AsRef<std::ffi::OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args
+            .extend(args.into_iter().map(|arg| arg.as_ref().to_os_string()));
+        self
+    }
+
+    /// Runs in `folder` instead of the current one.
+    pub fn within(mut self, folder: &Path) -> Self {
+        self.folder = Some(folder.to_path_buf());
+        self
+    }
+
+    /// Runs it and collects its output.
+    pub fn run(&self) -> Outcome {
+        run_in(
+            self.folder.as_deref().unwrap_or(Path::new(".")),
+            &self.program,
+            &self.args,
+        )
+    }
+}

@@ -22,7 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use phenoflow_e2e::{arg, pf_run, python, run, run_in, run_python, shared_data, stage, Outcome};
+use phenoflow_e2e::{
+    arg, pf_run, python, run, run_in, run_python, shared_data, stage, Call, Outcome,
+};
 
 fn nothing_left(folder: &Path, prefix: &str) {
     let left: Vec<_> = std::fs::read_dir(folder)
@@ -477,17 +479,12 @@ fn rewrite_metadata(root: &Path, edit: impl Fn(&str) -> String) {
 }
 
 fn preprocess_singlecell(root: &Path, output: &Path) -> Outcome {
-    run(
-        &stage("pf-preprocess"),
-        &[
-            "singlecell",
-            "--root",
-            &arg(root),
-            "--output",
-            &arg(output),
-            "--no-progress",
-        ],
-    )
+    Call::stage("pf-preprocess")
+        .command("singlecell")
+        .path("--root", root)
+        .path("--output", output)
+        .switch("--no-progress")
+        .run()
 }
 
 #[test]
@@ -691,19 +688,13 @@ fn text_columns_as_pandas_or_polars_write_them_are_read_not_a_panic() {
     let cells = temp.path().join("cells.parquet");
     preprocess_singlecell(&root, &cells).assert_success();
     let embed = |input: &Path, output: &Path| {
-        run(
-            &stage("pf-embed"),
-            &[
-                "--cells",
-                &arg(input),
-                "--handcrafted",
-                "--shard",
-                "0/2",
-                "--output",
-                &arg(output),
-                "--no-progress",
-            ],
-        )
+        Call::stage("pf-embed")
+            .path("--cells", input)
+            .switch("--handcrafted")
+            .flag("--shard", "0/2")
+            .path("--output", output)
+            .switch("--no-progress")
+            .run()
     };
     let plain = temp.path().join("plain.parquet");
     embed(&cells, &plain).assert_success();
@@ -852,74 +843,53 @@ fn sizes_and_thread_counts_are_bounded_by_what_the_input_can_need() {
     preprocess_fields(&images, &moa, &output, &["--threads", "100000"])
         .assert_failure(2, &["--threads", "1024"]);
     let whole = |size: &str| {
-        run(
-            &stage("pf-preprocess"),
-            &[
-                "whole",
-                "--image-csv",
-                &arg(&images),
-                "--size",
-                size,
-                "--output",
-                &arg(&output),
-            ],
-        )
+        Call::stage("pf-preprocess")
+            .command("whole")
+            .path("--image-csv", &images)
+            .flag("--size", size)
+            .path("--output", &output)
+            .run()
     };
     whole("20000").assert_failure(2, &["--size"]);
     whole("0").assert_failure(2, &["--size"]);
-    run(
-        &stage("pf-embed"),
-        &[
-            "--cells",
-            "c.parquet",
-            "--encoder",
-            "e.onnx",
-            "--output",
-            "o.parquet",
-            "--threads",
-            "100000",
-        ],
-    )
-    .assert_failure(2, &["--threads"]);
-    run(
-        &stage("pf-train"),
-        &[
-            "generative",
-            "--cells",
-            "c",
-            "--output",
-            "o",
-            "--model",
-            "cytovae",
-            "--threads",
-            "100000",
-        ],
-    )
-    .assert_failure(2, &["--threads"]);
-    run(&stage("pf-synth"), &["--threads", "100000"]).assert_failure(2, &["--threads"]);
-    run(&stage("pf-synth"), &["--field-size", "100000x100000"])
+    Call::stage("pf-embed")
+        .flag("--cells", "c.parquet")
+        .flag("--encoder", "e.onnx")
+        .flag("--output", "o.parquet")
+        .flag("--threads", "100000")
+        .run()
+        .assert_failure(2, &["--threads"]);
+    Call::stage("pf-train")
+        .command("generative")
+        .flag("--cells", "c")
+        .flag("--output", "o")
+        .flag("--model", "cytovae")
+        .flag("--threads", "100000")
+        .run()
+        .assert_failure(2, &["--threads"]);
+    Call::stage("pf-synth")
+        .flag("--threads", "100000")
+        .run()
+        .assert_failure(2, &["--threads"]);
+    Call::stage("pf-synth")
+        .flag("--field-size", "100000x100000")
+        .run()
         .assert_failure(2, &["--field-size", "8192"]);
-    run(&stage("pf-synth"), &["--cells-per-field", "1e9"])
+    Call::stage("pf-synth")
+        .flag("--cells-per-field", "1e9")
+        .run()
         .assert_failure(2, &["--cells-per-field", "2000"]);
-    run(
-        &stage("pf-synth"),
-        &["--dmso-wells-per-plate", "1000000000"],
-    )
-    .assert_failure(2, &["at most 384 wells"]);
-    run(
-        &stage("pf-embed"),
-        &[
-            "--cells",
-            "c.parquet",
-            "--encoder",
-            "e.onnx",
-            "--output",
-            "o.parquet",
-            "--batch-size",
-            "100000000",
-        ],
-    )
-    .assert_failure(2, &["--batch-size"]);
+    Call::stage("pf-synth")
+        .flag("--dmso-wells-per-plate", "1000000000")
+        .run()
+        .assert_failure(2, &["at most 384 wells"]);
+    Call::stage("pf-embed")
+        .flag("--cells", "c.parquet")
+        .flag("--encoder", "e.onnx")
+        .flag("--output", "o.parquet")
+        .flag("--batch-size", "100000000")
+        .run()
+        .assert_failure(2, &["--batch-size"]);
     assert!(!output.exists());
 }
 
@@ -1068,20 +1038,14 @@ fn missing_things_are_named_with_exit_2() {
     // --resume where nothing was trained.
     let model = temp.path().join("model");
     std::fs::create_dir_all(&model).unwrap();
-    run(
-        &stage("pf-train"),
-        &[
-            "generative",
-            "--cells",
-            &arg(&empty),
-            "--output",
-            &arg(&model),
-            "--model",
-            "cytovae",
-            "--resume",
-        ],
-    )
-    .assert_failure(2, &["--resume", "model_card.json", "No such file"]);
+    Call::stage("pf-train")
+        .command("generative")
+        .path("--cells", &empty)
+        .path("--output", &model)
+        .flag("--model", "cytovae")
+        .switch("--resume")
+        .run()
+        .assert_failure(2, &["--resume", "model_card.json", "No such file"]);
     // A ragged CSV row is named as what it is.
     let ragged = temp.path().join("ragged.csv");
     std::fs::write(&ragged, CELLS_CSV.replace("1.5,2.5", "1.5")).unwrap();
@@ -1126,17 +1090,11 @@ fn missing_things_are_named_with_exit_2() {
 }
 
 fn classify(treatments: &Path, predictions: &Path, metrics: &Path) -> Outcome {
-    run(
-        &stage("pf-classify"),
-        &[
-            "--treatments",
-            &arg(treatments),
-            "--predictions",
-            &arg(predictions),
-            "--metrics",
-            &arg(metrics),
-        ],
-    )
+    Call::stage("pf-classify")
+        .path("--treatments", treatments)
+        .path("--predictions", predictions)
+        .path("--metrics", metrics)
+        .run()
 }
 
 /// A one-epoch CytoVAE of latent 8 on the given cells tables.
@@ -1395,30 +1353,18 @@ fn outputs_that_are_inputs_and_unreadable_inputs_are_named() {
     let cells = temp.path().join("cells.csv");
     std::fs::write(&cells, CELLS_CSV).unwrap();
     let wells = arg(&temp.path().join("wells.parquet"));
-    run(
-        &stage("pf-aggregate"),
-        &[
-            "--input",
-            &arg(&cells),
-            "--wells",
-            &arg(&cells),
-            "--treatments",
-            &wells,
-        ],
-    )
-    .assert_failure(2, &["--wells", "is also an input"]);
-    run(
-        &stage("pf-aggregate"),
-        &[
-            "--input",
-            &arg(&cells),
-            "--wells",
-            &wells,
-            "--treatments",
-            &wells,
-        ],
-    )
-    .assert_failure(2, &["--treatments and --wells are the same file"]);
+    Call::stage("pf-aggregate")
+        .path("--input", &cells)
+        .path("--wells", &cells)
+        .flag("--treatments", &wells)
+        .run()
+        .assert_failure(2, &["--wells", "is also an input"]);
+    Call::stage("pf-aggregate")
+        .path("--input", &cells)
+        .flag("--wells", &wells)
+        .flag("--treatments", &wells)
+        .run()
+        .assert_failure(2, &["--treatments and --wells are the same file"]);
     assert_eq!(std::fs::read_to_string(&cells).unwrap(), CELLS_CSV);
     let (images, moa) = generated_field(&temp.path().join("screen"));
     preprocess_fields(&images, &moa, &images, &[])
@@ -1555,41 +1501,28 @@ fn moa_metrics_are_not_taken_for_a_classifiers_metrics() {
     )
     .assert_success();
     let report = temp.path().join("report");
-    run(
-        &stage("pf-report"),
-        &[
-            "--classifier-metrics",
-            &arg(&metrics),
-            "--output",
-            &arg(&report),
-        ],
-    )
-    .assert_failure(
-        2,
-        &[
-            "metrics.parquet",
-            "1-NN MoA protocol",
-            "not of a supervised classifier",
-        ],
-    );
+    Call::stage("pf-report")
+        .path("--classifier-metrics", &metrics)
+        .path("--output", &report)
+        .run()
+        .assert_failure(
+            2,
+            &[
+                "metrics.parquet",
+                "1-NN MoA protocol",
+                "not of a supervised classifier",
+            ],
+        );
     assert!(!report.exists());
     // A supervised classifier's metrics without their per-class rows (cut by hand): named too.
-    run(
-        &stage("pf-baseline"),
-        &[
-            "--input",
-            &arg(&cells),
-            "--classifier",
-            "random-forest",
-            "--label",
-            "Metadata_MoA",
-            "--trees",
-            "5",
-            "--output",
-            &arg(&temp.path().join("rf")),
-        ],
-    )
-    .assert_success();
+    Call::stage("pf-baseline")
+        .path("--input", &cells)
+        .flag("--classifier", "random-forest")
+        .flag("--label", "Metadata_MoA")
+        .flag("--trees", "5")
+        .path("--output", temp.path().join("rf"))
+        .run()
+        .assert_success();
     let cut = temp.path().join("cut.parquet");
     run(
         &python(),
@@ -1603,23 +1536,18 @@ fn moa_metrics_are_not_taken_for_a_classifiers_metrics() {
         ],
     )
     .assert_success();
-    run(
-        &stage("pf-report"),
-        &[
-            "--classifier-metrics",
-            &arg(&cut),
-            "--output",
-            &arg(&report),
-        ],
-    )
-    .assert_failure(
-        2,
-        &[
-            "cut.parquet",
-            "no per-class rows",
-            "not the metrics of a supervised classifier",
-        ],
-    );
+    Call::stage("pf-report")
+        .path("--classifier-metrics", &cut)
+        .path("--output", &report)
+        .run()
+        .assert_failure(
+            2,
+            &[
+                "cut.parquet",
+                "no per-class rows",
+                "not the metrics of a supervised classifier",
+            ],
+        );
     assert!(!report.exists());
 }
 
@@ -1881,19 +1809,13 @@ fn a_full_disk_is_a_machine_failure_and_leaves_nothing() {
 fn a_shard_without_plates_gives_empty_tables_down_the_pipeline() {
     let temp = tempfile::tempdir().unwrap();
     let empty = temp.path().join("shard3.parquet");
-    let outcome = run(
-        &stage("pf-preprocess"),
-        &[
-            "singlecell",
-            "--root",
-            &arg(&shared_data().join("bbbc021/singlecell_tiny")),
-            "--shard",
-            "3/4",
-            "--output",
-            &arg(&empty),
-            "--no-progress",
-        ],
-    );
+    let outcome = Call::stage("pf-preprocess")
+        .command("singlecell")
+        .path("--root", shared_data().join("bbbc021/singlecell_tiny"))
+        .flag("--shard", "3/4")
+        .path("--output", &empty)
+        .switch("--no-progress")
+        .run();
     outcome.assert_success();
     assert!(
         outcome.stderr.contains("writing an empty table"),
@@ -1905,31 +1827,19 @@ fn a_shard_without_plates_gives_empty_tables_down_the_pipeline() {
     let model = temp.path().join("model");
     train_tiny(&[&cells, &empty], &model).assert_success();
     let (encoder, decoder) = (temp.path().join("e.onnx"), temp.path().join("d.onnx"));
-    run(
-        &stage("pf-export"),
-        &[
-            "--model-card",
-            &arg(&model.join("model_card.json")),
-            "--encoder",
-            &arg(&encoder),
-            "--decoder",
-            &arg(&decoder),
-        ],
-    )
-    .assert_success();
+    Call::stage("pf-export")
+        .path("--model-card", model.join("model_card.json"))
+        .path("--encoder", &encoder)
+        .path("--decoder", &decoder)
+        .run()
+        .assert_success();
     let embeddings = temp.path().join("embeddings.shard3.parquet");
-    let embedded = run(
-        &stage("pf-embed"),
-        &[
-            "--cells",
-            &arg(&empty),
-            "--encoder",
-            &arg(&encoder),
-            "--output",
-            &arg(&embeddings),
-            "--no-progress",
-        ],
-    );
+    let embedded = Call::stage("pf-embed")
+        .path("--cells", &empty)
+        .path("--encoder", &encoder)
+        .path("--output", &embeddings)
+        .switch("--no-progress")
+        .run();
     embedded.assert_success();
     assert!(
         embedded.stderr.contains("holds no cells"),
@@ -2055,18 +1965,12 @@ fn damaged_cellprofiler_exports_are_refused_by_file_and_column_with_nothing_writ
     }
     nothing_left(temp.path(), ".");
     // A prefix that leaves the folder it names.
-    run(
-        &stage("pf-cellprofiler"),
-        &[
-            "--csv-dir".to_string(),
-            arg(&temp.path().join("csv-unsorted")),
-            "--csv-prefix".into(),
-            "../../etc/".into(),
-            "--output".into(),
-            arg(&temp.path().join("x.parquet")),
-        ],
-    )
-    .assert_failure(2, &["--csv-prefix", "not a plain file-name fragment"]);
+    Call::stage("pf-cellprofiler")
+        .path("--csv-dir", temp.path().join("csv-unsorted"))
+        .flag("--csv-prefix", "../../etc/")
+        .path("--output", temp.path().join("x.parquet"))
+        .run()
+        .assert_failure(2, &["--csv-prefix", "not a plain file-name fragment"]);
 }
 
 #[test]
@@ -2101,17 +2005,11 @@ fn a_sqlite_backend_another_process_holds_locked_is_exit_2_after_the_busy_timeou
     assert_eq!(line.trim(), "locked");
     let output = temp.path().join("cells.parquet");
     let started = Instant::now();
-    let outcome = run(
-        &stage("pf-cellprofiler"),
-        &[
-            "--sqlite".to_string(),
-            arg(&backend),
-            "--busy-timeout-ms".into(),
-            "300".into(),
-            "--output".into(),
-            arg(&output),
-        ],
-    );
+    let outcome = Call::stage("pf-cellprofiler")
+        .path("--sqlite", &backend)
+        .flag("--busy-timeout-ms", "300")
+        .path("--output", &output)
+        .run();
     holder.kill().unwrap();
     holder.wait().unwrap();
     outcome.assert_failure(
@@ -2130,16 +2028,11 @@ fn feature_selection_and_report_comparisons_refuse_bad_settings_by_name() {
     let temp = tempfile::tempdir().unwrap();
     let path = |name: &str| temp.path().join(name);
     let backend = shared_data().join("cellprofiler/nf1_schwann/all_cellprofiler.sqlite");
-    run(
-        &stage("pf-cellprofiler"),
-        &[
-            "--sqlite".to_string(),
-            arg(&backend),
-            "--output".into(),
-            arg(&path("cells.parquet")),
-        ],
-    )
-    .assert_success();
+    Call::stage("pf-cellprofiler")
+        .path("--sqlite", &backend)
+        .path("--output", path("cells.parquet"))
+        .run()
+        .assert_success();
     run_python(
         "check_cellprofiler.py",
         &[
@@ -2235,18 +2128,12 @@ fn feature_selection_and_report_comparisons_refuse_bad_settings_by_name() {
     );
     // A comparison without a label, and one whose file is missing.
     median("cells.parquet", &[]).assert_success();
-    run(
-        &stage("pf-classify"),
-        &[
-            "--treatments".to_string(),
-            arg(&path("treatments.parquet")),
-            "--predictions".into(),
-            arg(&path("predictions.parquet")),
-            "--metrics".into(),
-            arg(&path("metrics.parquet")),
-        ],
-    )
-    .assert_success();
+    Call::stage("pf-classify")
+        .path("--treatments", path("treatments.parquet"))
+        .path("--predictions", path("predictions.parquet"))
+        .path("--metrics", path("metrics.parquet"))
+        .run()
+        .assert_success();
     for (value, fragment) in [
         ("=metrics.parquet", "LABEL=PATH"),
         (
@@ -2254,17 +2141,11 @@ fn feature_selection_and_report_comparisons_refuse_bad_settings_by_name() {
             "/nonexistent/metrics.parquet",
         ),
     ] {
-        run(
-            &stage("pf-report"),
-            &[
-                "--compare-metrics".to_string(),
-                value.into(),
-                "--metrics".into(),
-                arg(&path("metrics.parquet")),
-                "--output".into(),
-                arg(&path("report")),
-            ],
-        )
-        .assert_failure(2, &[fragment]);
+        Call::stage("pf-report")
+            .flag("--compare-metrics", value)
+            .path("--metrics", path("metrics.parquet"))
+            .path("--output", path("report"))
+            .run()
+            .assert_failure(2, &[fragment]);
     }
 }

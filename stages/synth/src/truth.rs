@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-
 use crate::layout;
 use crate::layout::{concentration_key, Field};
 use crate::phenotype;

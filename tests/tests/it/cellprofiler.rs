@@ -334,35 +334,25 @@ fn the_cellprofiler_pipeline_runs_from_a_backend_to_a_report_that_compares_runs(
         std::fs::read(out.join("numbered-one-wells.parquet")).unwrap(),
         "numbered plates: the passes' wells differ from one pass's"
     );
-    run(
-        &stage("pf-classify"),
-        &[
-            "--treatments".to_string(),
-            plain("plain-treatments.parquet"),
-            "--predictions".into(),
-            plain("plain-predictions.parquet"),
-            "--metrics".into(),
-            plain("plain-metrics.parquet"),
-        ],
-    )
-    .assert_success();
-    run(
-        &stage("pf-report"),
-        &[
-            "--metrics".to_string(),
-            plain("metrics.parquet"),
-            "--metrics-label".into(),
-            "CellProfiler features, selected".into(),
-            "--compare-metrics".into(),
+    Call::stage("pf-classify")
+        .flag("--treatments", plain("plain-treatments.parquet"))
+        .flag("--predictions", plain("plain-predictions.parquet"))
+        .flag("--metrics", plain("plain-metrics.parquet"))
+        .run()
+        .assert_success();
+    Call::stage("pf-report")
+        .flag("--metrics", plain("metrics.parquet"))
+        .flag("--metrics-label", "CellProfiler features, selected")
+        .flag(
+            "--compare-metrics",
             format!(
                 "CellProfiler features, all={}",
                 plain("plain-metrics.parquet")
             ),
-            "--output".into(),
-            plain("compared"),
-        ],
-    )
-    .assert_success();
+        )
+        .flag("--output", plain("compared"))
+        .run()
+        .assert_success();
     let page = std::fs::read_to_string(out.join("compared/report.html")).unwrap();
     for fragment in [
         "Profiles compared",
@@ -373,16 +363,10 @@ fn the_cellprofiler_pipeline_runs_from_a_backend_to_a_report_that_compares_runs(
         assert!(page.contains(fragment), "the report lacks `{fragment}`");
     }
     // A malformed comparison is a usage error.
-    run(
-        &stage("pf-report"),
-        &[
-            "--metrics".to_string(),
-            plain("metrics.parquet"),
-            "--compare-metrics".into(),
-            "no-label-here".into(),
-            "--output".into(),
-            plain("bad"),
-        ],
-    )
-    .assert_failure(2, &["LABEL=PATH"]);
+    Call::stage("pf-report")
+        .flag("--metrics", plain("metrics.parquet"))
+        .flag("--compare-metrics", "no-label-here")
+        .flag("--output", plain("bad"))
+        .run()
+        .assert_failure(2, &["LABEL=PATH"]);
 }

@@ -97,20 +97,13 @@ fn every_classifier_learns_a_separable_problem_on_the_same_split() {
     }
     for classifier in ["random-forest", "svm"] {
         let out = folder.path().join(classifier);
-        run(
-            &stage("pf-baseline"),
-            &[
-                "--input",
-                &arg(&cells),
-                "--classifier",
-                classifier,
-                "--seed",
-                "3",
-                "--output",
-                &arg(&out),
-            ],
-        )
-        .assert_success();
+        Call::stage("pf-baseline")
+            .path("--input", &cells)
+            .flag("--classifier", classifier)
+            .flag("--seed", "3")
+            .path("--output", &out)
+            .run()
+            .assert_success();
         let metrics = metric_values(&out.join("metrics.parquet"));
         let balanced = metrics[&("balanced_accuracy".to_string(), "all".to_string())];
         assert!(
@@ -171,52 +164,31 @@ fn classifiers_reject_a_missing_label_column_and_a_single_class() {
         ],
     );
     assert!(!out.exists(), "nothing written");
-    run(
-        &stage("pf-baseline"),
-        &[
-            "--input",
-            &arg(&cells),
-            "--classifier",
-            "svm",
-            "--label",
-            "Metadata_Target",
-            "--out",
-            &arg(&out),
-        ],
-    )
-    .assert_failure(2, &["whole.parquet", "label column `Metadata_Target`"]);
+    Call::stage("pf-baseline")
+        .path("--input", &cells)
+        .flag("--classifier", "svm")
+        .flag("--label", "Metadata_Target")
+        .path("--out", &out)
+        .run()
+        .assert_failure(2, &["whole.parquet", "label column `Metadata_Target`"]);
     assert!(!out.exists(), "nothing written");
     // Every field is object 1: a single class.
-    run(
-        &stage("pf-baseline"),
-        &[
-            "--input",
-            &arg(&cells),
-            "--classifier",
-            "random-forest",
-            "--label",
-            "Metadata_ObjectNumber",
-            "--out",
-            &arg(&out),
-        ],
-    )
-    .assert_failure(2, &["`Metadata_ObjectNumber` has a single value (1)"]);
+    Call::stage("pf-baseline")
+        .path("--input", &cells)
+        .flag("--classifier", "random-forest")
+        .flag("--label", "Metadata_ObjectNumber")
+        .path("--out", &out)
+        .run()
+        .assert_failure(2, &["`Metadata_ObjectNumber` has a single value (1)"]);
     assert!(!out.exists(), "nothing written");
     // A Float64 column is no label.
-    run(
-        &stage("pf-baseline"),
-        &[
-            "--input",
-            &arg(&cells),
-            "--classifier",
-            "svm",
-            "--label",
-            "Metadata_Concentration",
-            "--out",
-            &arg(&out),
-        ],
-    )
-    .assert_failure(2, &["Metadata_Concentration"]);
+    Call::stage("pf-baseline")
+        .path("--input", &cells)
+        .flag("--classifier", "svm")
+        .flag("--label", "Metadata_Concentration")
+        .path("--out", &out)
+        .run()
+        .assert_failure(2, &["Metadata_Concentration"]);
     train(&[
         "classifier",
         "--cells",

@@ -3,17 +3,11 @@
 use super::*;
 
 pub(crate) fn export(model: &Path, encoder: &Path, decoder: &Path) -> Outcome {
-    run(
-        &stage("pf-export"),
-        &[
-            "--model-card".to_string(),
-            arg(&model.join("model_card.json")),
-            "--encoder".into(),
-            arg(encoder),
-            "--decoder".into(),
-            arg(decoder),
-        ],
-    )
+    Call::stage("pf-export")
+        .path("--model-card", model.join("model_card.json"))
+        .path("--encoder", encoder)
+        .path("--decoder", decoder)
+        .run()
 }
 
 /// Trains `model_kind` on `cells` for a few epochs into `model` and exports it: (model folder,

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use phenoflow_e2e::{
-    arg, pf_run, python, root, run, run_in, run_python, shared_data, stage, temp_files, Outcome,
+    arg, pf_run, python, root, run, run_in, run_python, shared_data, stage, temp_files, Call,
+    Outcome,
 };
 
 mod cellprofiler;

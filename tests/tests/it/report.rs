@@ -97,21 +97,13 @@ fn report_figures_from_the_real_cells_and_a_tiny_model() {
     ])
     .assert_success();
     let report = temp.path().join("report");
-    let outcome = run(
-        &stage("pf-report"),
-        &[
-            "--model-card",
-            &arg(&model.join("model_card.json")),
-            "--decoder",
-            &arg(&decoder),
-            "--cells",
-            &arg(&cells),
-            "--embeddings",
-            &arg(&embeddings),
-            "--output",
-            &arg(&report),
-        ],
-    );
+    let outcome = Call::stage("pf-report")
+        .path("--model-card", model.join("model_card.json"))
+        .path("--decoder", &decoder)
+        .path("--cells", &cells)
+        .path("--embeddings", &embeddings)
+        .path("--output", &report)
+        .run();
     outcome.assert_success();
     // Two rows of three loss-term panels; 8 cells × (RGB + 3 channels) × (original, decoded) at 2×.
     assert_eq!(png_size(&report.join("learning_curves.png")), (1200, 640));
@@ -131,25 +123,17 @@ fn report_figures_from_the_real_cells_and_a_tiny_model() {
     assert_eq!(html.matches("data:image/png;base64,").count(), 2);
     check_report_in_chromium(&report, 2, temp.path());
     // A decoder that is not one.
-    run(
-        &stage("pf-report"),
-        &[
-            "--model-card",
-            &arg(&model.join("model_card.json")),
-            "--decoder",
-            &arg(&encoder),
-            "--cells",
-            &arg(&cells),
-            "--embeddings",
-            &arg(&embeddings),
-            "--output",
-            &arg(&temp.path().join("bad")),
-        ],
-    )
-    .assert_failure(
-        2,
-        &["encoder.onnx: not a pf-export decoder (it takes `cells`, not `z`)"],
-    );
+    Call::stage("pf-report")
+        .path("--model-card", model.join("model_card.json"))
+        .path("--decoder", &encoder)
+        .path("--cells", &cells)
+        .path("--embeddings", &embeddings)
+        .path("--output", temp.path().join("bad"))
+        .run()
+        .assert_failure(
+            2,
+            &["encoder.onnx: not a pf-export decoder (it takes `cells`, not `z`)"],
+        );
     // A decoder that is missing or truncated: the same errors as pf-embed's (phenoflow-onnx).
     let truncated = temp.path().join("truncated.onnx");
     std::fs::write(&truncated, &std::fs::read(&decoder).unwrap()[..100]).unwrap();
@@ -157,22 +141,14 @@ fn report_figures_from_the_real_cells_and_a_tiny_model() {
         (temp.path().join("missing.onnx"), "no such decoder file"),
         (truncated, "not a loadable ONNX model"),
     ] {
-        run(
-            &stage("pf-report"),
-            &[
-                "--model-card",
-                &arg(&model.join("model_card.json")),
-                "--decoder",
-                &arg(&file),
-                "--cells",
-                &arg(&cells),
-                "--embeddings",
-                &arg(&embeddings),
-                "--output",
-                &arg(&temp.path().join("bad")),
-            ],
-        )
-        .assert_failure(2, &[&arg(&file), message]);
+        Call::stage("pf-report")
+            .path("--model-card", model.join("model_card.json"))
+            .path("--decoder", &file)
+            .path("--cells", &cells)
+            .path("--embeddings", &embeddings)
+            .path("--output", temp.path().join("bad"))
+            .run()
+            .assert_failure(2, &[&arg(&file), message]);
         assert!(!temp.path().join("bad").exists());
     }
 }
