@@ -4,7 +4,7 @@
 //! CytoTable's spellings aside).
 
 /// What every key column's name starts with; other columns are features.
-pub const PREFIX: &str = crate::tables::METADATA_PREFIX;
+pub const PREFIX: &str = "Metadata_";
 
 pub const PLATE: &str = "Metadata_Plate";
 pub const WELL: &str = "Metadata_Well";

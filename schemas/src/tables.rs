@@ -123,7 +123,7 @@ const fn other(
 use ColumnType::{Boolean, Float64, Int32, Int64, PixelTensor, Utf8};
 
 /// Prefix of every key (non-feature) column, as in pycytominer.
-pub const METADATA_PREFIX: &str = "Metadata_";
+pub const METADATA_PREFIX: &str = crate::columns::PREFIX;
 /// Prefix of the per-channel image path columns of the image manifest.
 pub const IMAGE_PATH_PREFIX: &str = "Image_Path_";
 

@@ -140,7 +140,7 @@ pub struct Cli {
     /// pycytominer's defaults are
     /// `variance-threshold,correlation-threshold,drop-na-columns,blocklist`.
     #[arg(long, value_enum, value_delimiter = ',', value_name = "OPERATIONS")]
-    pub feature_select: Vec<crate::select::Selection>,
+    pub feature_select: Vec<Selection>,
 
     /// variance-threshold: features of variance (ddof 0) at most this over the wells are dropped.
     #[arg(long, default_value_t = 1e-6, value_parser = non_negative)]
@@ -239,5 +239,31 @@ fn non_negative(text: &str) -> Result<f64, String> {
         Ok(value)
     } else {
         Err(format!("{value} is not a finite number ≥ 0"))
+    }
+}
+
+/// A feature-selection operation of `--feature-select` (pycytominer's names, in snake case in the
+/// provenance).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Selection {
+    /// Drop features of variance ≤ --min-variance over the wells.
+    VarianceThreshold,
+    /// Drop one of every pair of features correlated above --corr-threshold over the wells.
+    CorrelationThreshold,
+    /// Drop features missing in more than --na-cutoff of the cells (before aggregation).
+    DropNaColumns,
+    /// Drop the features of the blocklist (pycytominer's default, or --blocklist).
+    Blocklist,
+}
+
+impl Selection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Selection::VarianceThreshold => "variance_threshold",
+            Selection::CorrelationThreshold => "correlation_threshold",
+            Selection::DropNaColumns => "drop_na_columns",
+            Selection::Blocklist => "blocklist",
+        }
     }
 }

@@ -7,9 +7,9 @@ use anyhow::Context;
 use polars::prelude::{col, len, DataType as PlDataType, Engine, Expr, LazyFrame};
 
 use crate::args::Cli;
+use crate::args::Selection;
 use crate::input_error;
 use crate::select;
-use crate::select::Selection;
 use crate::wells::Wells;
 
 /// What `drop-na-columns` did on the cells.

@@ -27,6 +27,7 @@ use phenoflow_schemas::{
 };
 use polars::prelude::LazyFrame;
 
+use crate::args::Selection;
 use crate::args::{Aggregation, Cli, InputLevel, PositiveControls};
 use crate::features::{drop_na_columns, read_blocklist, select_features, MissingReport};
 use crate::input::{
@@ -35,7 +36,6 @@ use crate::input::{
 };
 use crate::output::{provenance, write_treatments, write_wells};
 use crate::platemap::PlateMap;
-use crate::select::Selection;
 use crate::settings::{Found, Params};
 use crate::treatments::aggregate_treatments;
 use crate::wells::{collect_wells, normalize_wells, well_frame, wells_by_plate_chunks, Wells};

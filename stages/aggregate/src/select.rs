@@ -21,33 +21,8 @@
 
 use std::path::Path;
 
-use clap::ValueEnum;
-
+use crate::args::Selection;
 use crate::input_error;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Selection {
-    /// Drop features of variance ≤ --min-variance over the wells.
-    VarianceThreshold,
-    /// Drop one of every pair of features correlated above --corr-threshold over the wells.
-    CorrelationThreshold,
-    /// Drop features missing in more than --na-cutoff of the cells (before aggregation).
-    DropNaColumns,
-    /// Drop the features of the blocklist (pycytominer's default, or --blocklist).
-    Blocklist,
-}
-
-impl Selection {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Selection::VarianceThreshold => "variance_threshold",
-            Selection::CorrelationThreshold => "correlation_threshold",
-            Selection::DropNaColumns => "drop_na_columns",
-            Selection::Blocklist => "blocklist",
-        }
-    }
-}
 
 /// pycytominer's default blocklist, shipped with the stage.
 const DEFAULT_BLOCKLIST: &str = include_str!("blocklist.txt");

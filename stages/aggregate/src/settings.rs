@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::args::Selection;
 use crate::args::{Aggregation, Cli, PositiveControls};
 use crate::normalize::{Normalization, TvnRegularization};
-use crate::select::Selection;
 
 /// The settings that change the output tables.
 #[derive(Debug, Clone, Serialize)]

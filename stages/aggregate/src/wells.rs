@@ -9,13 +9,13 @@ use polars::prelude::{
     col, len, DataFrame, DataType as PlDataType, Engine, Expr, LazyFrame, SortMultipleOptions,
 };
 
+use crate::args::Selection;
 use crate::args::{Aggregation, Cli, InputLevel};
 use crate::input::ColumnMap;
 use crate::input_error;
 use crate::normalize;
 use crate::normalize::Normalization;
 use crate::platemap::PlateMap;
-use crate::select::Selection;
 
 /// Well profiles, row-major features, in (plate, well) order.
 #[derive(Debug, Clone, Default)]

@@ -19,10 +19,10 @@ use indicatif::ProgressBar;
 use rayon::prelude::*;
 
 use crate::layout::{Field, Well};
-use crate::output::write_tiff;
 use crate::phenotype::{CompoundEffect, MOAS};
 use crate::render::{acquire_planes, ACTIN, DNA, TUBULIN};
 use crate::rng::Rng;
+use crate::tiff_io::write_tiff;
 use crate::{draw_field, FieldSize};
 
 /// The Cell Painting channels, in file and tensor order.

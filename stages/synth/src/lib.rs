@@ -14,6 +14,7 @@ pub mod render;
 pub mod rng;
 
 mod output;
+mod tiff_io;
 mod truth;
 
 use std::collections::BTreeMap;

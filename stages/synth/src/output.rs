@@ -15,24 +15,9 @@ use crate::cpjump1;
 use crate::layout;
 use crate::layout::{Field, IMAGE_TABLE_HEADER, MOA_TABLE};
 use crate::phenotype::CompoundEffect;
+use crate::tiff_io::write_tiff;
 use crate::truth::{ground_truth_cells_header, ground_truth_rows, ground_truth_treatments};
 use crate::{render_field_with_truth, GROUND_TRUTH_CELLS, GROUND_TRUTH_TREATMENTS};
-
-pub(crate) fn write_tiff(
-    path: &Path,
-    width: usize,
-    height: usize,
-    pixels: &[u16],
-) -> anyhow::Result<()> {
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut encoder = tiff::encoder::TiffEncoder::new(BufWriter::new(file))
-        .with_context(|| format!("writing {}", path.display()))?;
-    encoder
-        .write_image::<tiff::encoder::colortype::Gray16>(width as u32, height as u32, pixels)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
-}
 
 /// Renders one field, writes its three TIFFs under `partial`, and returns its ground-truth rows.
 pub(crate) fn render_and_write(
