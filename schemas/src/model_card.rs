@@ -186,7 +186,7 @@ pub struct ModelCard {
     /// The checkpoint file, relative to the card's folder.
     pub checkpoint: String,
     pub stage_version: String,
-    /// The finished run this one started from (`pf-train --start-from`), with its epochs.
+    /// The finished run this one started from (`pf-train generative --start-from`), with its epochs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_from: Option<String>,
 }

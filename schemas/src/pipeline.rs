@@ -1104,6 +1104,7 @@ outputs = {{ output = \"cells.parquet\" }}
 [[step]]
 name = \"train\"
 stage = \"pf-train\"
+command = \"generative\"
 inputs = {{ cells = \"@pre.output\" }}
 outputs = {{ out = \"model\" }}
 params = {{ epochs = 2, quiet = true, model = \"cytovae\" }}
@@ -1130,6 +1131,7 @@ params = {{ epochs = 2, quiet = true, model = \"cytovae\" }}
         assert_eq!(
             pipeline.step("train").unwrap().arguments(),
             [
+                "generative",
                 "--cells",
                 "out/cells.shard0.parquet",
                 "--cells",

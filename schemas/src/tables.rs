@@ -134,7 +134,6 @@ const SITE: &str = "site (field) within the well, from 1";
 const COMPOUND: &str = "compound name as in the image table (`DMSO` for controls)";
 const CONCENTRATION: &str = "concentration in µM";
 const BATCH: &str = "batch: the part of the plate name before `_` (`Week4`); the NSCB hold-out key";
-const MOA: &str = "mechanism of action from the MoA table";
 
 const IMAGE_MANIFEST_COLUMNS: &[ColumnSpec] = &[
     column(crate::columns::PLATE, Utf8, PLATE),
@@ -222,7 +221,11 @@ const EMBEDDINGS_COLUMNS: &[ColumnSpec] = &[
     column(crate::columns::SITE, Int32, SITE),
     column(crate::columns::COMPOUND, Utf8, COMPOUND),
     column(crate::columns::CONCENTRATION, Float64, CONCENTRATION),
-    nullable(crate::columns::MOA, Utf8, MOA),
+    nullable(
+        crate::columns::MOA,
+        Utf8,
+        "mechanism of action, as in `cells` (null only under pf-preprocess's `--unannotated keep`)",
+    ),
     column(crate::columns::BATCH, Utf8, BATCH),
     column(
         crate::columns::OBJECT_NUMBER,
@@ -236,8 +239,17 @@ const WELLS_COLUMNS: &[ColumnSpec] = &[
     column(crate::columns::WELL, Utf8, WELL),
     column(crate::columns::COMPOUND, Utf8, COMPOUND),
     column(crate::columns::CONCENTRATION, Float64, CONCENTRATION),
-    nullable(crate::columns::MOA, Utf8, MOA),
-    column(crate::columns::BATCH, Utf8, BATCH),
+    nullable(
+        crate::columns::MOA,
+        Utf8,
+        "mechanism of action: the input's (`--moa-column`) or joined from `--moa-csv`",
+    ),
+    column(
+        crate::columns::BATCH,
+        Utf8,
+        "batch of the well's plate: the input's (`--batch-column`), or the part of the plate name \
+         before `_`; the NSCB hold-out key",
+    ),
     column(
         crate::columns::COUNT_CELLS,
         Int64,
@@ -248,7 +260,11 @@ const WELLS_COLUMNS: &[ColumnSpec] = &[
 const TREATMENTS_COLUMNS: &[ColumnSpec] = &[
     column(crate::columns::COMPOUND, Utf8, COMPOUND),
     column(crate::columns::CONCENTRATION, Float64, CONCENTRATION),
-    nullable(crate::columns::MOA, Utf8, MOA),
+    nullable(
+        crate::columns::MOA,
+        Utf8,
+        "mechanism of action, as in `wells`",
+    ),
     nullable(
         crate::columns::BATCH,
         Utf8,

@@ -394,7 +394,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     if card.epochs_completed < card.hyperparameters.epochs && !cli.allow_unfinished {
         return Err(InputError(format!(
             "{}: training stopped after epoch {} of {} (killed, failed or still running); finish it with \
-             pf-train --resume, or export it as it is with --allow-unfinished",
+             pf-train generative --resume, or export it as it is with --allow-unfinished",
             cli.model_card.display(),
             card.epochs_completed,
             card.hyperparameters.epochs
