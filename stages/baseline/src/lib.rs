@@ -17,7 +17,7 @@ use phenoflow_evaluation::classification::{score_and_write, Annotations, CLASSIF
 pub use crate::args::{ClassifierArg, Cli};
 use crate::classifiers::{random_forest, svm};
 use crate::features::{input_kind, read_features, standardise};
-use phenoflow_schemas::{hash_file, InputError, Provenance, TableKind};
+use phenoflow_schemas::{InputError, Provenance, TableKind};
 
 pub(crate) const FOREST_STREAM: u64 = 3 << 32;
 
@@ -66,17 +66,14 @@ pub(crate) fn provenance(cli: &Cli) -> anyhow::Result<Provenance> {
         gamma: cli.gamma,
         standardised: true,
     };
-    let mut provenance = Provenance::new(
+    let inputs: Vec<&std::path::Path> = cli.input.iter().map(|path| path.as_path()).collect();
+    let mut provenance = phenoflow_kit::provenance(
         TableKind::Metrics,
         "pf-baseline",
         env!("CARGO_PKG_VERSION"),
-        serde_json::to_value(params).expect("settings serialise to JSON"),
-    );
-    for path in &cli.input {
-        provenance
-            .inputs
-            .insert(path.display().to_string(), hash_file(path)?);
-    }
+        &params,
+        &inputs,
+    )?;
     provenance.seed = Some(cli.seed);
     provenance
         .extra

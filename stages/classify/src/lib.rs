@@ -16,7 +16,7 @@ use arrow_array::{
 };
 use arrow_schema::{DataType, Schema};
 use phenoflow_schemas::{
-    hash_file, write_table_at_once, InputError, ParquetTableReader, Provenance, TableKind,
+    write_table_at_once, InputError, ParquetTableReader, Provenance, TableKind,
 };
 
 use crate::args::{Cli, Command, Protocol};
@@ -190,23 +190,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         })
         .collect();
     let (map, map_per_moa, map_queries) = mean_average_precision(&treatments, &distances, &members);
-    let params = serde_json::to_value(Params {
+    let params = Params {
         metric: cli.metric,
         protocol: cli.protocol,
         control: &cli.control,
         batch_column: &cli.batch_column,
-    })
-    .expect("settings serialise to JSON");
-    let mut provenance = Provenance::new(
+    };
+    let provenance = phenoflow_kit::provenance(
         TableKind::Predictions,
         "pf-classify",
         env!("CARGO_PKG_VERSION"),
-        params,
-    );
-    provenance.inputs.insert(
-        treatments_path.display().to_string(),
-        hash_file(&treatments_path)?,
-    );
+        &params,
+        &[treatments_path.as_path()],
+    )?;
     write_predictions(&predictions_path, &treatments, &scored, &provenance)?;
     let mut metrics_provenance = provenance.clone();
     metrics_provenance.table = TableKind::Metrics;

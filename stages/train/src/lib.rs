@@ -58,11 +58,15 @@ pub fn is_input_error(cause: &(dyn std::error::Error + 'static)) -> bool {
 pub fn missing_track(mut arguments: impl Iterator<Item = std::ffi::OsString>) -> Option<String> {
     let first = arguments.next()?;
     let first = first.to_string_lossy();
-    let answered_by_clap = ["--help", "-h", "--version", "-V", "--list-devices"];
-    if !first.starts_with("--") || answered_by_clap.contains(&first.as_ref()) {
-        return None;
-    }
-    if first == phenoflow_kit::FLAGS_ARG {
+    let answered_elsewhere = [
+        "--help",
+        "-h",
+        "--version",
+        "-V",
+        "--list-devices",
+        phenoflow_kit::FLAGS_ARG,
+    ];
+    if !first.starts_with("--") || answered_elsewhere.contains(&first.as_ref()) {
         return None;
     }
     Some(format!(
