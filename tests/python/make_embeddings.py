@@ -25,6 +25,10 @@ def main():
     parser.add_argument("--drop-column", action="append", default=[], help="leave this column out")
     parser.add_argument("--cellprofiler-wells-csv", help="also write well means as a CellProfiler-style CSV")
     parser.add_argument("--moa-csv", help="also write the MoA table (compound,concentration,moa; CR line endings)")
+    parser.add_argument("--shuffle", action="store_true", help="cells in random order, not well by well")
+    parser.add_argument("--row-group-size", type=int, default=65536)
+    parser.add_argument("--duplicate-row", type=int, default=-1, help="list this row (after --shuffle) twice: "
+                        "once in place, once at the end")
     parser.add_argument("--seed", type=int, default=1)
     p = parser.parse_args()
     rng = np.random.default_rng(p.seed)
@@ -79,10 +83,14 @@ def main():
     for f in range(p.features):
         columns[f"Cells_Synthetic_z{f:03d}"] = pa.array(features[:, f])
     table = pa.table(columns).drop_columns(p.drop_column)
+    if p.shuffle:
+        table = table.take(rng.permutation(n))
+    if 0 <= p.duplicate_row < n:
+        table = pa.concat_tables([table, table.slice(p.duplicate_row, 1)])
     # Written as pf-embed writes its tables (schemas/src/parquet_io.rs): keys with a dictionary
     # and zstd level 1, float features PLAIN and uncompressed, row groups of 65,536 rows.
     keys = [c for c in table.column_names if c.startswith("Metadata_")]
-    pq.write_table(table, p.out, row_group_size=65536, use_dictionary=keys,
+    pq.write_table(table, p.out, row_group_size=p.row_group_size, use_dictionary=keys,
                    compression={c: ("zstd" if c in keys else "none") for c in table.column_names},
                    compression_level={c: 1 for c in keys})
     if p.cellprofiler_wells_csv:

@@ -1345,6 +1345,40 @@ fn a_cell_listed_twice_in_one_table_is_an_error() {
     )
     .unwrap();
     aggregate(&[&cellprofiler], temp.path(), &[]).assert_success();
+    // Parquet cells go through the direct reader (its own check, `means.rs`): a copy of one cell
+    // at the end of a shuffled table, in another row group than the original, is found by both
+    // engines, and nothing is written.
+    let parquet = temp.path().join("twice.parquet");
+    run_python(
+        "make_embeddings.py",
+        &[
+            "--out",
+            &arg(&parquet),
+            "--cells",
+            "3000",
+            "--features",
+            "4",
+            "--shuffle",
+            "--row-group-size",
+            "500",
+            "--duplicate-row",
+            "17",
+        ],
+    )
+    .assert_success();
+    let out = temp.path().join("parquet-out");
+    std::fs::create_dir(&out).unwrap();
+    for engine in ["auto", "polars"] {
+        aggregate(&[&parquet], &out, &["--engine", engine]).assert_failure(
+            2,
+            &[
+                "a cell appears more than once",
+                "Metadata_Site = 1",
+                "Metadata_ObjectNumber = ",
+            ],
+        );
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "{engine}");
+    }
 }
 
 #[test]

@@ -160,6 +160,13 @@ pub struct Cli {
     #[arg(long, default_value_t = 256, hide = true, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub median_pass_mib: u64,
 
+    /// Who computes the cells' well means: `auto` reads Parquet cells straight into running f64
+    /// sums (arrow-rs, a row group per worker: twice as fast as Polars on 500k cells) and leaves
+    /// CSV, medians, drop-na-columns and unusual column types to Polars; `polars` always uses
+    /// Polars' streaming group-by. Both give the same means up to the last bits of the sums.
+    #[arg(long, value_enum, default_value_t = CellEngine::Auto)]
+    pub engine: CellEngine,
+
     /// blocklist: a file of feature names, one per line (or a CSV with a `blocklist` column)
     /// [default: pycytominer's list of known-noisy CellProfiler features].
     #[arg(long, value_name = "FILE")]
@@ -189,6 +196,12 @@ pub struct Cli {
     /// name before `_`].
     #[arg(long)]
     pub batch_column: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CellEngine {
+    Auto,
+    Polars,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -10,6 +10,7 @@ pub mod args;
 pub mod controls;
 mod features;
 mod input;
+mod means;
 pub mod normalize;
 mod output;
 pub mod platemap;
@@ -169,17 +170,21 @@ fn read_wells(
         check_no_null_features(cli, &features)?;
         (features, MissingReport::default())
     };
-    if cli.level == InputLevel::Cells {
-        check_no_duplicate_cells(&frame, &map, &schema)?;
-    }
     // Only the median holds its values; the mean's running sums stream in bounded memory (745 MB
     // for that 2.3 GB table, 0.9× for 500k × 256 float32), and chunking would slow it by a third.
-    let well_frame =
+    let (well_frame, engine) =
         if cli.level == InputLevel::Cells && cli.cell_aggregation == Aggregation::Median {
-            wells_by_plate_chunks(cli, frame, &map, &features, platemap)?
+            (
+                wells_by_plate_chunks(cli, frame.clone(), &map, &features, platemap)?,
+                "polars",
+            )
         } else {
-            well_frame(cli, frame, &map, &features, platemap)?
+            well_frame(cli, frame.clone(), &map, &features, platemap)?
         };
+    // The direct reader checks every cell's identity in its own pass (`means.rs`).
+    if cli.level == InputLevel::Cells && engine != crate::means::ENGINE {
+        check_no_duplicate_cells(&frame, &map, &schema)?;
+    }
     let wells = collect_wells(cli, platemap, &well_frame, &map, &features, moa_table)?;
     drop(well_frame);
     if let Some((row, _)) = wells.moa.iter().enumerate().find(|(_, moa)| moa.is_none()) {
@@ -206,6 +211,7 @@ fn read_wells(
             map.batch,
         ],
         platemap_columns: platemap.map(PlateMap::describe),
+        cell_engine: (cli.level == InputLevel::Cells).then_some(engine),
         ..Found::default()
     };
     Ok((wells, found, missing))

@@ -64,6 +64,9 @@ pub struct Found {
     /// The input columns of plate, well, compound, concentration, MoA and batch.
     pub columns: Vec<Option<String>>,
     pub platemap_columns: Option<String>,
+    /// Who aggregated the cells: `arrow-rs` (Parquet read straight into running sums) or
+    /// `polars` (its group-by); none for `--level wells`.
+    pub cell_engine: Option<&'static str>,
     /// Positive-control wells left out (0 when they are kept).
     pub positive_control_wells: usize,
     pub positive_control_treatments: Vec<String>,

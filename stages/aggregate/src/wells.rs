@@ -6,13 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::Context;
 use phenoflow_schemas::{batch_of_plate, MoaTable};
 use polars::prelude::{
-    col, len, DataFrame, DataType as PlDataType, Engine, Expr, LazyFrame, SortMultipleOptions,
+    col, len, DataFrame, DataType as PlDataType, Engine, Expr, IntoLazy, LazyFrame,
+    SortMultipleOptions,
 };
 
 use crate::args::Selection;
-use crate::args::{Aggregation, Cli, InputLevel};
+use crate::args::{Aggregation, CellEngine, Cli, InputLevel};
 use crate::input::ColumnMap;
 use crate::input_error;
+use crate::means;
 use crate::normalize;
 use crate::normalize::Normalization;
 use crate::platemap::PlateMap;
@@ -86,33 +88,52 @@ pub(crate) fn aggregate_expr(
     .alias(name)
 }
 
-/// Cells → wells in Polars, or the well table as it is (`--level wells`).
+/// Cells → wells (read straight into running sums, or by Polars' group-by), or the well table as
+/// it is (`--level wells`); with the engine that computed the cells' aggregate.
 pub(crate) fn well_frame(
     cli: &Cli,
     frame: LazyFrame,
     map: &ColumnMap,
     features: &[String],
     platemap: Option<&PlateMap>,
-) -> anyhow::Result<DataFrame> {
+) -> anyhow::Result<(DataFrame, &'static str)> {
     // Everything that must be constant within a well is part of the group key: a well holding
     // two compounds (or concentrations, MoAs, batches) comes out as two rows of one well, which
     // `collect_wells` reports. (Aggregating such columns with `first()` would also force Polars'
     // in-memory fallback instead of the streaming group-by.)
-    let mut key_exprs = vec![col(map.plate.as_str()), col(map.well.as_str())];
+    let mut key_names = vec![map.plate.as_str(), map.well.as_str()];
     // With --platemap the treatment comes from the plate map, joined after the group-by.
     if platemap.is_none() {
-        key_exprs.extend([col(map.compound.as_str()), col(map.concentration.as_str())]);
+        key_names.extend([map.compound.as_str(), map.concentration.as_str()]);
     }
-    key_exprs.extend(map.moa.as_deref().map(col));
-    key_exprs.extend(map.batch.as_deref().map(col));
+    key_names.extend(map.moa.as_deref());
+    key_names.extend(map.batch.as_deref());
+    let key_exprs: Vec<Expr> = key_names.iter().map(|name| col(*name)).collect();
     let mut aggs: Vec<Expr> = Vec::new();
     let mut frame = frame;
     let schema = frame
         .collect_schema()
         .context("reading the input's columns")?;
     let nan_is_missing = cli.feature_select.contains(&Selection::DropNaColumns);
-    let grouped = match cli.level {
-        InputLevel::Cells => {
+    let direct = match (cli.level, cli.cell_aggregation, cli.engine) {
+        (InputLevel::Cells, Aggregation::Mean, CellEngine::Auto) if !nan_is_missing => {
+            means::well_means(
+                &cli.input,
+                &key_names,
+                features,
+                phenoflow_schemas::columns::COUNT_CELLS,
+            )?
+        }
+        _ => None,
+    };
+    let engine = if direct.is_some() {
+        means::ENGINE
+    } else {
+        "polars"
+    };
+    let grouped = match (cli.level, direct) {
+        (_, Some(grouped)) => grouped.lazy(),
+        (InputLevel::Cells, None) => {
             aggs.push(len().alias(phenoflow_schemas::columns::COUNT_CELLS));
             aggs.extend(features.iter().map(|name| {
                 let is_float = matches!(
@@ -123,7 +144,7 @@ pub(crate) fn well_frame(
             }));
             frame.group_by(key_exprs.clone()).agg(aggs)
         }
-        InputLevel::Wells => {
+        (InputLevel::Wells, None) => {
             // Already one row per well: a well appearing twice is an error found below.
             aggs.push(len().alias("__rows"));
             aggs.extend(
@@ -160,7 +181,7 @@ pub(crate) fn well_frame(
     renamed.retain(|(from, to)| from != to);
     // The streaming engine reads the input in morsels and keeps only per-well running
     // aggregates, so memory does not grow with the number of cells.
-    grouped
+    let wells = grouped
         .sort(
             [map.plate.as_str(), map.well.as_str()],
             SortMultipleOptions::default(),
@@ -181,7 +202,8 @@ pub(crate) fn well_frame(
                     .collect::<Vec<_>>()
                     .join(", ")
             )
-        })
+        })?;
+    Ok((wells, engine))
 }
 
 pub(crate) fn strings(frame: &DataFrame, name: &str) -> anyhow::Result<Vec<Option<String>>> {
@@ -478,7 +500,7 @@ pub(crate) fn wells_by_plate_chunks(
     }
     // A cell without a plate is an error that the one-pass path reports with its context.
     if chunks.len() == 1 || plates.null_count() > 0 {
-        return well_frame(cli, frame, map, features, platemap);
+        return well_frame(cli, frame, map, features, platemap).map(|(wells, _)| wells);
     }
     eprintln!(
         "pf-aggregate: {} plates aggregated in {} passes of at most {} MiB of feature values",
@@ -498,13 +520,7 @@ pub(crate) fn wells_by_plate_chunks(
             })
             .collect();
         let filter = balanced_or(equalities);
-        parts.push(well_frame(
-            cli,
-            frame.clone().filter(filter),
-            map,
-            features,
-            platemap,
-        )?);
+        parts.push(well_frame(cli, frame.clone().filter(filter), map, features, platemap)?.0);
     }
     let mut joined = parts.remove(0);
     for part in &parts {

@@ -104,6 +104,67 @@ fn wells_match_pycytominer_and_nsc_matches_scikit_learn() {
     );
 }
 
+/// The default reader (Parquet cells straight into running sums, row groups in parallel) and
+/// Polars' group-by both equal pycytominer on cells in random order over 12 small row groups, so
+/// every well's cells are split across runs, batches and workers; the provenance names who
+/// aggregated.
+#[test]
+fn both_cell_engines_equal_pycytominer_on_shuffled_cells() {
+    let temp = tempfile::tempdir().unwrap();
+    let cells = embeddings(
+        temp.path(),
+        "shuffled.parquet",
+        &["--shuffle", "--row-group-size", "1000"],
+    );
+    for (engine, recorded) in [("auto", "arrow-rs"), ("polars", "polars")] {
+        let (wells, treatments) = (
+            temp.path().join(format!("wells-{engine}.parquet")),
+            temp.path().join(format!("treatments-{engine}.parquet")),
+        );
+        aggregate(&[
+            "--input",
+            &arg(&cells),
+            "--wells",
+            &arg(&wells),
+            "--treatments",
+            &arg(&treatments),
+            "--engine",
+            engine,
+        ])
+        .assert_success();
+        run_python(
+            "check_profiles.py",
+            &["wells", "--cells", &arg(&cells), "--wells", &arg(&wells)],
+        )
+        .assert_success();
+        let provenance = phenoflow_schemas::read_provenance(&wells)
+            .unwrap()
+            .expect("provenance");
+        assert_eq!(
+            provenance.params["cell_engine"], recorded,
+            "--engine {engine}: {}",
+            provenance.params
+        );
+    }
+    // Medians stay with Polars whatever --engine says.
+    let wells = temp.path().join("wells-median.parquet");
+    aggregate(&[
+        "--input",
+        &arg(&cells),
+        "--wells",
+        &arg(&wells),
+        "--treatments",
+        &arg(&temp.path().join("treatments-median.parquet")),
+        "--cell-aggregation",
+        "median",
+    ])
+    .assert_success();
+    let provenance = phenoflow_schemas::read_provenance(&wells)
+        .unwrap()
+        .expect("provenance");
+    assert_eq!(provenance.params["cell_engine"], "polars");
+}
+
 #[test]
 fn normalisations_equal_their_references_and_zscore_centres_each_plates_controls() {
     use arrow_array::{Array, Float64Array, StringArray};
