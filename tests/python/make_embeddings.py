@@ -27,6 +27,7 @@ def main():
     parser.add_argument("--moa-csv", help="also write the MoA table (compound,concentration,moa; CR line endings)")
     parser.add_argument("--shuffle", action="store_true", help="cells in random order, not well by well")
     parser.add_argument("--row-group-size", type=int, default=65536)
+    parser.add_argument("--plain-keys", action="store_true", help="metadata columns without a dictionary")
     parser.add_argument("--duplicate-row", type=int, default=-1, help="list this row (after --shuffle) twice: "
                         "once in place, once at the end")
     parser.add_argument("--seed", type=int, default=1)
@@ -90,7 +91,7 @@ def main():
     # Written as pf-embed writes its tables (schemas/src/parquet_io.rs): keys with a dictionary
     # and zstd level 1, float features PLAIN and uncompressed, row groups of 65,536 rows.
     keys = [c for c in table.column_names if c.startswith("Metadata_")]
-    pq.write_table(table, p.out, row_group_size=p.row_group_size, use_dictionary=keys,
+    pq.write_table(table, p.out, row_group_size=p.row_group_size, use_dictionary=[] if p.plain_keys else keys,
                    compression={c: ("zstd" if c in keys else "none") for c in table.column_names},
                    compression_level={c: 1 for c in keys})
     if p.cellprofiler_wells_csv:

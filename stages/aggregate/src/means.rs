@@ -25,7 +25,9 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type};
 use arrow_array::{Array, RecordBatch};
 use arrow_schema::DataType;
-use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::ProjectionMask;
 use polars::prelude::{Column, DataFrame, IdxSize};
 use rayon::prelude::*;
@@ -236,6 +238,9 @@ fn open_inputs(
             projection.push(at);
             these_kinds.push(kind);
         }
+        let metadata = with_dictionary_keys(metadata, keys);
+        let schema = metadata.schema().clone();
+        let index = |name: &str| schema.index_of(name).ok();
         let mut these_types = Vec::new();
         for name in features {
             let Some(at) = index(name) else {
@@ -317,8 +322,33 @@ fn sum_row_group(
     Ok(partial)
 }
 
+/// The footer read again with the text key columns as dictionaries (arrow-rs keeps the
+/// file's own dictionary pages, and builds one where a page is plain): rows are then compared
+/// by their dictionary index, not their text, and no string is copied out per row. The metadata
+/// as it was where the reader does not take that schema.
+fn with_dictionary_keys(metadata: ArrowReaderMetadata, keys: &[&str]) -> ArrowReaderMetadata {
+    let schema = metadata.schema();
+    let fields: Vec<arrow_schema::FieldRef> = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Utf8 | DataType::LargeUtf8 if keys.contains(&field.name().as_str()) => {
+                std::sync::Arc::new(field.as_ref().clone().with_data_type(DataType::Dictionary(
+                    Box::new(DataType::Int32),
+                    Box::new(field.data_type().clone()),
+                )))
+            }
+            _ => field.clone(),
+        })
+        .collect();
+    let hinted = arrow_schema::Schema::new_with_metadata(fields, schema.metadata().clone());
+    let options = ArrowReaderOptions::new().with_schema(std::sync::Arc::new(hinted));
+    ArrowReaderMetadata::try_new(metadata.metadata().clone(), options).unwrap_or(metadata)
+}
+
 /// A key column of one batch.
 enum KeyColumn<'a> {
+    Dictionary(&'a arrow_array::Int32DictionaryArray, &'a dyn Array),
     Utf8(&'a arrow_array::StringArray),
     LargeUtf8(&'a arrow_array::LargeStringArray),
     View(&'a arrow_array::StringViewArray),
@@ -331,6 +361,9 @@ enum KeyColumn<'a> {
 enum KeyRef<'a> {
     Text(&'a str),
     Bits(u64),
+    /// An index into the batch's dictionary: the same index is the same text (two indices may
+    /// hold the same text, which only cuts a run in two; both halves find one group).
+    Index(i32),
 }
 
 /// -0.0 groups with 0.0 and every NaN with every other, as in Polars.
@@ -347,6 +380,10 @@ fn canonical_bits(value: f64) -> u64 {
 impl<'a> KeyColumn<'a> {
     fn of(array: &'a dyn Array) -> Self {
         match array.data_type() {
+            DataType::Dictionary(_, _) => {
+                let dictionary = array.as_dictionary::<arrow_array::types::Int32Type>();
+                Self::Dictionary(dictionary, dictionary.values().as_ref())
+            }
             DataType::Utf8 => Self::Utf8(array.as_string::<i32>()),
             DataType::LargeUtf8 => Self::LargeUtf8(array.as_string::<i64>()),
             DataType::Utf8View => Self::View(array.as_string_view()),
@@ -358,6 +395,7 @@ impl<'a> KeyColumn<'a> {
 
     fn get(&self, row: usize) -> Option<KeyRef<'a>> {
         let valid = match self {
+            Self::Dictionary(a, values) => a.is_valid(row) && values.is_valid(a.key(row)?),
             Self::Utf8(a) => a.is_valid(row),
             Self::LargeUtf8(a) => a.is_valid(row),
             Self::View(a) => a.is_valid(row),
@@ -365,11 +403,30 @@ impl<'a> KeyColumn<'a> {
             Self::Float32(a) => a.is_valid(row),
         };
         valid.then(|| match self {
+            Self::Dictionary(a, _) => KeyRef::Index(a.keys().value(row)),
             Self::Utf8(a) => KeyRef::Text(a.value(row)),
             Self::LargeUtf8(a) => KeyRef::Text(a.value(row)),
             Self::View(a) => KeyRef::Text(a.value(row)),
             Self::Float64(a) => KeyRef::Bits(canonical_bits(a.value(row))),
             Self::Float32(a) => KeyRef::Bits(canonical_bits(f64::from(a.value(row)))),
+        })
+    }
+}
+
+impl KeyColumn<'_> {
+    /// A row's key value, owned (the text behind a dictionary index).
+    fn owned(&self, row: usize) -> Option<KeyValue> {
+        self.get(row).map(|value| match (value, self) {
+            (KeyRef::Index(index), Self::Dictionary(_, values)) => {
+                let index = index as usize;
+                KeyValue::Text(match values.data_type() {
+                    DataType::LargeUtf8 => values.as_string::<i64>().value(index).to_string(),
+                    _ => values.as_string::<i32>().value(index).to_string(),
+                })
+            }
+            (KeyRef::Text(text), _) => KeyValue::Text(text.to_string()),
+            (KeyRef::Bits(bits), _) => KeyValue::Bits(bits),
+            (KeyRef::Index(_), _) => unreachable!("only dictionaries give indices"),
         })
     }
 }
@@ -405,15 +462,7 @@ fn sum_batch(
     let mut start = 0;
     for row in 1..=rows {
         if row == rows || !same(row, start) {
-            let key: Key = key_columns
-                .iter()
-                .map(|c| {
-                    c.get(start).map(|value| match value {
-                        KeyRef::Text(text) => KeyValue::Text(text.to_string()),
-                        KeyRef::Bits(bits) => KeyValue::Bits(bits),
-                    })
-                })
-                .collect();
+            let key: Key = key_columns.iter().map(|c| c.owned(start)).collect();
             let group = partial.group(key, features.len());
             partial.counts[group] += (row - start) as u64;
             if !identity.is_empty() {

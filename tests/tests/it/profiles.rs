@@ -116,14 +116,26 @@ fn both_cell_engines_equal_pycytominer_on_shuffled_cells() {
         "shuffled.parquet",
         &["--shuffle", "--row-group-size", "1000"],
     );
-    for (engine, recorded) in [("auto", "arrow-rs"), ("polars", "polars")] {
+    // Keys written without a dictionary: the direct reader builds one per batch.
+    let plain = embeddings(
+        temp.path(),
+        "shuffled-plain-keys.parquet",
+        &["--shuffle", "--row-group-size", "1000", "--plain-keys"],
+    );
+    for (input, engine, recorded) in [
+        (&cells, "auto", "arrow-rs"),
+        (&plain, "auto", "arrow-rs"),
+        (&cells, "polars", "polars"),
+    ] {
+        let name = input.file_stem().unwrap().to_string_lossy();
         let (wells, treatments) = (
-            temp.path().join(format!("wells-{engine}.parquet")),
-            temp.path().join(format!("treatments-{engine}.parquet")),
+            temp.path().join(format!("wells-{name}-{engine}.parquet")),
+            temp.path()
+                .join(format!("treatments-{name}-{engine}.parquet")),
         );
         aggregate(&[
             "--input",
-            &arg(&cells),
+            &arg(input),
             "--wells",
             &arg(&wells),
             "--treatments",
@@ -134,7 +146,7 @@ fn both_cell_engines_equal_pycytominer_on_shuffled_cells() {
         .assert_success();
         run_python(
             "check_profiles.py",
-            &["wells", "--cells", &arg(&cells), "--wells", &arg(&wells)],
+            &["wells", "--cells", &arg(input), "--wells", &arg(&wells)],
         )
         .assert_success();
         let provenance = phenoflow_schemas::read_provenance(&wells)
