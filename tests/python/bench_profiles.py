@@ -61,7 +61,7 @@ def main():
     print(f"    pyarrow read_table ({os.cpu_count()} threads)           {floors['pyarrow']:7.2f} s")
     print(f"    Polars scan, sum of the feature columns  {floors['polars']:7.2f} s")
     lowest = min(floors.values())
-    print(f"  ours / floor: {ours / lowest:.1f}x  (target <= 1.3x); reference / floor: {ref_seconds / lowest:.1f}x")
+    print(f"  ours / floor: {ours / lowest:.2f}x  (target <= 1.3x); reference / floor: {ref_seconds / lowest:.1f}x")
 
 
 FLOOR = {

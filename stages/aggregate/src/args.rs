@@ -161,9 +161,10 @@ pub struct Cli {
     pub median_pass_mib: u64,
 
     /// Who computes the cells' well means: `auto` reads Parquet cells straight into running f64
-    /// sums (arrow-rs, a row group per worker: twice as fast as Polars on 500k cells) and leaves
-    /// CSV, medians, drop-na-columns and unusual column types to Polars; `polars` always uses
-    /// Polars' streaming group-by. Both give the same means up to the last bits of the sums.
+    /// sums (arrow-rs, a row group per worker; half Polars' time and a third of its memory on
+    /// 500k cells × 256) and leaves CSV, medians, drop-na-columns and unusual column types to
+    /// Polars; `polars` always uses Polars' streaming group-by. The provenance records which ran
+    /// (`cell_engine`). Both equal pycytominer within 1e-6; the direct sums are the more exact.
     #[arg(long, value_enum, default_value_t = CellEngine::Auto)]
     pub engine: CellEngine,
 

@@ -1,7 +1,8 @@
 //! `pf-aggregate`: single-cell (or well-level) profiles → well profiles → treatment profiles.
 //!
-//! Cells → wells runs in Polars (lazy scan of Parquet or CSV, projection to the keys and
-//! features, group-by on plate + well): the part that sees every cell. Wells → treatments, and
+//! Cells → wells is the part that sees every cell: the mean of Parquet cells is read straight
+//! into float64 sums (`means.rs`), everything else runs in Polars (lazy scan of Parquet or CSV,
+//! projection to the keys and features, group-by on plate + well). Wells → treatments, and
 //! the optional well-level normalisation against control wells, run on the small well table in
 //! plain Rust. Both outputs are written through `phenoflow-schemas`, so they are checked like
 //! every other table.
