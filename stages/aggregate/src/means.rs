@@ -495,13 +495,13 @@ fn sum_batch(
             DataType::Float32 => {
                 let values = array.as_primitive::<Float32Type>().values();
                 for &(from, to, group) in &runs {
-                    partial.sums[group * width + index] += sum_f32(&values[from..to]);
+                    partial.sums[group * width + index] += lane_sum(&values[from..to]);
                 }
             }
             DataType::Float64 => {
                 let values = array.as_primitive::<Float64Type>().values();
                 for &(from, to, group) in &runs {
-                    partial.sums[group * width + index] += sum_f64(&values[from..to]);
+                    partial.sums[group * width + index] += lane_sum(&values[from..to]);
                 }
             }
             other => unreachable!("open_inputs admits no feature column of type {other}"),
@@ -539,28 +539,16 @@ fn integers(array: &dyn Array) -> Vec<Option<i64>> {
 }
 
 /// Sum in f64 over eight lanes (which the compiler vectorises), then the lanes in order.
-fn sum_f32(values: &[f32]) -> f64 {
+fn lane_sum<T: Copy + Into<f64>>(values: &[T]) -> f64 {
     let mut lanes = [0.0f64; 8];
     let chunks = values.chunks_exact(8);
     let rest = chunks.remainder();
     for chunk in chunks {
-        for (lane, value) in lanes.iter_mut().zip(chunk) {
-            *lane += f64::from(*value);
+        for (lane, &value) in lanes.iter_mut().zip(chunk) {
+            *lane += value.into();
         }
     }
-    lanes.iter().sum::<f64>() + rest.iter().map(|v| f64::from(*v)).sum::<f64>()
-}
-
-fn sum_f64(values: &[f64]) -> f64 {
-    let mut lanes = [0.0f64; 8];
-    let chunks = values.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (lane, value) in lanes.iter_mut().zip(chunk) {
-            *lane += *value;
-        }
-    }
-    lanes.iter().sum::<f64>() + rest.iter().sum::<f64>()
+    lanes.iter().sum::<f64>() + rest.iter().map(|&value| value.into()).sum::<f64>()
 }
 
 /// The grouped frame: key columns as read (text, or f64), the cell count, the means.
@@ -623,10 +611,10 @@ mod tests {
     #[test]
     fn lane_sums_add_every_value() {
         let values: Vec<f32> = (0..21).map(|v| v as f32 * 0.5).collect();
-        assert_eq!(sum_f32(&values), 105.0);
-        assert_eq!(sum_f32(&[]), 0.0);
+        assert_eq!(lane_sum(&values), 105.0);
+        assert_eq!(lane_sum::<f32>(&[]), 0.0);
         let doubles: Vec<f64> = (0..13).map(f64::from).collect();
-        assert_eq!(sum_f64(&doubles), 78.0);
+        assert_eq!(lane_sum(&doubles), 78.0);
     }
 
     #[test]

@@ -38,17 +38,7 @@ pub(crate) fn gaussian_blur_into(
         output.extend_from_slice(values);
         return;
     }
-    let radius = (4.0 * sigma + 0.5) as usize;
-    let kernel: Vec<f32> = {
-        let raw: Vec<f32> = (0..=2 * radius)
-            .map(|i| {
-                let offset = i as f32 - radius as f32;
-                (-0.5 * offset * offset / (sigma * sigma)).exp()
-            })
-            .collect();
-        let total: f32 = raw.iter().sum();
-        raw.into_iter().map(|weight| weight / total).collect()
-    };
+    let (radius, kernel) = gaussian_kernel(sigma);
     // Horizontal pass over an edge-padded copy of each row. The kernel is symmetric, so each
     // pair of taps at ±k costs one multiply. Each output pixel is the centre tap, then the pairs
     // k = 1..=radius added in order (the order fixes the result to the bit); a block of
@@ -80,6 +70,22 @@ pub(crate) fn gaussian_blur_into(
             &source_row(y + offset)[x..x + BLUR_LANES.min(width - x)]
         });
     }
+}
+
+/// The normalised Gaussian kernel truncated at 4σ: its radius and its 2·radius + 1 weights.
+fn gaussian_kernel(sigma: f32) -> (usize, Vec<f32>) {
+    let radius = (4.0 * sigma + 0.5) as usize;
+    let raw: Vec<f32> = (0..=2 * radius)
+        .map(|i| {
+            let offset = i as f32 - radius as f32;
+            (-0.5 * offset * offset / (sigma * sigma)).exp()
+        })
+        .collect();
+    let total: f32 = raw.iter().sum();
+    (
+        radius,
+        raw.into_iter().map(|weight| weight / total).collect(),
+    )
 }
 
 /// Pixels of a line blurred at once, in registers (8 AVX2 vectors of f32).
@@ -419,15 +425,7 @@ mod tests {
     /// The blur as it was before its taps were summed in register blocks: every tap added to the
     /// whole output row, one k at a time. Same operations per pixel, in the same order.
     fn row_by_row_blur(values: &[f32], width: usize, height: usize, sigma: f32) -> Vec<f32> {
-        let radius = (4.0 * sigma + 0.5) as usize;
-        let raw: Vec<f32> = (0..=2 * radius)
-            .map(|i| {
-                let offset = i as f32 - radius as f32;
-                (-0.5 * offset * offset / (sigma * sigma)).exp()
-            })
-            .collect();
-        let total: f32 = raw.iter().sum();
-        let kernel: Vec<f32> = raw.into_iter().map(|weight| weight / total).collect();
+        let (radius, kernel) = gaussian_kernel(sigma);
         let at = |line: &[f32], i: isize| line[i.clamp(0, line.len() as isize - 1) as usize];
         let mut horizontal = vec![0.0f32; values.len()];
         for (row_in, row_out) in values.chunks(width).zip(horizontal.chunks_mut(width)) {

@@ -62,8 +62,10 @@ fn every_classifier_learns_a_separable_problem_on_the_same_split() {
         // Five batches an epoch: with torchvision's initialisation (batch-norm scale 1) the
         // running statistics the test split is scored with need ~60 steps to catch up with the
         // batch statistics (momentum 0.1); before that the test accuracy sits at chance while the
-        // training accuracy is 1, as it would in PyTorch.
-        ("resnet18", vec!["--epochs", "20", "--batch-size", "16"]),
+        // training accuracy is 1, as it would in PyTorch. 30 epochs, not 20: libtorch's CPU
+        // kernels round differently from one CPU to the next, and on an AMD EPYC VM the same
+        // seed reached a balanced accuracy of 0.667 after 20 epochs (1.0 after 30 and 40).
+        ("resnet18", vec!["--epochs", "30", "--batch-size", "16"]),
     ] {
         let out = folder.path().join(name);
         let mut all = vec![
