@@ -213,7 +213,7 @@ pub(crate) fn check_no_null_features(cli: &Cli, features: &[String]) -> anyhow::
 /// The columns that name one cell within a well, where the input has them (the first set found):
 /// phenoflow's (site, object number), or CellProfiler's ([table number,] image number, object
 /// number).
-pub(crate) const CELL_IDENTITY: [&[&str]; 5] = [
+const CELL_IDENTITY: [&[&str]; 5] = [
     &[
         phenoflow_schemas::columns::SITE,
         phenoflow_schemas::columns::OBJECT_NUMBER,
@@ -240,10 +240,7 @@ pub(crate) fn check_no_duplicate_cells(
     map: &ColumnMap,
     schema: &polars::prelude::Schema,
 ) -> anyhow::Result<()> {
-    let Some(identity) = CELL_IDENTITY
-        .iter()
-        .find(|columns| columns.iter().all(|c| schema.contains(c)))
-    else {
+    let Some(identity) = cell_identity(|name| schema.contains(name)) else {
         return Ok(());
     };
     let mut keys = vec![col(map.plate.as_str()), col(map.well.as_str())];
@@ -258,7 +255,7 @@ pub(crate) fn check_no_duplicate_cells(
         .map(|result| result.unwrap_single())
         .context("checking that every cell appears once")?;
     if duplicates.height() > 0 {
-        let cell = duplicates
+        let named: Vec<String> = duplicates
             .columns()
             .iter()
             .map(|column| {
@@ -268,13 +265,26 @@ pub(crate) fn check_no_duplicate_cells(
                     column.get(0).map(|v| v.to_string()).unwrap_or_default()
                 )
             })
-            .collect::<Vec<_>>()
-            .join(", ");
-        return Err(input_error(format!(
-            "a cell appears more than once ({cell}): duplicate rows would count twice in their well"
-        )));
+            .collect();
+        return Err(duplicate_cell(&named));
     }
     Ok(())
+}
+
+/// The first set of [`CELL_IDENTITY`] columns a table has all of (`has` answers for one name).
+pub(crate) fn cell_identity(has: impl Fn(&str) -> bool) -> Option<&'static [&'static str]> {
+    CELL_IDENTITY
+        .iter()
+        .copied()
+        .find(|columns| columns.iter().all(|name| has(name)))
+}
+
+/// A cell found twice, named by its key and identity columns (`name = value` each).
+pub(crate) fn duplicate_cell(named: &[String]) -> anyhow::Error {
+    input_error(format!(
+        "a cell appears more than once ({}): duplicate rows would count twice in their well",
+        named.join(", ")
+    ))
 }
 
 pub(crate) fn null_feature(path: &Path, feature: &str, nulls: u64) -> anyhow::Error {

@@ -199,10 +199,7 @@ fn check_each_cell_once(
             format!("{name} = {}", cell.values[at])
         }
     }));
-    Err(crate::input_error(format!(
-        "a cell appears more than once ({}): duplicate rows would count twice in their well",
-        named.join(", ")
-    )))
+    Err(crate::input::duplicate_cell(&named))
 }
 
 /// Reads each input's footer and checks that this reader takes its columns.
@@ -253,11 +250,7 @@ fn open_inputs(
             projection.push(at);
             these_types.push(data_type);
         }
-        let identity: &'static [&'static str] = crate::input::CELL_IDENTITY
-            .iter()
-            .find(|columns| columns.iter().all(|name| index(name).is_some()))
-            .copied()
-            .unwrap_or(&[]);
+        let identity = crate::input::cell_identity(|name| index(name).is_some()).unwrap_or(&[]);
         for name in identity {
             let at = index(name).expect("found above");
             if !schema.field(at).data_type().is_integer() {

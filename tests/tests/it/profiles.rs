@@ -6,6 +6,28 @@ pub(crate) fn aggregate<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
     run(&stage("pf-aggregate"), args)
 }
 
+/// pf-aggregate on one table of cells into `wells` and `treatments`, with `extra` flags.
+fn aggregate_cells(input: &Path, wells: &Path, treatments: &Path, extra: &[&str]) -> Outcome {
+    let mut args = vec![
+        "--input".to_string(),
+        arg(input),
+        "--wells".into(),
+        arg(wells),
+        "--treatments".into(),
+        arg(treatments),
+    ];
+    args.extend(extra.iter().map(|flag| flag.to_string()));
+    aggregate(&args)
+}
+
+/// The engine a wells table's provenance says aggregated its cells (`cell_engine`).
+fn cell_engine(wells: &Path) -> serde_json::Value {
+    let provenance = phenoflow_schemas::read_provenance(wells)
+        .unwrap()
+        .expect("provenance");
+    provenance.params["cell_engine"].clone()
+}
+
 pub(crate) fn classify<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Outcome {
     run(&stage("pf-classify"), args)
 }
@@ -34,15 +56,7 @@ fn wells_match_pycytominer_and_nsc_matches_scikit_learn() {
         temp.path().join("wells.parquet"),
         temp.path().join("treatments.parquet"),
     );
-    aggregate(&[
-        "--input",
-        &arg(&cells),
-        "--wells",
-        &arg(&wells),
-        "--treatments",
-        &arg(&treatments),
-    ])
-    .assert_success();
+    aggregate_cells(&cells, &wells, &treatments, &[]).assert_success();
     run_python(
         "check_profiles.py",
         &["wells", "--cells", &arg(&cells), "--wells", &arg(&wells)],
@@ -133,48 +147,24 @@ fn both_cell_engines_equal_pycytominer_on_shuffled_cells() {
             temp.path()
                 .join(format!("treatments-{name}-{engine}.parquet")),
         );
-        aggregate(&[
-            "--input",
-            &arg(input),
-            "--wells",
-            &arg(&wells),
-            "--treatments",
-            &arg(&treatments),
-            "--engine",
-            engine,
-        ])
-        .assert_success();
+        aggregate_cells(input, &wells, &treatments, &["--engine", engine]).assert_success();
         run_python(
             "check_profiles.py",
             &["wells", "--cells", &arg(input), "--wells", &arg(&wells)],
         )
         .assert_success();
-        let provenance = phenoflow_schemas::read_provenance(&wells)
-            .unwrap()
-            .expect("provenance");
-        assert_eq!(
-            provenance.params["cell_engine"], recorded,
-            "--engine {engine}: {}",
-            provenance.params
-        );
+        assert_eq!(cell_engine(&wells), recorded, "--engine {engine} on {name}");
     }
     // Medians stay with Polars whatever --engine says.
     let wells = temp.path().join("wells-median.parquet");
-    aggregate(&[
-        "--input",
-        &arg(&cells),
-        "--wells",
-        &arg(&wells),
-        "--treatments",
-        &arg(&temp.path().join("treatments-median.parquet")),
-        "--cell-aggregation",
-        "median",
-    ])
+    aggregate_cells(
+        &cells,
+        &wells,
+        &temp.path().join("treatments-median.parquet"),
+        &["--cell-aggregation", "median"],
+    )
     .assert_success();
-    let provenance = phenoflow_schemas::read_provenance(&wells)
-        .unwrap()
-        .expect("provenance");
-    assert_eq!(provenance.params["cell_engine"], "polars");
+    assert_eq!(cell_engine(&wells), "polars");
 }
 
 #[test]
