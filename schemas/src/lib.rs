@@ -37,7 +37,7 @@ pub use parquet_io::{
     read_provenance, read_table, write_table_at_once, ParallelTableWriter, ParquetTableReader,
     ParquetTableWriter,
 };
-pub use provenance::{hash_file, hash_files, hash_params, Provenance};
+pub use provenance::{hash_file, hash_files, hash_params, ContentHasher, Provenance};
 pub use tables::{ColumnSpec, ColumnType, TableKind};
 pub use tensor::{TensorShape, PIXELS_COLUMN};
 pub use text::text_values;

@@ -162,7 +162,7 @@ pub fn hash_file(path: &Path) -> Result<String, SchemaError> {
         source,
     };
     let mut file = std::fs::File::open(path).map_err(io_error)?;
-    let mut hasher = blake3::Hasher::new();
+    let mut hasher = ContentHasher::default();
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         let n_read = file.read(&mut buffer).map_err(io_error)?;
@@ -171,7 +171,23 @@ pub fn hash_file(path: &Path) -> Result<String, SchemaError> {
         }
         hasher.update(&buffer[..n_read]);
     }
-    Ok(hasher.finalize().to_hex().to_string())
+    Ok(hasher.finish())
+}
+
+/// [`hash_file`]'s hash of content given piece by piece (a file read through memory-mapped
+/// windows, say): the same hash for the same bytes in the same order.
+#[derive(Debug, Default, Clone)]
+pub struct ContentHasher(blake3::Hasher);
+
+impl ContentHasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The hash (hex) of everything given so far.
+    pub fn finish(&self) -> String {
+        self.0.finalize().to_hex().to_string()
+    }
 }
 
 /// One content hash for a table given as one file or as shards: a single file's [`hash_file`];
@@ -230,5 +246,9 @@ mod tests {
             hash_file(&path).unwrap(),
             "6437b3ac38465133ffb63b75273a8db548c558465d79db03fd359c6cd5bd9d85"
         );
+        let mut pieces = ContentHasher::default();
+        pieces.update(b"a");
+        pieces.update(b"bc");
+        assert_eq!(pieces.finish(), hash_file(&path).unwrap());
     }
 }

@@ -9,7 +9,7 @@
 //! | code execution through `pf-run emit` | newline in name / description; `$(…)` in values and `--set`; a quote before a var in a Snakefile path; a var named as an engine setting, two vars that are one setting, a var in an output's file name; `"`, `\` and braces in Snakemake strings; `$` in Nextflow scripts; `stage` with a path; paths with spaces still run |
 //! | paths that escape their roots | outputs absolute or `..`; `Image_PathName_*` absolute or `..`; `Multi_Cell_Image_Name` with `..`; a model card's checkpoint elsewhere |
 //! | panics | `.npy` shape overflow; `--centers` at 1e300; text as `large_string` / `string_view` (pandas, Polars) under `--shard` |
-//! | values that exhaust the machine or hang | `--crop-size 100000`; `--epochs 0`, `--jobs 0` (clap's ranges); `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`, `--shards` 0, 1025 or beyond 64 bits; 101 seeds (in the file or `--seeds`); a seed beyond i64; 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested) |
+//! | values that exhaust the machine or hang | `--crop-size 100000`; `--epochs 0`, `--jobs 0` (clap's ranges); `whole --size 20000`; `--threads 100000`; `--batch-size 1e8`; synthetic fields of 100000² px or 1e9 cells; `shards = 1000000`, `--shards` 0, 1025 or beyond 64 bits; 101 seeds (in the file or `--seeds`); a seed beyond i64; 100 seeds × 1024 shards planned in seconds; a var naming itself; a FIFO as a TIFF; a foreign Parquet's huge row group (over half the machine's memory in the columns read; the footer reading is unit-tested); a Parquet footer placing a column chunk outside its file (an exabyte long, past the end, at a negative offset: pf-aggregate's two engines, and pf-classify for every stage's table reader) |
 //! | exit codes and messages | pf-train's flat flags of before its subcommands, one track's flag given to the other (and a pipeline file of then, named by pf-run's pre-flight); an output that is an input, two outputs that are one file, an empty CSV, a symbolic-link loop, a text concentration, `--resume` with nothing to resume, a missing input (named once, its cause once; pf-train too), a ragged CSV row, an unwritable `.pfrun`, a missing checkpoint |
 //! | silently wrong numbers | a cell listed twice in one table; `NA` in a CSV feature; a null feature; conflicting MoA rows; the same input twice; CHW `.npy`; duplicate rows (image table, `metadata.csv`, `--centers`); classify metrics as classifier metrics; 0 scorable queries; a plate map with two treatments in a well, a well it lacks, no well column, a text concentration, an empty compound, profiles already annotated; NaN or negative sigmas and ridges; one column given as two keys to pf-aggregate |
 //! | processes and state | a second pf-run on one workdir; shard records that collide; a killed pf-run's stage; an unfinished model exported; stale temporaries |
@@ -1379,6 +1379,141 @@ fn a_cell_listed_twice_in_one_table_is_an_error() {
         );
         assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "{engine}");
     }
+}
+
+/// `parquet` with one column chunk's place in the footer rewritten by `forge` (the pages left as
+/// they are): what a damaged file, or one written to harm, gives the reader.
+fn forge_footer(
+    parquet: &Path,
+    row_group: usize,
+    column: &str,
+    forge: impl Fn(
+        parquet::file::metadata::ColumnChunkMetaDataBuilder,
+    ) -> parquet::file::metadata::ColumnChunkMetaDataBuilder,
+) -> Vec<u8> {
+    use parquet::file::metadata::{ParquetMetaDataReader, ParquetMetaDataWriter};
+    let content = bytes::Bytes::from(std::fs::read(parquet).unwrap());
+    let footer_length = u32::from_le_bytes(
+        content[content.len() - 8..content.len() - 4]
+            .try_into()
+            .unwrap(),
+    );
+    let pages = content.len() - 8 - footer_length as usize;
+    let mut metadata = ParquetMetaDataReader::new()
+        .parse_and_finish(&content)
+        .unwrap()
+        .into_builder();
+    let mut row_groups = metadata.take_row_groups();
+    let group = row_groups[row_group].clone();
+    let columns = group
+        .columns()
+        .iter()
+        .map(|chunk| {
+            if chunk.column_descr().name() == column {
+                forge(chunk.clone().into_builder()).build().unwrap()
+            } else {
+                chunk.clone()
+            }
+        })
+        .collect();
+    row_groups[row_group] = group
+        .into_builder()
+        .set_column_metadata(columns)
+        .build()
+        .unwrap();
+    let metadata = metadata.set_row_groups(row_groups).build();
+    let mut forged = content[..pages].to_vec();
+    ParquetMetaDataWriter::new(&mut forged, &metadata)
+        .finish()
+        .unwrap();
+    forged
+}
+
+#[test]
+fn a_footer_that_places_a_column_outside_the_file_is_an_error() {
+    let temp = tempfile::tempdir().unwrap();
+    let parquet = temp.path().join("cells.parquet");
+    run_python(
+        "make_embeddings.py",
+        &[
+            "--out",
+            &arg(&parquet),
+            "--cells",
+            "2000",
+            "--features",
+            "4",
+            "--row-group-size",
+            "500",
+        ],
+    )
+    .assert_success();
+    let out = temp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let forged = temp.path().join("forged.parquet");
+    // A column chunk claiming an exabyte (read through a file, its first page's buffer would be
+    // allocated at the size its header gives); one placed past the end; one at a negative offset.
+    let size = |chunk: parquet::file::metadata::ColumnChunkMetaDataBuilder| {
+        chunk.set_total_compressed_size(1 << 60)
+    };
+    let offset = |chunk: parquet::file::metadata::ColumnChunkMetaDataBuilder| {
+        chunk
+            .set_dictionary_page_offset(None)
+            .set_data_page_offset(1 << 40)
+    };
+    let negative = |chunk: parquet::file::metadata::ColumnChunkMetaDataBuilder| {
+        chunk
+            .set_dictionary_page_offset(None)
+            .set_data_page_offset(-4096)
+    };
+    for (what, content) in [
+        (
+            "size",
+            forge_footer(&parquet, 2, "Cells_Synthetic_z003", size),
+        ),
+        (
+            "offset",
+            forge_footer(&parquet, 1, "Cells_Synthetic_z000", offset),
+        ),
+        (
+            "negative",
+            forge_footer(&parquet, 3, "Metadata_Well", negative),
+        ),
+    ] {
+        std::fs::write(&forged, content).unwrap();
+        for engine in ["auto", "polars"] {
+            aggregate(&[&forged], &out, &["--engine", engine])
+                .assert_failure(2, &["forged.parquet", "outside the file", "row group "]);
+            assert_eq!(
+                std::fs::read_dir(&out).unwrap().count(),
+                0,
+                "{what} {engine}"
+            );
+        }
+    }
+    // The untouched file is read.
+    aggregate(&[&parquet], &out, &[]).assert_success();
+    // Every stage's table reader checks the footer the same way (here pf-classify's treatments).
+    let treatments = temp.path().join("forged-treatments.parquet");
+    std::fs::write(
+        &treatments,
+        forge_footer(&out.join("treatments.parquet"), 0, "Metadata_MoA", size),
+    )
+    .unwrap();
+    let predictions = temp.path().join("predictions.parquet");
+    classify(
+        &treatments,
+        &predictions,
+        &temp.path().join("metrics.parquet"),
+    )
+    .assert_failure(
+        2,
+        &[
+            "forged-treatments.parquet",
+            "outside the file",
+            "column `Metadata_MoA`",
+        ],
+    );
+    assert!(!predictions.exists());
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! [`ParquetTableReader`] and the footer readers: a table streamed batch by batch and checked,
 //! text read as `Utf8` whatever it was written as; provenance, null counts and row-group sizes
-//! from the footer alone.
+//! from the footer alone. Every footer read is checked against its file's length
+//! ([`check_column_chunks`]) before a page is read.
 
 use super::*;
 
@@ -63,6 +64,7 @@ impl ParquetTableReader {
         };
         let metadata =
             ArrowReaderMetadata::load(&file, ArrowReaderOptions::new()).map_err(parquet_error)?;
+        check_column_chunks(path, metadata.metadata(), file_length(&file, path)?)?;
         // Text arrives as `Utf8`, `LargeUtf8` (pandas, Polars) or `Utf8View` (Polars); the
         // stages read one: every top-level string column is decoded as `Utf8`.
         let metadata = match utf8_schema(metadata.schema()) {
@@ -265,10 +267,61 @@ pub(super) fn footer(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File
         path: path.to_path_buf(),
         source,
     })?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| SchemaError::Parquet {
-        path: path.to_path_buf(),
-        source,
-    })
+    let length = file_length(&file, path)?;
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|source| SchemaError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    check_column_chunks(path, builder.metadata(), length)?;
+    Ok(builder)
+}
+
+fn file_length(file: &File, path: &Path) -> Result<u64, SchemaError> {
+    Ok(file
+        .metadata()
+        .map_err(|source| SchemaError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .len())
+}
+
+/// Every column chunk lies inside the file (`length` bytes) where its footer places it; else
+/// an error naming the row group and the column. arrow-rs reads a chunk's pages at the offset
+/// and within the size the footer gives, and through a `File` it allocates each page's buffer
+/// at the size the page's header claims before reading it: a damaged or forged footer (a chunk
+/// of an exabyte, at a negative offset, past the end) would otherwise end in an allocation
+/// failure, an abort, or a panic, not an error; Polars' reader too read for a minute before it
+/// was killed.
+pub fn check_column_chunks(
+    path: &Path,
+    metadata: &parquet::file::metadata::ParquetMetaData,
+    length: u64,
+) -> Result<(), SchemaError> {
+    for (index, row_group) in metadata.row_groups().iter().enumerate() {
+        for column in row_group.columns() {
+            let start = column
+                .dictionary_page_offset()
+                .unwrap_or_else(|| column.data_page_offset());
+            let size = column.compressed_size();
+            let end = u64::try_from(start)
+                .ok()
+                .zip(u64::try_from(size).ok())
+                .and_then(|(start, size)| start.checked_add(size));
+            if end.is_none_or(|end| end > length) {
+                return Err(SchemaError::Parquet {
+                    path: path.to_path_buf(),
+                    source: ParquetError::General(format!(
+                        "row group {index}, column `{}`: the footer places its {size} bytes at offset {start}, \
+                         outside the file ({length} bytes)",
+                        column.column_path().string()
+                    )),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a whole (small) table into memory.

@@ -11,6 +11,7 @@ pub mod args;
 pub mod controls;
 mod features;
 mod input;
+mod mapped;
 mod means;
 pub mod normalize;
 mod output;
@@ -85,8 +86,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The content hashes of the inputs, computed on a thread of their own while Polars aggregates
-/// (hashing a large input is otherwise a third of the run).
+/// The content hashes of the inputs, computed on a thread of their own while the cells are
+/// aggregated (hashing a large input is otherwise a third of the run), read through memory-mapped
+/// windows where a file can be mapped (`mapped.rs`).
 pub(crate) type Hasher =
     std::thread::JoinHandle<Result<Vec<(String, String)>, phenoflow_schemas::SchemaError>>;
 
@@ -120,7 +122,13 @@ impl Inputs {
         let hasher = std::thread::spawn(move || {
             hashed
                 .into_iter()
-                .map(|path| Ok((path.display().to_string(), hash_file(&path)?)))
+                .map(|path| {
+                    let hash = match crate::mapped::hash_mapped(&path) {
+                        Some(hash) => hash,
+                        None => hash_file(&path)?,
+                    };
+                    Ok((path.display().to_string(), hash))
+                })
                 .collect()
         });
         Ok(Self {

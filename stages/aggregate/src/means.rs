@@ -12,9 +12,13 @@
 //! the Polars path runs as a group-by of its own): each row's identity (site and object number, or
 //! CellProfiler's image and object numbers) is kept per well, and each well's are sorted.
 //!
-//! A table this reader does not take (CSV, a key column neither text nor a float, an integer
-//! feature, an identity column not an integer, or inputs whose column types differ) goes to
-//! Polars, so nothing changes for it.
+//! Each row group's bytes are memory-mapped while it is decoded (`mapped.rs`): pages are sliced
+//! out of the page cache, not copied. Before any row group is read, every column chunk must lie
+//! inside its file (`parquet_io::check_column_chunks`).
+//!
+//! A table this reader does not take (CSV, an input that is not a regular file, a key column
+//! neither text nor a float, an integer feature, an identity column not an integer, or inputs
+//! whose column types differ) goes to Polars, so nothing changes for it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -31,6 +35,8 @@ use parquet::arrow::arrow_reader::{
 use parquet::arrow::ProjectionMask;
 use polars::prelude::{Column, DataFrame, IdxSize};
 use rayon::prelude::*;
+
+use crate::mapped::{map_range, Window};
 
 /// The name the provenance records for this reader (`cell_engine`).
 pub(crate) const ENGINE: &str = "arrow-rs";
@@ -68,6 +74,8 @@ struct CellId {
 /// A Parquet input's footer, and where the key and feature columns are in it.
 struct Input {
     path: PathBuf,
+    /// The file's length in bytes.
+    length: u64,
     metadata: ArrowReaderMetadata,
     projection: Vec<usize>,
 }
@@ -217,6 +225,13 @@ fn open_inputs(
             return Ok(None);
         }
         let file = open(path)?;
+        let length = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?;
+        if !length.is_file() {
+            return Ok(None);
+        }
+        let length = length.len();
         let metadata = ArrowReaderMetadata::load(&file, Default::default())
             .with_context(|| format!("reading the footer of {}", path.display()))?;
         let schema = metadata.schema().clone();
@@ -268,8 +283,10 @@ fn open_inputs(
         {
             return Ok(None);
         }
+        phenoflow_schemas::parquet_io::check_column_chunks(path, metadata.metadata(), length)?;
         inputs.push(Input {
             path: path.clone(),
+            length,
             metadata,
             projection,
         });
@@ -287,6 +304,42 @@ fn open(path: &Path) -> anyhow::Result<File> {
     File::open(path).with_context(|| format!("opening {}", path.display()))
 }
 
+/// The bytes of one row group's projected column chunks, mapped (offsets checked against the
+/// file's length when it was opened).
+fn map_row_group(input: &Input, row_group: usize, mask: &ProjectionMask) -> anyhow::Result<Window> {
+    let chunks = input.metadata.metadata().row_group(row_group).columns();
+    let (start, end) = chunks
+        .iter()
+        .enumerate()
+        .filter(|(leaf, _)| mask.leaf_included(*leaf))
+        .map(|(_, chunk)| {
+            let start = chunk
+                .dictionary_page_offset()
+                .unwrap_or_else(|| chunk.data_page_offset()) as u64;
+            (start, start + chunk.compressed_size() as u64)
+        })
+        .fold((u64::MAX, 0), |(low, high), (start, end)| {
+            (low.min(start), high.max(end))
+        });
+    let (start, length) = if start < end {
+        (start, end - start)
+    } else {
+        (0, 0)
+    };
+    let (offset, bytes) = map_range(&open(&input.path)?, start, length).with_context(|| {
+        format!(
+            "{}: cannot memory-map row group {row_group} ({length} bytes at offset {start}); \
+             --engine polars reads it without",
+            input.path.display()
+        )
+    })?;
+    Ok(Window {
+        offset,
+        bytes,
+        file_length: input.length,
+    })
+}
+
 /// One row group's sums, a batch at a time.
 fn sum_row_group(
     input: &Input,
@@ -295,12 +348,12 @@ fn sum_row_group(
     layout: &Layout,
     features: &[String],
 ) -> anyhow::Result<Partial> {
-    let file = open(&input.path)?;
     let mask = ProjectionMask::roots(
         input.metadata.parquet_schema(),
         input.projection.iter().copied(),
     );
-    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, input.metadata.clone())
+    let window = map_row_group(input, row_group, &mask)?;
+    let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(window, input.metadata.clone())
         .with_row_groups(vec![row_group])
         .with_projection(mask)
         .with_batch_size(BATCH_ROWS)

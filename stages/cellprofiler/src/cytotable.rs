@@ -130,12 +130,17 @@ enum Output {
 pub fn convert(cli: &Cli, path: &Path, provenance: &Provenance) -> anyhow::Result<Summary> {
     let file = phenoflow_schemas::open_regular_file(path)
         .map_err(|source| anyhow::Error::new(source).context(format!("{}", path.display())))?;
+    let length = file
+        .metadata()
+        .map_err(|source| anyhow::Error::new(source).context(format!("{}", path.display())))?
+        .len();
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|error| {
         crate::input_error(format!(
             "{}: not a readable Parquet file: {error}",
             path.display()
         ))
     })?;
+    phenoflow_schemas::parquet_io::check_column_chunks(path, builder.metadata(), length)?;
     let schema = builder.schema().clone();
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let find = |candidates: &[&str]| {
