@@ -310,13 +310,27 @@ mod tests {
 
     #[test]
     fn parallel_writer_writes_pixel_tensors_byte_for_byte_like_arrow_rs() {
-        use crate::{CellKeys, CellsBatchBuilder, TensorShape};
+        // Cells of fewer values than arrow-rs's mini-batch (handed over a batch at once), and of
+        // more (a few cells at a time, over several pages of a row group).
+        pixel_tensors_byte_for_byte(crate::TensorShape::new(2, 3, 4), &[0..5, 5..6, 6..19], 4);
+        pixel_tensors_byte_for_byte(
+            crate::TensorShape::new(3, 24, 24),
+            &[0..130, 130..131, 131..450],
+            200,
+        );
+    }
+
+    fn pixel_tensors_byte_for_byte(
+        shape: crate::TensorShape,
+        cells: &[std::ops::Range<usize>],
+        rows_per_group: usize,
+    ) {
+        use crate::{CellKeys, CellsBatchBuilder};
         let directory = tempfile::tempdir().unwrap();
         let (single, parallel) = (
             directory.path().join("single.parquet"),
             directory.path().join("parallel.parquet"),
         );
-        let shape = TensorShape::new(2, 3, 4);
         let batch = |cells: std::ops::Range<usize>| {
             let mut builder = CellsBatchBuilder::with_capacity(shape, cells.len());
             for cell in cells {
@@ -339,16 +353,27 @@ mod tests {
             }
             builder.finish()
         };
-        let batches = [batch(0..5), batch(5..6), batch(6..19)];
+        let batches: Vec<_> = cells.iter().cloned().map(batch).collect();
         let provenance =
             Provenance::new(TableKind::Cells, "pf-test", "0.0.0", serde_json::json!({}));
         let schema = batches[0].schema();
-        let mut writer =
-            ParquetTableWriter::create(&single, TableKind::Cells, schema.clone(), &provenance, 4)
-                .unwrap();
-        let mut parallel_writer =
-            ParallelTableWriter::create(&parallel, TableKind::Cells, schema, &provenance, 4, 2)
-                .unwrap();
+        let mut writer = ParquetTableWriter::create(
+            &single,
+            TableKind::Cells,
+            schema.clone(),
+            &provenance,
+            rows_per_group,
+        )
+        .unwrap();
+        let mut parallel_writer = ParallelTableWriter::create(
+            &parallel,
+            TableKind::Cells,
+            schema,
+            &provenance,
+            rows_per_group,
+            2,
+        )
+        .unwrap();
         for batch in &batches {
             writer.write(batch).unwrap();
             parallel_writer.write(batch).unwrap();
@@ -364,7 +389,7 @@ mod tests {
             .iter()
             .map(|b| b.num_rows())
             .sum();
-        assert_eq!(rows, 19);
+        assert_eq!(rows, cells.last().unwrap().end);
     }
 
     #[test]

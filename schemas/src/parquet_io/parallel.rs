@@ -43,6 +43,22 @@ pub(super) enum EncodedColumn {
     Raw(Bytes, ColumnCloseResult),
 }
 
+/// Cells whose pixels [`RowGroupEncoder::encode_dense_u16`] widens and hands to arrow-rs at a
+/// time: 64 cells of 68×68×3 are 3.6 MB of `i32` values and 1.8 MB of each level, which stay in
+/// cache until arrow-rs reads them.
+const DENSE_CELLS_AT_ONCE: usize = 64;
+
+/// One encoder thread's buffers for [`RowGroupEncoder::encode_dense_u16`], kept from row group to
+/// row group (allocated afresh, they were faulted in and zeroed page by page every time).
+#[derive(Debug, Default)]
+pub(super) struct DenseScratch {
+    values: Vec<i32>,
+    definition: Vec<i16>,
+    repetition: Vec<i16>,
+    /// The list length `repetition` was filled for.
+    repetition_step: usize,
+}
+
 /// What the encoders share: how to encode each column of a row group.
 pub(super) struct RowGroupEncoder {
     factory: ArrowRowGroupWriterFactory,
@@ -80,6 +96,7 @@ impl RowGroupEncoder {
         &self,
         index: usize,
         batches: &[RecordBatch],
+        scratch: &mut DenseScratch,
     ) -> Result<Vec<EncodedColumn>, ParquetError> {
         let Some(first) = batches.first() else {
             return Ok(Vec::new());
@@ -104,7 +121,7 @@ impl RowGroupEncoder {
                 .map(|column| dense_u16_lists(column))
                 .collect();
             if let (1, Some(dense)) = (descr.max_rep_level(), dense) {
-                raw[leaf] = Some(self.encode_dense_u16(descr, &dense)?);
+                raw[leaf] = Some(self.encode_dense_u16(descr, &dense, scratch)?);
                 continue;
             }
             for column in columns {
@@ -132,6 +149,7 @@ impl RowGroupEncoder {
         &self,
         descr: ColumnDescPtr,
         columns: &[(&[u16], usize)],
+        scratch: &mut DenseScratch,
     ) -> Result<(Bytes, ColumnCloseResult), ParquetError> {
         let (max_def, max_rep) = (descr.max_def_level(), descr.max_rep_level());
         // Room for the column chunk as raw uint16 up front (zstd makes it smaller): grown by
@@ -147,12 +165,38 @@ impl RowGroupEncoder {
                     "uint16 is not stored as INT32".into(),
                 ));
             };
-            let (mut values, mut definition, mut repetition) = (Vec::new(), Vec::new(), Vec::new());
-            for &(pixels, size) in columns {
+            let DenseScratch {
+                values,
+                definition,
+                repetition,
+                repetition_step,
+            } = scratch;
+            // Levels are only ever these two values, so a buffer of the right length and step
+            // holds the right levels whatever row group filled it.
+            if definition.first().is_some_and(|&level| level != max_def) {
+                definition.clear();
+            }
+            // arrow-rs cuts a batch into mini-batches of `write_batch_size` levels, each
+            // extended to the next row's start, and checks the page size after each: where a
+            // row holds at least that many values every mini-batch is one row, so handing it
+            // the rows a few at a time gives the same pages as all at once.
+            let rows_at_once = |size: usize| {
+                if size >= self.properties.write_batch_size() {
+                    DENSE_CELLS_AT_ONCE * size
+                } else {
+                    usize::MAX
+                }
+            };
+            let pieces = columns.iter().flat_map(|&(pixels, size)| {
+                pixels
+                    .chunks(rows_at_once(size).min(pixels.len()).max(1))
+                    .map(move |piece| (piece, size))
+            });
+            for (pixels, size) in pieces {
                 values.clear();
                 values.extend(pixels.iter().map(|&value| i32::from(value)));
                 definition.resize(values.len(), max_def);
-                if repetition.len() != values.len() {
+                if repetition.len() != values.len() || *repetition_step != size {
                     // Each cell's first pixel starts a new list (level 0), the rest continue it;
                     // filled, then the starts set (a `%` per pixel cost a percent of the run).
                     repetition.clear();
@@ -160,8 +204,9 @@ impl RowGroupEncoder {
                     for start in (0..values.len()).step_by(size.max(1)) {
                         repetition[start] = 0;
                     }
+                    *repetition_step = size;
                 }
-                writer.write_batch(&values, Some(&definition), Some(&repetition))?;
+                writer.write_batch(values, Some(definition), Some(repetition))?;
             }
             writer.close()?
         };
@@ -210,12 +255,15 @@ impl ParallelTableWriter {
             .map(|_| {
                 let encoder = encoder.clone();
                 let (job_receiver, done) = (job_receiver.clone(), done.clone());
-                std::thread::spawn(move || loop {
-                    let job = job_receiver.lock().expect("job queue").recv();
-                    let Ok((index, batches)) = job else { break };
-                    let chunks = encoder.encode(index, &batches);
-                    if done.send((index, chunks)).is_err() {
-                        break;
+                std::thread::spawn(move || {
+                    let mut scratch = DenseScratch::default();
+                    loop {
+                        let job = job_receiver.lock().expect("job queue").recv();
+                        let Ok((index, batches)) = job else { break };
+                        let chunks = encoder.encode(index, &batches, &mut scratch);
+                        if done.send((index, chunks)).is_err() {
+                            break;
+                        }
                     }
                 })
             })
