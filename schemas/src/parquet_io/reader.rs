@@ -301,15 +301,11 @@ pub fn check_column_chunks(
 ) -> Result<(), SchemaError> {
     for (index, row_group) in metadata.row_groups().iter().enumerate() {
         for column in row_group.columns() {
-            let start = column
-                .dictionary_page_offset()
-                .unwrap_or_else(|| column.data_page_offset());
-            let size = column.compressed_size();
-            let end = u64::try_from(start)
-                .ok()
-                .zip(u64::try_from(size).ok())
-                .and_then(|(start, size)| start.checked_add(size));
-            if end.is_none_or(|end| end > length) {
+            if column_chunk_range(column).is_none_or(|(_, end)| end > length) {
+                let start = column
+                    .dictionary_page_offset()
+                    .unwrap_or_else(|| column.data_page_offset());
+                let size = column.compressed_size();
                 return Err(SchemaError::Parquet {
                     path: path.to_path_buf(),
                     source: ParquetError::General(format!(
@@ -322,6 +318,19 @@ pub fn check_column_chunks(
         }
     }
     Ok(())
+}
+
+/// Where a column chunk's bytes lie in its file as its footer places them, `(start, end)`; `None`
+/// where the footer's numbers are negative or their sum overflows.
+pub fn column_chunk_range(
+    column: &parquet::file::metadata::ColumnChunkMetaData,
+) -> Option<(u64, u64)> {
+    let start = column
+        .dictionary_page_offset()
+        .unwrap_or_else(|| column.data_page_offset());
+    let start = u64::try_from(start).ok()?;
+    let end = start.checked_add(u64::try_from(column.compressed_size()).ok()?)?;
+    Some((start, end))
 }
 
 /// Reads a whole (small) table into memory.

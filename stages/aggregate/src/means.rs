@@ -313,10 +313,8 @@ fn map_row_group(input: &Input, row_group: usize, mask: &ProjectionMask) -> anyh
         .enumerate()
         .filter(|(leaf, _)| mask.leaf_included(*leaf))
         .map(|(_, chunk)| {
-            let start = chunk
-                .dictionary_page_offset()
-                .unwrap_or_else(|| chunk.data_page_offset()) as u64;
-            (start, start + chunk.compressed_size() as u64)
+            phenoflow_schemas::parquet_io::column_chunk_range(chunk)
+                .expect("every column chunk was checked when the file was opened")
         })
         .fold((u64::MAX, 0), |(low, high), (start, end)| {
             (low.min(start), high.max(end))
