@@ -1514,6 +1514,37 @@ fn a_footer_that_places_a_column_outside_the_file_is_an_error() {
         ],
     );
     assert!(!predictions.exists());
+    // And pf-cellprofiler's CytoTable input, which it reads on its own.
+    let cytotable = temp.path().join("cytotable.parquet");
+    run_python(
+        "check_cellprofiler.py",
+        &[
+            "make-cytotable".into(),
+            arg(&shared_data().join("cellprofiler/nf1_schwann/all_cellprofiler.sqlite")),
+            arg(&cytotable),
+        ],
+    )
+    .assert_success();
+    let forged = temp.path().join("forged-cytotable.parquet");
+    std::fs::write(
+        &forged,
+        forge_footer(&cytotable, 0, "Metadata_ImageNumber", offset),
+    )
+    .unwrap();
+    let single_cells = temp.path().join("single_cells.parquet");
+    Call::stage("pf-cellprofiler")
+        .path("--cytotable", &forged)
+        .path("--output", &single_cells)
+        .run()
+        .assert_failure(
+            2,
+            &[
+                "forged-cytotable.parquet",
+                "outside the file",
+                "column `Metadata_ImageNumber`",
+            ],
+        );
+    assert!(!single_cells.exists());
 }
 
 #[test]

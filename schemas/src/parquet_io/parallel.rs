@@ -49,7 +49,9 @@ pub(super) enum EncodedColumn {
 const DENSE_CELLS_AT_ONCE: usize = 64;
 
 /// One encoder thread's buffers for [`RowGroupEncoder::encode_dense_u16`], kept from row group to
-/// row group (allocated afresh, they were faulted in and zeroed page by page every time).
+/// row group (allocated afresh, they were faulted in and zeroed page by page every time). They
+/// hold the largest piece handed over until the writer finishes: 64 cells, or a whole batch of
+/// cells smaller than arrow-rs's mini-batch (cutting those would change the pages).
 #[derive(Debug, Default)]
 pub(super) struct DenseScratch {
     values: Vec<i32>,

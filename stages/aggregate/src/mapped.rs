@@ -1,14 +1,17 @@
 //! Parquet cells read through memory mappings, one byte range at a time: the direct reader
-//! (`means.rs`) maps each row group while it decodes it, and the content hash of the provenance
-//! maps each input in windows of [`HASH_WINDOW`] bytes. Pages are sliced out of the page cache,
-//! never copied: read through `read(2)`, the hash and the decoders each copied the whole file
-//! (a third of `pf-aggregate`'s CPU on 500k cells, most of it system time). Only the ranges in
-//! use are mapped, so the file is never resident at once; mapping the whole file made the
-//! resident set 1.2× the table (0.12× without the file's pages) for the same time.
+//! (`means.rs`) maps the span of each row group's columns while it decodes it, and the content
+//! hash of the provenance maps each input in windows of [`HASH_WINDOW`] bytes. Pages are sliced
+//! out of the page cache, never copied: read through `read(2)`, the hash and the decoders each
+//! copied the whole file (a third of `pf-aggregate`'s CPU on 500k cells, most of it system
+//! time). Only the ranges in use are mapped (a mapping of 1 MiB or more is unmapped on Polars'
+//! unmapping thread once its last reader is dropped), so the file is never resident at once;
+//! mapping the whole file made the resident set 1.2× the table (0.12× without the file's pages)
+//! for the same time. Where a range cannot be mapped, it is read into memory instead.
 //!
 //! The mapping is Polars' own (`polars_utils::mmap`, the one its Parquet reader uses), so this
 //! stage holds no unsafe code of its own. As with Polars, a file truncated by another program
-//! while this stage reads it ends the process (`SIGBUS`) rather than with an error.
+//! while this stage reads it ends the process (`SIGBUS`) rather than with an error; the direct
+//! reader maps from the handle it read the footer through, and checks the length first.
 
 use std::fs::File;
 use std::path::Path;
@@ -21,18 +24,20 @@ use polars_utils::mmap::MMapSemaphore;
 /// mapping and unmapping cost nothing beside the hashing.
 const HASH_WINDOW: u64 = 32 << 20;
 
-/// Where mappings start: a multiple of every page size Linux uses (4, 16 and 64 KiB).
-/// `polars_utils`' unmapping takes the address the mapping gives as where it starts, which holds
-/// only for an offset on a page boundary: from anywhere else the unmapping failed and every row
-/// group stayed mapped.
-const MAP_ALIGN: u64 = 64 << 10;
+/// Where mappings start: a multiple of 64 KiB and of the machine's page size. `polars_utils`
+/// unmaps a mapping of more than 32 MiB in pieces from the address the mapping gives, which is
+/// where it starts only for an offset on a page boundary: from anywhere else the unmapping
+/// failed and every row group stayed mapped.
+fn map_align() -> u64 {
+    (64u64 << 10).max(*polars_utils::mem::PAGE_SIZE as u64)
+}
 
 /// `length` bytes of a file from `offset`, mapped, with the bytes before `offset` back to the
-/// nearest [`MAP_ALIGN`] boundary: the mapping and the offset of its first byte; `None` where the
-/// file cannot be mapped (not a regular file, say).
+/// nearest [`map_align`] boundary: the mapping and the offset of its first byte; `None` where
+/// the file cannot be mapped (not a regular file, say).
 pub(crate) fn map_range(file: &File, offset: u64, length: u64) -> Option<(u64, Bytes)> {
-    let start = offset - offset % MAP_ALIGN;
-    let length = length + (offset - start);
+    let start = offset - offset % map_align();
+    let length = length.checked_add(offset - start)?;
     if length == 0 {
         return Some((start, Bytes::new()));
     }
@@ -40,6 +45,24 @@ pub(crate) fn map_range(file: &File, offset: u64, length: u64) -> Option<(u64, B
     options.offset(start).len(usize::try_from(length).ok()?);
     let map = MMapSemaphore::new_from_file_with_options(file, options).ok()?;
     Some((start, Bytes::from_owner(map)))
+}
+
+/// [`map_range`], or where that fails the same bytes read into memory (from `offset` itself).
+pub(crate) fn map_or_read_range(
+    file: &File,
+    offset: u64,
+    length: u64,
+) -> std::io::Result<(u64, Bytes)> {
+    match map_range(file, offset, length) {
+        Some(mapped) => Ok(mapped),
+        None => read_range(file, offset, length),
+    }
+}
+
+fn read_range(file: &File, offset: u64, length: u64) -> std::io::Result<(u64, Bytes)> {
+    let mut bytes = vec![0u8; usize::try_from(length).map_err(std::io::Error::other)?];
+    std::os::unix::fs::FileExt::read_exact_at(file, &mut bytes, offset)?;
+    Ok((offset, Bytes::from(bytes)))
 }
 
 /// The content hash of a regular file ([`phenoflow_schemas::hash_file`]'s), read through
@@ -140,6 +163,16 @@ mod tests {
         let file = File::open(&path).unwrap();
         let (offset, bytes) = map_range(&file, 70000, 5000).unwrap();
         assert_eq!((offset, bytes.len()), (65536, 9464));
+        assert_eq!(
+            map_or_read_range(&file, 70000, 5000).unwrap(),
+            (offset, bytes.clone())
+        );
+        // The fallback reads the same bytes, from the offset asked for, and no further than
+        // the file goes.
+        let (read_offset, read) = read_range(&file, 70000, 5000).unwrap();
+        assert_eq!(read_offset, 70000);
+        assert_eq!(&read[..], &bytes[(70000 - 65536)..]);
+        assert!(read_range(&file, content.len() as u64 - 10, 20).is_err());
         let window = Window {
             offset,
             bytes,

@@ -36,7 +36,7 @@ use parquet::arrow::ProjectionMask;
 use polars::prelude::{Column, DataFrame, IdxSize};
 use rayon::prelude::*;
 
-use crate::mapped::{map_range, Window};
+use crate::mapped::{map_or_read_range, Window};
 
 /// The name the provenance records for this reader (`cell_engine`).
 pub(crate) const ENGINE: &str = "arrow-rs";
@@ -74,7 +74,10 @@ struct CellId {
 /// A Parquet input's footer, and where the key and feature columns are in it.
 struct Input {
     path: PathBuf,
-    /// The file's length in bytes.
+    /// The handle the footer was read through: row groups are mapped from it, so a file
+    /// replaced under the same name meanwhile is not the one read.
+    file: File,
+    /// The file's length in bytes when its footer was read.
     length: u64,
     metadata: ArrowReaderMetadata,
     projection: Vec<usize>,
@@ -286,6 +289,7 @@ fn open_inputs(
         phenoflow_schemas::parquet_io::check_column_chunks(path, metadata.metadata(), length)?;
         inputs.push(Input {
             path: path.clone(),
+            file,
             length,
             metadata,
             projection,
@@ -324,10 +328,22 @@ fn map_row_group(input: &Input, row_group: usize, mask: &ProjectionMask) -> anyh
     } else {
         (0, 0)
     };
-    let (offset, bytes) = map_range(&open(&input.path)?, start, length).with_context(|| {
+    // A file cut short since its footer was read would end the process when a mapped page
+    // past its end is touched (SIGBUS): said as an error instead.
+    let now = input
+        .file
+        .metadata()
+        .with_context(|| format!("reading {}", input.path.display()))?
+        .len();
+    anyhow::ensure!(
+        now >= input.length,
+        "{}: the file shrank from {} to {now} bytes while it was read (another program is writing it?)",
+        input.path.display(),
+        input.length
+    );
+    let (offset, bytes) = map_or_read_range(&input.file, start, length).with_context(|| {
         format!(
-            "{}: cannot memory-map row group {row_group} ({length} bytes at offset {start}); \
-             --engine polars reads it without",
+            "{}: reading row group {row_group} ({length} bytes at offset {start})",
             input.path.display()
         )
     })?;
