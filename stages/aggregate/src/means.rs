@@ -228,13 +228,13 @@ fn open_inputs(
             return Ok(None);
         }
         let file = open(path)?;
-        let length = file
+        let stat = file
             .metadata()
             .with_context(|| format!("reading {}", path.display()))?;
-        if !length.is_file() {
+        if !stat.is_file() {
             return Ok(None);
         }
-        let length = length.len();
+        let length = stat.len();
         let metadata = ArrowReaderMetadata::load(&file, Default::default())
             .with_context(|| format!("reading the footer of {}", path.display()))?;
         let schema = metadata.schema().clone();
